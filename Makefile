@@ -1,0 +1,59 @@
+# MedAI headless environment: `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Use the CPU build of torch from a local wheel folder when the machine has one.
+WHEELS := $(wildcard /opt/wheels)
+PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
+DEBIAN_TOOLS := dicom3tools:dciodvfy dcmtk:dsr2xml
+
+.PHONY: all venv dev-deps system-deps demo test lint bench train clean
+
+all: test
+
+$(VENV)/.installed: Resources/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install $(PIP_FLAGS) "torch==2.13.0"
+	$(PIP) install $(PIP_FLAGS) -r Resources/requirements.txt
+	$(PIP) install --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(VENV)/.dev-installed: $(VENV)/.installed Resources/requirements-dev.txt
+	$(PIP) install $(PIP_FLAGS) -r Resources/requirements-dev.txt
+	touch $@
+
+dev-deps: $(VENV)/.dev-installed
+
+# Debian packages the conformance tests need (dciodvfy, dsr2xml); installed only when missing.
+system-deps:
+	@missing=""; for pair in $(DEBIAN_TOOLS); do pkg=$${pair%%:*}; tool=$${pair##*:}; \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  echo "Installing Debian packages:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+demo: venv
+	$(VENV)/bin/medai demo --output medai-demo
+
+test: dev-deps system-deps
+	$(VENV)/bin/ruff check MedAIExtension Modules Testing bench Utilities
+	$(PY) -m pytest -q
+
+lint: dev-deps
+	$(VENV)/bin/ruff check MedAIExtension Modules Testing bench Utilities
+
+bench: dev-deps
+	$(PY) bench/segmentation.py
+
+train: venv
+	$(PY) -m MedAIExtension.training.train
+
+clean:
+	rm -rf $(VENV) medai-demo .pytest_cache

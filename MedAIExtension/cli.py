@@ -1,0 +1,236 @@
+"""The ``medai`` command line: segment, models, evaluate, phantom, demo.
+
+Errors print one clear message (no traceback unless ``--debug``) and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from MedAIExtension import __version__
+from MedAIExtension.errors import MedAIError
+
+__all__ = ["main", "build_parser"]
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr fed by (fraction, message) callbacks."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, unit="‰", file=sys.stderr, disable=not enabled, bar_format="{l_bar}{bar}| {elapsed}")
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.bar.set_description_str(message[:40].ljust(40))
+        self.bar.update(max(int(fraction * 1000) - self.bar.n, 0))
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from MedAIExtension.io.loader import load_image
+    from MedAIExtension.models.catalog import load_catalog
+    from MedAIExtension.models.inference import InferenceOptions
+    from MedAIExtension.segmentation import segment_image, write_outputs
+    from MedAIExtension.segmentation.outputs import parse_formats
+
+    formats = parse_formats(args.format)
+    catalog = load_catalog(models_dirs=args.models_dir or ())
+    entry = catalog.get(args.model)
+    from MedAIExtension.atomic import ensure_writable_directory
+
+    ensure_writable_directory(args.output)
+    image = load_image(args.input, series_uid=args.series, warn=_warn)
+    if "dicom-seg" in formats and not image.source_files:
+        if args.format_given:
+            from MedAIExtension.errors import InputError
+
+            raise InputError(
+                "DICOM SEG output needs a DICOM series as input. Use --format seg.nrrd,nii.gz for NIfTI/NRRD input."
+            )
+        formats.remove("dicom-seg")
+    options = InferenceOptions(
+        overlap=args.overlap, batch_size=args.batch_size, roi_size=tuple(args.roi) if args.roi else None
+    )
+    bar = _ProgressBar(not args.quiet)
+    try:
+        result = segment_image(image, entry, device=args.device, options=options, progress=lambda f, m: bar(f * 0.9, m))
+        files = write_outputs(
+            result.labelmap,
+            result.labels,
+            args.output,
+            formats,
+            source=image,
+            algorithm_name=entry.name,
+            algorithm_version=entry.version,
+            extra_summary={"provider": result.provider, "seconds": round(result.seconds, 3), "input": str(args.input)},
+            progress=lambda f, m: bar(0.9 + 0.1 * f, m),
+        )
+    finally:
+        bar.close()
+    print(f"Model {entry.name} {entry.version} ran on {result.provider} in {result.seconds:.1f} s ({result.windows} windows).")
+    from MedAIExtension.segmentation.outputs import label_statistics
+
+    for row in label_statistics(result.labelmap, result.labels):
+        print(f"  {row['name']:<20} {row['volume_ml']:10.2f} mL  ({row['voxel_count']} voxels)")
+    for fmt, path in files.items():
+        print(f"  {fmt:<10} {path}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from MedAIExtension.models.catalog import load_catalog
+    from MedAIExtension.models.devices import Device, cuda_available
+
+    catalog = load_catalog(models_dirs=args.models_dir or ())
+    rows = []
+    for entry in catalog.entries():
+        backend = "onnx" if entry.backend == "onnx" else "torch"
+        device = "cuda" if cuda_available(backend) else Device.CPU.value
+        rows.append(
+            {
+                "name": entry.name,
+                "title": entry.title,
+                "version": entry.version,
+                "backend": entry.backend,
+                "device": device,
+                "labels": [label.name for label in entry.labels],
+                "source": entry.source,
+            }
+        )
+    if args.json:
+        print(json.dumps({"models": rows, "problems": catalog.problems}, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['name']}  ({row['version']}, {row['backend']}, would run on {row['device']})")
+        print(f"    {row['title']}")
+        print(f"    labels: {', '.join(row['labels'])}   [{row['source']}]")
+    for problem in catalog.problems:
+        _warn(problem)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from MedAIExtension.io.loader import load_image
+    from MedAIExtension.metrics import compare_labelmaps, format_metrics_table
+
+    pred = load_image(args.pred, warn=_warn)
+    ref = load_image(args.ref, warn=_warn)
+    labels = None
+    if args.model:
+        from MedAIExtension.models.catalog import load_catalog
+
+        labels = [(label.value, label.name) for label in load_catalog().get(args.model).labels]
+    rows = compare_labelmaps(pred, ref, labels, tolerance_mm=args.tolerance)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+    else:
+        print(format_metrics_table(rows, args.tolerance))
+    return 0
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from MedAIExtension.phantom.study import write_phantom_study
+
+    study = write_phantom_study(args.output, size_ijk=tuple(args.size), spacing=tuple(args.spacing), seed=args.seed)
+    print(f"Phantom study written to {args.output}")
+    for key, path in study.items():
+        print(f"  {key:<10} {path}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from MedAIExtension.demo import run_demo
+
+    bar = _ProgressBar(not args.quiet)
+    try:
+        files = run_demo(args.output, device=args.device, progress=bar)
+    finally:
+        bar.close()
+    print(f"Demo finished. Results in {args.output}:")
+    for key, path in files.items():
+        print(f"  {key:<12} {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``medai``."""
+    parser = argparse.ArgumentParser(prog="medai", description="MedAI: AI segmentation for medical images.")
+    parser.add_argument("--version", action="version", version=f"medai {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment a CT/MR volume with a catalogue model")
+    seg.add_argument("--input", required=True, help="DICOM folder, .nii.gz or .nrrd")
+    seg.add_argument("--model", required=True, help="model name ('medai models' lists them)")
+    seg.add_argument("--output", required=True, help="output folder")
+    seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    seg.add_argument("--format", default=None, help="comma list of seg.nrrd, nii.gz, dicom-seg (default: all that apply)")
+    seg.add_argument("--series", default=None, help="SeriesInstanceUID when the folder holds several series")
+    seg.add_argument("--models-dir", action="append", help="extra folder with user models (ONNX / MONAI bundles)")
+    seg.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: catalogue)")
+    seg.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: catalogue)")
+    seg.add_argument("--roi", type=int, nargs=3, default=None, metavar=("D", "H", "W"), help="window size")
+    seg.add_argument("--quiet", action="store_true", help="no progress bar")
+    seg.set_defaults(func=_cmd_segment)
+
+    models = sub.add_parser("models", help="list the models and the device each would use")
+    models.add_argument("--models-dir", action="append", help="extra folder with user models")
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=_cmd_models)
+
+    ev = sub.add_parser("evaluate", help="Dice, IoU, HD95, surface Dice of a prediction against a reference")
+    ev.add_argument("--pred", required=True)
+    ev.add_argument("--ref", required=True)
+    ev.add_argument("--model", default=None, help="name the labels after this model's catalogue entry")
+    ev.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    ph = sub.add_parser("phantom", help="write a synthetic chest CT study (DICOM, NIfTI, truth)")
+    ph.add_argument("--output", required=True)
+    ph.add_argument("--size", type=int, nargs=3, default=[256, 256, 160], metavar=("I", "J", "K"))
+    ph.add_argument("--spacing", type=float, nargs=3, default=[1.4, 1.4, 2.0], metavar=("SI", "SJ", "SK"))
+    ph.add_argument("--seed", type=int, default=0)
+    ph.set_defaults(func=_cmd_phantom)
+
+    demo = sub.add_parser("demo", help="phantom → segmentation → DICOM SEG, seg.nrrd, overlay PNG, HTML")
+    demo.add_argument("--output", default="medai-demo")
+    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    demo.add_argument("--quiet", action="store_true")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``medai``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "command", None) == "segment":
+        args.format_given = args.format is not None
+        if args.format is None:
+            args.format = "seg.nrrd,nii.gz,dicom-seg"
+    try:
+        return int(args.func(args) or 0)
+    except MedAIError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; no output was written.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,463 @@
+"""DICOM Segmentation (SEG) objects: write a label map as a highdicom SEG, read a SEG back onto an image grid.
+
+The writer stores one segment per catalogue label that occurs in the label map. Segment numbers are
+consecutive (1, 2, ...) in the order of the label list — highdicom requires BINARY segment numbers to start
+at 1 and increase by 1, so they cannot simply be the label values. Each segment records its label value in
+the Segment Description attribute (``"MedAI label value <n>"``), which the readers use to restore the
+original voxel values; SEGs from other software fall back to ``value = segment number``.
+
+Labels of the catalogue that are absent from the label map are *not* written: an empty segment would have no
+frame at all, which several readers (dcmqi, viewers) handle badly. A label map with no labelled voxel at all
+raises :class:`EmptySegmentationError` and writes nothing — an empty result is reported elsewhere (e.g. in a
+Structured Report), not as a SEG without content.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from MedAIExtension.atomic import atomic_path
+from MedAIExtension.dicom.tools import find_dcmqi_tool
+from MedAIExtension.errors import GeometryError, InputError, OutputError
+from MedAIExtension.io.geometry import affine_parts
+from MedAIExtension.io.image import Image
+from MedAIExtension.labels import CodedTerm, SegmentLabel
+
+__all__ = [
+    "EmptySegmentationError",
+    "read_dicom_seg",
+    "read_dicom_seg_with_dcmqi",
+    "segment_value_map",
+    "write_dicom_seg",
+]
+
+_SEGMENT_DESCRIPTION_PREFIX = "MedAI label value "
+_SEGMENT_DESCRIPTION_PATTERN = re.compile(r"^MedAI label value (\d{1,3})$")
+_LO_MAX = 64  # DICOM Long String
+_POSITION_TOLERANCE_MM = 1e-2
+
+
+class EmptySegmentationError(InputError):
+    """The label map holds no voxel of any catalogue label, so there is no segment to store."""
+
+
+# ---- writing ------------------------------------------------------------------------------------------------
+def _lo(text: str) -> str:
+    """Clip ``text`` to a DICOM LO value (64 characters, no backslash)."""
+    return text.replace("\\", "/")[:_LO_MAX]
+
+
+def _coded_concept(term: CodedTerm) -> Any:
+    import highdicom as hd
+
+    return hd.sr.CodedConcept(value=term.value, scheme_designator=term.scheme, meaning=_lo(term.meaning))
+
+
+def _check_labels(labels: Sequence[SegmentLabel]) -> None:
+    if not labels:
+        raise InputError("No segment labels were given; pass the model's label list to describe the segments.")
+    values = [label.value for label in labels]
+    duplicates = sorted({v for v in values if values.count(v) > 1})
+    if duplicates:
+        raise InputError(f"Label value(s) {duplicates} appear more than once in the label list; each needs one entry.")
+
+
+def _label_array(labelmap: Image, labels: Sequence[SegmentLabel]) -> tuple[np.ndarray, set[int]]:
+    """The label map as uint8 and the label values it holds; every non-zero value must be a catalogue label."""
+    array = np.asarray(labelmap.array)
+    if array.dtype == bool:
+        array = array.view(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer) and not np.array_equal(array, np.round(array)):
+        raise InputError("The label map holds fractional values; a label map must hold whole label numbers.")
+    known = {label.value for label in labels}
+    if array.min() < 0 or array.max() > 255:
+        outside = np.unique(array[(array < 0) | (array > 255)])
+        raise InputError(
+            f"The label map holds value(s) {[int(v) for v in outside[:10]]} outside 0..255; a label map holds "
+            "label values 1..255 and 0 for background."
+        )
+    array = array.astype(np.uint8, copy=False)
+    counts = np.bincount(array.ravel(), minlength=256)
+    present = {int(v) for v in np.flatnonzero(counts[1:]) + 1}
+    unknown = sorted(present - known)
+    if unknown:
+        raise InputError(
+            f"The label map holds value(s) {unknown[:10]} that are not in the label list "
+            f"{sorted(known)}. Pass the full label list of the model, or clear those voxels."
+        )
+    return array, present
+
+
+def _load_source_datasets(source: Image) -> list[Any]:
+    """The source series' datasets in slice order ``k`` (headers only), checked against the source affine."""
+    import pydicom
+
+    files = source.source_files
+    if len(files) != source.shape[0]:
+        raise InputError(
+            f"The source image has {len(files)} DICOM file reference(s) for {source.shape[0]} slices. A DICOM SEG "
+            "must reference the DICOM series it was computed from: read the source with read_dicom_series."
+        )
+    datasets = []
+    for path in files:
+        try:
+            datasets.append(pydicom.dcmread(path, stop_before_pixels=True))
+        except (OSError, pydicom.errors.InvalidDicomError) as exc:
+            raise InputError(
+                f"Cannot read the source DICOM file {path} ({exc}). The SEG needs the source series on disk; "
+                "keep the input folder in place until the results are written."
+            ) from None
+    lps = source.ijk_to_lps
+    for k, ds in enumerate(datasets):
+        expected = lps[:3, 2] * k + lps[:3, 3]
+        position = np.array(ds.get("ImagePositionPatient", [np.nan] * 3), dtype=float)
+        if not np.allclose(position, expected, atol=_POSITION_TOLERANCE_MM + 1e-4 * np.abs(expected).max()):
+            raise GeometryError(
+                f"Source file {files[k].name} lies at {position.round(3).tolist()} mm but slice {k} of the source "
+                f"image is at {expected.round(3).tolist()} mm: source_files do not match the image's slice order. "
+                "Read the source with read_dicom_series and do not reorder its slices."
+            )
+    return datasets
+
+
+def write_dicom_seg(
+    labelmap: Image,
+    source: Image,
+    labels: Sequence[SegmentLabel],
+    path: str | os.PathLike[str],
+    *,
+    algorithm_name: str,
+    algorithm_version: str,
+    series_description: str = "MedAI segmentation",
+    series_number: int = 300,
+    segmentation_type: str = "BINARY",
+    manufacturer: str = "MedAI",
+    content_label: str = "MEDAI",
+    omit_empty_frames: bool = True,
+) -> Path:
+    """Write a label map as a DICOM Segmentation that references its source series.
+
+    One segment is written per label of ``labels`` that occurs in the label map, numbered 1, 2, ... in list
+    order; labels absent from the map are left out (see the module docstring). Each segment carries the
+    label's name, its segmented property category/type codes, the recommended display colour (CIELab from the
+    label's RGB), algorithm type AUTOMATIC and the algorithm identification (``algorithm_name`` /
+    ``algorithm_version``, family "Artificial Intelligence"). The file is written atomically: on any error no
+    file is left at ``path``.
+
+    Args:
+        labelmap: label map (integer voxel values = label values, 0 = background) on the grid of ``source``.
+        source: the image the label map was computed from, read with
+            :func:`~MedAIExtension.io.dicom_series.read_dicom_series` (its ``source_files`` are referenced).
+        labels: the model's labels (value, name, colour, codes).
+        path: output file (``.dcm``).
+        algorithm_name: name of the model that produced the label map.
+        algorithm_version: version of that model.
+        series_description: SeriesDescription of the SEG series.
+        series_number: SeriesNumber of the SEG series.
+        segmentation_type: ``"BINARY"`` (default, validated by dciodvfy) or ``"LABELMAP"`` (newer SOP class,
+            unknown to older validators and viewers).
+        manufacturer: Manufacturer of the equipment (software) that made the SEG.
+        content_label: ContentLabel (upper case, code string).
+        omit_empty_frames: leave out frames without any segmented pixel (smaller, faster files).
+
+    Returns:
+        The written path.
+
+    Raises:
+        GeometryError: the label map is not on the source grid, or the source files do not match the source.
+        EmptySegmentationError: the label map contains no labelled voxel.
+        InputError: unknown label values, duplicate labels, or a source without its DICOM files.
+        OutputError: the file cannot be written.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from MedAIExtension import __version__
+
+    if not labelmap.same_grid(source):
+        raise GeometryError(
+            f"The label map (shape {labelmap.shape}) is not on the grid of the source series (shape "
+            f"{source.shape}) or their affines differ. A DICOM SEG stores one frame per source slice: resample "
+            "the label map onto the source image grid (nearest neighbour) before writing the SEG."
+        )
+    seg_type = str(getattr(segmentation_type, "value", segmentation_type)).upper()
+    if seg_type not in ("BINARY", "LABELMAP"):
+        raise InputError(f"segmentation_type must be 'BINARY' or 'LABELMAP', got {segmentation_type!r}.")
+    if not algorithm_name or not algorithm_version:
+        raise InputError("algorithm_name and algorithm_version are required to identify the model in the SEG.")
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise OutputError(f"The folder {target.parent} does not exist; create it or choose another output path.")
+    _check_labels(labels)
+    array, present_values = _label_array(labelmap, labels)
+    written = [label for label in labels if label.value in present_values]
+    if not written:
+        raise EmptySegmentationError(
+            "The label map contains no segmented voxel, so there is no segment to store in a DICOM SEG. "
+            "Report the empty result instead (e.g. in a Structured Report) or skip the SEG export."
+        )
+    source_datasets = _load_source_datasets(source)
+
+    # Map label values to consecutive segment numbers 1..n (a lookup table keeps this one pass over the voxels).
+    lookup = np.zeros(256, dtype=np.uint8)
+    for number, label in enumerate(written, start=1):
+        lookup[label.value] = number
+    pixel_array = lookup[array]
+
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=_lo(algorithm_name),
+        family=codes.cid7162.ArtificialIntelligence,
+        version=_lo(algorithm_version),
+    )
+    descriptions = []
+    for number, label in enumerate(written, start=1):
+        description = hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=_lo(label.name),
+            segmented_property_category=_coded_concept(label.category),
+            segmented_property_type=_coded_concept(label.type_or_default),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            display_color=hd.color.CIELabColor.from_rgb(*label.color_rgb255),
+        )
+        description.SegmentDescription = f"{_SEGMENT_DESCRIPTION_PREFIX}{label.value}"
+        descriptions.append(description)
+
+    seg = hd.seg.Segmentation(
+        source_images=source_datasets,
+        pixel_array=pixel_array,
+        segmentation_type=seg_type,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=int(series_number),
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer=_lo(manufacturer),
+        manufacturer_model_name=_lo(algorithm_name),
+        software_versions=_lo(f"MedAI {__version__}"),
+        device_serial_number="0",
+        content_label=re.sub(r"[^A-Z0-9_ ]", "_", content_label.upper())[:16] or "MEDAI",
+        content_description=_lo(f"{algorithm_name} {algorithm_version}"),
+        series_description=_lo(series_description),
+        omit_empty_frames=omit_empty_frames,
+    )
+    if "ContentCreatorName" not in seg:
+        # Type 2 in the Content Identification Macro: present, empty for an automatic result (dcmqi warns if absent).
+        seg.ContentCreatorName = None
+    try:
+        with atomic_path(target) as tmp:
+            seg.save_as(tmp, enforce_file_format=True)
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot write the DICOM SEG {target} ({exc.strerror or exc}). Choose a writable output folder."
+        ) from None
+    return target
+
+
+# ---- reading ------------------------------------------------------------------------------------------------
+def segment_value_map(seg: Any) -> dict[int, int]:
+    """Segment number -> label value for a highdicom ``Segmentation``.
+
+    Uses the ``"MedAI label value <n>"`` Segment Description written by :func:`write_dicom_seg`; segments of
+    other software keep their segment number as value.
+    """
+    mapping: dict[int, int] = {}
+    for item in seg.SegmentSequence:
+        number = int(item.SegmentNumber)
+        match = _SEGMENT_DESCRIPTION_PATTERN.match(str(item.get("SegmentDescription", "")))
+        mapping[number] = int(match.group(1)) if match else number
+    return mapping
+
+
+def _relabel(array: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
+    size = max(max(mapping, default=0), int(array.max(initial=0))) + 1
+    lookup = np.arange(size, dtype=np.int64)
+    for number, value in mapping.items():
+        lookup[number] = value
+    out_type = np.uint8 if max(mapping.values(), default=0) <= 255 else np.uint16
+    return lookup[array.astype(np.int64, copy=False)].astype(out_type)
+
+
+def _reference_sop_uids(reference: Image) -> list[str] | None:
+    import pydicom
+
+    if len(reference.source_files) != reference.shape[0]:
+        return None
+    uids = []
+    for path in reference.source_files:
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        except (OSError, pydicom.errors.InvalidDicomError):
+            return None
+        uids.append(str(ds.SOPInstanceUID))
+    return uids
+
+
+def _resample_onto(sitk_label: Any, reference: Image) -> np.ndarray:
+    """Nearest-neighbour resampling of a SimpleITK label image onto the reference grid (physical space)."""
+    import SimpleITK as sitk
+
+    if not reference.is_orthogonal():
+        raise GeometryError(
+            "The reference image axes are not perpendicular (sheared, e.g. gantry tilt); a SEG cannot be placed "
+            "on it in physical space. Read the SEG onto its source series (read_dicom_series) instead."
+        )
+    origin, spacing, direction = affine_parts(reference.ijk_to_lps)
+    resampler = sitk.ResampleImageFilter()  # the grid only: no copy of the reference voxels
+    resampler.SetSize([int(n) for n in reference.size_ijk])
+    resampler.SetOutputOrigin([float(v) for v in origin])
+    resampler.SetOutputSpacing([float(v) for v in spacing])
+    resampler.SetOutputDirection([float(v) for v in direction.flatten()])
+    resampler.SetInterpolator(sitk.sitkNearestNeighbor)
+    resampler.SetDefaultPixelValue(0)
+    resampler.SetOutputPixelType(sitk_label.GetPixelID())
+    return sitk.GetArrayFromImage(resampler.Execute(sitk_label))
+
+
+def _volume_to_sitk(volume: Any) -> Any:
+    """A highdicom ``Volume`` (array [slice, row, column], affine to LPS) as a SimpleITK image."""
+    import SimpleITK as sitk
+
+    affine = np.asarray(volume.affine, dtype=float)
+    # Volume axes are (slice, row, column); SimpleITK's x, y, z are (column, row, slice).
+    linear = affine[:3, :3][:, [2, 1, 0]]
+    spacing = np.linalg.norm(linear, axis=0)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array))
+    image.SetOrigin(tuple(float(v) for v in affine[:3, 3]))
+    image.SetSpacing(tuple(float(v) for v in spacing))
+    image.SetDirection(tuple(float(v) for v in (linear / spacing).flatten()))
+    return image
+
+
+def _open_seg(path: Path, lazy: bool = False) -> Any:
+    """Read ``path`` with highdicom, turning its many failure types into one :class:`InputError`."""
+    import highdicom as hd
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return hd.seg.segread(path, lazy_frame_retrieval=lazy)
+    except (OSError, ValueError, TypeError, AttributeError, KeyError, InvalidDicomError) as exc:
+        raise InputError(f"Cannot read {path} as a DICOM Segmentation ({exc}). Check that it is a SEG file.") from None
+
+
+def _check_frame_of_reference(seg: Any, reference: Image, path: Path) -> None:
+    frame_of_reference = str(reference.metadata.get("FrameOfReferenceUID", "") or "")
+    if frame_of_reference and frame_of_reference != str(seg.FrameOfReferenceUID):
+        raise GeometryError(
+            f"The SEG {path.name} is in frame of reference {seg.FrameOfReferenceUID}, the reference image in "
+            f"{frame_of_reference}: they do not share patient coordinates. Use the series the SEG was made from."
+        )
+
+
+def read_dicom_seg(path: str | os.PathLike[str], reference: Image) -> Image:
+    """Read a DICOM SEG with highdicom into a label map on the grid of ``reference``.
+
+    When ``reference`` was read from the SEG's source series, frames are matched by source SOP instance
+    (exact, any orientation); otherwise the SEG volume is resampled onto the reference grid in physical space
+    (nearest neighbour). Segment numbers are mapped back to label values (see :func:`segment_value_map`).
+
+    Args:
+        path: the SEG file.
+        reference: the image whose grid the label map is wanted on (usually the source series).
+
+    Returns:
+        A uint8 label map (uint16 if a value exceeds 255) on the reference grid.
+
+    Raises:
+        InputError: the file is not a readable DICOM SEG, or its segments overlap.
+        GeometryError: the SEG is not in the reference's frame of reference, or its frames form no regular
+            volume and the reference is not its source series.
+    """
+    path = Path(path)
+    seg = _open_seg(path)
+    mapping = segment_value_map(seg)
+    reference_uids = _reference_sop_uids(reference)
+    referenced = {uids[2] for uids in seg.get_source_image_uids()}
+    try:
+        if reference_uids is not None and referenced and referenced <= set(reference_uids):
+            numbers = seg.get_pixels_by_source_instance(
+                source_sop_instance_uids=reference_uids,
+                combine_segments=True,
+                relabel=False,
+                assert_missing_frames_are_empty=True,
+                dtype=np.uint16,
+            )
+            return reference.with_array(_relabel(np.asarray(numbers), mapping), source_files=(), modality="")
+        _check_frame_of_reference(seg, reference, path)
+        volume = seg.get_volume(combine_segments=True, relabel=False, dtype=np.uint16)
+    except RuntimeError as exc:  # highdicom: overlapping segments cannot be combined into one label map
+        raise InputError(
+            f"The segments of {path.name} cannot be combined into one label map ({exc}). Overlapping segments "
+            "need one mask per segment; read them with highdicom's get_volume(combine_segments=False)."
+        ) from None
+    except ValueError as exc:  # highdicom: frames that do not form a regular volume
+        raise GeometryError(
+            f"The frames of {path.name} do not form a regular volume ({exc}); read it onto the DICOM series it "
+            "was made from (read_dicom_series) so that frames are matched by source image."
+        ) from None
+    numbers = _resample_onto(_volume_to_sitk(volume), reference)
+    return reference.with_array(_relabel(numbers, mapping), source_files=(), modality="")
+
+
+def read_dicom_seg_with_dcmqi(
+    path: str | os.PathLike[str], reference: Image, workdir: str | os.PathLike[str] | None = None
+) -> Image:
+    """Read a DICOM SEG with dcmqi's ``segimage2itkimage`` into a label map on the grid of ``reference``.
+
+    Runs ``segimage2itkimage --mergeSegments -t nrrd`` (one label image whose voxels are segment numbers;
+    dcmqi writes several files if segments overlap, which are merged here in file order), resamples the result
+    onto the reference grid in physical space (nearest neighbour) and maps segment numbers to label values.
+    This is an independent reader used to check the writer against the tool Slicer's QuantitativeReporting
+    uses.
+
+    Args:
+        path: the SEG file.
+        reference: the image whose grid the label map is wanted on.
+        workdir: folder for dcmqi's output (a temporary folder, removed afterwards, when ``None``).
+
+    Raises:
+        MissingToolError: dcmqi is not installed.
+        InputError: the file is not a readable DICOM SEG.
+        GeometryError: the SEG is not in the reference's frame of reference.
+        OutputError: dcmqi fails on the file.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    tool = find_dcmqi_tool("segimage2itkimage")
+    seg = _open_seg(path, lazy=True)
+    _check_frame_of_reference(seg, reference, path)
+    mapping = segment_value_map(seg)
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="dcmqi-") as tmp:
+        command = [
+            str(tool),
+            "--inputDICOM",
+            str(path),
+            "--outputDirectory",
+            tmp,
+            "--prefix",
+            "seg",
+            "--outputType",
+            "nrrd",
+            "--mergeSegments",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        outputs = sorted(Path(tmp).glob("seg*.nrrd"))
+        if result.returncode != 0 or not outputs:
+            detail = (result.stderr or result.stdout).strip().splitlines()[-5:]
+            raise OutputError(
+                f"dcmqi segimage2itkimage failed on {path.name} (exit {result.returncode}): {' | '.join(detail)}"
+            )
+        merged = np.zeros(reference.shape, dtype=np.uint16)
+        for output in outputs:
+            numbers = _resample_onto(sitk.Cast(sitk.ReadImage(str(output)), sitk.sitkUInt16), reference)
+            merged = np.where(numbers > 0, numbers, merged)
+    return reference.with_array(_relabel(merged, mapping), source_files=(), modality="")

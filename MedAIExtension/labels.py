@@ -1,0 +1,96 @@
+"""Segment label descriptions shared by the catalogue, the MRML bridge and the DICOM writers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CodedTerm", "SegmentLabel"]
+
+
+@dataclass(frozen=True)
+class CodedTerm:
+    """A coded concept, e.g. ``CodedTerm("39607008", "SCT", "Lung")``."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+    def __post_init__(self) -> None:
+        if not (self.value and self.scheme and self.meaning):
+            raise ValueError(f"a coded term needs value, scheme and meaning; got {self!r}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CodedTerm:
+        """Build from ``{"value": ..., "scheme": ..., "meaning": ...}``."""
+        return cls(str(data["value"]), str(data["scheme"]), str(data["meaning"]))
+
+    def to_dict(self) -> dict[str, str]:
+        """The JSON form used in the catalogue."""
+        return {"value": self.value, "scheme": self.scheme, "meaning": self.meaning}
+
+
+_ANATOMY = CodedTerm("123037004", "SCT", "Anatomical Structure")
+
+
+@dataclass(frozen=True)
+class SegmentLabel:
+    """One output label of a model: its voxel value, name, colour and terminology.
+
+    Attributes:
+        value: voxel value in the label map (1..255; 0 is background).
+        name: human-readable segment name.
+        color: RGB in 0..1.
+        category: segmented property category (SNOMED CT), e.g. Anatomical Structure.
+        type: segmented property type (SNOMED CT), e.g. Lung.
+    """
+
+    value: int
+    name: str
+    color: tuple[float, float, float]
+    category: CodedTerm = _ANATOMY
+    type: CodedTerm | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.value, int) or not 1 <= self.value <= 255:
+            raise ValueError(f"label value must be an int in 1..255 (0 is background), got {self.value!r}")
+        if not self.name:
+            raise ValueError("a label needs a name")
+        color = tuple(float(c) for c in self.color)
+        if len(color) != 3 or any(not 0.0 <= c <= 1.0 for c in color):
+            raise ValueError(f"label colour must be three numbers in 0..1, got {self.color!r}")
+        object.__setattr__(self, "color", color)
+
+    @property
+    def type_or_default(self) -> CodedTerm:
+        """The property type, or a generic 'Tissue' code when none was given."""
+        return self.type or CodedTerm("85756007", "SCT", "Tissue")
+
+    @property
+    def color_rgb255(self) -> tuple[int, int, int]:
+        """Colour as 0..255 integers."""
+        return tuple(int(round(c * 255)) for c in self.color)  # type: ignore[return-value]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SegmentLabel:
+        """Build from the catalogue's JSON form."""
+        return cls(
+            value=int(data["value"]),
+            name=str(data["name"]),
+            color=tuple(data["color"]),  # type: ignore[arg-type]
+            category=CodedTerm.from_dict(data["category"]) if "category" in data else _ANATOMY,
+            type=CodedTerm.from_dict(data["type"]) if "type" in data else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The catalogue's JSON form."""
+        out: dict[str, Any] = {
+            "value": self.value,
+            "name": self.name,
+            "color": list(self.color),
+            "category": self.category.to_dict(),
+        }
+        if self.type is not None:
+            out["type"] = self.type.to_dict()
+        return out

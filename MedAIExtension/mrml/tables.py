@@ -1,0 +1,108 @@
+"""Per-segment statistics of a label map and their MRML table node."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from MedAIExtension.errors import InputError
+from MedAIExtension.io.image import Image
+from MedAIExtension.labels import SegmentLabel
+from MedAIExtension.mrml._vtk import added_to_scene
+from MedAIExtension.mrml.segmentations import segment_label_values
+
+__all__ = ["STATISTICS_COLUMNS", "segment_statistics", "statistics_to_table_node"]
+
+#: Table column name -> (row key, value type) written by :func:`statistics_to_table_node`.
+STATISTICS_COLUMNS: dict[str, tuple[str, str]] = {
+    "Segment": ("name", "string"),
+    "Label": ("label", "int"),
+    "Voxel count": ("voxel_count", "int"),
+    "Volume [mL]": ("volume_ml", "double"),
+}
+
+
+def segment_statistics(
+    segmentation_node: Any | None, labelmap: Image, labels: Sequence[SegmentLabel]
+) -> list[dict[str, Any]]:
+    """Voxel count and volume of every label in a label map.
+
+    Args:
+        segmentation_node: the segmentation node made from ``labelmap``, or ``None``. When given, each row takes
+            the *current* name of the segment with that label value (the user may have renamed it in Slicer).
+        labelmap: integer label map; its affine gives the voxel volume.
+        labels: the labels to report, in this order (also those with no voxel: count 0).
+
+    Returns:
+        One dict per label: ``label`` (int), ``name`` (str), ``voxel_count`` (int) and ``volume_ml``
+        (float, ``voxel_count * voxel volume in mm³ / 1000``).
+    """
+    values, counts = np.unique(labelmap.array, return_counts=True)
+    count_of = {int(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+    names: dict[int, str] = {}
+    if segmentation_node is not None:
+        segmentation = segmentation_node.GetSegmentation()
+        for segment_id, value in segment_label_values(segmentation_node).items():
+            names.setdefault(value, segmentation.GetSegment(segment_id).GetName())
+    voxel_ml = labelmap.voxel_volume_mm3 / 1000.0
+    rows = []
+    for label in labels:
+        count = count_of.get(label.value, 0)
+        rows.append(
+            {
+                "label": label.value,
+                "name": names.get(label.value, label.name),
+                "voxel_count": count,
+                "volume_ml": count * voxel_ml,
+            }
+        )
+    return rows
+
+
+def statistics_to_table_node(scene: Any, rows: Sequence[Mapping[str, Any]], name: str) -> Any:
+    """Create a table node with one row per segment: Segment, Label, Voxel count, Volume [mL].
+
+    Args:
+        scene: the ``vtkMRMLScene``.
+        rows: rows as returned by :func:`segment_statistics`.
+        name: node name shown in Slicer.
+
+    Returns:
+        The ``vtkMRMLTableNode``, in ``scene``, with typed columns (string, int, int, double).
+
+    Raises:
+        InputError: a row misses a key or holds a value of the wrong type.
+    """
+    import slicer
+    from vtkmodules.vtkCommonCore import vtkDoubleArray, vtkIntArray, vtkStringArray
+    from vtkmodules.vtkCommonDataModel import vtkTable
+
+    makers = {"string": vtkStringArray, "int": vtkIntArray, "double": vtkDoubleArray}
+    converters = {"string": str, "int": int, "double": float}
+    table = vtkTable()
+    for column, (key, kind) in STATISTICS_COLUMNS.items():
+        array = makers[kind]()
+        array.SetName(column)
+        for number, row in enumerate(rows):
+            try:
+                value = converters[kind](row[key])
+            except (KeyError, TypeError, ValueError):
+                raise InputError(
+                    f"Statistics row {number} has no valid {key!r} ({kind}); pass rows from segment_statistics."
+                ) from None
+            array.InsertNextValue(value)
+        table.AddColumn(array)
+
+    node = slicer.vtkMRMLTableNode()
+    node.SetName(name)
+    node.SetAndObserveTable(table)
+    node.SetColumnUnitLabel("Volume [mL]", "mL")
+    node.SetColumnDescription("Segment", "Segment name")
+    node.SetColumnDescription("Label", "Voxel value of the segment in the label map")
+    node.SetColumnDescription("Voxel count", "Number of voxels of the segment")
+    node.SetColumnDescription("Volume [mL]", "Segment volume: voxel count times voxel volume")
+    with added_to_scene(scene, node) as added:
+        pass
+    return added

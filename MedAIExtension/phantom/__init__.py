@@ -1,0 +1,39 @@
+"""Deterministic synthetic chest CT phantoms with exact ground truth (lungs, nodules, volumes).
+
+Used to test volumetry, orientation handling and DICOM round trips, and to train the project's own small
+segmentation models: the anatomy is analytic, in RAS millimetres, so any grid (axial, sagittal, coronal,
+oblique, either slice order) shows the same patient at the same place.
+"""
+
+from MedAIExtension.phantom.chest import (
+    DEFAULT_NODULES,
+    LABEL_BACKGROUND,
+    LABEL_LUNG,
+    LABEL_NODULE,
+    PHANTOM_LABELS,
+    Phantom,
+    generate_chest_phantom,
+)
+from MedAIExtension.phantom.grid import AXIAL, CORONAL, SAGITTAL, make_affine
+from MedAIExtension.phantom.sampling import random_phantom_spec
+from MedAIExtension.phantom.spec import AnatomySpec, LungSide, NoduleSpec, NoduleType, PhantomSpec
+
+__all__ = [
+    "AXIAL",
+    "CORONAL",
+    "DEFAULT_NODULES",
+    "LABEL_BACKGROUND",
+    "LABEL_LUNG",
+    "LABEL_NODULE",
+    "PHANTOM_LABELS",
+    "SAGITTAL",
+    "AnatomySpec",
+    "LungSide",
+    "NoduleSpec",
+    "NoduleType",
+    "Phantom",
+    "PhantomSpec",
+    "generate_chest_phantom",
+    "make_affine",
+    "random_phantom_spec",
+]

@@ -1,0 +1,261 @@
+"""What a synthetic chest CT looks like: validated, immutable descriptions of the anatomy, nodules and grid."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from MedAIExtension.errors import InputError
+from MedAIExtension.phantom.grid import AXIAL, make_affine, normalized_direction
+
+__all__ = ["AnatomySpec", "LungSide", "NoduleSpec", "NoduleType", "PhantomSpec", "DEFAULT_NODULES"]
+
+_MAX_DIAMETER_MM = 60.0
+_MAX_VOXELS = 2048**3 // 8
+
+
+class NoduleType(str, Enum):
+    """Lung-RADS nodule attenuation class."""
+
+    SOLID = "solid"
+    PART_SOLID = "part-solid"
+    GROUND_GLASS = "ground-glass"
+
+
+class LungSide(str, Enum):
+    """Which lung (patient side)."""
+
+    RIGHT = "right"
+    LEFT = "left"
+
+
+def _enum(cls: type[Enum], value: Any, what: str) -> Any:
+    try:
+        return cls(value.value if isinstance(value, Enum) else value)
+    except ValueError:
+        options = ", ".join(repr(m.value) for m in cls)  # type: ignore[attr-defined]
+        raise InputError(f"{what} {value!r} is not one of {options}.") from None
+
+
+def _triple(value: Any, what: str) -> tuple[float, float, float]:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be three numbers, got {value!r}") from None
+    if len(out) != 3 or not all(math.isfinite(v) for v in out):
+        raise InputError(f"{what} must be three finite numbers, got {value!r}")
+    return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class NoduleSpec:
+    """One lung nodule: a sphere, placed absolutely (``center_ras``) or relative to a lung.
+
+    Attributes:
+        diameter_mm: diameter of the whole nodule (for part-solid: ground-glass shell included).
+        kind: ``"solid"``, ``"part-solid"`` or ``"ground-glass"`` (str or :class:`NoduleType`).
+        solid_fraction: diameter of the solid core / total diameter; for part-solid in (0, 1), default 0.5.
+            Normalised to 1 for solid and 0 for ground-glass nodules.
+        center_ras: absolute centre in RAS mm; or None to place it with ``lung`` and ``position``.
+        lung: ``"right"`` or ``"left"`` (str or :class:`LungSide`) for relative placement.
+        position: (lateral, anterior, superior) in units of the lung's semi-axes, inside the unit ball;
+            lateral is positive away from the midline on both sides.
+        juxta_pleural: push the nodule outward along ``position`` until it abuts the pleura.
+    """
+
+    diameter_mm: float
+    kind: NoduleType | str = NoduleType.SOLID
+    solid_fraction: float | None = None
+    center_ras: tuple[float, float, float] | None = None
+    lung: LungSide | str | None = None
+    position: tuple[float, float, float] | None = None
+    juxta_pleural: bool = False
+
+    def __post_init__(self) -> None:
+        kind = _enum(NoduleType, self.kind, "Nodule kind")
+        object.__setattr__(self, "kind", kind)
+        diameter = float(self.diameter_mm)
+        if not math.isfinite(diameter) or not 0.0 < diameter <= _MAX_DIAMETER_MM:
+            raise InputError(f"Nodule diameter must be in (0, {_MAX_DIAMETER_MM:g}] mm, got {self.diameter_mm!r}.")
+        object.__setattr__(self, "diameter_mm", diameter)
+        object.__setattr__(self, "solid_fraction", self._checked_fraction(kind))
+        object.__setattr__(self, "juxta_pleural", bool(self.juxta_pleural))
+        if self.center_ras is not None:
+            if self.lung is not None or self.position is not None or self.juxta_pleural:
+                raise InputError(
+                    "Give a nodule either center_ras or (lung, position[, juxta_pleural]), not both."
+                )
+            object.__setattr__(self, "center_ras", _triple(self.center_ras, "Nodule center_ras"))
+            return
+        if self.lung is None or self.position is None:
+            raise InputError("Place each nodule with center_ras=(R, A, S) or with lung='right'|'left' and position.")
+        object.__setattr__(self, "lung", _enum(LungSide, self.lung, "Lung"))
+        position = _triple(self.position, "Nodule position")
+        if math.fsum(v * v for v in position) >= 1.0:
+            raise InputError(
+                f"Nodule position {position} lies outside the lung ellipsoid; use (lateral, anterior, superior) "
+                "with a length below 1 (units of the lung's semi-axes)."
+            )
+        object.__setattr__(self, "position", position)
+
+    def _checked_fraction(self, kind: NoduleType) -> float:
+        fraction = self.solid_fraction
+        if kind is NoduleType.PART_SOLID:
+            value = 0.5 if fraction is None else float(fraction)
+            if not 0.0 < value < 1.0:
+                raise InputError(f"A part-solid nodule needs 0 < solid_fraction < 1, got {fraction!r}.")
+            return value
+        expected = 1.0 if kind is NoduleType.SOLID else 0.0
+        if fraction is not None and float(fraction) != expected:
+            raise InputError(
+                f"solid_fraction applies to part-solid nodules only; a {kind.value} nodule has {expected:g}. "
+                "Use kind='part-solid' for a nodule with a solid core."
+            )
+        return expected
+
+    @property
+    def radius_mm(self) -> float:
+        """Radius of the whole nodule."""
+        return self.diameter_mm / 2.0
+
+    @property
+    def solid_diameter_mm(self) -> float:
+        """Diameter of the solid component (the whole nodule if solid, 0 if ground-glass)."""
+        return self.diameter_mm * float(self.solid_fraction)  # type: ignore[arg-type]
+
+    @property
+    def volume_mm3(self) -> float:
+        """Analytic volume of the whole nodule (4/3 π r³)."""
+        return 4.0 / 3.0 * math.pi * self.radius_mm**3
+
+    @property
+    def solid_volume_mm3(self) -> float:
+        """Analytic volume of the solid component."""
+        return 4.0 / 3.0 * math.pi * (self.solid_diameter_mm / 2.0) ** 3
+
+
+DEFAULT_NODULES: tuple[NoduleSpec, ...] = (
+    NoduleSpec(8.0, NoduleType.SOLID, lung=LungSide.RIGHT, position=(0.35, 0.25, 0.35)),
+    NoduleSpec(12.0, NoduleType.PART_SOLID, solid_fraction=0.5, lung=LungSide.LEFT, position=(0.35, -0.35, -0.3)),
+    NoduleSpec(10.0, NoduleType.GROUND_GLASS, lung=LungSide.RIGHT, position=(0.2, -0.45, -0.45)),
+    NoduleSpec(5.0, NoduleType.SOLID, lung=LungSide.LEFT, position=(0.6, 0.0, 0.2), juxta_pleural=True),
+)
+
+
+@dataclass(frozen=True)
+class AnatomySpec:
+    """Body habitus of the phantom; everything else scales from it.
+
+    Attributes:
+        center_ras: RAS position of the anatomical centre: the body axis at the lungs' mid-height.
+        body_semi_axes_mm: half width (left-right) and half depth (antero-posterior) of the body.
+        fat_mm: thickness of the subcutaneous fat layer.
+        lung_height_mm: cranio-caudal extent of the lungs.
+        heart_scale: size of the heart relative to the default.
+        lung_hu: mean attenuation of the lung parenchyma.
+    """
+
+    center_ras: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    body_semi_axes_mm: tuple[float, float] = (165.0, 118.0)
+    fat_mm: float = 14.0
+    lung_height_mm: float = 250.0
+    heart_scale: float = 1.0
+    lung_hu: float = -860.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "center_ras", _triple(self.center_ras, "Anatomy center_ras"))
+        axes = tuple(float(v) for v in self.body_semi_axes_mm)
+        if len(axes) != 2 or not (100.0 <= axes[0] <= 250.0 and 70.0 <= axes[1] <= 200.0):
+            raise InputError(
+                f"body_semi_axes_mm must be (left-right 100..250, antero-posterior 70..200) mm, got {axes}."
+            )
+        object.__setattr__(self, "body_semi_axes_mm", axes)
+        checks = (
+            ("fat_mm", 0.0, 40.0),
+            ("lung_height_mm", 100.0, 350.0),
+            ("heart_scale", 0.6, 1.5),
+            ("lung_hu", -980.0, -600.0),
+        )
+        for name, low, high in checks:
+            value = float(getattr(self, name))
+            if not low <= value <= high:
+                raise InputError(f"Anatomy {name} must be in [{low:g}, {high:g}], got {getattr(self, name)!r}.")
+            object.__setattr__(self, name, value)
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """Everything that determines a phantom: grid, anatomy, nodules, noise and the random seed.
+
+    The anatomy is defined in RAS millimetres and sampled on the grid, so the same spec with another grid
+    (sagittal, coronal, oblique, reversed slice order) shows the same anatomy at the same physical place.
+
+    Attributes:
+        size_ijk: voxels along i, j, k (columns, rows, slices).
+        spacing: voxel spacing along i, j, k in mm.
+        direction_ras: 3x3 matrix (rows of numbers), columns = RAS unit vectors of i, j, k; default axial.
+        center_ras: RAS position of the centre of the field of view.
+        seed: seed of the vessel tree, the lung texture and the noise.
+        nodules: the nodules, numbered 1.. in this order.
+        noise_hu: standard deviation of the image noise in HU.
+        anatomy: body habitus.
+    """
+
+    size_ijk: tuple[int, int, int] = (512, 512, 300)
+    spacing: tuple[float, float, float] = (0.7, 0.7, 1.25)
+    direction_ras: tuple[tuple[float, float, float], ...] = field(default_factory=lambda: _rows(AXIAL))
+    center_ras: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    seed: int = 0
+    nodules: tuple[NoduleSpec, ...] = DEFAULT_NODULES
+    noise_hu: float = 20.0
+    anatomy: AnatomySpec = field(default_factory=AnatomySpec)
+
+    def __post_init__(self) -> None:
+        try:
+            size = tuple(int(v) for v in self.size_ijk)
+        except (TypeError, ValueError):
+            raise InputError(f"size_ijk must be three integers, got {self.size_ijk!r}") from None
+        if len(size) != 3 or min(size) < 2 or math.prod(size) > _MAX_VOXELS:
+            raise InputError(f"size_ijk must be three integers >= 2 (at most {_MAX_VOXELS} voxels), got {size}.")
+        object.__setattr__(self, "size_ijk", size)
+        spacing = _triple(self.spacing, "spacing")
+        if min(spacing) <= 0.0:
+            raise InputError(f"spacing must be positive (mm), got {spacing}.")
+        object.__setattr__(self, "spacing", spacing)
+        object.__setattr__(self, "direction_ras", _rows(normalized_direction(self.direction_ras)))
+        object.__setattr__(self, "center_ras", _triple(self.center_ras, "center_ras"))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or self.seed < 0:
+            raise InputError(f"seed must be a non-negative integer, got {self.seed!r}.")
+        object.__setattr__(self, "seed", int(self.seed))
+        nodules = tuple(self.nodules)
+        if not all(isinstance(n, NoduleSpec) for n in nodules):
+            raise InputError("nodules must be NoduleSpec objects.")
+        if len(nodules) > 255:
+            raise InputError(f"At most 255 nodules fit the uint8 nodule-id map, got {len(nodules)}.")
+        object.__setattr__(self, "nodules", nodules)
+        noise = float(self.noise_hu)
+        if not 0.0 <= noise <= 500.0:
+            raise InputError(f"noise_hu must be in [0, 500], got {self.noise_hu!r}.")
+        object.__setattr__(self, "noise_hu", noise)
+        if not isinstance(self.anatomy, AnatomySpec):
+            raise InputError("anatomy must be an AnatomySpec.")
+
+    @property
+    def ijk_to_ras(self) -> np.ndarray:
+        """The grid's 4x4 IJK-to-RAS affine."""
+        return make_affine(self.size_ijk, self.spacing, np.array(self.direction_ras), self.center_ras)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Array shape ``(K, J, I)``."""
+        i, j, k = self.size_ijk
+        return k, j, i
+
+
+def _rows(matrix: np.ndarray | Sequence[Sequence[float]]) -> tuple[tuple[float, float, float], ...]:
+    return tuple(tuple(float(v) for v in row) for row in np.asarray(matrix, dtype=float))  # type: ignore[misc]

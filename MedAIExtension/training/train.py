@@ -1,0 +1,266 @@
+"""Train the shipped lung + nodule model on generated phantoms (CPU, a few minutes), export and catalogue it.
+
+    python -m MedAIExtension.training.train [--iterations 900] [--output Resources/Models]
+
+Writes ``chest-ct-lung-nodule.onnx`` (ONNX, default exporter), a MONAI bundle ``chest-ct-lung-nodule-bundle/``
+(the same weights, used to run the network in torch), and the catalogue entry with sha256 and the Dice measured
+on held-out phantoms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from MedAIExtension.io.image import Image
+from MedAIExtension.models.preprocessing import (
+    crop_image,
+    foreground_bounding_box,
+    model_grid,
+    normalize_intensity,
+    resample_to_grid,
+)
+from MedAIExtension.training.network import NETWORK_ARGS, build_network
+
+__all__ = ["MODEL_NAME", "model_entry", "prepare_case", "train", "main"]
+
+MODEL_NAME = "chest-ct-lung-nodule"
+SPACING = (1.5, 1.5, 1.5)
+PATCH = (96, 96, 96)
+TRAIN_PATCH = (64, 64, 64)
+NORMALIZATION = {"type": "clip_scale", "a_min": -1000.0, "a_max": 400.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
+BODY_THRESHOLD_HU = -500.0
+
+
+def model_entry(version: str = "1.0.0") -> dict[str, Any]:
+    """The catalogue entry (without sha256 and metrics) of the shipped model."""
+    return {
+        "name": MODEL_NAME,
+        "title": "Chest CT: lungs and lung nodules (trained on MedAI phantoms)",
+        "version": version,
+        "task": "segmentation",
+        "backend": "onnx",
+        "description": (
+            "Small 3D U-Net (MONAI) trained on MedAI's synthetic chest CT phantoms with "
+            "MedAIExtension.training.train. Research/demo use only; not validated on patient data."
+        ),
+        "files": [{"path": f"{MODEL_NAME}.onnx", "role": "model"}],
+        "input": {
+            "modality": "CT",
+            "spacing": list(SPACING),
+            "orientation": "LPS",
+            "axis_order": "kji",
+            "normalization": NORMALIZATION,
+            "patch_size": list(PATCH),
+            "channels": 1,
+            "crop_foreground_above": BODY_THRESHOLD_HU,
+        },
+        "inference": {"overlap": 0.25, "batch_size": 2, "mode": "gaussian"},
+        "postprocessing": {"keep_largest_component": [{"label": 1, "components": 2}], "min_component_mm3": 10.0},
+        "labels": [
+            {
+                "value": 1,
+                "name": "Lung",
+                "color": [0.50, 0.68, 0.82],
+                "category": {"value": "123037004", "scheme": "SCT", "meaning": "Anatomical Structure"},
+                "type": {"value": "39607008", "scheme": "SCT", "meaning": "Lung"},
+            },
+            {
+                "value": 2,
+                "name": "Lung nodule",
+                "color": [0.95, 0.35, 0.20],
+                "category": {"value": "49755003", "scheme": "SCT", "meaning": "Morphologically Altered Structure"},
+                "type": {"value": "27925004", "scheme": "SCT", "meaning": "Nodule"},
+            },
+        ],
+    }
+
+
+def prepare_case(ct: Image, labels: Image) -> tuple[np.ndarray, np.ndarray]:
+    """The network's view of a phantom: body crop, resample to the model grid, normalise (same code as inference)."""
+    box = foreground_bounding_box(ct, BODY_THRESHOLD_HU)
+    if box is not None:
+        ct, labels = crop_image(ct, box), crop_image(labels, box)
+    entry = model_entry()
+    grid = model_grid(ct, tuple(entry["input"]["spacing"]), entry["input"]["orientation"])
+    if grid is not None:
+        ct = resample_to_grid(ct, *grid)
+        labels = resample_to_grid(labels, *grid, linear=False, fill=0)
+    return normalize_intensity(ct.array, NORMALIZATION), labels.array.astype(np.int64)
+
+
+def _random_native_grid(rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    in_plane = float(rng.uniform(0.9, 2.0))
+    slice_mm = float(rng.uniform(1.0, 3.0))
+    fov = float(rng.uniform(340.0, 400.0))
+    z_extent = float(rng.uniform(280.0, 340.0))
+    n = int(round(fov / in_plane))
+    return (n, n, int(round(z_extent / slice_mm))), (in_plane, in_plane, slice_mm)
+
+
+def _make_cases(seeds: Sequence[int], log: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    from MedAIExtension.phantom import generate_chest_phantom, random_phantom_spec
+
+    cases = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        size, spacing = _random_native_grid(rng)
+        spec = random_phantom_spec(seed, size_ijk=size, spacing=spacing)
+        phantom = generate_chest_phantom(spec)
+        cases.append(prepare_case(phantom.ct, phantom.labels))
+        log(f"  case seed {seed}: native {size} @ {tuple(round(s, 2) for s in spacing)} -> model grid {cases[-1][0].shape}")
+    return cases
+
+
+def _sample_patch(
+    case: tuple[np.ndarray, np.ndarray], rng: np.random.Generator, patch: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    image, label = case
+    draw = rng.random()
+    target = 2 if draw < 0.45 else (1 if draw < 0.75 else None)
+    centre = None
+    if target is not None:
+        idx = np.flatnonzero(label == target)
+        if idx.size:
+            centre = np.array(np.unravel_index(int(rng.choice(idx)), label.shape))
+    if centre is None:
+        centre = np.array([rng.integers(0, s) for s in label.shape])
+    pads = [(0, 0)] * 3
+    starts = []
+    for axis, size in enumerate(patch):
+        start = int(centre[axis]) - size // 2 + int(rng.integers(-size // 4, size // 4 + 1))
+        start = min(max(start, 0), max(label.shape[axis] - size, 0))
+        starts.append(start)
+        if label.shape[axis] < size:
+            pads[axis] = (0, size - label.shape[axis])
+    box = tuple(slice(s, s + n) for s, n in zip(starts, patch))
+    img, lab = image[box], label[box]
+    if any(p != (0, 0) for p in pads):
+        img = np.pad(img, pads, constant_values=0.0)
+        lab = np.pad(lab, pads, constant_values=0)
+    return img, lab
+
+
+def train(
+    iterations: int = 900,
+    n_train: int = 20,
+    batch_size: int = 4,
+    seed: int = 0,
+    log: Any = print,
+) -> Any:
+    """Train the network on ``n_train`` random phantoms; returns the trained network (eval mode)."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    log(f"generating {n_train} training phantoms")
+    cases = _make_cases([1000 + i for i in range(n_train)], log)
+    network = build_network()
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, lambda_ce=1.0)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=3e-3, weight_decay=1e-5)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=iterations, pct_start=0.1)
+    network.train()
+    started = time.perf_counter()
+    running = 0.0
+    for step in range(1, iterations + 1):
+        patches = [_sample_patch(cases[int(rng.integers(len(cases)))], rng, TRAIN_PATCH) for _ in range(batch_size)]
+        x = torch.from_numpy(np.stack([p[0] for p in patches])[:, None].astype(np.float32))
+        y = torch.from_numpy(np.stack([p[1] for p in patches])[:, None])
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(network(x), y)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        running = 0.95 * running + 0.05 * float(loss) if step > 1 else float(loss)
+        if step % 50 == 0 or step == iterations:
+            log(f"  step {step}/{iterations}  loss {running:.4f}  ({time.perf_counter() - started:.0f} s)")
+    return network.eval()
+
+
+def evaluate_on_heldout(entry: Any, seeds: Sequence[int], log: Any = print) -> dict[str, Any]:
+    """Run the catalogued model through the real inference path on held-out phantoms; Dice per label.
+
+    Nodule Dice is measured per nodule ≥ 6 mm inside a box of twice its diameter around it.
+    """
+    from MedAIExtension.metrics import dice
+    from MedAIExtension.models.backends import load_backend
+    from MedAIExtension.models.inference import run_inference
+    from MedAIExtension.phantom import generate_chest_phantom, random_phantom_spec
+
+    backend = load_backend(entry, "cpu")
+    lung, nodules, nodule_label = [], [], []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        size, spacing = _random_native_grid(rng)
+        phantom = generate_chest_phantom(random_phantom_spec(seed, size_ijk=size, spacing=spacing))
+        pred = run_inference(phantom.ct, entry, backend).labelmap.array
+        truth = phantom.labels.array
+        lung.append(dice(pred == 1, truth == 1))
+        nodule_label.append(dice(pred == 2, truth == 2))
+        for nod in phantom.truth["nodules"]:
+            if nod["diameter_mm"] < 6.0:
+                continue
+            ijk = np.linalg.inv(phantom.ct.ijk_to_ras) @ np.array([*nod["center_ras"], 1.0])
+            centre = np.round(ijk[:3][::-1]).astype(int)
+            half = np.ceil(nod["diameter_mm"] / phantom.ct.spacing[::-1]).astype(int)
+            box = tuple(slice(max(c - h, 0), c + h + 1) for c, h in zip(centre, half))
+            nodules.append(dice(pred[box] == 2, truth[box] == 2))
+        log(f"  held-out seed {seed}: lung Dice {lung[-1]:.3f}, nodule-label Dice {nodule_label[-1]:.3f}")
+    return {
+        "heldout_seeds": list(seeds),
+        "dice_lung": round(float(np.mean(lung)), 4),
+        "dice_nodule_label": round(float(np.mean(nodule_label)), 4),
+        "dice_nodules_ge_6mm": round(float(np.mean(nodules)), 4) if nodules else None,
+        "nodules_ge_6mm": len(nodules),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train, export (ONNX + MONAI bundle), catalogue and evaluate the shipped model."""
+    import torch
+
+    from MedAIExtension.models.catalog import DEFAULT_CATALOG, ModelEntry
+    from MedAIExtension.models.devices import cpu_threads
+    from MedAIExtension.training.export import export_onnx, update_catalog, write_monai_bundle
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=900)
+    parser.add_argument("--train-cases", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--heldout", type=int, default=4)
+    parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(cpu_threads())
+    started = time.perf_counter()
+    network = train(args.iterations, args.train_cases, args.batch_size)
+    model_dir = args.catalog.parent
+    entry = model_entry()
+    onnx_path = export_onnx(network, model_dir / f"{MODEL_NAME}.onnx", PATCH, entry)
+    write_monai_bundle(network, model_dir / f"{MODEL_NAME}-bundle", NETWORK_ARGS, entry)
+    entry["training"] = {
+        "script": "python -m MedAIExtension.training.train",
+        "iterations": args.iterations,
+        "train_cases": args.train_cases,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    update_catalog(args.catalog, entry, model_dir)
+    catalogued = ModelEntry.from_dict(
+        next(m for m in json.loads(args.catalog.read_text())["models"] if m["name"] == MODEL_NAME), model_dir
+    )
+    print(f"exported {onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB); evaluating on held-out phantoms")
+    metrics = evaluate_on_heldout(catalogued, [9000 + i for i in range(args.heldout)])
+    entry["training"]["heldout"] = metrics
+    update_catalog(args.catalog, entry, model_dir)
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

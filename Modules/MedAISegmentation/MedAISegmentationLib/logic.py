@@ -1,0 +1,173 @@
+"""Slicer-side logic of MedAI Segmentation: run the worker process, load its result, export DICOM SEG.
+
+Everything here talks to MRML, the DICOM database or the worker process; image, model, MRML-bridge and DICOM work
+is delegated to ``MedAIExtension``. No widgets, no dialogs: the module widget shows what this returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import slicer
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+
+from MedAIExtension.errors import InputError, MedAIError
+from MedAISegmentationLib.dependencies import workerCommand
+
+__all__ = ["INPUT_ROLE", "STATISTICS_ROLE", "SegmentationJob", "SegmentationLogic"]
+
+logger = logging.getLogger(__name__)
+#: Node reference roles of a result segmentation: the volume it was computed from and its statistics table.
+INPUT_ROLE, STATISTICS_ROLE = "medaiInputVolume", "medaiStatistics"
+
+
+@dataclass
+class SegmentationJob:
+    """One run of the worker process and what came out of it."""
+
+    process: Any
+    workDir: Path
+    inputVolume: Any
+    modelName: str
+    outputSegmentation: Any = None
+    segmentationNode: Any = None
+    tableNode: Any = None
+    error: str = ""
+    cancelled: bool = False
+    finished: bool = False
+    startTime: float = 0.0
+
+
+class SegmentationLogic(ScriptedLoadableModuleLogic):
+    """Starts and polls the worker, loads its result into the scene, exports DICOM SEG. No widgets, no dialogs."""
+
+    def __init__(self, scene: Any = None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.scene = scene or slicer.mrmlScene
+
+    def start(self, volume: Any, modelName: str, device: str = "auto", output: Any = None) -> SegmentationJob:
+        """Write the volume to a temporary NRRD file and start the worker on it."""
+        from MedAIExtension.io import write_volume_file
+        from MedAIExtension.models.devices import available_devices
+        from MedAIExtension.mrml import volume_node_to_image
+        from MedAIExtension.runner import WorkerProcess, segmentation_worker_args
+
+        if volume is None or volume.GetImageData() is None:
+            raise InputError("Select an input volume that holds an image.")
+        if device not in available_devices():
+            raise InputError(f"Device '{device}' is not available here ({', '.join(available_devices())}).")
+        workDir = Path(tempfile.mkdtemp(prefix="MedAI-", dir=getattr(slicer.app, "temporaryPath", None)))
+        inputPath = write_volume_file(volume_node_to_image(volume), workDir / "input.nrrd")
+        args = segmentation_worker_args(str(inputPath), modelName, str(workDir / "output"), device)
+        process = WorkerProcess(workerCommand(list(args)))
+        process.start()
+        return SegmentationJob(process, workDir, volume, modelName, output, startTime=time.time())
+
+    def poll(self, job: SegmentationJob) -> list[Any]:
+        """Return the worker's new events; load the result when it comes; mark the job finished when it ends."""
+        events = list(job.process.poll())
+        for event in events:
+            if event.kind == "result" and not job.cancelled:
+                try:
+                    self._loadResult(job, event.data)
+                except MedAIError as exc:
+                    job.error = str(exc)
+                except Exception as exc:
+                    logger.exception("Loading the MedAI result failed")
+                    job.error = f"The result could not be loaded into Slicer: {exc}"
+            elif event.kind == "error" and not job.cancelled:
+                job.error = event.message
+        if not job.process.running and not job.finished:
+            job.finished = True
+            if job.segmentationNode is None and not job.error and not job.cancelled:
+                job.error = f"The model process stopped (exit code {job.process.returncode}) without a result."
+            shutil.rmtree(job.workDir, ignore_errors=True)
+        return events
+
+    def cancel(self, job: SegmentationJob) -> None:
+        job.cancelled = True
+        job.process.cancel()
+
+    def run(self, volume: Any, modelName: str, device: str = "auto", timeoutSeconds: float = 1800) -> SegmentationJob:
+        """Blocking start + poll, for scripts and tests. Raises MedAIError when the run fails."""
+        job = self.start(volume, modelName, device)
+        while not job.finished:
+            self.poll(job)
+            if time.time() - job.startTime > timeoutSeconds:
+                self.cancel(job)
+                raise MedAIError(f"The model did not finish within {timeoutSeconds:.0f} s and was cancelled.")
+            time.sleep(0.1)
+        if job.error:
+            raise MedAIError(job.error)
+        return job
+
+    def _loadResult(self, job: SegmentationJob, data: dict[str, Any]) -> None:
+        from MedAIExtension.io import read_volume_file
+        from MedAIExtension.models.catalog import load_catalog
+        from MedAIExtension.mrml import labelmap_to_segmentation_node, segment_statistics, statistics_to_table_node
+
+        entry, labelmap = load_catalog().get(job.modelName), read_volume_file(data["labelmap"])
+        name = f"{job.inputVolume.GetName()} {entry.title}"
+        node = labelmap_to_segmentation_node(self.scene, labelmap, entry.labels, name, job.inputVolume)
+        if job.outputSegmentation is not None:  # the user chose the node: replace its segments
+            job.outputSegmentation.GetSegmentation().DeepCopy(node.GetSegmentation())
+            job.outputSegmentation.SetReferenceImageGeometryParameterFromVolumeNode(job.inputVolume)
+            job.outputSegmentation.CreateDefaultDisplayNodes()
+            self.scene.RemoveNode(node)
+            node = job.outputSegmentation
+        for key, value in (("model", entry.name), ("modelVersion", entry.version), ("provider", data.get("provider"))):
+            node.SetAttribute(f"MedAI.{key}", str(value or ""))
+        node.SetNodeReferenceID(INPUT_ROLE, job.inputVolume.GetID())
+        if node.GetNodeReference(STATISTICS_ROLE) is not None:
+            self.scene.RemoveNode(node.GetNodeReference(STATISTICS_ROLE))
+        rows = segment_statistics(node, labelmap, entry.labels)
+        job.tableNode = statistics_to_table_node(self.scene, rows, f"{node.GetName()} statistics")
+        node.SetNodeReferenceID(STATISTICS_ROLE, job.tableNode.GetID())
+        job.segmentationNode = node
+
+    def exportDicomSeg(self, segmentationNode: Any, volume: Any = None) -> Path:
+        """Write DICOM SEG referencing the input's DICOM series and add it to the DICOM database."""
+        from DICOMLib import DICOMUtils
+
+        from MedAIExtension.dicom import write_dicom_seg
+        from MedAIExtension.io import read_dicom_files
+        from MedAIExtension.labels import SegmentLabel
+        from MedAIExtension.models.catalog import load_catalog
+        from MedAIExtension.mrml import segment_label_values, segmentation_node_to_labelmap
+
+        if segmentationNode is None:
+            raise InputError("Select a segmentation to export (run a model first).")
+        volume = segmentationNode.GetNodeReference(INPUT_ROLE) or volume
+        uids = (volume.GetAttribute("DICOM.instanceUIDs") or "").split() if volume is not None else []
+        files = [slicer.dicomDatabase.fileForInstance(uid) for uid in uids] if slicer.dicomDatabase else []
+        if not files or not all(files):
+            raise InputError(
+                "A DICOM SEG must reference the DICOM series it was computed from, but this volume was not loaded "
+                "from Slicer's DICOM database. Load the series in the DICOM module and run the model on it, or save "
+                "the segmentation as .seg.nrrd instead."
+            )
+        source, catalog = read_dicom_files(files), load_catalog()
+        modelName = segmentationNode.GetAttribute("MedAI.model") or ""
+        entry = catalog.get(modelName) if modelName in catalog.names() else None
+        labels = {label.value: label for label in (entry.labels if entry else ())}
+        for segmentId, value in segment_label_values(segmentationNode).items():
+            if value not in labels:  # a segment the user added: described by its name and colour
+                segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
+                labels[value] = SegmentLabel(value, segment.GetName(), tuple(segment.GetColor()))
+        path = Path(tempfile.mkdtemp(prefix="MedAI-SEG-", dir=getattr(slicer.app, "temporaryPath", None))) / "seg.dcm"
+        write_dicom_seg(
+            segmentation_node_to_labelmap(segmentationNode, source),
+            source,
+            [labels[value] for value in sorted(labels)],
+            path,
+            algorithm_name=entry.title if entry else "MedAI",
+            algorithm_version=entry.version if entry else "unknown",
+        )
+        DICOMUtils.importDicom(str(path.parent), copyFiles=True)
+        return path
