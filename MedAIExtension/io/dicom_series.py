@@ -317,6 +317,7 @@ def write_dicom_series(
         ds.StudyID = "1"
         ds.SeriesNumber = series_number
         ds.InstanceNumber = k + 1
+        ds.AcquisitionNumber = 1
         ds.SeriesDescription = series_description
         ds.BodyPartExamined = "CHEST"
         if modality == "CT":

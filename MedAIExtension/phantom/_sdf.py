@@ -24,20 +24,38 @@ def ramp(d: np.ndarray, w: np.ndarray | float) -> np.ndarray:
 
 
 def ellipsoid(
-    x: np.ndarray, y: np.ndarray, z: np.ndarray | None, center: Any, semi: Any, grid: Any = None
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray | None,
+    center: Any,
+    semi: Any,
+    grid: Any = None,
+    taper: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Ellipsoid (or, with ``z=None``, an elliptic cylinder along z) with semi-axes ``semi``.
+
+    With ``taper`` t, the x and y semi-axes are scaled by ``1 - t * (z - cz) / semi_z`` (narrower on top).
 
     Returns:
         ``(d, w)``: approximate signed distance and, when ``grid`` is given, the ramp width (else None).
     """
     dtype = x.dtype
-    gx = (x - dtype.type(center[0])) * dtype.type(1.0 / semi[0])
-    gy = (y - dtype.type(center[1])) * dtype.type(1.0 / semi[1])
+    inv_x, inv_y = dtype.type(1.0 / semi[0]), dtype.type(1.0 / semi[1])
+    gx = (x - dtype.type(center[0])) * inv_x
+    gy = (y - dtype.type(center[1])) * inv_y
+    if taper and z is not None:
+        scale = (z - dtype.type(center[2])) * dtype.type(-taper / semi[2])
+        scale += dtype.type(1.0)
+        np.maximum(scale, dtype.type(0.1), out=scale)
+        inv_x = inv_y = np.reciprocal(scale, out=scale)
+        gx *= inv_x
+        gy *= inv_y
+        inv_x = inv_x * dtype.type(1.0 / semi[0])
+        inv_y = inv_y * dtype.type(1.0 / semi[1])
     q2 = gx * gx
     q2 += gy * gy
-    gx *= dtype.type(1.0 / semi[0])  # gradient of q²/2
-    gy *= dtype.type(1.0 / semi[1])
+    gx *= inv_x  # gradient of q²/2 (the taper's own slope is neglected)
+    gy *= inv_y
     norm2 = gx * gx
     norm2 += gy * gy
     gz = None
@@ -70,6 +88,13 @@ def box(x: np.ndarray, y: np.ndarray, z: np.ndarray, center: Any, half: Any) -> 
         np.maximum(q, 0.0, out=q)
         outside += q * q
     return np.sqrt(outside, out=outside) + inside
+
+
+def capped(d_xy: np.ndarray, z: np.ndarray, z_center: float, half_height: float) -> np.ndarray:
+    """Limit a z-infinite shape of distance ``d_xy`` to ``|z - z_center| <= half_height`` (in place on d_xy)."""
+    dz = np.abs(z - z.dtype.type(z_center))
+    dz -= z.dtype.type(half_height)
+    return np.maximum(d_xy, dz, out=d_xy)
 
 
 def segment(

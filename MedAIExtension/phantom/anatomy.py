@@ -2,13 +2,13 @@
 
 :func:`build_layout` turns an :class:`AnatomySpec` into concrete shapes (body, chest wall, ribs, spine,
 mediastinum, heart, great vessels, airways, lungs); :func:`lung_sdf` is the lung field used for rendering,
-nodule placement and vessel pruning; :func:`vessel_tree` grows the pulmonary vessels from the hila.
+nodule placement and vessel growth.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -16,10 +16,20 @@ from MedAIExtension.errors import InputError
 from MedAIExtension.phantom import _sdf
 from MedAIExtension.phantom.spec import AnatomySpec, LungSide, NoduleSpec
 
-__all__ = ["Layout", "Tube", "build_layout", "lung_sdf", "nodule_center", "vessel_tree"]
+__all__ = [
+    "Layout",
+    "Tube",
+    "build_layout",
+    "lung_bounds",
+    "lung_parts",
+    "lung_sdf",
+    "mediastinum_sdf",
+    "nodule_center",
+]
 
 _SIDES = (LungSide.RIGHT, LungSide.LEFT)
 _SIGN = {LungSide.RIGHT: 1.0, LungSide.LEFT: -1.0}  # +x (R) is the patient's right
+_LUNG_TAPER = 0.25
 
 
 @dataclass(frozen=True)
@@ -48,9 +58,9 @@ class Layout:
     rib_ring: tuple[float, float]
     cavity: tuple[float, float]
     lung_half_height: float
-    band_center: tuple[float, float, float]
-    band_half: tuple[float, float, float]
+    band: tuple[float, float]
     lungs: dict[LungSide, tuple[np.ndarray, np.ndarray]]
+    domes: dict[LungSide, tuple[np.ndarray, np.ndarray]]
     heart_center: np.ndarray
     heart_semi: np.ndarray
     pericardium_semi: np.ndarray
@@ -58,7 +68,7 @@ class Layout:
     spine_semi: tuple[float, float]
     arch_center: tuple[float, float]
     sternum_center: tuple[float, float, float]
-    sternum_half: tuple[float, float, float]
+    sternum_semi: tuple[float, float, float]
     hila: dict[LungSide, np.ndarray]
     great_vessels: list[Tube] = field(default_factory=list)
     airways: list[Tube] = field(default_factory=list)
@@ -82,13 +92,17 @@ def build_layout(anatomy: AnatomySpec) -> Layout:
     if min(cavity) < 50.0:
         raise InputError("The body is too small for its fat layer; reduce fat_mm or enlarge body_semi_axes_mm.")
     hz = anatomy.lung_height_mm / 2.0
-    band_x = 30.0 * sx
-    lungs = {}
-    lung_x = (cavity[0] - band_x) / 2.0 * 1.12
+    band = (32.0 * sx, 1.2 * cavity[1])
+    lungs, domes = {}, {}
+    lung_x = (cavity[0] - 30.0 * sx) / 2.0 * 1.12
     for side in _SIDES:
-        shorter = 0.96 if side is LungSide.RIGHT else 1.0  # the liver dome pushes the right base up
-        center = np.array([_SIGN[side] * (band_x + lung_x * 0.9), -0.03 * cavity[1], hz * (1.0 - shorter)])
-        lungs[side] = (center, np.array([lung_x, cavity[1] * 1.05, hz * shorter]))
+        sign = _SIGN[side]
+        center = np.array([sign * (30.0 * sx + lung_x * 0.9), -0.03 * cavity[1], 0.0])
+        semi = np.array([lung_x, cavity[1] * 1.05, hz])
+        lungs[side] = (center, semi)
+        dome_top = (-0.42 if side is LungSide.RIGHT else -0.52) * hz  # the liver pushes the right dome up
+        dome_semi = np.array([lung_x * 1.1, semi[1] * 0.8, 0.3 * hz])
+        domes[side] = (np.array([center[0] - sign * 0.1 * lung_x, 0.1 * semi[1], dome_top - dome_semi[2]]), dome_semi)
     hs = anatomy.heart_scale
     heart_center = np.array([-15.0 * sx, 22.0 * sy, -0.45 * hz])
     heart_semi = np.array([60.0 * sx, 48.0 * sy, 0.46 * hz]) * hs
@@ -107,17 +121,17 @@ def build_layout(anatomy: AnatomySpec) -> Layout:
         rib_ring=rib_ring,
         cavity=cavity,
         lung_half_height=hz,
-        band_center=(0.0, 0.0, 0.0),
-        band_half=(band_x, cavity[1], hz),
+        band=band,
         lungs=lungs,
+        domes=domes,
         heart_center=heart_center,
         heart_semi=heart_semi,
         pericardium_semi=heart_semi + 4.0,
         spine_center=spine_center,
         spine_semi=(20.0, 17.0),
         arch_center=(0.0, spine_center[1] - 17.0 - 11.0),
-        sternum_center=(0.0, cavity[1] + 8.0, 0.1 * hz),
-        sternum_half=(14.0, 6.0, 0.55 * hz),
+        sternum_center=(0.0, cavity[1] + 9.0, 0.1 * hz),
+        sternum_semi=(16.0, 7.0, 0.55 * hz),
         hila=hila,
         lung_hu=anatomy.lung_hu,
     )
@@ -140,20 +154,49 @@ def build_layout(anatomy: AnatomySpec) -> Layout:
     return layout
 
 
-def lung_sdf(layout: Layout, side: LungSide, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Approximate signed distance (mm, negative inside) of one lung field.
+def mediastinum_sdf(
+    layout: Layout, x: np.ndarray, y: np.ndarray, z: np.ndarray, grid: Any = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The central band between the lungs (elliptic cylinder over the lungs' height): ``(d, w)``."""
+    d, w = _sdf.ellipsoid(x, y, None, (0.0, 0.0), layout.band, grid)
+    return _sdf.capped(d, z, 0.0, layout.lung_half_height), w
 
-    The lung is an ellipsoid clipped by the thoracic cavity and cut by the mediastinum and the pericardium.
-    Its sign is exact; its magnitude is accurate near the pleura.
+
+def lung_parts(
+    layout: Layout, side: LungSide, x: np.ndarray, y: np.ndarray, z: np.ndarray, grid: Any = None
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """``(d, w)`` of the parts whose intersection is one lung field; exclusions come with d negated.
+
+    The lung is a tapered ellipsoid clipped by the thoracic cavity, minus the mediastinum, the pericardium and
+    the diaphragmatic dome.
     """
     center, semi = layout.lungs[side]
-    d, _ = _sdf.ellipsoid(x, y, z, center, semi)
-    cavity, _ = _sdf.ellipsoid(x, y, None, (0.0, 0.0), layout.cavity)
-    np.maximum(d, cavity, out=d)
-    band = _sdf.box(x, y, z, layout.band_center, layout.band_half)
-    np.maximum(d, -band, out=d)
-    heart, _ = _sdf.ellipsoid(x, y, z, layout.heart_center, layout.pericardium_semi)
-    np.maximum(d, -heart, out=d)
+    parts = [
+        _sdf.ellipsoid(x, y, z, center, semi, grid, taper=_LUNG_TAPER),
+        _sdf.ellipsoid(x, y, None, (0.0, 0.0), layout.cavity, grid),
+    ]
+    excluded = (
+        mediastinum_sdf(layout, x, y, z, grid),
+        _sdf.ellipsoid(x, y, z, layout.heart_center, layout.pericardium_semi, grid),
+        _sdf.ellipsoid(x, y, z, *layout.domes[side], grid),
+    )
+    parts.extend((np.negative(d, out=d), w) for d, w in excluded)
+    return parts
+
+
+def lung_bounds(layout: Layout, side: LungSide) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned box (anatomy frame) that contains one lung field."""
+    center, semi = layout.lungs[side]
+    grow = np.array([semi[0] * _LUNG_TAPER, semi[1] * _LUNG_TAPER, 0.0])
+    return center - semi - grow, center + semi + grow
+
+
+def lung_sdf(layout: Layout, side: LungSide, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Approximate signed distance (mm, negative inside) of one lung field; its sign is exact."""
+    parts = lung_parts(layout, side, x, y, z)
+    d = parts[0][0]
+    for other, _ in parts[1:]:
+        np.maximum(d, other, out=d)
     return d
 
 
@@ -210,52 +253,3 @@ def _push_to_pleura(layout: Layout, side: LungSide, center: np.ndarray, point: n
         else:
             bad = mid
     return center + good * direction
-
-
-def _rotate(vector: np.ndarray, axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rodrigues rotation of ``vector`` about the unit ``axis``."""
-    return (
-        vector * math.cos(angle)
-        + np.cross(axis, vector) * math.sin(angle)
-        + axis * float(axis @ vector) * (1.0 - math.cos(angle))
-    )
-
-
-_ROOT_DIRECTIONS = ((0.35, 0.1, 1.0), (1.0, 0.25, 0.15), (0.45, -0.6, -1.0), (0.45, 0.8, -0.5), (0.3, 0.05, -1.0))
-
-
-def vessel_tree(layout: Layout, rng: np.random.Generator, generations: int = 6) -> dict[LungSide, list[Tube]]:
-    """Grow branching pulmonary vessel trees from both hila (diameter 6 mm at the hilum to ~1 mm).
-
-    Segments whose start lies outside the lung are dropped with their subtree; rendering clips the rest
-    to the lung field.
-    """
-    trees: dict[LungSide, list[Tube]] = {}
-    for side in _SIDES:
-        tubes: list[Tube] = []
-        trees[side] = tubes
-        hilum = layout.hila[side]
-        stack = []
-        for direction in _ROOT_DIRECTIONS:
-            d = np.array(direction) * [_SIGN[side], 1.0, 1.0]
-            stack.append((hilum, d / np.linalg.norm(d), 3.0, 32.0 * rng.uniform(0.85, 1.15), 0))
-        while stack:
-            start, direction, radius, length, generation = stack.pop()
-            if generation > 0 and _point_sdf(layout, side, start) > 0.0:
-                continue
-            end = start + direction * length
-            r_end = radius * 0.85
-            tubes.append(Tube(tuple(start), tuple(end), radius, r_end))
-            if generation + 1 >= generations:
-                continue
-            outward = end - hilum
-            outward /= max(np.linalg.norm(outward), 1e-9)
-            perpendicular = np.cross(direction, rng.normal(size=3))
-            perpendicular /= max(np.linalg.norm(perpendicular), 1e-9)
-            for sign in (1.0, -1.0):
-                angle = sign * rng.uniform(0.35, 0.7)
-                child = _rotate(direction, perpendicular, angle) + 0.3 * outward
-                child /= np.linalg.norm(child)
-                child_radius = r_end * rng.uniform(0.78, 0.92)
-                stack.append((end, child, child_radius, length * rng.uniform(0.68, 0.85), generation + 1))
-    return trees

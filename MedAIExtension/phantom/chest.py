@@ -19,7 +19,7 @@ import numpy as np
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import CodedTerm, SegmentLabel
-from MedAIExtension.phantom.anatomy import build_layout, lung_sdf, nodule_center, vessel_tree
+from MedAIExtension.phantom.anatomy import build_layout, lung_sdf, nodule_center
 from MedAIExtension.phantom.grid import ChunkGrid
 from MedAIExtension.phantom.render import LABEL_LUNG, LABEL_NODULE, NoduleTruth, Renderer
 from MedAIExtension.phantom.spec import (
@@ -30,6 +30,8 @@ from MedAIExtension.phantom.spec import (
     NoduleType,
     PhantomSpec,
 )
+from MedAIExtension.phantom.vessels import vessel_trees
+from MedAIExtension.progress import null_progress
 
 __all__ = [
     "DEFAULT_NODULES",
@@ -85,7 +87,8 @@ class Phantom:
     def nodule_mask(self, nodule_id: int) -> np.ndarray:
         """Boolean mask (``[k, j, i]``) of one nodule; ids start at 1."""
         if not 1 <= nodule_id <= len(self.truth["nodules"]):
-            raise InputError(f"Nodule id {nodule_id} does not exist; this phantom has ids 1..{len(self.truth['nodules'])}.")
+            count = len(self.truth["nodules"])
+            raise InputError(f"Nodule id {nodule_id} does not exist; this phantom has ids 1..{count}.")
         return self.nodule_ids.array == nodule_id
 
     def truth_json(self, indent: int | None = 2) -> str:
@@ -113,10 +116,10 @@ def generate_chest_phantom(
         InputError: if a nodule lies outside the lungs or two nodules overlap.
     """
     spec = spec or PhantomSpec()
-    report = progress or (lambda fraction, message: None)
+    report = progress or null_progress
     layout = build_layout(spec.anatomy)
     nodules = _resolve_nodules(spec, layout)
-    vessels = vessel_tree(layout, np.random.default_rng([spec.seed, 0]))
+    vessels = vessel_trees(layout, np.random.default_rng([spec.seed, 0]))
     affine = spec.ijk_to_ras
     grid = ChunkGrid(affine, spec.shape, layout.origin_ras)
     renderer = Renderer(grid, layout, vessels, nodules, spec.seed, spec.noise_hu)
@@ -204,4 +207,3 @@ def _inside_grid(ct: Image, center_ras: np.ndarray, radius: float) -> bool:
     margin = radius / ct.spacing
     size = np.array(ct.size_ijk, dtype=float)
     return bool(np.all(ijk - margin >= -0.5) and np.all(ijk + margin <= size - 0.5))
-

@@ -132,21 +132,26 @@ class ChunkGrid:
             self.offset[a] + self.linear[a, 0] * i + self.linear[a, 1] * j + self.linear[a, 2] * k for a in range(3)
         )
 
+    def index_ranges(self, lows: np.ndarray, highs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index ranges ``[first, last)`` (N x 3, i j k, clipped to the grid) covering N anatomy-frame boxes."""
+        lows = np.atleast_2d(np.asarray(lows, dtype=float))
+        highs = np.atleast_2d(np.asarray(highs, dtype=float))
+        first = np.full(lows.shape, np.inf)
+        last = np.full(lows.shape, -np.inf)
+        for bits in itertools.product((0, 1), repeat=3):
+            corner = np.where(np.array(bits, dtype=bool), highs, lows)
+            ijk = (corner - self.offset) @ self.inverse.T
+            np.minimum(first, ijk, out=first)
+            np.maximum(last, ijk, out=last)
+        size = np.array(self.shape[::-1])
+        first = np.clip(np.floor(first), 0, size).astype(int)
+        last = np.clip(np.ceil(last) + 1, 0, size).astype(int)
+        return first, last
+
     def block(self, low: np.ndarray, high: np.ndarray, k0: int, k1: int) -> Block | None:
         """Index block (relative to the slab k0..k1) covering the anatomy-frame box ``[low, high]``; None if empty."""
-        low = np.asarray(low, dtype=float)
-        high = np.asarray(high, dtype=float)
-        corners = np.array(list(itertools.product(*zip(low, high, strict=True))))
-        ijk = (corners - self.offset) @ self.inverse.T
-        first = np.floor(ijk.min(axis=0)).astype(int)
-        last = np.ceil(ijk.max(axis=0)).astype(int) + 1
-        nk, nj, ni = self.shape
-        i0, i1 = max(first[0], 0), min(last[0], ni)
-        j0, j1 = max(first[1], 0), min(last[1], nj)
-        ka, kb = max(first[2], k0), min(last[2], k1)
-        if i0 >= i1 or j0 >= j1 or ka >= kb:
-            return None
-        return slice(ka - k0, kb - k0), slice(j0, j1), slice(i0, i1)
+        first, last = self.index_ranges(low, high)
+        return slab_block(first[0], last[0], k0, k1)
 
     def width(self, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray | None) -> np.ndarray:
         """Extent of a voxel along the unit normal (nx, ny, nz): the width of the partial-volume ramp (mm).
@@ -170,6 +175,14 @@ class ChunkGrid:
                 w += np.abs(dot) * float(self.spacing[a])
         np.maximum(w, self.min_width, out=w)
         return w
+
+
+def slab_block(first: np.ndarray, last: np.ndarray, k0: int, k1: int) -> Block | None:
+    """The part of the index range ``[first, last)`` (i, j, k) inside slices k0..k1, relative to the slab."""
+    ka, kb = max(int(first[2]), k0), min(int(last[2]), k1)
+    if ka >= kb or first[0] >= last[0] or first[1] >= last[1]:
+        return None
+    return slice(ka - k0, kb - k0), slice(int(first[1]), int(last[1])), slice(int(first[0]), int(last[0]))
 
 
 def intersect(a: Block, b: Block) -> tuple[Block, Block] | None:

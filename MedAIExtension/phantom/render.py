@@ -16,8 +16,8 @@ import numpy as np
 from scipy import ndimage
 
 from MedAIExtension.phantom import _sdf
-from MedAIExtension.phantom.anatomy import Layout, Tube
-from MedAIExtension.phantom.grid import Block, ChunkGrid, intersect
+from MedAIExtension.phantom.anatomy import Layout, Tube, lung_bounds, lung_parts, mediastinum_sdf
+from MedAIExtension.phantom.grid import Block, ChunkGrid, intersect, slab_block
 from MedAIExtension.phantom.spec import LungSide, NoduleType
 
 __all__ = ["HU", "LABEL_LUNG", "LABEL_NODULE", "NoduleTruth", "Renderer"]
@@ -30,10 +30,12 @@ HU: dict[str, float] = {
     "air": -1000.0,
     "fat": -100.0,
     "mediastinal_fat": -85.0,
+    "pericardial_fat": -90.0,
     "muscle": 45.0,
     "blood": 40.0,
     "airway_wall": 10.0,
     "cortical_bone": 700.0,
+    "cartilage": 130.0,
     "marrow": 230.0,
     "vertebra_cortex": 450.0,
     "disc": 90.0,
@@ -43,6 +45,7 @@ HU: dict[str, float] = {
 }
 
 _SLAB_VOXELS = 1 << 20
+_AIRWAY_WALL_MM = 1.8
 _NOISE_SIGMA_VOXELS = 0.7
 _N_RIBS = 12
 _N_TEXTURE_WAVES = 6
@@ -74,6 +77,31 @@ class _Slab:
     ids: np.ndarray
 
 
+class _TubeBoxes:
+    """Tubes with their index ranges precomputed, for a quick overlap test against each slab."""
+
+    def __init__(self, grid: ChunkGrid, tubes: list[Tube], margin: float) -> None:
+        self.tubes = tubes
+        if tubes:
+            bounds = [tube.bounds(margin) for tube in tubes]
+            self.first, self.last = grid.index_ranges(
+                np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
+            )
+
+    def overlapping(self, k0: int, k1: int) -> list[tuple[Tube, Block]]:
+        """The tubes whose box meets slices k0..k1, each with its block relative to the slab."""
+        if not self.tubes:
+            return []
+        first, last = self.first, self.last
+        hits = (first[:, 2] < k1) & (last[:, 2] > k0) & (first[:, 0] < last[:, 0]) & (first[:, 1] < last[:, 1])
+        out = []
+        for n in np.nonzero(hits)[0]:
+            block = slab_block(first[n], last[n], k0, k1)
+            if block is not None:
+                out.append((self.tubes[n], block))
+        return out
+
+
 def _lerp(hu: np.ndarray, fraction: np.ndarray, value: float | np.ndarray) -> None:
     """hu <- hu + fraction * (value - hu), in place."""
     hu += fraction * (value - hu)
@@ -93,7 +121,6 @@ class Renderer:
     ) -> None:
         self.grid = grid
         self.layout = layout
-        self.vessels = vessels
         self.nodules = nodules
         self.seed = seed
         self.noise_hu = noise_hu
@@ -104,6 +131,9 @@ class Renderer:
         self.waves = wave_dirs * (2.0 * math.pi / rng.uniform(12.0, 60.0, size=(_N_TEXTURE_WAVES, 1)))
         self.wave_phases = rng.uniform(0.0, 2.0 * math.pi, size=_N_TEXTURE_WAVES)
         self.max_width = float(np.sum(grid.spacing))
+        self.vessel_boxes = {side: _TubeBoxes(grid, vessels[side], self.max_width) for side in LungSide}
+        self.great_vessel_boxes = _TubeBoxes(grid, layout.great_vessels, self.max_width)
+        self.airway_wall_boxes = _TubeBoxes(grid, layout.airways, self.max_width + _AIRWAY_WALL_MM)
 
     # ---- driver ---------------------------------------------------------------------------------------------
     def run(self, progress: Callable[[float, str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -150,12 +180,12 @@ class Renderer:
 
     def _mediastinum(self, slab: _Slab) -> None:
         lay = self.layout
-        center, half = np.array(lay.band_center), np.array(lay.band_half)
-        b = self._block(slab, center - half, center + half)
+        half = np.array([*lay.band, lay.lung_half_height])
+        b = self._block(slab, -half, half)
         if b is None:
             return
         x, y, z = slab.x[b], slab.y[b], slab.z[b]
-        f = self._fraction(_sdf.box(x, y, z, center, half), None)
+        f = self._fraction(*mediastinum_sdf(lay, x, y, z, self.grid))
         np.minimum(f, self._fraction(*_sdf.ellipsoid(x, y, None, (0.0, 0.0), lay.cavity, self.grid)), out=f)
         _lerp(slab.hu[b], f, HU["mediastinal_fat"])
 
@@ -165,24 +195,22 @@ class Renderer:
         if b is None:
             return
         x, y, z, hu = slab.x[b], slab.y[b], slab.z[b], slab.hu[b]
-        _lerp(hu, self._fraction(*_sdf.ellipsoid(x, y, z, lay.heart_center, lay.pericardium_semi, self.grid)), -90.0)
+        pericardium = _sdf.ellipsoid(x, y, z, lay.heart_center, lay.pericardium_semi, self.grid)
+        _lerp(hu, self._fraction(*pericardium), HU["pericardial_fat"])
         _lerp(hu, self._fraction(*_sdf.ellipsoid(x, y, z, lay.heart_center, lay.heart_semi, self.grid)), HU["blood"])
 
-    def _tubes(self, slab: _Slab, tubes: list[Tube], value: float, grow: float = 0.0) -> None:
-        for tube in tubes:
-            b = self._block(slab, *tube.bounds(grow))
-            if b is None:
-                continue
+    def _tubes(self, slab: _Slab, boxes: _TubeBoxes, value: float, grow: float = 0.0) -> None:
+        for tube, b in boxes.overlapping(slab.k0, slab.k1):
             x, y, z = slab.x[b], slab.y[b], slab.z[b]
             d, w = _sdf.segment(x, y, z, tube.p0, tube.p1, tube.r0 + grow, tube.r1 + grow, self.grid)
             _lerp(slab.hu[b], self._fraction(d, w), value)
 
     def _great_vessels(self, slab: _Slab) -> None:
-        self._tubes(slab, self.layout.great_vessels, HU["blood"])
+        self._tubes(slab, self.great_vessel_boxes, HU["blood"])
 
     def _airways(self, slab: _Slab) -> None:
-        self._tubes(slab, self.layout.airways, HU["airway_wall"], grow=1.8)
-        self._tubes(slab, self.layout.airways, HU["air"])
+        self._tubes(slab, self.airway_wall_boxes, HU["airway_wall"], grow=_AIRWAY_WALL_MM)
+        self._tubes(slab, self.airway_wall_boxes, HU["air"])
 
     # ---- bones ----------------------------------------------------------------------------------------------
     def _spine(self, slab: _Slab) -> None:
@@ -204,30 +232,33 @@ class Renderer:
         _lerp(hu, self._fraction(*_sdf.ellipsoid(x, y, None, (cx, cy), (sx - 1.5, sy - 1.5), self.grid)), marrow)
         ring = self._fraction(*_sdf.ellipsoid(x, y, None, (ax, ay), (14.0, 14.0), self.grid))
         ring *= 1.0 - self._fraction(*_sdf.ellipsoid(x, y, None, (ax, ay), (8.0, 8.0), self.grid))
-        for center, half in (((0.0, ay - 19.0), (3.5, 7.0)), ((0.0, ay + 2.0), (30.0, 4.0))):
-            process = self._fraction(_sdf.box(x, y, z, (*center, 0.0), (*half, 1e7)), None)
-            np.maximum(ring, process, out=ring)
+        flat_z = np.zeros_like(z)
+        for end, radius in (((0.0, ay - 24.0), 3.5), ((27.0, ay - 4.0), 4.5), ((-27.0, ay - 4.0), 4.5)):
+            d, w = _sdf.segment(x, y, flat_z, (ax, ay, 0.0), (*end, 0.0), radius, radius * 0.8, self.grid)
+            np.maximum(ring, self._fraction(d, w), out=ring)
         _lerp(hu, ring, cortex)
 
     def _sternum(self, slab: _Slab) -> None:
         lay = self.layout
-        center, half = np.array(lay.sternum_center), np.array(lay.sternum_half)
-        b = self._block(slab, center - half, center + half)
+        center, semi = np.array(lay.sternum_center), np.array(lay.sternum_semi)
+        b = self._block(slab, center - semi, center + semi)
         if b is None:
             return
         x, y, z, hu = slab.x[b], slab.y[b], slab.z[b], slab.hu[b]
-        _lerp(hu, self._fraction(_sdf.box(x, y, z, center, half), None), HU["cortical_bone"])
-        _lerp(hu, self._fraction(_sdf.box(x, y, z, center, half - 1.5), None), HU["marrow"])
+        for value, shrink in ((HU["cortical_bone"], 0.0), (HU["marrow"], 1.5)):
+            d, w = _sdf.ellipsoid(x, y, None, center[:2], semi[:2] - shrink, self.grid)
+            _lerp(hu, self._fraction(_sdf.capped(d, z, center[2], semi[2] - shrink), w), value)
 
     def _ribs(self, slab: _Slab) -> None:
+        """Twelve ribs per side sloping down from the spine to the costal cartilages next to the sternum."""
         lay = self.layout
         hz = lay.lung_half_height
-        z_first, pitch, tilt = -0.95 * hz, 1.75 * hz / (_N_RIBS - 1), 0.22 * hz
-        half_radial, half_vertical = 4.5, 6.5
+        z_first, pitch, tilt = -0.7 * hz, 1.65 * hz / (_N_RIBS - 1), 0.5 * hz
+        half_radial, half_vertical = 4.0, 5.5
         rx, ry = lay.rib_ring
         reach = max(half_radial, half_vertical) + self.max_width
-        low = np.array([-rx - reach, -ry - reach, z_first - reach])
-        high = np.array([rx + reach, ry + reach, z_first + (_N_RIBS - 1) * pitch + tilt + reach])
+        low = np.array([-rx - reach, -ry - reach, z_first - tilt - reach])
+        high = np.array([rx + reach, ry + reach, z_first + (_N_RIBS - 1) * pitch + reach])
         b = self._block(slab, low, high)
         if b is None:
             return
@@ -237,26 +268,25 @@ class Renderer:
         if near[0].size == 0:
             return
         px, py, pz, dr = x[near], y[near], z[near], d_ring[near]
-        theta = np.arctan2(py / ry, px / rx)
-        height = (pz - z_first + tilt * np.sin(theta)) / pitch
+        from_spine = np.abs(np.arctan2(px / rx, -py / ry))  # 0 at the spine, pi at the sternum
+        height = (pz - z_first + tilt * from_spine / np.float32(math.pi)) / np.float32(pitch)
         rib = np.rint(height)
-        dz = (height - rib) * pitch
-        valid = (rib >= 0) & (rib < _N_RIBS)
-        valid &= np.abs(theta + math.pi / 2) > 0.27  # the spine
-        valid &= np.abs(theta - math.pi / 2) > 0.45  # costal cartilage next to the sternum
+        dz = (height - rib) * np.float32(pitch)
+        present = (rib >= 0) & (rib < _N_RIBS) & (from_spine > 0.27)
+        cartilage = from_spine > math.pi - 0.5
         normal_x, normal_y = px / (rx * rx), py / (ry * ry)
         norm = np.maximum(np.hypot(normal_x, normal_y), 1e-12)
         hu = slab.hu[b]
         flat = hu[near]
-        for value, shrink in ((HU["cortical_bone"], 0.0), (HU["marrow"], 1.3)):
-            gr = dr / (half_radial - shrink) ** 2
-            gz = dz / (half_vertical - shrink) ** 2
-            e2 = dr * gr + dz * gz
-            g = np.maximum(np.hypot(gr, gz), 1e-12)
-            d = (e2 - 1.0) / (2.0 * g)
+        bone = np.where(cartilage, np.float32(HU["cartilage"]), np.float32(HU["cortical_bone"]))
+        for value, shrink, where in ((bone, 0.0, present), (HU["marrow"], 1.3, present & ~cartilage)):
+            gr = dr / np.float32((half_radial - shrink) ** 2)
+            gz = dz / np.float32((half_vertical - shrink) ** 2)
+            g = np.maximum(np.hypot(gr, gz), np.float32(1e-12))
+            d = (dr * gr + dz * gz - 1.0) / (2.0 * g)
             w = self.grid.width(gr / g * normal_x / norm, gr / g * normal_y / norm, gz / g)
             f = _sdf.ramp(d, w)
-            f *= valid
+            f *= where
             _lerp(flat, f, value)
         hu[near] = flat
 
@@ -267,38 +297,23 @@ class Renderer:
 
     def _lung(self, slab: _Slab, side: LungSide) -> None:
         lay = self.layout
-        center, semi = lay.lungs[side]
-        b = self._block(slab, center - semi, center + semi)
+        b = self._block(slab, *lung_bounds(lay, side))
         if b is None:
             return
         x, y, z = slab.x[b], slab.y[b], slab.z[b]
-        d, w = _sdf.ellipsoid(x, y, z, center, semi, self.grid)
-        inside = d <= 0.0
-        f = self._fraction(d, w)
-        d, w = _sdf.ellipsoid(x, y, None, (0.0, 0.0), lay.cavity, self.grid)
-        inside &= d <= 0.0
-        np.minimum(f, self._fraction(d, w), out=f)
-        band_c, band_h = np.array(lay.band_center), np.array(lay.band_half)
-        heart_c, heart_s = lay.heart_center, lay.pericardium_semi
-        for low, high, sdf in (
-            (band_c - band_h, band_c + band_h, lambda xx, yy, zz: (_sdf.box(xx, yy, zz, band_c, band_h), None)),
-            (heart_c - heart_s, heart_c + heart_s, lambda xx, yy, zz: _sdf.ellipsoid(xx, yy, zz, heart_c, heart_s, self.grid)),
-        ):  # fmt: skip
-            sub = self._block(slab, low, high)
-            both = None if sub is None else intersect(sub, b)
-            if both is None:
-                continue
-            absolute, relative = both
-            d, w = sdf(slab.x[absolute], slab.y[absolute], slab.z[absolute])
-            inside[relative] &= d > 0.0
-            np.minimum(f[relative], 1.0 - self._fraction(d, w), out=f[relative])
+        parts = lung_parts(lay, side, x, y, z, self.grid)
+        inside = parts[0][0] <= 0.0
+        f = self._fraction(*parts[0])
+        for d, w in parts[1:]:
+            inside &= d <= 0.0
+            np.minimum(f, self._fraction(d, w), out=f)
+        del parts
         slab.labels[b][inside] = LABEL_LUNG
         self.lung_voxels[side] += int(np.count_nonzero(inside))
         _lerp(slab.hu[b], f, self._lung_hu(x, y, z))
         vessels = np.zeros_like(f)
-        for tube in self.vessels[side]:
-            sub = self._block(slab, *tube.bounds(0.0))
-            both = None if sub is None else intersect(sub, b)
+        for tube, sub in self.vessel_boxes[side].overlapping(slab.k0, slab.k1):
+            both = intersect(sub, b)
             if both is None:
                 continue
             absolute, relative = both

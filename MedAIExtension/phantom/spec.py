@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 import numpy as np
@@ -13,13 +13,13 @@ import numpy as np
 from MedAIExtension.errors import InputError
 from MedAIExtension.phantom.grid import AXIAL, make_affine, normalized_direction
 
-__all__ = ["AnatomySpec", "LungSide", "NoduleSpec", "NoduleType", "PhantomSpec", "DEFAULT_NODULES"]
+__all__ = ["DEFAULT_NODULES", "AnatomySpec", "LungSide", "NoduleSpec", "NoduleType", "PhantomSpec"]
 
 _MAX_DIAMETER_MM = 60.0
 _MAX_VOXELS = 2048**3 // 8
 
 
-class NoduleType(str, Enum):
+class NoduleType(StrEnum):
     """Lung-RADS nodule attenuation class."""
 
     SOLID = "solid"
@@ -27,7 +27,7 @@ class NoduleType(str, Enum):
     GROUND_GLASS = "ground-glass"
 
 
-class LungSide(str, Enum):
+class LungSide(StrEnum):
     """Which lung (patient side)."""
 
     RIGHT = "right"
@@ -87,9 +87,7 @@ class NoduleSpec:
         object.__setattr__(self, "juxta_pleural", bool(self.juxta_pleural))
         if self.center_ras is not None:
             if self.lung is not None or self.position is not None or self.juxta_pleural:
-                raise InputError(
-                    "Give a nodule either center_ras or (lung, position[, juxta_pleural]), not both."
-                )
+                raise InputError("Give a nodule either center_ras or (lung, position[, juxta_pleural]), not both.")
             object.__setattr__(self, "center_ras", _triple(self.center_ras, "Nodule center_ras"))
             return
         if self.lung is None or self.position is None:

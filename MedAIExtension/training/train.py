@@ -165,7 +165,7 @@ def train(
     network = build_network()
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, lambda_ce=1.0)
     optimizer = torch.optim.AdamW(network.parameters(), lr=3e-3, weight_decay=1e-5)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=iterations, pct_start=0.1)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(iterations, 1), eta_min=1e-4)
     network.train()
     started = time.perf_counter()
     running = 0.0

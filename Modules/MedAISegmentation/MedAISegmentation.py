@@ -94,7 +94,7 @@ class MedAISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._timer.timeout.connect(self._onPoll)
         self.ui.applyButton.clicked.connect(self.onApply)
         self.ui.exportDicomSegButton.clicked.connect(self.onExportDicomSeg)
-        self.ui.modelComboBox.currentIndexChanged.connect(self._onModelChanged)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self._onModelChanged)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self._loadModels()
@@ -264,8 +264,9 @@ class MedAISegmentationTest(ScriptedLoadableModuleTest):
         from MedAIExtension.mrml import image_to_volume_node
         from MedAIExtension.phantom import PhantomSpec, generate_chest_phantom
 
-        phantom = generate_chest_phantom(PhantomSpec(size=(96, 96, 48), spacing=(3.0, 3.0, 4.0)))
+        phantom = generate_chest_phantom(PhantomSpec(size_ijk=(96, 96, 48), spacing=(3.0, 3.0, 4.0)))
         catalog = load_catalog()
+        self.assertTrue(catalog.names(), "the model catalogue is empty: nothing to test")
         return image_to_volume_node(slicer.mrmlScene, phantom.ct, "MedAI phantom"), catalog.get(catalog.names()[0])
 
     def test_SegmentPhantom(self) -> None:

@@ -16,7 +16,7 @@ from MedAISegmentationLib.dependencies import (
     ensureDependencies,
     missingRequirements,
     requirementsFile,
-    workerCommand,
+    workerPython,
 )
 from MedAISegmentationLib.logic import INPUT_ROLE, STATISTICS_ROLE, SegmentationJob, SegmentationLogic
 
@@ -31,5 +31,5 @@ __all__ = [
     "missingRequirements",
     "packageParent",
     "requirementsFile",
-    "workerCommand",
+    "workerPython",
 ]

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ensureDependencies", "missingRequirements", "packageParent", "requirementsFile", "workerCommand"]
+__all__ = ["ensureDependencies", "missingRequirements", "packageParent", "requirementsFile", "workerPython"]
 
 _MODULE_DIR = Path(__file__).resolve().parents[1]
 # Installed, MedAIExtension and Resources/ sit beside the module file; in a source checkout they are two folders up.
@@ -42,7 +42,10 @@ def missingRequirements(path: str | os.PathLike[str]) -> list[Any]:
     """
     from importlib import metadata
 
-    from packaging.requirements import Requirement
+    try:
+        from packaging.requirements import Requirement
+    except ImportError:  # a Slicer without the packaging distribution: use pip's copy
+        from pip._vendor.packaging.requirements import Requirement
 
     missing = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
@@ -86,12 +89,12 @@ def ensureDependencies() -> bool:
     needTorch = importlib.util.find_spec("torch") is None
     if not missing and not needTorch:
         return True
-    items = ["• torch (installed by the PyTorch extension)"] if needTorch else []
+    items = ["• torch (for MONAI models; installed by the PyTorch extension)"] if needTorch else []
     items += [f"• {requirement}" for requirement in missing]
     if not slicer.util.confirmOkCancelDisplay(
-        "MedAI needs these Python packages to run its models. They are installed once into Slicer's Python "
-        "(this needs internet access and may take several minutes); packages bundled with Slicer are kept.\n\n"
-        + "\n".join(items),
+        "MedAI needs these Python packages to run its segmentation models and write DICOM objects. They are "
+        "installed once into Slicer's Python (internet access needed; this can take several minutes). Only "
+        "packages that are missing or too old are installed.\n\n" + "\n".join(items),
         windowTitle="MedAI - install Python packages",
     ):
         return False
@@ -118,14 +121,6 @@ def ensureDependencies() -> bool:
     return True
 
 
-def workerCommand(args: list[str]) -> list[str]:
-    """Adapt a worker command line to Slicer: run it with PythonSlicer and let it import MedAIExtension.
-
-    Inside Slicer ``sys.executable`` is the application itself, so the ``python`` of ``args[0]`` is replaced by
-    PythonSlicer; the folder holding MedAIExtension is put on ``PYTHONPATH`` (inherited by the child process).
-    """
-    parent = str(packageParent())
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if parent not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([parent, *paths])
-    return [shutil.which("PythonSlicer") or args[0], *args[1:]]
+def workerPython() -> str | None:
+    """The Python that runs worker processes: PythonSlicer (inside Slicer ``sys.executable`` is the application)."""
+    return shutil.which("PythonSlicer")

@@ -18,13 +18,18 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from MedAIExtension.errors import InputError, MedAIError
-from MedAISegmentationLib.dependencies import workerCommand
+from MedAISegmentationLib.dependencies import workerPython
 
 __all__ = ["INPUT_ROLE", "STATISTICS_ROLE", "SegmentationJob", "SegmentationLogic"]
 
 logger = logging.getLogger(__name__)
 #: Node reference roles of a result segmentation: the volume it was computed from and its statistics table.
 INPUT_ROLE, STATISTICS_ROLE = "medaiInputVolume", "medaiStatistics"
+
+
+def _temporaryFolder() -> str | None:
+    """Slicer's temporary folder (None outside the application: the system default is used)."""
+    return getattr(getattr(slicer, "app", None), "temporaryPath", None)
 
 
 @dataclass
@@ -49,7 +54,7 @@ class SegmentationLogic(ScriptedLoadableModuleLogic):
 
     def __init__(self, scene: Any = None) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
-        self.scene = scene or slicer.mrmlScene
+        self.scene = scene if scene is not None else slicer.mrmlScene
 
     def start(self, volume: Any, modelName: str, device: str = "auto", output: Any = None) -> SegmentationJob:
         """Write the volume to a temporary NRRD file and start the worker on it."""
@@ -62,10 +67,10 @@ class SegmentationLogic(ScriptedLoadableModuleLogic):
             raise InputError("Select an input volume that holds an image.")
         if device not in available_devices():
             raise InputError(f"Device '{device}' is not available here ({', '.join(available_devices())}).")
-        workDir = Path(tempfile.mkdtemp(prefix="MedAI-", dir=getattr(slicer.app, "temporaryPath", None)))
+        workDir = Path(tempfile.mkdtemp(prefix="MedAI-", dir=_temporaryFolder()))
         inputPath = write_volume_file(volume_node_to_image(volume), workDir / "input.nrrd")
-        args = segmentation_worker_args(str(inputPath), modelName, str(workDir / "output"), device)
-        process = WorkerProcess(workerCommand(list(args)))
+        args = segmentation_worker_args(inputPath, modelName, workDir / "output", device, python=workerPython())
+        process = WorkerProcess(args)
         process.start()
         return SegmentationJob(process, workDir, volume, modelName, output, startTime=time.time())
 
@@ -99,7 +104,7 @@ class SegmentationLogic(ScriptedLoadableModuleLogic):
         job = self.start(volume, modelName, device)
         while not job.finished:
             self.poll(job)
-            if time.time() - job.startTime > timeoutSeconds:
+            if not job.finished and time.time() - job.startTime > timeoutSeconds:
                 self.cancel(job)
                 raise MedAIError(f"The model did not finish within {timeoutSeconds:.0f} s and was cancelled.")
             time.sleep(0.1)
@@ -143,9 +148,11 @@ class SegmentationLogic(ScriptedLoadableModuleLogic):
 
         if segmentationNode is None:
             raise InputError("Select a segmentation to export (run a model first).")
-        volume = segmentationNode.GetNodeReference(INPUT_ROLE) or volume
+        if segmentationNode.GetNodeReference(INPUT_ROLE) is not None:
+            volume = segmentationNode.GetNodeReference(INPUT_ROLE)
         uids = (volume.GetAttribute("DICOM.instanceUIDs") or "").split() if volume is not None else []
-        files = [slicer.dicomDatabase.fileForInstance(uid) for uid in uids] if slicer.dicomDatabase else []
+        database = getattr(slicer, "dicomDatabase", None)
+        files = [database.fileForInstance(uid) for uid in uids] if database is not None else []
         if not files or not all(files):
             raise InputError(
                 "A DICOM SEG must reference the DICOM series it was computed from, but this volume was not loaded "
@@ -160,7 +167,7 @@ class SegmentationLogic(ScriptedLoadableModuleLogic):
             if value not in labels:  # a segment the user added: described by its name and colour
                 segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
                 labels[value] = SegmentLabel(value, segment.GetName(), tuple(segment.GetColor()))
-        path = Path(tempfile.mkdtemp(prefix="MedAI-SEG-", dir=getattr(slicer.app, "temporaryPath", None))) / "seg.dcm"
+        path = Path(tempfile.mkdtemp(prefix="MedAI-SEG-", dir=_temporaryFolder())) / "seg.dcm"
         write_dicom_seg(
             segmentation_node_to_labelmap(segmentationNode, source),
             source,
