@@ -27,6 +27,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/models/discovery.py
   MedAIExtension/models/inference.py
   MedAIExtension/models/preprocessing.py
+  MedAIExtension/models/resample_scores.py
   MedAIExtension/mrml/__init__.py
   MedAIExtension/mrml/_vtk.py
   MedAIExtension/mrml/scene.py
@@ -42,6 +43,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/phantom/render.py
   MedAIExtension/phantom/sampling.py
   MedAIExtension/phantom/spec.py
+  MedAIExtension/phantom/study.py
   MedAIExtension/phantom/vessels.py
   MedAIExtension/progress.py
   MedAIExtension/runner.py

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from MedAIExtension.errors import OutputError
 
-__all__ = ["atomic_path", "atomic_directory", "ensure_writable_directory"]
+__all__ = ["atomic_directory", "atomic_path", "ensure_writable_directory"]
 
 
 def ensure_writable_directory(path: str | os.PathLike[str]) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 from MedAIExtension import __version__
 from MedAIExtension.errors import MedAIError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 class _ProgressBar:
@@ -23,7 +23,9 @@ class _ProgressBar:
     def __init__(self, enabled: bool = True) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(total=1000, unit="‰", file=sys.stderr, disable=not enabled, bar_format="{l_bar}{bar}| {elapsed}")
+        self.bar = tqdm(
+            total=1000, unit="‰", file=sys.stderr, disable=not enabled, bar_format="{l_bar}{bar}| {elapsed}"
+        )
 
     def __call__(self, fraction: float, message: str) -> None:
         self.bar.set_description_str(message[:40].ljust(40))
@@ -45,7 +47,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from MedAIExtension.segmentation.outputs import parse_formats
 
     formats = parse_formats(args.format)
-    catalog = load_catalog(models_dirs=args.models_dir or ())
+    catalog = load_catalog(args.catalog, models_dirs=args.models_dir or ())
     entry = catalog.get(args.model)
     from MedAIExtension.atomic import ensure_writable_directory
 
@@ -78,7 +80,10 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
-    print(f"Model {entry.name} {entry.version} ran on {result.provider} in {result.seconds:.1f} s ({result.windows} windows).")
+    print(
+        f"Model {entry.name} {entry.version} ran on {result.provider} "
+        f"in {result.seconds:.1f} s ({result.windows} windows)."
+    )
     from MedAIExtension.segmentation.outputs import label_statistics
 
     for row in label_statistics(result.labelmap, result.labels):
@@ -92,7 +97,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from MedAIExtension.models.catalog import load_catalog
     from MedAIExtension.models.devices import Device, cuda_available
 
-    catalog = load_catalog(models_dirs=args.models_dir or ())
+    catalog = load_catalog(args.catalog, models_dirs=args.models_dir or ())
     rows = []
     for entry in catalog.entries():
         backend = "onnx" if entry.backend == "onnx" else "torch"
@@ -175,9 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--model", required=True, help="model name ('medai models' lists them)")
     seg.add_argument("--output", required=True, help="output folder")
     seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    seg.add_argument("--format", default=None, help="comma list of seg.nrrd, nii.gz, dicom-seg (default: all that apply)")
+    seg.add_argument(
+        "--format", default=None, help="comma list of seg.nrrd, nii.gz, dicom-seg (default: all that apply)"
+    )
     seg.add_argument("--series", default=None, help="SeriesInstanceUID when the folder holds several series")
     seg.add_argument("--models-dir", action="append", help="extra folder with user models (ONNX / MONAI bundles)")
+    seg.add_argument("--catalog", type=Path, default=None, help="model catalogue JSON (default: the shipped one)")
     seg.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: catalogue)")
     seg.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: catalogue)")
     seg.add_argument("--roi", type=int, nargs=3, default=None, metavar=("D", "H", "W"), help="window size")
@@ -186,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the models and the device each would use")
     models.add_argument("--models-dir", action="append", help="extra folder with user models")
+    models.add_argument("--catalog", type=Path, default=None, help="model catalogue JSON (default: the shipped one)")
     models.add_argument("--json", action="store_true")
     models.set_defaults(func=_cmd_models)
 

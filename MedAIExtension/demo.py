@@ -52,8 +52,12 @@ def run_demo(
     truth = read_volume_file(study["labels"])
     metrics = compare_labelmaps(result.labelmap, truth, [(label.value, label.name) for label in result.labels])
     facts = [
-        ("Input", f"phantom CT {ct.shape[2]}×{ct.shape[1]}×{ct.shape[0]} voxels, spacing "
-                  + " × ".join(f"{s:.2f}" for s in ct.spacing) + " mm"),
+        (
+            "Input",
+            f"phantom CT {ct.shape[2]}×{ct.shape[1]}×{ct.shape[0]} voxels, spacing "
+            + " × ".join(f"{s:.2f}" for s in ct.spacing)
+            + " mm",
+        ),
         ("Model", f"{result.model.title} ({result.model.name} {result.model.version})"),
         ("Ran on", f"{result.provider} in {result.seconds:.1f} s"),
         *[(f"Dice vs truth: {m.name}", f"{m.dice:.3f} (HD95 {m.hd95_mm:.1f} mm)") for m in metrics],

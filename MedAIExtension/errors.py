@@ -7,14 +7,14 @@ Every error carries a message that names the problem *and* the fix. The CLI prin
 from __future__ import annotations
 
 __all__ = [
-    "MedAIError",
-    "InputError",
-    "GeometryError",
-    "ModelError",
+    "CancelledError",
     "CatalogError",
     "ChecksumError",
+    "GeometryError",
+    "InputError",
+    "MedAIError",
+    "ModelError",
     "OutputError",
-    "CancelledError",
 ]
 
 

@@ -42,7 +42,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
 
 
-def _surface_metrics(pred: np.ndarray, ref: np.ndarray, spacing_kji: Sequence[float], tolerance: float) -> tuple[float, float]:
+def _surface_metrics(
+    pred: np.ndarray, ref: np.ndarray, spacing_kji: Sequence[float], tolerance: float
+) -> tuple[float, float]:
     import torch
     from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
@@ -110,11 +112,15 @@ def compare_labelmaps(
 
 def format_metrics_table(rows: Sequence[LabelMetrics], tolerance_mm: float = 1.0) -> str:
     """A plain-text table for the terminal."""
-    header = f"{'label':>5}  {'name':<16} {'Dice':>7} {'IoU':>7} {'HD95 mm':>8} {f'NSD@{tolerance_mm:g}mm':>10} {'pred mL':>9} {'ref mL':>9}"
+    nsd = f"NSD@{tolerance_mm:g}mm"
+    header = (
+        f"{'label':>5}  {'name':<16} {'Dice':>7} {'IoU':>7} {'HD95 mm':>8} {nsd:>10} {'pred mL':>9} {'ref mL':>9}"
+    )
     lines = [header, "-" * len(header)]
     for m in rows:
         hd = f"{m.hd95_mm:8.2f}" if math.isfinite(m.hd95_mm) else f"{'inf':>8}"
         lines.append(
-            f"{m.label:>5}  {m.name[:16]:<16} {m.dice:7.4f} {m.iou:7.4f} {hd} {m.surface_dice:10.4f} {m.pred_ml:9.2f} {m.ref_ml:9.2f}"
+            f"{m.label:>5}  {m.name[:16]:<16} {m.dice:7.4f} {m.iou:7.4f} {hd} {m.surface_dice:10.4f} "
+            f"{m.pred_ml:9.2f} {m.ref_ml:9.2f}"
         )
     return "\n".join(lines)

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from MedAIExtension.errors import CancelledError
 
-__all__ = ["ProgressCallback", "CancelToken", "Progress", "null_progress"]
+__all__ = ["CancelToken", "Progress", "ProgressCallback", "null_progress"]
 
 
 class ProgressCallback(Protocol):
@@ -17,7 +17,7 @@ class ProgressCallback(Protocol):
     def __call__(self, fraction: float, message: str) -> None: ...
 
 
-def null_progress(fraction: float, message: str) -> None:  # noqa: ARG001
+def null_progress(fraction: float, message: str) -> None:
     """A progress callback that ignores everything."""
 
 

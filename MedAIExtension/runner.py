@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WorkerEvent", "WorkerProcess", "segmentation_worker_args", "format_event", "parse_event"]
+__all__ = ["WorkerEvent", "WorkerProcess", "format_event", "parse_event", "segmentation_worker_args"]
 
 _PREFIX = "@medai "
 

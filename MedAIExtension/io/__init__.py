@@ -13,8 +13,8 @@ from MedAIExtension.io.loader import load_image
 from MedAIExtension.io.volume_files import is_volume_file, read_volume_file, write_volume_file
 
 __all__ = [
-    "Image",
     "LPS_TO_RAS",
+    "Image",
     "SeriesInfo",
     "affine_from_parts",
     "affine_parts",

@@ -209,8 +209,10 @@ def _assemble(datasets: list, files: list[Path]) -> Image:
             out_dtype = np.int16
     array = np.empty((len(slices), rows, cols), dtype=out_dtype)
     for k, (pixels, slope, intercept) in enumerate(slices):
-        array[k] = pixels.astype(np.float32) * slope + intercept if out_dtype == np.float32 else (
-            pixels.astype(np.int32) * int(slope) + int(intercept)
+        array[k] = (
+            pixels.astype(np.float32) * slope + intercept
+            if out_dtype == np.float32
+            else (pixels.astype(np.int32) * int(slope) + int(intercept))
         )
 
     lps = np.eye(4)

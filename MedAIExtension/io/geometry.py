@@ -14,12 +14,12 @@ import numpy as np
 
 __all__ = [
     "LPS_TO_RAS",
-    "lps_to_ras",
-    "ras_to_lps",
     "affine_from_parts",
     "affine_parts",
     "ijk_to_physical",
+    "lps_to_ras",
     "physical_to_ijk",
+    "ras_to_lps",
 ]
 
 #: Flips the sign of x and y: LPS <-> RAS (the matrix is its own inverse).

@@ -94,13 +94,17 @@ def _load_bundle_module(entry: ModelEntry) -> Any:
     configs = bundle / "configs"
     parser = ConfigParser()
     parser.read_meta(str(configs / "metadata.json"))
-    config_file = next(configs / f"inference.{e}" for e in ("json", "yaml", "yml") if (configs / f"inference.{e}").is_file())
+    config_file = next(
+        configs / f"inference.{e}" for e in ("json", "yaml", "yml") if (configs / f"inference.{e}").is_file()
+    )
     parser.read_config(str(config_file))
     parser["bundle_root"] = str(bundle)
     try:
         network = parser.get_parsed_content("network_def", instantiate=True)
     except Exception as exc:  # noqa: BLE001 - arbitrary config errors
-        raise ModelError(f"MONAI bundle {bundle.name}: cannot build 'network_def' ({exc}). Check configs/inference.json.") from None
+        raise ModelError(
+            f"MONAI bundle {bundle.name}: cannot build 'network_def' ({exc}). Check configs/inference.json."
+        ) from None
     try:
         state = torch.load(str(weights), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001

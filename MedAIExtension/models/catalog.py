@@ -22,19 +22,19 @@ from MedAIExtension.errors import CatalogError, ChecksumError
 from MedAIExtension.labels import SegmentLabel
 
 __all__ = [
-    "RESOURCES_DIR",
     "DEFAULT_CATALOG",
+    "RESOURCES_DIR",
     "SCHEMA_PATH",
-    "ModelFile",
-    "InputSpec",
-    "InferenceSpec",
-    "PostprocessingSpec",
-    "ModelEntry",
     "Catalog",
+    "InferenceSpec",
+    "InputSpec",
+    "ModelEntry",
+    "ModelFile",
+    "PostprocessingSpec",
     "load_catalog",
-    "validate_catalog_data",
     "sha256_of",
     "user_model_dirs",
+    "validate_catalog_data",
 ]
 
 
@@ -227,7 +227,7 @@ def validate_catalog_data(data: Any, where: str, entry_only: bool = False) -> No
 
 
 def user_model_dirs(extra: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
-    """Folders searched for user-supplied models: ``extra``, ``$MEDAI_MODELS_DIR`` (os.pathsep list), ~/.medai/models."""
+    """Folders searched for user models: ``extra``, ``$MEDAI_MODELS_DIR`` (os.pathsep list), ``~/.medai/models``."""
     dirs = [Path(p) for p in extra]
     env = os.environ.get("MEDAI_MODELS_DIR", "")
     dirs += [Path(p) for p in env.split(os.pathsep) if p]
@@ -261,7 +261,9 @@ class Catalog:
             return self._entries[name]
         except KeyError:
             known = ", ".join(self._entries) or "(none)"
-            raise CatalogError(f"Unknown model {name!r}. Known models: {known}. Run 'medai models' to list them.") from None
+            raise CatalogError(
+                f"Unknown model {name!r}. Known models: {known}. Run 'medai models' to list them."
+            ) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

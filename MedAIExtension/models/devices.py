@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
-from enum import Enum
+from enum import StrEnum
 
 from MedAIExtension.errors import ModelError
 
-__all__ = ["Device", "available_devices", "cuda_available", "onnx_providers_for", "parse_device", "cpu_threads"]
+__all__ = ["Device", "available_devices", "cpu_threads", "cuda_available", "onnx_providers_for", "parse_device"]
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     """Where to run: ``auto`` picks CUDA when it works, else CPU."""
 
     AUTO = "auto"

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.errors import CatalogError
-from MedAIExtension.labels import SegmentLabel
 
-__all__ = ["discover_user_models", "describe_onnx_model", "describe_monai_bundle", "is_monai_bundle"]
+__all__ = ["describe_monai_bundle", "describe_onnx_model", "discover_user_models", "is_monai_bundle"]
 
 ONNX_METADATA_KEY = "medai.entry"
 
@@ -114,7 +113,9 @@ def describe_monai_bundle(path: Path) -> dict[str, Any]:
     configs = path / "configs"
     parser = ConfigParser()
     parser.read_meta(str(configs / "metadata.json"))
-    config_file = next(configs / f"inference.{ext}" for ext in ("json", "yaml", "yml") if (configs / f"inference.{ext}").is_file())
+    config_file = next(
+        configs / f"inference.{ext}" for ext in ("json", "yaml", "yml") if (configs / f"inference.{ext}").is_file()
+    )
     parser.read_config(str(config_file))
     meta = parser.get("_meta_", {})
     config = parser.get()

@@ -1,9 +1,11 @@
 """The inference engine: prepare the input, MONAI sliding-window inference, map the result back, clean it up.
 
-Speed comes from three things, all exact up to window-blending effects: the input is cropped to the body
-(largest region above the catalogue's ``crop_foreground_above``) *before* resampling, windows are batched, and
-ONNX Runtime runs the graph with full optimisation. Scores are resampled back onto the (cropped) input grid
-with linear interpolation and arg-maxed there, so small structures keep sub-voxel boundaries.
+Speed comes from four things, all exact up to window-blending effects at the crop border: the input is
+cropped to the body (largest region above the catalogue's ``crop_foreground_above``) *before* resampling,
+windows are batched, ONNX Runtime runs the graph with full optimisation, and the scores are mapped back onto
+the (cropped) input grid by :func:`~MedAIExtension.models.resample_scores.scores_to_labels`, which equals
+per-channel linear resampling + arg-max (sub-voxel boundaries for small structures) but only interpolates
+near label boundaries. Post-processing runs on the crop.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ from MedAIExtension.models.preprocessing import (
     normalize_intensity,
     resample_to_grid,
 )
+from MedAIExtension.models.resample_scores import scores_to_labels
 from MedAIExtension.progress import Progress
 
-__all__ = ["InferenceOptions", "InferenceResult", "run_inference", "postprocess_labelmap", "count_windows"]
+__all__ = ["InferenceOptions", "InferenceResult", "count_windows", "postprocess_labelmap", "run_inference"]
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,9 @@ def run_inference(
     labelmap = np.zeros(image.shape, dtype=np.uint8)
     if box is None and options.crop_foreground and spec.crop_foreground_above is not None:
         prep(1.0, "no foreground: empty result")
-        return InferenceResult(image.with_array(labelmap), backend.provider, time.perf_counter() - started, 0, (0, 0, 0))
+        return InferenceResult(
+            image.with_array(labelmap), backend.provider, time.perf_counter() - started, 0, (0, 0, 0)
+        )
     work = crop_image(image, box) if box is not None else image
     grid = model_grid(work, spec.spacing, spec.orientation)
     model_image = resample_to_grid(work, *grid) if grid is not None else work
@@ -173,35 +178,25 @@ def run_inference(
         scores = scores.transpose(0, 3, 2, 1)
 
     back = progress.stage(0.85, 0.95)
+    back(0.0, "mapping the result onto the input grid")
     if grid is None:
         sub_labels = np.argmax(scores, axis=0).astype(np.uint8)
     else:
-        best = None
-        sub_labels = None
-        for channel in range(scores.shape[0]):
-            back(channel / scores.shape[0], "mapping the result onto the input grid")
-            score_image = Image(np.ascontiguousarray(scores[channel]), model_image.ijk_to_ras)
-            resampled = resample_to_grid(score_image, work.ijk_to_ras, work.shape, linear=True, fill=-1e4).array
-            if best is None:
-                best, sub_labels = resampled, np.zeros(work.shape, dtype=np.uint8)
-            else:
-                better = resampled > best
-                sub_labels[better] = channel
-                np.maximum(best, resampled, out=best)
-            del resampled
-        del best
+        sub_labels = scores_to_labels(scores, model_image.ijk_to_ras, work)
     del scores
+    channel_values = np.array([0] + [label.value for label in entry.labels], dtype=np.uint8)
+    if int(sub_labels.max()) < len(channel_values) and not np.array_equal(
+        channel_values, np.arange(len(channel_values))
+    ):
+        sub_labels = channel_values[sub_labels]  # channel c holds the catalogue's c-th label
+    post = progress.stage(0.95, 1.0)
+    if options.postprocess:
+        post(0.0, "cleaning up the label map")
+        postprocess_labelmap(sub_labels, entry, image.voxel_volume_mm3)
     if box is not None:
         labelmap[box] = sub_labels
     else:
         labelmap = sub_labels
-    label_values = np.array([0] + [label.value for label in entry.labels], dtype=np.uint8)
-    if labelmap.max() < len(label_values) and not np.array_equal(label_values, np.arange(len(label_values))):
-        labelmap = label_values[labelmap]
-    post = progress.stage(0.95, 1.0)
-    if options.postprocess:
-        post(0.0, "cleaning up the label map")
-        postprocess_labelmap(labelmap, entry, image.voxel_volume_mm3)
     post(1.0, "done")
     return InferenceResult(
         labelmap=image.with_array(labelmap, modality="SEG"),

@@ -12,12 +12,12 @@ from MedAIExtension.io.geometry import LPS_TO_RAS, affine_from_parts
 from MedAIExtension.io.image import Image
 
 __all__ = [
-    "orientation_direction_lps",
-    "model_grid",
-    "resample_to_grid",
-    "foreground_bounding_box",
     "crop_image",
+    "foreground_bounding_box",
+    "model_grid",
     "normalize_intensity",
+    "orientation_direction_lps",
+    "resample_to_grid",
 ]
 
 _LETTER_TO_LPS = {
@@ -64,7 +64,9 @@ def model_grid(
     if np.allclose(direction, src_dir, atol=1e-6) and np.allclose(new_spacing, src_spacing, rtol=1e-4):
         return None
     size_ijk = np.array(image.size_ijk)
-    corners = np.array([[i, j, k] for i in (0, size_ijk[0] - 1) for j in (0, size_ijk[1] - 1) for k in (0, size_ijk[2] - 1)])
+    corners = np.array(
+        [[i, j, k] for i in (0, size_ijk[0] - 1) for j in (0, size_ijk[1] - 1) for k in (0, size_ijk[2] - 1)]
+    )
     points = corners @ lps[:3, :3].T + lps[:3, 3]
     local = points @ direction  # coordinates along the new axes
     low, high = local.min(axis=0), local.max(axis=0)
@@ -75,7 +77,11 @@ def model_grid(
 
 
 def resample_to_grid(
-    image: Image, ijk_to_ras: np.ndarray, shape_kji: tuple[int, int, int], linear: bool = True, fill: float | None = None
+    image: Image,
+    ijk_to_ras: np.ndarray,
+    shape_kji: tuple[int, int, int],
+    linear: bool = True,
+    fill: float | None = None,
 ) -> Image:
     """Resample ``image`` onto the grid (``ijk_to_ras``, ``shape_kji``) with SimpleITK (linear or nearest)."""
     import SimpleITK as sitk

@@ -21,7 +21,7 @@ from MedAIExtension.io.image import Image
 from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.progress import Progress
 
-__all__ = ["OUTPUT_FORMATS", "parse_formats", "label_statistics", "write_outputs"]
+__all__ = ["OUTPUT_FORMATS", "label_statistics", "parse_formats", "write_outputs"]
 
 #: Output formats ``medai segment --format`` accepts.
 OUTPUT_FORMATS: tuple[str, ...] = ("seg.nrrd", "nii.gz", "dicom-seg")
@@ -32,7 +32,9 @@ def parse_formats(formats: str | Iterable[str]) -> list[str]:
     items = [f.strip().lower() for f in (formats.split(",") if isinstance(formats, str) else formats) if f.strip()]
     unknown = [f for f in items if f not in OUTPUT_FORMATS]
     if unknown or not items:
-        raise InputError(f"Unknown output format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(OUTPUT_FORMATS)}.")
+        raise InputError(
+            f"Unknown output format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(OUTPUT_FORMATS)}."
+        )
     return list(dict.fromkeys(items))
 
 

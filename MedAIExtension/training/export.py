@@ -9,7 +9,7 @@ from typing import Any
 from MedAIExtension.atomic import atomic_path
 from MedAIExtension.models.catalog import sha256_of
 
-__all__ = ["export_onnx", "write_monai_bundle", "update_catalog"]
+__all__ = ["export_onnx", "update_catalog", "write_monai_bundle"]
 
 
 def export_onnx(network: Any, path: Path, patch_size: tuple[int, int, int], entry: dict[str, Any]) -> Path:
@@ -44,9 +44,7 @@ def export_onnx(network: Any, path: Path, patch_size: tuple[int, int, int], entr
     return path
 
 
-def write_monai_bundle(
-    network: Any, bundle_dir: Path, network_args: dict[str, Any], entry: dict[str, Any]
-) -> Path:
+def write_monai_bundle(network: Any, bundle_dir: Path, network_args: dict[str, Any], entry: dict[str, Any]) -> Path:
     """Write a MONAI bundle (configs/metadata.json, configs/inference.json, models/model.pt weights-only)."""
     import torch
 
@@ -57,7 +55,7 @@ def write_monai_bundle(
     labels = {"0": "background", **{str(label["value"]): label["name"] for label in entry["labels"]}}
     metadata = {
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
-        "name": entry["name"],
+        "name": f"{entry['name']}-monai-bundle",
         "version": entry["version"],
         "monai_version": __import__("monai").__version__,
         "pytorch_version": torch.__version__.split("+")[0],
@@ -136,7 +134,9 @@ def write_monai_bundle(
 
 def update_catalog(catalog_path: Path, entry: dict[str, Any], model_dir: Path) -> None:
     """Insert or replace ``entry`` in the catalogue, with fresh sha256 for its files."""
-    data = json.loads(catalog_path.read_text(encoding="utf-8")) if catalog_path.is_file() else {"version": 1, "models": []}
+    data = (
+        json.loads(catalog_path.read_text(encoding="utf-8")) if catalog_path.is_file() else {"version": 1, "models": []}
+    )
     data.setdefault("$schema", "./catalog.schema.json")
     entry = dict(entry)
     entry["files"] = [{**f, "sha256": sha256_of(model_dir / f["path"])} for f in entry["files"]]

@@ -28,7 +28,7 @@ from MedAIExtension.models.preprocessing import (
 )
 from MedAIExtension.training.network import NETWORK_ARGS, build_network
 
-__all__ = ["MODEL_NAME", "model_entry", "prepare_case", "train", "main"]
+__all__ = ["MODEL_NAME", "main", "model_entry", "prepare_case", "train"]
 
 MODEL_NAME = "chest-ct-lung-nodule"
 SPACING = (1.5, 1.5, 1.5)
@@ -114,7 +114,10 @@ def _make_cases(seeds: Sequence[int], log: Any) -> list[tuple[np.ndarray, np.nda
         spec = random_phantom_spec(seed, size_ijk=size, spacing=spacing)
         phantom = generate_chest_phantom(spec)
         cases.append(prepare_case(phantom.ct, phantom.labels))
-        log(f"  case seed {seed}: native {size} @ {tuple(round(s, 2) for s in spacing)} -> model grid {cases[-1][0].shape}")
+        log(
+            f"  case seed {seed}: native {size} @ {tuple(round(s, 2) for s in spacing)} "
+            f"-> model grid {cases[-1][0].shape}"
+        )
     return cases
 
 

@@ -245,3 +245,36 @@ def test_export_writes_a_dicom_seg_of_the_source_series(
     assert set(described.values()) >= {"Right lung", "Left lung", "Nodule"}
     assert seg.ContentCreatorName or seg.SeriesDescription
     assert dicom_utils == [(str(path.parent), True)]
+
+
+@pytest.fixture
+def real_lib(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """``MedAISegmentationLib.logic`` with the real catalogue; only Slicer's ScriptedLoadableModule is stood in."""
+    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+    scripted.ScriptedLoadableModuleLogic = type("ScriptedLoadableModuleLogic", (), {})
+    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
+    monkeypatch.syspath_prepend(str(MODULE_DIR))
+    for name in [name for name in sys.modules if name.startswith("MedAISegmentationLib")]:
+        monkeypatch.delitem(sys.modules, name)
+    return importlib.import_module("MedAISegmentationLib.logic")
+
+
+def test_logic_runs_the_shipped_model_in_a_real_child_process(real_lib, scene, phantom_study) -> None:
+    """No fakes but Slicer's base class: real worker process, real model, real MRML result."""
+    from MedAIExtension.io import read_volume_file
+
+    ct = read_volume_file(phantom_study["nifti"], modality="CT")
+    volume = image_to_volume_node(scene, ct, "Phantom CT")
+    job = real_lib.SegmentationLogic(scene).run(volume, "chest-ct-lung-nodule", "cpu", timeoutSeconds=600)
+    node = job.segmentationNode
+    names = [node.GetSegmentation().GetNthSegment(i).GetName() for i in range(node.GetSegmentation().GetNumberOfSegments())]
+    assert names == ["Lung", "Lung nodule"]
+    assert node.GetAttribute("MedAI.provider").startswith("onnxruntime:")
+    truth = read_volume_file(phantom_study["labels"])
+    result = segmentation_node_to_labelmap(node, ct)
+    lung = 2 * np.count_nonzero((result.array == 1) & (truth.array == 1)) / (
+        np.count_nonzero(result.array == 1) + np.count_nonzero(truth.array == 1)
+    )
+    assert lung > 0.9
+    assert job.tableNode.GetNumberOfRows() == 2
+    assert not job.workDir.exists()

@@ -12,28 +12,7 @@ import pytest
 from MedAIExtension.errors import CatalogError, ChecksumError
 from MedAIExtension.models.backends import load_backend
 from MedAIExtension.models.catalog import DEFAULT_CATALOG, load_catalog, sha256_of
-
-
-def _tiny_onnx(path: Path, out_channels: int = 3) -> Path:
-    """A real 1x1x1-convolution segmentation model (N,1,D,H,W) -> (N,C,D,H,W)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weight = numpy_helper.from_array(np.linspace(-1, 1, out_channels, dtype=np.float32).reshape(out_channels, 1, 1, 1, 1), "w")
-    bias = numpy_helper.from_array(np.zeros(out_channels, dtype=np.float32), "b")
-    node = helper.make_node("Conv", ["image", "w", "b"], ["logits"], kernel_shape=[1, 1, 1])
-    graph = helper.make_graph(
-        [node],
-        "tiny",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, "d", "h", "w"])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", out_channels, "d", "h", "w"])],
-        initializer=[weight, bias],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+from Testing.model_helpers import tiny_onnx as _tiny_onnx
 
 
 def test_shipped_catalogue_is_valid_and_its_files_match_their_sha256() -> None:
@@ -47,7 +26,7 @@ def test_shipped_catalogue_is_valid_and_its_files_match_their_sha256() -> None:
 
 def test_unknown_model_name_lists_the_known_ones() -> None:
     catalog = load_catalog(include_user_models=False)
-    with pytest.raises(CatalogError, match="Unknown model 'nope'.*Known models: .*chest-ct-lung-nodule"):
+    with pytest.raises(CatalogError, match=r"Unknown model 'nope'.*Known models: .*chest-ct-lung-nodule"):
         catalog.get("nope")
 
 
@@ -145,7 +124,14 @@ def _write_bundle(bundle: Path) -> None:
 
     (bundle / "configs").mkdir(parents=True)
     (bundle / "models").mkdir()
-    args = {"spatial_dims": 3, "in_channels": 1, "out_channels": 3, "channels": [4, 8], "strides": [2], "num_res_units": 0}
+    args = {
+        "spatial_dims": 3,
+        "in_channels": 1,
+        "out_channels": 3,
+        "channels": [4, 8],
+        "strides": [2],
+        "num_res_units": 0,
+    }
     torch.manual_seed(0)
     torch.save(UNet(**args).state_dict(), bundle / "models" / "model.pt")
     (bundle / "configs" / "metadata.json").write_text(
@@ -155,7 +141,9 @@ def _write_bundle(bundle: Path) -> None:
                 "version": "0.3.1",
                 "network_data_format": {
                     "inputs": {"image": {"modality": "CT", "num_channels": 1, "spatial_shape": [32, 32, 32]}},
-                    "outputs": {"pred": {"num_channels": 3, "channel_def": {"0": "background", "1": "liver", "2": "tumour"}}},
+                    "outputs": {
+                        "pred": {"num_channels": 3, "channel_def": {"0": "background", "1": "liver", "2": "tumour"}}
+                    },
                 },
             }
         )
@@ -169,10 +157,23 @@ def _write_bundle(bundle: Path) -> None:
                     "transforms": [
                         {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
                         {"_target_": "Spacingd", "keys": "image", "pixdim": [1.5, 1.5, 2.0]},
-                        {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": -57, "a_max": 164, "b_min": 0, "b_max": 1, "clip": True},
+                        {
+                            "_target_": "ScaleIntensityRanged",
+                            "keys": "image",
+                            "a_min": -57,
+                            "a_max": 164,
+                            "b_min": 0,
+                            "b_max": 1,
+                            "clip": True,
+                        },
                     ],
                 },
-                "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 32], "sw_batch_size": 3, "overlap": 0.5},
+                "inferer": {
+                    "_target_": "SlidingWindowInferer",
+                    "roi_size": [32, 32, 32],
+                    "sw_batch_size": 3,
+                    "overlap": 0.5,
+                },
             }
         )
     )

@@ -69,7 +69,9 @@ def test_cancel_kills_the_process_tree_and_poll_never_blocks() -> None:
 def test_worker_reports_a_clear_error_event_and_exit_code(tmp_path: Path) -> None:
     from MedAIExtension.runner import segmentation_worker_args
 
-    proc = WorkerProcess(segmentation_worker_args(tmp_path / "missing.nii.gz", "chest-ct-lung-nodule", tmp_path / "out"))
+    proc = WorkerProcess(
+        segmentation_worker_args(tmp_path / "missing.nii.gz", "chest-ct-lung-nodule", tmp_path / "out")
+    )
     proc.start()
     code = proc.wait(timeout=120)
     events = proc.poll()
