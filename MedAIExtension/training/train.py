@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from MedAIExtension.io.image import Image
 from MedAIExtension.models.preprocessing import (
     crop_image,
     foreground_bounding_box,
@@ -31,7 +30,7 @@ from MedAIExtension.training.network import NETWORK_ARGS, build_network
 __all__ = ["MODEL_NAME", "main", "model_entry", "prepare_case", "train"]
 
 MODEL_NAME = "chest-ct-lung-nodule"
-SPACING = (1.5, 1.5, 1.5)
+SPACING = (1.25, 1.25, 1.25)
 PATCH = (96, 96, 96)
 TRAIN_PATCH = (64, 64, 64)
 NORMALIZATION = {"type": "clip_scale", "a_min": -1000.0, "a_max": 400.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
@@ -82,17 +81,37 @@ def model_entry(version: str = "1.0.0") -> dict[str, Any]:
     }
 
 
-def prepare_case(ct: Image, labels: Image) -> tuple[np.ndarray, np.ndarray]:
-    """The network's view of a phantom: body crop, resample to the model grid, normalise (same code as inference)."""
+def prepare_case(spec: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The network's view of a phantom and its exact labels on the model grid.
+
+    The CT is generated on its native grid and goes through the inference code (body crop, resampling to the
+    model grid, normalisation); the labels are generated *directly on the model grid* from the same analytic
+    anatomy, so small nodules get exact voxel-centre targets rather than nearest-neighbour copies.
+    """
+    from dataclasses import replace
+
+    from MedAIExtension.phantom import generate_chest_phantom
+
+    ct = generate_chest_phantom(spec).ct
     box = foreground_bounding_box(ct, BODY_THRESHOLD_HU)
     if box is not None:
-        ct, labels = crop_image(ct, box), crop_image(labels, box)
-    entry = model_entry()
-    grid = model_grid(ct, tuple(entry["input"]["spacing"]), entry["input"]["orientation"])
+        ct = crop_image(ct, box)
+    grid = model_grid(ct, SPACING, "LPS")
     if grid is not None:
         ct = resample_to_grid(ct, *grid)
-        labels = resample_to_grid(labels, *grid, linear=False, fill=0)
-    return normalize_intensity(ct.array, NORMALIZATION), labels.array.astype(np.int64)
+    affine, (nk, nj, ni) = ct.ijk_to_ras, ct.shape
+    centre = affine[:3, :3] @ ((np.array([ni, nj, nk]) - 1.0) / 2.0) + affine[:3, 3]
+    label_spec = replace(
+        spec,
+        size_ijk=(ni, nj, nk),
+        spacing=SPACING,
+        direction_ras=affine[:3, :3] / SPACING[0],
+        center_ras=tuple(centre),
+        noise_hu=0.0,
+    )
+    labels = generate_chest_phantom(label_spec).labels
+    assert np.allclose(labels.ijk_to_ras, affine, atol=1e-4), "label grid must be the model grid"
+    return normalize_intensity(ct.array, NORMALIZATION), labels.array.astype(np.uint8)
 
 
 def _random_native_grid(rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
@@ -105,15 +124,14 @@ def _random_native_grid(rng: np.random.Generator) -> tuple[tuple[int, int, int],
 
 
 def _make_cases(seeds: Sequence[int], log: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-    from MedAIExtension.phantom import generate_chest_phantom, random_phantom_spec
+    from MedAIExtension.phantom import random_phantom_spec
 
     cases = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
         size, spacing = _random_native_grid(rng)
-        spec = random_phantom_spec(seed, size_ijk=size, spacing=spacing)
-        phantom = generate_chest_phantom(spec)
-        cases.append(prepare_case(phantom.ct, phantom.labels))
+        spec = random_phantom_spec(seed, size_ijk=size, spacing=spacing, max_nodules=6, diameter_range_mm=(4.0, 16.0))
+        cases.append(prepare_case(spec))
         log(
             f"  case seed {seed}: native {size} @ {tuple(round(s, 2) for s in spacing)} "
             f"-> model grid {cases[-1][0].shape}"
@@ -126,7 +144,7 @@ def _sample_patch(
 ) -> tuple[np.ndarray, np.ndarray]:
     image, label = case
     draw = rng.random()
-    target = 2 if draw < 0.45 else (1 if draw < 0.75 else None)
+    target = 2 if draw < 0.5 else (1 if draw < 0.75 else None)
     centre = None
     if target is not None:
         idx = np.flatnonzero(label == target)
@@ -151,7 +169,7 @@ def _sample_patch(
 
 
 def train(
-    iterations: int = 900,
+    iterations: int = 1500,
     n_train: int = 20,
     batch_size: int = 4,
     seed: int = 0,
@@ -166,7 +184,10 @@ def train(
     log(f"generating {n_train} training phantoms")
     cases = _make_cases([1000 + i for i in range(n_train)], log)
     network = build_network()
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, lambda_ce=1.0)
+    # batch Dice (stable when a patch has no nodule) and a heavier weight on the small nodule class
+    loss_fn = DiceCELoss(
+        to_onehot_y=True, softmax=True, include_background=True, batch=True, weight=torch.tensor([0.5, 1.0, 3.0])
+    )
     optimizer = torch.optim.AdamW(network.parameters(), lr=3e-3, weight_decay=1e-5)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(iterations, 1), eta_min=1e-4)
     network.train()
@@ -175,13 +196,13 @@ def train(
     for step in range(1, iterations + 1):
         patches = [_sample_patch(cases[int(rng.integers(len(cases)))], rng, TRAIN_PATCH) for _ in range(batch_size)]
         x = torch.from_numpy(np.stack([p[0] for p in patches])[:, None].astype(np.float32))
-        y = torch.from_numpy(np.stack([p[1] for p in patches])[:, None])
+        y = torch.from_numpy(np.stack([p[1] for p in patches])[:, None].astype(np.int64))
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(network(x), y)
         loss.backward()
         optimizer.step()
         scheduler.step()
-        running = 0.95 * running + 0.05 * float(loss) if step > 1 else float(loss)
+        running = 0.95 * running + 0.05 * loss.item() if step > 1 else loss.item()
         if step % 50 == 0 or step == iterations:
             log(f"  step {step}/{iterations}  loss {running:.4f}  ({time.perf_counter() - started:.0f} s)")
     return network.eval()
@@ -234,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from MedAIExtension.training.export import export_onnx, update_catalog, write_monai_bundle
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--iterations", type=int, default=900)
+    parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--train-cases", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--heldout", type=int, default=4)

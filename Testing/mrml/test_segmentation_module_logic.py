@@ -267,13 +267,17 @@ def test_logic_runs_the_shipped_model_in_a_real_child_process(real_lib, scene, p
     volume = image_to_volume_node(scene, ct, "Phantom CT")
     job = real_lib.SegmentationLogic(scene).run(volume, "chest-ct-lung-nodule", "cpu", timeoutSeconds=600)
     node = job.segmentationNode
-    names = [node.GetSegmentation().GetNthSegment(i).GetName() for i in range(node.GetSegmentation().GetNumberOfSegments())]
+    names = [
+        node.GetSegmentation().GetNthSegment(i).GetName() for i in range(node.GetSegmentation().GetNumberOfSegments())
+    ]
     assert names == ["Lung", "Lung nodule"]
     assert node.GetAttribute("MedAI.provider").startswith("onnxruntime:")
     truth = read_volume_file(phantom_study["labels"])
     result = segmentation_node_to_labelmap(node, ct)
-    lung = 2 * np.count_nonzero((result.array == 1) & (truth.array == 1)) / (
-        np.count_nonzero(result.array == 1) + np.count_nonzero(truth.array == 1)
+    lung = (
+        2
+        * np.count_nonzero((result.array == 1) & (truth.array == 1))
+        / (np.count_nonzero(result.array == 1) + np.count_nonzero(truth.array == 1))
     )
     assert lung > 0.9
     assert job.tableNode.GetNumberOfRows() == 2

@@ -24,7 +24,9 @@ def test_fast_mapping_equals_the_reference(name: str, channels: int) -> None:
     scores = ndimage.gaussian_filter(rng.normal(size=(channels, 30, 34, 32)).astype(np.float32), (0, 2.5, 2.5, 2.5))
     model = affine_from_parts([-20.0, -25.0, -22.0], [1.5, 1.5, 1.5], np.diag([-1.0, -1.0, 1.0]))
     # a finer target grid that reaches beyond the model grid on some sides
-    target = Image(np.zeros((50, 64, 60), np.int16), affine_from_parts([2.0, 3.0, -4.0], [0.8, 0.9, 1.0], DIRECTIONS[name]))
+    target = Image(
+        np.zeros((50, 64, 60), np.int16), affine_from_parts([2.0, 3.0, -4.0], [0.8, 0.9, 1.0], DIRECTIONS[name])
+    )
     fast = scores_to_labels(scores, model, target, slab=7)
     reference = scores_to_labels_reference(scores, model, target)
     assert np.bincount(fast.ravel(), minlength=channels).min() > 0 or name == "oblique"
