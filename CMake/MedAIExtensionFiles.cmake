@@ -64,5 +64,9 @@ set(MEDAI_EXTENSION_RESOURCES
 set(MEDAI_RESOURCES
   Resources/Models/catalog.json
   Resources/Models/catalog.schema.json
+  Resources/Models/chest-ct-lung-nodule-bundle/configs/inference.json
+  Resources/Models/chest-ct-lung-nodule-bundle/configs/metadata.json
+  Resources/Models/chest-ct-lung-nodule-bundle/models/model.pt
+  Resources/Models/chest-ct-lung-nodule.onnx
   Resources/requirements.txt
   )

@@ -14,7 +14,32 @@ from pathlib import Path
 
 from MedAIExtension.errors import OutputError
 
-__all__ = ["atomic_directory", "atomic_path", "ensure_writable_directory"]
+__all__ = ["atomic_directory", "atomic_path", "check_output_directory", "ensure_writable_directory"]
+
+
+def check_output_directory(path: str | os.PathLike[str]) -> Path:
+    """Check, without creating anything, that ``path`` is (or can become) a writable folder.
+
+    Lets long jobs fail before they start; raises :class:`OutputError` naming the folder and the fix.
+    """
+    directory = Path(path)
+    probe = directory
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(
+            f"Cannot create the output folder {directory}: {probe} is a file, not a folder. "
+            "Choose a folder you can write to with --output."
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".medai-write-test-"):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"The output folder {directory} is not writable ({exc.strerror or exc}). "
+            "Choose a folder you can write to with --output."
+        ) from None
+    return directory
 
 
 def ensure_writable_directory(path: str | os.PathLike[str]) -> Path:

@@ -49,9 +49,9 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     formats = parse_formats(args.format)
     catalog = load_catalog(args.catalog, models_dirs=args.models_dir or ())
     entry = catalog.get(args.model)
-    from MedAIExtension.atomic import ensure_writable_directory
+    from MedAIExtension.atomic import check_output_directory
 
-    ensure_writable_directory(args.output)
+    check_output_directory(args.output)
     image = load_image(args.input, series_uid=args.series, warn=_warn)
     if "dicom-seg" in formats and not image.source_files:
         if args.format_given:

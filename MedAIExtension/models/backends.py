@@ -85,20 +85,14 @@ class TorchBackend:
 
 def _load_bundle_module(entry: ModelEntry) -> Any:
     import torch
-    from monai.bundle import ConfigParser
+
+    from MedAIExtension.models.discovery import bundle_parser
 
     bundle = entry.bundle_dir or entry.model_file.parent
     weights = entry.model_file
     if weights.suffix == ".ts":
         return torch.jit.load(str(weights), map_location="cpu")
-    configs = bundle / "configs"
-    parser = ConfigParser()
-    parser.read_meta(str(configs / "metadata.json"))
-    config_file = next(
-        configs / f"inference.{e}" for e in ("json", "yaml", "yml") if (configs / f"inference.{e}").is_file()
-    )
-    parser.read_config(str(config_file))
-    parser["bundle_root"] = str(bundle)
+    parser = bundle_parser(bundle)
     try:
         network = parser.get_parsed_content("network_def", instantiate=True)
     except Exception as exc:  # noqa: BLE001 - arbitrary config errors

@@ -10,7 +10,7 @@ from typing import Any
 
 from MedAIExtension.errors import CatalogError
 
-__all__ = ["describe_monai_bundle", "describe_onnx_model", "discover_user_models", "is_monai_bundle"]
+__all__ = ["bundle_parser", "describe_monai_bundle", "describe_onnx_model", "discover_user_models", "is_monai_bundle"]
 
 ONNX_METADATA_KEY = "medai.entry"
 
@@ -101,13 +101,8 @@ def _find_transform(transforms: Iterable[Any], name: str) -> Mapping[str, Any] |
     return None
 
 
-def describe_monai_bundle(path: Path) -> dict[str, Any]:
-    """A catalogue entry (JSON form) for a MONAI bundle folder, read with ``monai.bundle.ConfigParser``.
-
-    Spacing, orientation and intensity scaling come from the preprocessing transforms (Spacingd, Orientationd,
-    ScaleIntensityRanged / NormalizeIntensityd), ROI/overlap/batch from the inferer, labels from the metadata's
-    ``channel_def``. Weights: ``models/model.ts`` (TorchScript) or ``models/model.pt`` (state dict).
-    """
+def bundle_parser(path: Path) -> Any:
+    """A ``monai.bundle.ConfigParser`` holding the bundle's metadata and inference config (not yet parsed)."""
     from monai.bundle import ConfigParser
 
     configs = path / "configs"
@@ -117,6 +112,18 @@ def describe_monai_bundle(path: Path) -> dict[str, Any]:
         configs / f"inference.{ext}" for ext in ("json", "yaml", "yml") if (configs / f"inference.{ext}").is_file()
     )
     parser.read_config(str(config_file))
+    parser["bundle_root"] = str(path)
+    return parser
+
+
+def describe_monai_bundle(path: Path) -> dict[str, Any]:
+    """A catalogue entry (JSON form) for a MONAI bundle folder, read with ``monai.bundle.ConfigParser``.
+
+    Spacing, orientation and intensity scaling come from the preprocessing transforms (Spacingd, Orientationd,
+    ScaleIntensityRanged / NormalizeIntensityd), ROI/overlap/batch from the inferer, labels from the metadata's
+    ``channel_def``. Weights: ``models/model.ts`` (TorchScript) or ``models/model.pt`` (state dict).
+    """
+    parser = bundle_parser(path)
     meta = parser.get("_meta_", {})
     config = parser.get()
 

@@ -59,17 +59,22 @@ class FakeProcess:
         self.cancelled = True
 
 
-@pytest.fixture
-def lib(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """``MedAISegmentationLib.logic``, imported with a stand-in for Slicer's ScriptedLoadableModule."""
+def _import_logic(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """``MedAISegmentationLib.logic`` imported with a stand-in for Slicer's ScriptedLoadableModule (GUI app only)."""
     scripted = types.ModuleType("slicer.ScriptedLoadableModule")
     scripted.ScriptedLoadableModuleLogic = type("ScriptedLoadableModuleLogic", (), {})
     monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
     monkeypatch.syspath_prepend(str(MODULE_DIR))
     for name in [name for name in sys.modules if name.startswith("MedAISegmentationLib")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setattr("MedAIExtension.models.catalog.load_catalog", FakeCatalog)
     return importlib.import_module("MedAISegmentationLib.logic")
+
+
+@pytest.fixture
+def lib(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """The module logic with a one-model fake catalogue (the tests below script the worker's events)."""
+    monkeypatch.setattr("MedAIExtension.models.catalog.load_catalog", FakeCatalog)
+    return _import_logic(monkeypatch)
 
 
 @pytest.fixture
@@ -249,14 +254,8 @@ def test_export_writes_a_dicom_seg_of_the_source_series(
 
 @pytest.fixture
 def real_lib(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """``MedAISegmentationLib.logic`` with the real catalogue; only Slicer's ScriptedLoadableModule is stood in."""
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-    scripted.ScriptedLoadableModuleLogic = type("ScriptedLoadableModuleLogic", (), {})
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
-    monkeypatch.syspath_prepend(str(MODULE_DIR))
-    for name in [name for name in sys.modules if name.startswith("MedAISegmentationLib")]:
-        monkeypatch.delitem(sys.modules, name)
-    return importlib.import_module("MedAISegmentationLib.logic")
+    """The module logic with the real catalogue."""
+    return _import_logic(monkeypatch)
 
 
 def test_logic_runs_the_shipped_model_in_a_real_child_process(real_lib, scene, phantom_study) -> None:
