@@ -13,6 +13,7 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,34 +124,66 @@ def _random_native_grid(rng: np.random.Generator) -> tuple[tuple[int, int, int],
     return (n, n, int(round(z_extent / slice_mm))), (in_plane, in_plane, slice_mm)
 
 
-def _make_cases(seeds: Sequence[int], log: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+def _make_cases(seeds: Sequence[int], log: Any) -> list[TrainingCase]:
     from MedAIExtension.phantom import random_phantom_spec
 
     cases = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
         size, spacing = _random_native_grid(rng)
-        spec = random_phantom_spec(seed, size_ijk=size, spacing=spacing, max_nodules=6, diameter_range_mm=(4.0, 16.0))
-        cases.append(prepare_case(spec))
+        spec = random_phantom_spec(seed, size_ijk=size, spacing=spacing, max_nodules=6, diameter_range_mm=(4.0, 20.0))
+        cases.append(TrainingCase.from_arrays(*prepare_case(spec), np.random.default_rng(seed)))
         log(
             f"  case seed {seed}: native {size} @ {tuple(round(s, 2) for s in spacing)} "
-            f"-> model grid {cases[-1][0].shape}"
+            f"-> model grid {cases[-1].image.shape}, {len(cases[-1].nodules)} nodule(s)"
         )
     return cases
 
 
+@dataclass(frozen=True)
+class TrainingCase:
+    """One prepared phantom: network input, labels, and where its nodules and lungs are (for patch sampling)."""
+
+    image: np.ndarray
+    label: np.ndarray
+    nodules: tuple[np.ndarray, ...]  # flat voxel indices of each nodule (connected component of label 2)
+    lung_sample: np.ndarray  # flat indices of a random subset of lung voxels
+
+    @classmethod
+    def from_arrays(cls, image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> TrainingCase:
+        """Index the nodules and a sample of lung voxels."""
+        from scipy import ndimage
+
+        components, count = ndimage.label(label == 2)
+        flat = components.ravel()
+        order = np.argsort(flat, kind="stable")
+        bounds = np.searchsorted(flat[order], np.arange(1, count + 2))
+        nodules = tuple(order[bounds[i] : bounds[i + 1]] for i in range(count))
+        lung = np.flatnonzero(label == 1)
+        lung_sample = rng.choice(lung, size=min(20000, lung.size), replace=False) if lung.size else lung
+        return cls(image, label, nodules, lung_sample)
+
+
 def _sample_patch(
-    case: tuple[np.ndarray, np.ndarray], rng: np.random.Generator, patch: tuple[int, int, int]
+    case: TrainingCase, rng: np.random.Generator, patch: tuple[int, int, int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    image, label = case
+    """A training patch: 30 % centred on a nodule chosen uniformly (small ones count as much as big ones), 20 % on
+    a nodule voxel (big ones count more), 20 % on lung, 30 % anywhere."""
+    image, label = case.image, case.label
     draw = rng.random()
-    target = 2 if draw < 0.5 else (1 if draw < 0.75 else None)
-    centre = None
-    if target is not None:
-        idx = np.flatnonzero(label == target)
-        if idx.size:
-            centre = np.array(np.unravel_index(int(rng.choice(idx)), label.shape))
-    if centre is None:
+    flat_index = None
+    if draw < 0.5 and case.nodules:
+        if draw < 0.3:
+            voxels = case.nodules[int(rng.integers(len(case.nodules)))]
+        else:
+            sizes = np.array([n.size for n in case.nodules], dtype=float)
+            voxels = case.nodules[int(rng.choice(len(case.nodules), p=sizes / sizes.sum()))]
+        flat_index = int(voxels[int(rng.integers(voxels.size))])
+    elif draw < 0.7 and case.lung_sample.size:
+        flat_index = int(case.lung_sample[int(rng.integers(case.lung_sample.size))])
+    if flat_index is not None:
+        centre = np.array(np.unravel_index(flat_index, label.shape))
+    else:
         centre = np.array([rng.integers(0, s) for s in label.shape])
     pads = [(0, 0)] * 3
     starts = []
@@ -186,7 +219,7 @@ def train(
     network = build_network()
     # batch Dice (stable when a patch has no nodule) and a heavier weight on the small nodule class
     loss_fn = DiceCELoss(
-        to_onehot_y=True, softmax=True, include_background=True, batch=True, weight=torch.tensor([0.5, 1.0, 3.0])
+        to_onehot_y=True, softmax=True, include_background=True, batch=True, weight=torch.tensor([1.0, 1.0, 2.0])
     )
     optimizer = torch.optim.AdamW(network.parameters(), lr=3e-3, weight_decay=1e-5)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(iterations, 1), eta_min=1e-4)
