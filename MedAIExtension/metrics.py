@@ -113,9 +113,7 @@ def compare_labelmaps(
 def format_metrics_table(rows: Sequence[LabelMetrics], tolerance_mm: float = 1.0) -> str:
     """A plain-text table for the terminal."""
     nsd = f"NSD@{tolerance_mm:g}mm"
-    header = (
-        f"{'label':>5}  {'name':<16} {'Dice':>7} {'IoU':>7} {'HD95 mm':>8} {nsd:>10} {'pred mL':>9} {'ref mL':>9}"
-    )
+    header = f"{'label':>5}  {'name':<16} {'Dice':>7} {'IoU':>7} {'HD95 mm':>8} {nsd:>10} {'pred mL':>9} {'ref mL':>9}"
     lines = [header, "-" * len(header)]
     for m in rows:
         hd = f"{m.hd95_mm:8.2f}" if math.isfinite(m.hd95_mm) else f"{'inf':>8}"

@@ -10,6 +10,7 @@ near label boundaries. Post-processing runs on the crop.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from MedAIExtension.io.image import Image
 from MedAIExtension.models.backends import Backend
 from MedAIExtension.models.catalog import ModelEntry
 from MedAIExtension.models.preprocessing import (
+    crop_grid,
     crop_image,
     foreground_bounding_box,
     model_grid,
@@ -65,13 +67,14 @@ class InferenceResult:
 
 
 def count_windows(shape: tuple[int, ...], roi: tuple[int, ...], overlap: float) -> int:
-    """Number of sliding windows MONAI uses for ``shape`` (spatial), ``roi`` and ``overlap``."""
-    from monai.data.utils import dense_patch_slices
-
-    roi = tuple(min(r, s) for r, s in zip(roi, shape, strict=True))
-    interval = tuple(max(int(r * (1 - overlap)), 1) if r < s else 1 for r, s in zip(roi, shape, strict=True))
-    padded = tuple(max(s, r) for s, r in zip(shape, roi, strict=True))
-    return len(dense_patch_slices(padded, roi, interval))
+    """Number of sliding windows for ``shape`` (spatial), ``roi`` and ``overlap`` (as MONAI places them)."""
+    count = 1
+    for size, window in zip(shape, roi, strict=True):
+        if window >= size:
+            continue
+        interval = max(int(window * (1 - overlap)), 1)
+        count *= math.ceil((size - window) / interval) + 1
+    return count
 
 
 def _sliding_window(
@@ -164,7 +167,9 @@ def run_inference(
             image.with_array(labelmap), backend.provider, time.perf_counter() - started, 0, (0, 0, 0)
         )
     work = crop_image(image, box) if box is not None else image
-    grid = model_grid(work, spec.spacing, spec.orientation)
+    grid = model_grid(image, spec.spacing, spec.orientation)
+    if grid is not None and box is not None:
+        grid = crop_grid(*grid, work)  # same voxel lattice as without the crop
     model_image = resample_to_grid(work, *grid) if grid is not None else work
     prep(0.6, "normalising intensities")
     data = normalize_intensity(model_image.array, spec.normalization)

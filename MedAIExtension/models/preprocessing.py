@@ -12,6 +12,7 @@ from MedAIExtension.io.geometry import LPS_TO_RAS, affine_from_parts
 from MedAIExtension.io.image import Image
 
 __all__ = [
+    "crop_grid",
     "crop_image",
     "foreground_bounding_box",
     "model_grid",
@@ -74,6 +75,35 @@ def model_grid(
     origin = direction @ low
     affine_lps = affine_from_parts(origin, new_spacing, direction)
     return LPS_TO_RAS @ affine_lps, (int(shape_ijk[2]), int(shape_ijk[1]), int(shape_ijk[0]))
+
+
+def crop_grid(
+    ijk_to_ras: np.ndarray, shape_kji: tuple[int, int, int], region: Image
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The part of a grid (``ijk_to_ras``, ``shape_kji``) that covers ``region``, on the same voxel lattice.
+
+    Cropping the full image's model grid (instead of building a new grid around the cropped image) keeps the
+    resampled voxels exactly where they would be without the crop.
+    """
+    size_ijk = np.array(region.size_ijk)
+    corners = np.array(
+        [
+            [i, j, k]
+            for i in (-0.5, size_ijk[0] - 0.5)
+            for j in (-0.5, size_ijk[1] - 0.5)
+            for k in (-0.5, size_ijk[2] - 0.5)
+        ]
+    )
+    points = corners @ region.ijk_to_ras[:3, :3].T + region.ijk_to_ras[:3, 3]
+    inverse = np.linalg.inv(ijk_to_ras)
+    index = points @ inverse[:3, :3].T + inverse[:3, 3]  # (i, j, k) on the grid
+    full_ijk = np.array(shape_kji[::-1])
+    start = np.clip(np.floor(index.min(axis=0)).astype(int), 0, full_ijk - 1)
+    stop = np.clip(np.ceil(index.max(axis=0)).astype(int) + 1, start + 1, full_ijk)
+    affine = ijk_to_ras.copy()
+    affine[:3, 3] = ijk_to_ras[:3, :3] @ start + ijk_to_ras[:3, 3]
+    size = stop - start
+    return affine, (int(size[2]), int(size[1]), int(size[0]))
 
 
 def resample_to_grid(

@@ -19,9 +19,7 @@ __all__ = ["scores_to_labels", "scores_to_labels_reference"]
 _MIXED = 255
 
 
-def scores_to_labels_reference(
-    scores: np.ndarray, model_ijk_to_ras: np.ndarray, target: Image
-) -> np.ndarray:
+def scores_to_labels_reference(scores: np.ndarray, model_ijk_to_ras: np.ndarray, target: Image) -> np.ndarray:
     """Per-channel SimpleITK linear resampling onto ``target``'s grid, then arg-max (the plain method)."""
     from MedAIExtension.models.preprocessing import resample_to_grid
 
@@ -53,9 +51,47 @@ def _cell_labels(model_labels: np.ndarray) -> np.ndarray:
     return cells
 
 
-def scores_to_labels(
-    scores: np.ndarray, model_ijk_to_ras: np.ndarray, target: Image, slab: int = 16
-) -> np.ndarray:
+def _axis_aligned(scores: np.ndarray, cells: np.ndarray, mapping: np.ndarray, target: Image) -> np.ndarray:
+    """Fast path when each target axis maps onto one model axis (no rotation): separable 1-D index arrays."""
+    from scipy.ndimage import map_coordinates
+
+    model_shape_ijk = np.array(scores.shape[1:][::-1], dtype=np.float64)  # (I', J', K')
+    axes, coords, inside, cell_idx = [], [], [], []
+    for axis, size in enumerate(target.size_ijk):  # target i, j, k
+        model_axis = int(np.argmax(np.abs(mapping[:3, axis])))
+        p = np.arange(size, dtype=np.float64) * mapping[model_axis, axis] + mapping[model_axis, 3]
+        limit = model_shape_ijk[model_axis]
+        inside.append((p >= -0.5) & (p < limit - 0.5))
+        p = np.clip(p, 0.0, limit - 1.0)
+        axes.append(model_axis)
+        coords.append(p)
+        cell_idx.append(np.minimum(p.astype(np.int64), int(limit) - 2))
+    # cells are indexed (k', j', i'); reorder them to the target's (k, j, i)
+    cell_axis = {0: 2, 1: 1, 2: 0}  # model i'/j'/k' -> array axis of `cells`
+    order = [cell_axis[axes[2]], cell_axis[axes[1]], cell_axis[axes[0]]]
+    labels = cells.transpose(order)[np.ix_(cell_idx[2], cell_idx[1], cell_idx[0])]
+    outside = ~(inside[2][:, None, None] & inside[1][None, :, None] & inside[0][None, None, :])
+    labels[outside] = 0
+    mixed = np.nonzero(labels == _MIXED)
+    if mixed[0].size:
+        # model coordinates (k', j', i') of the mixed target voxels
+        per_target = {2: coords[2][mixed[0]], 1: coords[1][mixed[1]], 0: coords[0][mixed[2]]}
+        model_coords = [None, None, None]
+        for target_axis, model_axis in enumerate(axes):
+            model_coords[2 - model_axis] = per_target[target_axis]
+        points = np.stack(model_coords)
+        best = map_coordinates(scores[0], points, order=1, mode="nearest", prefilter=False)
+        winner = np.zeros(best.shape, dtype=np.uint8)
+        for channel in range(1, scores.shape[0]):
+            value = map_coordinates(scores[channel], points, order=1, mode="nearest", prefilter=False)
+            better = value > best
+            winner[better] = channel
+            np.maximum(best, value, out=best)
+        labels[mixed] = winner
+    return labels
+
+
+def scores_to_labels(scores: np.ndarray, model_ijk_to_ras: np.ndarray, target: Image, slab: int = 16) -> np.ndarray:
     """Arg-max labels on ``target``'s grid of the linearly interpolated ``scores`` (C, K', J', I').
 
     Same result as :func:`scores_to_labels_reference` (ITK's linear interpolation: points up to half a voxel
@@ -71,6 +107,9 @@ def scores_to_labels(
     cells = _cell_labels(model_labels)
     # target index (i, j, k) -> model continuous index (i', j', k')
     mapping = np.linalg.inv(model_ijk_to_ras) @ target.ijk_to_ras
+    linear = mapping[:3, :3]
+    if np.count_nonzero(np.abs(linear) > 1e-9) == 3 and np.all(np.count_nonzero(np.abs(linear) > 1e-9, axis=0) == 1):
+        return _axis_aligned(scores, cells, mapping, target)
     size_i, size_j, size_k = target.size_ijk
     limits = model_shape[::-1].astype(np.float64)  # (I', J', K')
     ii = np.arange(size_i, dtype=np.float64)

@@ -31,3 +31,25 @@ def test_fast_mapping_equals_the_reference(name: str, channels: int) -> None:
     reference = scores_to_labels_reference(scores, model, target)
     assert np.bincount(fast.ravel(), minlength=channels).min() > 0 or name == "oblique"
     np.testing.assert_array_equal(fast, reference)
+
+
+@pytest.mark.parametrize(
+    "direction",
+    [
+        np.diag([-1.0, -1.0, 1.0]),
+        np.diag([1.0, -1.0, -1.0]),
+        np.array([[0.0, 0.0, -1.0], [1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]),
+    ],
+    ids=["axial", "flipped", "sagittal"],
+)
+def test_axis_aligned_fast_path_equals_the_reference(direction: np.ndarray) -> None:
+    rng = np.random.default_rng(3)
+    scores = ndimage.gaussian_filter(rng.normal(size=(3, 30, 34, 32)).astype(np.float32), (0, 2.5, 2.5, 2.5))
+    model = affine_from_parts([-20.0, -25.0, -22.0], [1.5, 1.5, 1.5], np.diag([-1.0, -1.0, 1.0]))
+    from MedAIExtension.phantom import make_affine
+
+    centre = model[:3, :3] @ (np.array([32, 34, 30]) - 1) / 2 + model[:3, 3]
+    target = Image(np.zeros((50, 64, 60), np.int16), make_affine((60, 64, 50), (0.8, 0.9, 1.1), direction, centre))
+    fast = scores_to_labels(scores, model, target)
+    np.testing.assert_array_equal(fast, scores_to_labels_reference(scores, model, target))
+    assert len(np.unique(fast)) == 3
