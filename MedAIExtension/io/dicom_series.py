@@ -95,10 +95,10 @@ def read_dicom_series(
     import pydicom
 
     series, skipped = list_series(folder)
-    if skipped and warn:
-        warn(f"Skipped {len(skipped)} file(s) that are not DICOM images, e.g. {skipped[0].name}.")
     if not series:
         raise InputError(f"No DICOM image series found in {folder}. Point --input at a folder of DICOM image files.")
+    if skipped and warn:
+        warn(f"Skipped {len(skipped)} file(s) that are not DICOM images, e.g. {skipped[0].name}.")
     if series_uid is not None:
         chosen = [s for s in series if s.series_uid == series_uid]
         if not chosen:

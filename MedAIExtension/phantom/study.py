@@ -57,7 +57,7 @@ def write_phantom_study(
         )
         write_volume_file(phantom.ct, staging / names["nifti"])
         write_volume_file(phantom.labels, staging / names["labels"])
-        write_volume_file(phantom.labels.with_array(phantom.nodule_ids), staging / names["nodules"])
+        write_volume_file(phantom.nodule_ids, staging / names["nodules"])
         (staging / names["truth"]).write_text(phantom.truth_json(), encoding="utf-8")
         result = {}
         for key, name in names.items():
