@@ -6,8 +6,10 @@ Empty-vs-empty is defined (Dice 1, distances 0); empty-vs-non-empty gives Dice 0
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +48,6 @@ def _surface_metrics(
     pred: np.ndarray, ref: np.ndarray, spacing_kji: Sequence[float], tolerance: float
 ) -> tuple[float, float]:
     import torch
-    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
     if not pred.any() and not ref.any():
         return 0.0, 1.0
@@ -58,6 +59,14 @@ def _surface_metrics(
     p = torch.from_numpy(np.ascontiguousarray(pred[box]))[None, None]
     r = torch.from_numpy(np.ascontiguousarray(ref[box]))[None, None]
     spacing = [float(s) for s in spacing_kji]
+    with warnings.catch_warnings():  # MONAI's own deprecation notices are not the user's business
+        warnings.simplefilter("ignore", FutureWarning)
+        return _monai_surface_metrics(p, r, spacing, tolerance)
+
+
+def _monai_surface_metrics(p: Any, r: Any, spacing: list[float], tolerance: float) -> tuple[float, float]:
+    from monai.metrics import compute_hausdorff_distance, compute_surface_dice
+
     hd = float(compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=spacing)[0, 0])
     sd = float(compute_surface_dice(p, r, class_thresholds=[tolerance], include_background=True, spacing=spacing)[0, 0])
     return hd, sd

@@ -70,9 +70,13 @@ def _onnx_cuda() -> bool:
         model.ir_version = 8
         options = ort.SessionOptions()
         options.log_severity_level = 4
-        session = ort.InferenceSession(
-            model.SerializeToString(), options, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
-        )
+        ort.set_default_logger_severity(4)  # a missing CUDA library is an answer here, not an error to print
+        try:
+            session = ort.InferenceSession(
+                model.SerializeToString(), options, providers=["CUDAExecutionProvider", "CPUExecutionProvider"]
+            )
+        finally:
+            ort.set_default_logger_severity(3)
         return session.get_providers()[0] == "CUDAExecutionProvider"
     except Exception:  # noqa: BLE001 - any failure means CUDA is not usable
         return False

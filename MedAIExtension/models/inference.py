@@ -107,6 +107,55 @@ def _sliding_window(
     return scores[0].numpy(), done[0]
 
 
+def _snap_to_windows(
+    full_affine: np.ndarray,
+    full_shape: tuple[int, int, int],
+    crop_affine: np.ndarray,
+    crop_shape: tuple[int, int, int],
+    roi_kji: tuple[int, ...],
+    overlap: float,
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """Grow a crop of the model grid so its sliding windows fall where they fall on the whole grid.
+
+    MONAI places windows at multiples of the interval and the last one flush with the end; a crop that starts on
+    a multiple of the interval and ends a whole number of intervals after its first window (or at the grid's end)
+    gets exactly the windows of the whole grid, so the blended scores inside agree.
+    """
+    inverse = np.linalg.inv(full_affine)
+    start_ijk = np.rint(inverse[:3, :3] @ crop_affine[:3, 3] + inverse[:3, 3]).astype(int)
+    start = start_ijk[::-1]
+    stop = start + np.array(crop_shape)
+    new_start, new_stop = [], []
+    for axis in range(3):
+        size, window = full_shape[axis], int(roi_kji[axis])
+        if window >= size:
+            new_start.append(0)
+            new_stop.append(size)
+            continue
+        interval = max(int(window * (1 - overlap)), 1)
+        first = (int(start[axis]) // interval) * interval
+        steps = max(math.ceil((int(stop[axis]) - first - window) / interval), 0)
+        new_start.append(first)
+        new_stop.append(min(first + window + steps * interval, size))
+    affine = full_affine.copy()
+    affine[:3, 3] = full_affine[:3, :3] @ np.array(new_start[::-1], dtype=float) + full_affine[:3, 3]
+    shape = tuple(int(b - a) for a, b in zip(new_start, new_stop, strict=True))
+    return affine, shape  # type: ignore[return-value]
+
+
+def _raw_box(image: Image, affine: np.ndarray, shape: tuple[int, int, int]) -> tuple[slice, slice, slice]:
+    """The index box of ``image`` that covers the grid (``affine``, ``shape``) plus one voxel for interpolation."""
+    corners = np.array([[i, j, k] for i in (0, shape[2] - 1) for j in (0, shape[1] - 1) for k in (0, shape[0] - 1)])
+    points = corners @ affine[:3, :3].T + affine[:3, 3]
+    inverse = np.linalg.inv(image.ijk_to_ras)
+    index = points @ inverse[:3, :3].T + inverse[:3, 3]
+    low = np.floor(index.min(axis=0)).astype(int) - 1
+    high = np.ceil(index.max(axis=0)).astype(int) + 2
+    size_ijk = np.array(image.size_ijk)
+    low, high = np.clip(low, 0, size_ijk), np.clip(high, 0, size_ijk)
+    return tuple(slice(int(low[a]), int(high[a])) for a in (2, 1, 0))  # type: ignore[return-value]
+
+
 def postprocess_labelmap(labelmap: np.ndarray, entry: ModelEntry, voxel_volume_mm3: float) -> np.ndarray:
     """Keep the N largest components of the listed labels; drop small components of the others (in place)."""
     from scipy import ndimage
@@ -169,7 +218,11 @@ def run_inference(
     work = crop_image(image, box) if box is not None else image
     grid = model_grid(image, spec.spacing, spec.orientation)
     if grid is not None and box is not None:
-        grid = crop_grid(*grid, work)  # same voxel lattice as without the crop
+        # same voxel lattice and same window positions as without the crop, then the raw crop that covers it
+        roi_kji = roi if spec.axis_order == "kji" else roi[::-1]
+        grid = _snap_to_windows(*grid, *crop_grid(*grid, work), roi_kji, overlap)
+        box = _raw_box(image, *grid)
+        work = crop_image(image, box)
     model_image = resample_to_grid(work, *grid) if grid is not None else work
     prep(0.6, "normalising intensities")
     data = normalize_intensity(model_image.array, spec.normalization)
