@@ -17,6 +17,18 @@ from MedAIExtension.errors import OutputError
 __all__ = ["atomic_directory", "atomic_path", "check_output_directory", "ensure_writable_directory"]
 
 
+def _probe_writable(folder: Path, shown: Path) -> None:
+    """Create and delete a temporary file in ``folder``; raise :class:`OutputError` about ``shown`` if that fails."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".medai-write-test-"):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"The output folder {shown} is not writable ({exc.strerror or exc}). "
+            "Choose a folder you can write to with --output."
+        ) from None
+
+
 def check_output_directory(path: str | os.PathLike[str]) -> Path:
     """Check, without creating anything, that ``path`` is (or can become) a writable folder.
 
@@ -31,14 +43,7 @@ def check_output_directory(path: str | os.PathLike[str]) -> Path:
             f"Cannot create the output folder {directory}: {probe} is a file, not a folder. "
             "Choose a folder you can write to with --output."
         )
-    try:
-        with tempfile.NamedTemporaryFile(dir=probe, prefix=".medai-write-test-"):
-            pass
-    except OSError as exc:
-        raise OutputError(
-            f"The output folder {directory} is not writable ({exc.strerror or exc}). "
-            "Choose a folder you can write to with --output."
-        ) from None
+    _probe_writable(probe, directory)
     return directory
 
 
@@ -57,14 +62,7 @@ def ensure_writable_directory(path: str | os.PathLike[str]) -> Path:
         ) from None
     if not directory.is_dir():
         raise OutputError(f"The output path {directory} exists and is not a folder. Choose a folder with --output.")
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".medai-write-test-"):
-            pass
-    except OSError as exc:
-        raise OutputError(
-            f"The output folder {directory} is not writable ({exc.strerror or exc}). "
-            "Choose a folder you can write to with --output."
-        ) from None
+    _probe_writable(directory, directory)
     return directory
 
 

@@ -1,6 +1,6 @@
 """The MRML bridge: images and label maps in, Slicer nodes out (and back).
 
-Every function takes the ``scene`` (or a node) as a parameter: ``slicer.mrmlScene`` inside Slicer,
+Every function takes the ``scene`` (or a node) as a parameter: the application scene inside Slicer,
 :func:`create_scene` elsewhere (tests, CLI). Nothing here imports Qt or Slicer's application globals, and
 MRML (the ``slicer`` module of Slicer or of the ``slicer-core`` wheel) is only imported when a function runs.
 """

@@ -1,6 +1,6 @@
 """A headless MRML scene with the module logics MedAI needs, built like Slicer (and trame-slicer) build theirs.
 
-Inside Slicer, pass ``slicer.mrmlScene`` to the functions of :mod:`MedAIExtension.mrml` — the application has
+Inside Slicer, pass the application scene to the functions of :mod:`MedAIExtension.mrml` — the application has
 already registered every logic. Outside Slicer (tests, the CLI, a server), :func:`create_scene` makes a scene from
 the ``slicer-core`` wheel with:
 

@@ -126,7 +126,7 @@ def labelmap_to_segmentation_node(
     scene untouched; an error while adding the display node removes the node again.
 
     Args:
-        scene: the ``vtkMRMLScene`` (``slicer.mrmlScene`` in Slicer, :func:`create_scene` outside).
+        scene: the ``vtkMRMLScene`` (Slicer's application scene inside Slicer, :func:`create_scene` outside).
         labelmap: integer label map (0 = background) on the grid the segments should have.
         labels: one :class:`~MedAIExtension.labels.SegmentLabel` per label value; every non-zero voxel value of
             ``labelmap`` must have one. Labels with no voxel still get an (empty) segment.

@@ -45,7 +45,7 @@ def image_to_volume_node(scene: Any, image: Image, name: str, node: Any | None =
     """Copy an image into a scalar volume node of ``scene``.
 
     Args:
-        scene: the ``vtkMRMLScene`` (``slicer.mrmlScene`` in Slicer, :func:`create_scene` outside).
+        scene: the ``vtkMRMLScene`` (Slicer's application scene inside Slicer, :func:`create_scene` outside).
         image: voxels ``[k, j, i]`` and their IJK-to-RAS affine.
         name: node name shown in Slicer.
         node: an existing ``vtkMRMLScalarVolumeNode`` (or subclass, e.g. a label map volume) to update in place;
