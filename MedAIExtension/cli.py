@@ -84,7 +84,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         f"Model {entry.name} {entry.version} ran on {result.provider} "
         f"in {result.seconds:.1f} s ({result.windows} windows)."
     )
-    from MedAIExtension.segmentation.outputs import label_statistics
+    from MedAIExtension.labels import label_statistics
 
     for row in label_statistics(result.labelmap, result.labels):
         print(f"  {row['name']:<20} {row['volume_ml']:10.2f} mL  ({row['voxel_count']} voxels)")

@@ -22,10 +22,10 @@ def run_demo(
     """Run the main job end to end on an embedded default phantom; returns the written files."""
     from MedAIExtension.atomic import ensure_writable_directory
     from MedAIExtension.io.dicom_series import read_dicom_series
+    from MedAIExtension.labels import label_statistics
     from MedAIExtension.metrics import compare_labelmaps
     from MedAIExtension.phantom.study import write_phantom_study
     from MedAIExtension.segmentation import segment_image, write_outputs
-    from MedAIExtension.segmentation.outputs import label_statistics
     from MedAIExtension.segmentation.report import render_overlay_png, write_html_summary
 
     reporter = Progress(progress)

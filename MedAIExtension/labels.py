@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CodedTerm", "SegmentLabel"]
+__all__ = ["CodedTerm", "SegmentLabel", "label_statistics"]
 
 
 @dataclass(frozen=True)
@@ -94,3 +94,31 @@ class SegmentLabel:
         if self.type is not None:
             out["type"] = self.type.to_dict()
         return out
+
+
+def label_statistics(labelmap: Any, labels: Sequence[SegmentLabel]) -> list[dict[str, Any]]:
+    """Voxel count and volume (mL) of each label in a label map :class:`~MedAIExtension.io.image.Image`.
+
+    Returns one dict per label, in ``labels`` order (labels without voxels count 0): ``label``, ``name``,
+    ``voxel_count`` and ``volume_ml`` (``voxel_count * voxel volume in mm³ / 1000``).
+    """
+    import numpy as np
+
+    array = np.asarray(labelmap.array)
+    if array.size and np.issubdtype(array.dtype, np.integer) and array.min() >= 0:
+        counts = np.bincount(array.ravel(), minlength=256)  # fast on a whole CT
+        count_of = {label.value: int(counts[label.value]) if label.value < counts.size else 0 for label in labels}
+    else:
+        values, counts = np.unique(array, return_counts=True)
+        found = {int(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+        count_of = {label.value: found.get(label.value, 0) for label in labels}
+    voxel_ml = labelmap.voxel_volume_mm3 / 1000.0
+    return [
+        {
+            "label": label.value,
+            "name": label.name,
+            "voxel_count": count_of[label.value],
+            "volume_ml": count_of[label.value] * voxel_ml,
+        }
+        for label in labels
+    ]

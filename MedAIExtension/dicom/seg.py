@@ -27,7 +27,6 @@ import numpy as np
 from MedAIExtension.atomic import atomic_path
 from MedAIExtension.dicom.tools import find_dcmqi_tool
 from MedAIExtension.errors import GeometryError, InputError, OutputError
-from MedAIExtension.io.geometry import affine_parts
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import CodedTerm, SegmentLabel
 
@@ -303,23 +302,14 @@ def _reference_sop_uids(reference: Image) -> list[str] | None:
 
 def _resample_onto(sitk_label: Any, reference: Image) -> np.ndarray:
     """Nearest-neighbour resampling of a SimpleITK label image onto the reference grid (physical space)."""
-    import SimpleITK as sitk
+    from MedAIExtension.models.preprocessing import resample_array
 
     if not reference.is_orthogonal():
         raise GeometryError(
             "The reference image axes are not perpendicular (sheared, e.g. gantry tilt); a SEG cannot be placed "
             "on it in physical space. Read the SEG onto its source series (read_dicom_series) instead."
         )
-    origin, spacing, direction = affine_parts(reference.ijk_to_lps)
-    resampler = sitk.ResampleImageFilter()  # the grid only: no copy of the reference voxels
-    resampler.SetSize([int(n) for n in reference.size_ijk])
-    resampler.SetOutputOrigin([float(v) for v in origin])
-    resampler.SetOutputSpacing([float(v) for v in spacing])
-    resampler.SetOutputDirection([float(v) for v in direction.flatten()])
-    resampler.SetInterpolator(sitk.sitkNearestNeighbor)
-    resampler.SetDefaultPixelValue(0)
-    resampler.SetOutputPixelType(sitk_label.GetPixelID())
-    return sitk.GetArrayFromImage(resampler.Execute(sitk_label))
+    return resample_array(sitk_label, reference.ijk_to_ras, reference.shape, linear=False, fill=0)
 
 
 def _volume_to_sitk(volume: Any) -> Any:

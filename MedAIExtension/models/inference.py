@@ -25,6 +25,7 @@ from MedAIExtension.models.preprocessing import (
     crop_grid,
     crop_image,
     foreground_bounding_box,
+    grid_corners,
     model_grid,
     normalize_intensity,
     resample_to_grid,
@@ -145,8 +146,7 @@ def _snap_to_windows(
 
 def _raw_box(image: Image, affine: np.ndarray, shape: tuple[int, int, int]) -> tuple[slice, slice, slice]:
     """The index box of ``image`` that covers the grid (``affine``, ``shape``) plus one voxel for interpolation."""
-    corners = np.array([[i, j, k] for i in (0, shape[2] - 1) for j in (0, shape[1] - 1) for k in (0, shape[0] - 1)])
-    points = corners @ affine[:3, :3].T + affine[:3, 3]
+    points = grid_corners(affine, shape[::-1])
     inverse = np.linalg.inv(image.ijk_to_ras)
     index = points @ inverse[:3, :3].T + inverse[:3, 3]
     low = np.floor(index.min(axis=0)).astype(int) - 1

@@ -8,16 +8,18 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.errors import ModelError
-from MedAIExtension.io.geometry import LPS_TO_RAS, affine_from_parts
+from MedAIExtension.io.geometry import LPS_TO_RAS, affine_from_parts, affine_parts
 from MedAIExtension.io.image import Image
 
 __all__ = [
     "crop_grid",
     "crop_image",
     "foreground_bounding_box",
+    "grid_corners",
     "model_grid",
     "normalize_intensity",
     "orientation_direction_lps",
+    "resample_array",
     "resample_to_grid",
 ]
 
@@ -45,6 +47,16 @@ def orientation_direction_lps(code: str) -> np.ndarray:
     return direction
 
 
+def grid_corners(affine: np.ndarray, size_ijk: tuple[int, ...] | np.ndarray, pad: float = 0.0) -> np.ndarray:
+    """Physical positions (8, 3) of a grid's corner voxel centres, moved outwards by ``pad`` voxels."""
+    size = np.asarray(size_ijk, dtype=float)
+    lows, highs = -pad * np.ones(3), size - 1.0 + pad
+    corners = np.array(
+        [[i, j, k] for i in (lows[0], highs[0]) for j in (lows[1], highs[1]) for k in (lows[2], highs[2])]
+    )
+    return corners @ affine[:3, :3].T + affine[:3, 3]
+
+
 def model_grid(
     image: Image, spacing: tuple[float, float, float] | None, orientation: str
 ) -> tuple[np.ndarray, tuple[int, int, int]] | None:
@@ -64,12 +76,7 @@ def model_grid(
         new_spacing = np.array([src_spacing[int(np.argmax(align[a]))] for a in range(3)])
     if np.allclose(direction, src_dir, atol=1e-6) and np.allclose(new_spacing, src_spacing, rtol=1e-4):
         return None
-    size_ijk = np.array(image.size_ijk)
-    corners = np.array(
-        [[i, j, k] for i in (0, size_ijk[0] - 1) for j in (0, size_ijk[1] - 1) for k in (0, size_ijk[2] - 1)]
-    )
-    points = corners @ lps[:3, :3].T + lps[:3, 3]
-    local = points @ direction  # coordinates along the new axes
+    local = grid_corners(lps, image.size_ijk) @ direction  # coordinates along the new axes
     low, high = local.min(axis=0), local.max(axis=0)
     shape_ijk = np.maximum(np.floor((high - low) / new_spacing + 1e-3).astype(int) + 1, 1)
     origin = direction @ low
@@ -85,16 +92,7 @@ def crop_grid(
     Cropping the full image's model grid (instead of building a new grid around the cropped image) keeps the
     resampled voxels exactly where they would be without the crop.
     """
-    size_ijk = np.array(region.size_ijk)
-    corners = np.array(
-        [
-            [i, j, k]
-            for i in (-0.5, size_ijk[0] - 0.5)
-            for j in (-0.5, size_ijk[1] - 0.5)
-            for k in (-0.5, size_ijk[2] - 0.5)
-        ]
-    )
-    points = corners @ region.ijk_to_ras[:3, :3].T + region.ijk_to_ras[:3, 3]
+    points = grid_corners(region.ijk_to_ras, region.size_ijk, pad=0.5)
     inverse = np.linalg.inv(ijk_to_ras)
     index = points @ inverse[:3, :3].T + inverse[:3, 3]  # (i, j, k) on the grid
     full_ijk = np.array(shape_kji[::-1])
@@ -106,6 +104,39 @@ def crop_grid(
     return affine, (int(size[2]), int(size[1]), int(size[0]))
 
 
+def resample_array(
+    source: Image | Any,
+    ijk_to_ras: np.ndarray,
+    shape_kji: tuple[int, int, int],
+    linear: bool = True,
+    fill: float | None = None,
+) -> np.ndarray:
+    """Resample an :class:`Image` (or a SimpleITK image) onto a grid; returns the voxel array ``[k, j, i]``.
+
+    Only the grid (affine, shape) is needed, no reference voxels. Nearest neighbour keeps the voxel type;
+    linear works in float32. ``fill`` (default: the source minimum) is used outside the source.
+    """
+    import SimpleITK as sitk
+
+    if isinstance(source, Image):
+        default = float(source.array.min()) if fill is None else float(fill)
+        source = source.to_sitk()
+    else:
+        default = 0.0 if fill is None else float(fill)
+    origin, spacing, direction = affine_parts(LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=float))
+    if linear and source.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        source = sitk.Cast(source, sitk.sitkFloat32)
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize([int(shape_kji[2]), int(shape_kji[1]), int(shape_kji[0])])
+    resampler.SetOutputOrigin([float(v) for v in origin])
+    resampler.SetOutputSpacing([float(v) for v in spacing])
+    resampler.SetOutputDirection([float(v) for v in direction.flatten()])
+    resampler.SetInterpolator(sitk.sitkLinear if linear else sitk.sitkNearestNeighbor)
+    resampler.SetDefaultPixelValue(default)
+    resampler.SetOutputPixelType(source.GetPixelID())
+    return sitk.GetArrayFromImage(resampler.Execute(source))
+
+
 def resample_to_grid(
     image: Image,
     ijk_to_ras: np.ndarray,
@@ -114,19 +145,8 @@ def resample_to_grid(
     fill: float | None = None,
 ) -> Image:
     """Resample ``image`` onto the grid (``ijk_to_ras``, ``shape_kji``) with SimpleITK (linear or nearest)."""
-    import SimpleITK as sitk
-
-    reference = Image(np.zeros((2, 2, 2), dtype=np.uint8), ijk_to_ras).to_sitk()
-    ref = sitk.Image([int(shape_kji[2]), int(shape_kji[1]), int(shape_kji[0])], sitk.sitkUInt8)
-    ref.SetOrigin(reference.GetOrigin())
-    ref.SetSpacing(reference.GetSpacing())
-    ref.SetDirection(reference.GetDirection())
-    source = image.to_sitk()
-    if linear and source.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
-        source = sitk.Cast(source, sitk.sitkFloat32)
-    default = float(image.array.min()) if fill is None else float(fill)
-    out = sitk.Resample(source, ref, sitk.Transform(), sitk.sitkLinear if linear else sitk.sitkNearestNeighbor, default)
-    return Image(sitk.GetArrayFromImage(out), ijk_to_ras, modality=image.modality, metadata=dict(image.metadata))
+    array = resample_array(image, ijk_to_ras, shape_kji, linear, fill)
+    return Image(array, ijk_to_ras, modality=image.modality, metadata=dict(image.metadata))
 
 
 def foreground_bounding_box(

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
-from MedAIExtension.labels import SegmentLabel
+from MedAIExtension.labels import SegmentLabel, label_statistics
 from MedAIExtension.mrml._vtk import added_to_scene
 from MedAIExtension.mrml.segmentations import segment_label_values
 
@@ -39,25 +37,14 @@ def segment_statistics(
         One dict per label: ``label`` (int), ``name`` (str), ``voxel_count`` (int) and ``volume_ml``
         (float, ``voxel_count * voxel volume in mm³ / 1000``).
     """
-    values, counts = np.unique(labelmap.array, return_counts=True)
-    count_of = {int(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
     names: dict[int, str] = {}
     if segmentation_node is not None:
         segmentation = segmentation_node.GetSegmentation()
         for segment_id, value in segment_label_values(segmentation_node).items():
             names.setdefault(value, segmentation.GetSegment(segment_id).GetName())
-    voxel_ml = labelmap.voxel_volume_mm3 / 1000.0
-    rows = []
-    for label in labels:
-        count = count_of.get(label.value, 0)
-        rows.append(
-            {
-                "label": label.value,
-                "name": names.get(label.value, label.name),
-                "voxel_count": count,
-                "volume_ml": count * voxel_ml,
-            }
-        )
+    rows = label_statistics(labelmap, labels)
+    for row in rows:
+        row["name"] = names.get(row["label"], row["name"])
     return rows
 
 

@@ -18,10 +18,10 @@ import numpy as np
 from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.errors import InputError, OutputError
 from MedAIExtension.io.image import Image
-from MedAIExtension.labels import SegmentLabel
+from MedAIExtension.labels import SegmentLabel, label_statistics
 from MedAIExtension.progress import Progress
 
-__all__ = ["OUTPUT_FORMATS", "label_statistics", "parse_formats", "write_outputs"]
+__all__ = ["OUTPUT_FORMATS", "parse_formats", "write_outputs"]
 
 #: Output formats ``medai segment --format`` accepts.
 OUTPUT_FORMATS: tuple[str, ...] = ("seg.nrrd", "nii.gz", "dicom-seg")
@@ -38,27 +38,14 @@ def parse_formats(formats: str | Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def label_statistics(labelmap: Image, labels: Sequence[SegmentLabel]) -> list[dict[str, object]]:
-    """Voxel count and volume (mL) per label."""
-    counts = np.bincount(labelmap.array.ravel(), minlength=256)
-    voxel_ml = labelmap.voxel_volume_mm3 / 1000.0
-    return [
-        {
-            "label": label.value,
-            "name": label.name,
-            "voxel_count": int(counts[label.value]),
-            "volume_ml": round(float(counts[label.value]) * voxel_ml, 4),
-        }
-        for label in labels
-    ]
-
-
 def _write_seg_nrrd(labelmap: Image, labels: Sequence[SegmentLabel], path: Path, name: str) -> None:
-    from MedAIExtension.mrml import create_scene, labelmap_to_segmentation_node, write_seg_nrrd
+    from MedAIExtension.mrml import close_scene, create_scene, labelmap_to_segmentation_node, write_seg_nrrd
 
     scene = create_scene()
-    node = labelmap_to_segmentation_node(scene, labelmap, labels, name)
-    write_seg_nrrd(node, path)
+    try:
+        write_seg_nrrd(labelmap_to_segmentation_node(scene, labelmap, labels, name), path)
+    finally:
+        close_scene(scene)  # the registered logics hold the scene; detach them so it is freed
 
 
 def write_outputs(
@@ -109,7 +96,9 @@ def write_outputs(
             written[fmt] = names[fmt]
         summary = {
             "algorithm": {"name": algorithm_name, "version": algorithm_version},
-            "statistics": label_statistics(labelmap, labels),
+            "statistics": [
+                {**row, "volume_ml": round(row["volume_ml"], 4)} for row in label_statistics(labelmap, labels)
+            ],
             "files": dict(written),
             **(extra_summary or {}),
         }

@@ -199,44 +199,18 @@ def test_output_directory_not_writable(phantom_study: dict[str, Path], tmp_path:
     assert blocker.read_text() == "I am a file"
 
 
-def test_errors_print_no_traceback_in_a_real_process(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "MedAIExtension.cli",
-            "segment",
-            "--input",
-            str(tmp_path / "none.nii.gz"),
-            "--model",
-            MODEL,
-            "--output",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+def _cli_process(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "MedAIExtension.cli", *args], capture_output=True, text=True, check=False
     )
+
+
+def test_errors_print_no_traceback_in_a_real_process(tmp_path: Path) -> None:
+    segment = ["segment", "--input", str(tmp_path / "none.nii.gz"), "--model", MODEL, "--output", str(tmp_path / "out")]
+    result = _cli_process(*segment)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr
-    debug = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "MedAIExtension.cli",
-            "--debug",
-            "segment",
-            "--input",
-            str(tmp_path / "none.nii.gz"),
-            "--model",
-            MODEL,
-            "--output",
-            str(tmp_path / "out"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    debug = _cli_process("--debug", *segment)
     assert "Traceback" in debug.stderr
 
 
