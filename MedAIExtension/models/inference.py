@@ -30,7 +30,7 @@ from MedAIExtension.models.preprocessing import (
     normalize_intensity,
     resample_to_grid,
 )
-from MedAIExtension.models.resample_scores import scores_to_labels
+from MedAIExtension.models.resample_scores import channel_argmax, scores_to_labels
 from MedAIExtension.progress import Progress
 
 __all__ = ["InferenceOptions", "InferenceResult", "count_windows", "postprocess_labelmap", "run_inference"]
@@ -157,33 +157,39 @@ def _raw_box(image: Image, affine: np.ndarray, shape: tuple[int, int, int]) -> t
 
 
 def postprocess_labelmap(labelmap: np.ndarray, entry: ModelEntry, voxel_volume_mm3: float) -> np.ndarray:
-    """Keep the N largest components of the listed labels; drop small components of the others (in place)."""
+    """Keep the N largest components of the listed labels; drop small components of the others (in place).
+
+    Components are 6-connected. Each label is processed inside its own bounding box only.
+    """
     from scipy import ndimage
 
     post = entry.postprocessing
     keep = dict(post.keep_largest_component)
     structure = ndimage.generate_binary_structure(3, 1)
+    boxes = ndimage.find_objects(labelmap) if labelmap.size else []
     for label in entry.labels:
         value = label.value
         if value not in keep and post.min_component_mm3 <= 0:
             continue
-        mask = labelmap == value
-        if not mask.any():
+        if value < 1 or value > len(boxes) or boxes[value - 1] is None:
             continue
+        region = labelmap[boxes[value - 1]]  # a view: edits land in ``labelmap``
+        mask = region == value
         components, count = ndimage.label(mask, structure=structure)
-        if count == 0:
-            continue
-        sizes = np.bincount(components.ravel())[1:]
+        sizes = np.bincount(components.ravel(), minlength=count + 1)
+        sizes[0] = 0
         if value in keep:
             if count <= keep[value]:
                 continue
-            kept_ids = np.argsort(sizes)[::-1][: keep[value]] + 1
+            kept = np.zeros(count + 1, dtype=bool)
+            kept[np.argsort(sizes[1:], kind="stable")[::-1][: keep[value]] + 1] = True
+            kept[0] = True
         else:
-            kept_ids = np.nonzero(sizes * voxel_volume_mm3 >= post.min_component_mm3)[0] + 1
-            if len(kept_ids) == count:
+            kept = sizes * voxel_volume_mm3 >= post.min_component_mm3
+            kept[0] = True
+            if kept.all():
                 continue
-        drop = mask & ~np.isin(components, kept_ids)
-        labelmap[drop] = 0
+        region[~kept[components]] = 0  # component 0 is outside the mask and is kept as it is
     return labelmap
 
 
@@ -238,7 +244,7 @@ def run_inference(
     back = progress.stage(0.85, 0.95)
     back(0.0, "mapping the result onto the input grid")
     if grid is None:
-        sub_labels = np.argmax(scores, axis=0).astype(np.uint8)
+        sub_labels = channel_argmax(scores)
     else:
         sub_labels = scores_to_labels(scores, model_image.ijk_to_ras, work)
     del scores

@@ -14,7 +14,7 @@ import numpy as np
 
 from MedAIExtension.io.image import Image
 
-__all__ = ["scores_to_labels", "scores_to_labels_reference"]
+__all__ = ["channel_argmax", "scores_to_labels", "scores_to_labels_reference"]
 
 _MIXED = 255
 
@@ -34,6 +34,23 @@ def scores_to_labels_reference(scores: np.ndarray, model_ijk_to_ras: np.ndarray,
             labels[better] = channel
             np.maximum(best, resampled, out=best)
     assert labels is not None
+    return labels
+
+
+def channel_argmax(scores: np.ndarray) -> np.ndarray:
+    """``np.argmax(scores, axis=0)`` as uint8 (first channel wins ties), several times faster for few channels.
+
+    NumPy's arg-max along the leading axis walks memory with a large stride; comparing whole channels
+    element-wise streams through contiguous memory instead.
+    """
+    if scores.shape[0] > 255:
+        return np.argmax(scores, axis=0).astype(np.uint8)
+    labels = np.zeros(scores.shape[1:], dtype=np.uint8)
+    best = scores[0].copy()
+    for channel in range(1, scores.shape[0]):
+        better = scores[channel] > best
+        labels[better] = channel
+        np.maximum(best, scores[channel], out=best)
     return labels
 
 
@@ -103,7 +120,7 @@ def scores_to_labels(scores: np.ndarray, model_ijk_to_ras: np.ndarray, target: I
     model_shape = np.array(scores.shape[1:])
     if channels > 255 or np.any(model_shape < 2):
         return scores_to_labels_reference(scores, model_ijk_to_ras, target)
-    model_labels = np.argmax(scores, axis=0).astype(np.uint8)
+    model_labels = channel_argmax(scores)
     cells = _cell_labels(model_labels)
     # target index (i, j, k) -> model continuous index (i', j', k')
     mapping = np.linalg.inv(model_ijk_to_ras) @ target.ijk_to_ras

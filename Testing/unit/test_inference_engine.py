@@ -12,7 +12,7 @@ from MedAIExtension.errors import CancelledError, InputError
 from MedAIExtension.io import Image, affine_from_parts
 from MedAIExtension.models.backends import load_backend
 from MedAIExtension.models.catalog import ModelEntry, sha256_of
-from MedAIExtension.models.inference import InferenceOptions, run_inference
+from MedAIExtension.models.inference import InferenceOptions, postprocess_labelmap, run_inference
 from MedAIExtension.progress import CancelToken, Progress
 from Testing.model_helpers import tiny_onnx
 
@@ -108,3 +108,53 @@ def test_invalid_options_are_refused() -> None:
         InferenceOptions(overlap=1.0)
     with pytest.raises(InputError, match="batch size"):
         InferenceOptions(batch_size=0)
+
+
+def _cleanup_entry(folder: Path, keep: int, min_mm3: float) -> ModelEntry:
+    entry = _entry(folder)
+    data = {
+        "name": "cleanup",
+        "title": "Cleanup",
+        "version": "1",
+        "task": "segmentation",
+        "backend": "onnx",
+        "files": [{"path": entry.model_file.name, "sha256": sha256_of(entry.model_file)}],
+        "input": {
+            "modality": "CT",
+            "orientation": "native",
+            "normalization": {"type": "none"},
+            "patch_size": [16, 16, 16],
+        },
+        "postprocessing": {"keep_largest_component": [{"label": 1, "components": keep}], "min_component_mm3": min_mm3},
+        "labels": [
+            {"value": 1, "name": "Lung", "color": [0, 1, 0]},
+            {"value": 2, "name": "Nodule", "color": [1, 0, 0]},
+        ],
+    }
+    return ModelEntry.from_dict(data, folder)
+
+
+def test_postprocessing_keeps_the_largest_lungs_and_drops_small_nodules(tmp_path: Path) -> None:
+    labels = np.zeros((20, 30, 40), dtype=np.uint8)
+    labels[2:18, 2:28, 2:15] = 1  # left lung, 16*26*13 voxels
+    labels[2:18, 2:28, 20:36] = 1  # right lung, larger
+    labels[5:7, 5:7, 37:39] = 1  # a speck of "lung" outside: dropped
+    labels[8:11, 8:11, 8:11] = 2  # 27 voxels * 2 mm3 = 54 mm3 nodule inside the left lung: kept
+    labels[15, 25, 25] = 2  # 2 mm3: dropped, becomes background (not lung)
+    labels[0, 0, 0] = 3  # a label the model does not list: untouched
+    expected = labels.copy()
+    expected[5:7, 5:7, 37:39] = 0
+    expected[15, 25, 25] = 0
+    out = postprocess_labelmap(labels, _cleanup_entry(tmp_path, keep=2, min_mm3=10.0), voxel_volume_mm3=2.0)
+    assert out is labels
+    np.testing.assert_array_equal(labels, expected)
+
+
+def test_postprocessing_leaves_a_clean_or_empty_map_alone(tmp_path: Path) -> None:
+    entry = _cleanup_entry(tmp_path, keep=1, min_mm3=1.0)
+    empty = np.zeros((4, 5, 6), dtype=np.uint8)
+    np.testing.assert_array_equal(postprocess_labelmap(empty.copy(), entry, 1.0), empty)
+    clean = empty.copy()
+    clean[1:3, 1:3, 1:3] = 1
+    clean[0, 4, 5] = 2
+    np.testing.assert_array_equal(postprocess_labelmap(clean.copy(), entry, 1.0), clean)

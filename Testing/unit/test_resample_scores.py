@@ -8,7 +8,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from MedAIExtension.io import Image, affine_from_parts
-from MedAIExtension.models.resample_scores import scores_to_labels, scores_to_labels_reference
+from MedAIExtension.models.resample_scores import channel_argmax, scores_to_labels, scores_to_labels_reference
 
 DIRECTIONS = {
     "axial": np.diag([-1.0, -1.0, 1.0]),
@@ -53,3 +53,11 @@ def test_axis_aligned_fast_path_equals_the_reference(direction: np.ndarray) -> N
     fast = scores_to_labels(scores, model, target)
     np.testing.assert_array_equal(fast, scores_to_labels_reference(scores, model, target))
     assert len(np.unique(fast)) == 3
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 5])
+def test_channel_argmax_equals_numpy_argmax_including_ties(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    scores = rng.integers(0, 3, size=(channels, 7, 8, 9)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(channel_argmax(scores), np.argmax(scores, axis=0))
+    assert channel_argmax(scores).dtype == np.uint8
