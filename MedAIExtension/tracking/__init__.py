@@ -1,0 +1,1 @@
+"""Longitudinal lung-nodule tracking: detect, segment, measure, register, match, grow, categorise (Qt-free)."""

@@ -1,0 +1,89 @@
+"""The data the tracking pipeline passes between its steps: candidates, nodule masks, measurements, findings.
+
+Coordinates are RAS millimetres (Slicer's convention); arrays are indexed ``[k, j, i]`` like :class:`Image`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+__all__ = ["Candidate", "Finding", "NoduleKind", "NoduleMask", "NoduleMeasurement"]
+
+
+class NoduleKind(StrEnum):
+    """Attenuation class used by Lung-RADS (same values as the phantom's ``NoduleType``)."""
+
+    SOLID = "solid"
+    PART_SOLID = "part-solid"
+    GROUND_GLASS = "ground-glass"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A place that may hold a nodule, before segmentation.
+
+    Attributes:
+        center_ras: (R, A, S) in mm.
+        diameter_mm: rough size estimate (blob scale or model component size).
+        confidence: 0..1, higher is more nodule-like.
+        source: ``"model"``, ``"classical"`` or ``"model+classical"``.
+    """
+
+    center_ras: tuple[float, float, float]
+    diameter_mm: float
+    confidence: float
+    source: str
+
+
+@dataclass(frozen=True)
+class NoduleMask:
+    """A nodule's voxels: a boolean ``mask`` inside the index ``box`` (``[k, j, i]`` slices) of its image."""
+
+    box: tuple[slice, slice, slice]
+    mask: np.ndarray
+
+    def full(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """The mask on the whole image grid."""
+        out = np.zeros(shape, dtype=bool)
+        out[self.box] = self.mask
+        return out
+
+    @property
+    def voxel_count(self) -> int:
+        """Number of voxels in the mask."""
+        return int(np.count_nonzero(self.mask))
+
+
+@dataclass(frozen=True)
+class NoduleMeasurement:
+    """Size and attenuation of one nodule at one time point (Lung-RADS conventions, see DOMAIN.md).
+
+    Axes are measured in the axial plane on the slice where the long axis is longest; diameters are rounded to
+    0.1 mm, volumes are mm³. For part-solid nodules the ``solid_*`` fields describe the solid component; for
+    solid nodules they equal the whole nodule; for ground-glass nodules they are 0.
+    """
+
+    center_ras: tuple[float, float, float]
+    volume_mm3: float
+    long_axis_mm: float
+    short_axis_mm: float
+    mean_diameter_mm: float
+    mean_hu: float
+    kind: NoduleKind
+    solid_volume_mm3: float
+    solid_mean_diameter_mm: float
+    touches_pleura: bool = False
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass
+class Finding:
+    """A segmented, measured nodule at one time point."""
+
+    candidate: Candidate
+    mask: NoduleMask
+    measurement: NoduleMeasurement
+    extra: dict[str, object] = field(default_factory=dict)
