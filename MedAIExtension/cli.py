@@ -1,4 +1,4 @@
-"""The ``medai`` command line: segment, models, evaluate, phantom, demo.
+"""The ``medai`` command line: segment, track, models, evaluate, phantom, demo.
 
 Errors print one clear message (no traceback unless ``--debug``) and exit non-zero.
 """
@@ -93,6 +93,51 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_track(args: argparse.Namespace) -> int:
+    from MedAIExtension.atomic import check_output_directory
+    from MedAIExtension.io.loader import load_image
+    from MedAIExtension.tracking.outputs import write_tracking_outputs
+    from MedAIExtension.tracking.pipeline import TrackingOptions, track_nodules
+
+    check_output_directory(args.output)
+    baseline = load_image(args.baseline, warn=_warn)
+    followup = load_image(args.followup, warn=_warn)
+    options = TrackingOptions(
+        model=None if args.no_model else args.model,
+        device=args.device,
+        deformable=args.deformable,
+        force=args.force,
+        interval_days=args.interval_days,
+        suspicious=frozenset(args.suspicious or ()),
+    )
+    bar = _ProgressBar(not args.quiet)
+    try:
+        result = track_nodules(baseline, followup, options, progress=lambda f, m: bar(f * 0.9, m))
+        files = write_tracking_outputs(result, args.output, progress=lambda f, m: bar(0.9 + 0.1 * f, m))
+    finally:
+        bar.close()
+    for message in result.warnings:
+        _warn(message)
+    exam = result.exam_lung_rads
+    print(
+        f"{len(result.nodules)} nodules tracked over {result.interval_days:g} days "
+        f"({'registered' if result.registered else 'NOT registered'}); Lung-RADS baseline "
+        f"{exam['baseline'].category}, follow-up {exam['followup'].category}."
+    )
+    for row in result.rows():
+        vdt = f"VDT {row['vdt_days']:.0f} d" if row["vdt_days"] is not None else ""
+        change = f"{row['volume_change_percent']:+.1f} %" if row["volume_change_percent"] is not None else ""
+        volumes = " -> ".join(
+            f"{row[key]:.0f}" if row[key] is not None else "—" for key in ("baseline_volume_mm3", "followup_volume_mm3")
+        )
+        print(
+            f"  {row['tracking_id']:<4} {row['status']:<10} {volumes:>14} mm3 {change:>9} {vdt:>12}  {row['lung_rads']}"
+        )
+    for kind, path in files.items():
+        print(f"  {kind:<16} {path}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from MedAIExtension.models.catalog import load_catalog
     from MedAIExtension.models.devices import Device, cuda_available
@@ -147,6 +192,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from MedAIExtension.phantom.study import write_phantom_study
 
+    if args.followup:
+        from MedAIExtension.phantom.followup import write_phantom_pair
+
+        study = write_phantom_pair(
+            args.output,
+            size_ijk=tuple(args.size),
+            spacing=tuple(args.spacing),
+            seed=args.seed,
+            interval_days=args.interval_days,
+            volume_factors=args.growth,
+            rotation_deg=tuple(args.rotation),
+            translation_mm=tuple(args.translation),
+        )
+        print(f"Baseline and follow-up studies written to {args.output} (truth: {study['truth']})")
+        for key in ("baseline", "followup", "truth"):
+            print(f"  {key:<10} {study[key]}")
+        return 0
     study = write_phantom_study(args.output, size_ijk=tuple(args.size), spacing=tuple(args.spacing), seed=args.seed)
     print(f"Phantom study written to {args.output}")
     for key, path in study.items():
@@ -192,6 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--quiet", action="store_true", help="no progress bar")
     seg.set_defaults(func=_cmd_segment)
 
+    track = sub.add_parser("track", help="follow lung nodules from a baseline to a follow-up chest CT")
+    track.add_argument("--baseline", required=True, help="baseline CT: DICOM folder, .nii.gz or .nrrd")
+    track.add_argument("--followup", required=True, help="follow-up CT of the same patient")
+    track.add_argument("--output", required=True, help="output folder")
+    track.add_argument("--model", default="chest-ct-lung-nodule", help="model adding nodule candidates")
+    track.add_argument("--no-model", action="store_true", help="classical detector only (no model)")
+    track.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    track.add_argument("--deformable", action="store_true", help="add a B-spline registration inside the lungs")
+    track.add_argument("--interval-days", type=float, default=None, help="days between the scans (default: dates)")
+    track.add_argument("--force", action="store_true", help="track even if the patient IDs differ")
+    track.add_argument("--suspicious", action="append", metavar="ID", help="nodule with suspicious features (4X)")
+    track.add_argument("--quiet", action="store_true", help="no progress bar")
+    track.set_defaults(func=_cmd_track)
+
     models = sub.add_parser("models", help="list the models and the device each would use")
     models.add_argument("--models-dir", action="append", help="extra folder with user models")
     models.add_argument("--catalog", type=Path, default=None, help="model catalogue JSON (default: the shipped one)")
@@ -211,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--size", type=int, nargs=3, default=[256, 256, 160], metavar=("I", "J", "K"))
     ph.add_argument("--spacing", type=float, nargs=3, default=[1.4, 1.4, 2.0], metavar=("SI", "SJ", "SK"))
     ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--followup", action="store_true", help="also write a later study of the same patient + truth")
+    ph.add_argument("--interval-days", type=int, default=180, help="days between baseline and follow-up")
+    ph.add_argument("--growth", type=float, nargs="+", default=None, help="volume factor per nodule (follow-up)")
+    ph.add_argument("--rotation", type=float, nargs=3, default=[0.0, 0.0, 5.0], metavar=("RX", "RY", "RZ"))
+    ph.add_argument("--translation", type=float, nargs=3, default=[10.0, 0.0, 0.0], metavar=("TR", "TA", "TS"))
     ph.set_defaults(func=_cmd_phantom)
 
     demo = sub.add_parser("demo", help="phantom → segmentation → DICOM SEG, seg.nrrd, overlay PNG, HTML")

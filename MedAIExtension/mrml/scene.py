@@ -7,7 +7,9 @@ the ``slicer-core`` wheel with:
 * the application logic (``vtkSlicerApplicationLogic``) and its colour logic, which add the default colour
   tables that volume display nodes refer to;
 * the Segmentations logic (``vtkSlicerSegmentationsModuleLogic``), which registers the segmentation converter
-  rules — without it a segmentation cannot create or convert its binary labelmap representation.
+  rules — without it a segmentation cannot create or convert its binary labelmap representation;
+* the Markups logic (``vtkSlicerMarkupsLogic``), which registers the markups JSON storage nodes — without them a
+  markups node (nodule fiducials) has no storage node, so saving the scene drops its control points.
 
 The Terminologies logic is deliberately not registered: it needs the terminology JSON files of a Slicer install
 (not shipped in the wheel) and logs errors without them. Terminology strings are written directly by
@@ -34,10 +36,11 @@ class SceneLogics:
 
     application: Any
     segmentations: Any
+    markups: Any = None
 
 
 def create_scene() -> Any:
-    """Create a headless MRML scene with the application (and colour) and Segmentations logics registered.
+    """Create a headless MRML scene with the application (and colour), Segmentations and Markups logics registered.
 
     The logics are kept alive with the scene (see :func:`scene_logics`), so they are not garbage collected while
     the scene is in use.
@@ -61,7 +64,12 @@ def create_scene() -> Any:
     segmentations.SetMRMLApplicationLogic(application)
     application.SetModuleLogic("Segmentations", segmentations)
 
-    setattr(scene, _LOGICS_ATTRIBUTE, SceneLogics(application, segmentations))
+    markups = slicer.vtkSlicerMarkupsLogic()
+    markups.SetMRMLScene(scene)
+    markups.SetMRMLApplicationLogic(application)
+    application.SetModuleLogic("Markups", markups)
+
+    setattr(scene, _LOGICS_ATTRIBUTE, SceneLogics(application, segmentations, markups))
     return scene
 
 
@@ -83,6 +91,8 @@ def close_scene(scene: Any) -> None:
         logics.segmentations.SetMRMLScene(None)
     finally:
         vtkObject.SetGlobalWarningDisplay(warnings_shown)
+    if logics.markups is not None:
+        logics.markups.SetMRMLScene(None)
     logics.application.GetColorLogic().SetMRMLScene(None)
     logics.application.SetMRMLScene(None)
     delattr(scene, _LOGICS_ATTRIBUTE)

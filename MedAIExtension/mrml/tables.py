@@ -11,7 +11,7 @@ from MedAIExtension.labels import SegmentLabel, label_statistics
 from MedAIExtension.mrml._vtk import added_to_scene
 from MedAIExtension.mrml.segmentations import segment_label_values
 
-__all__ = ["STATISTICS_COLUMNS", "segment_statistics", "statistics_to_table_node"]
+__all__ = ["STATISTICS_COLUMNS", "rows_to_table_node", "segment_statistics", "statistics_to_table_node"]
 
 #: Table column name -> (row key, value type) written by :func:`statistics_to_table_node`.
 STATISTICS_COLUMNS: dict[str, tuple[str, str]] = {
@@ -48,6 +48,55 @@ def segment_statistics(
     return rows
 
 
+def rows_to_table_node(
+    scene: Any,
+    rows: Sequence[Mapping[str, Any]],
+    columns: Mapping[str, tuple[str, str]],
+    name: str,
+    units: Mapping[str, str] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+) -> Any:
+    """Create a table node from ``rows``: ``columns`` maps a column title to (row key, ``string|int|double``).
+
+    A missing or None value becomes an empty string or NaN (``double``); ``int`` columns need a value in every
+    row. The node is built completely before it is added, so an error leaves the scene unchanged.
+
+    Raises:
+        InputError: a value does not fit its column's type.
+    """
+    import slicer
+    from vtkmodules.vtkCommonCore import vtkDoubleArray, vtkIntArray, vtkStringArray
+    from vtkmodules.vtkCommonDataModel import vtkTable
+
+    makers = {"string": vtkStringArray, "int": vtkIntArray, "double": vtkDoubleArray}
+    converters = {"string": str, "int": int, "double": float}
+    missing = {"string": "", "double": float("nan")}
+    table = vtkTable()
+    for column, (key, kind) in columns.items():
+        array = makers[kind]()
+        array.SetName(column)
+        for number, row in enumerate(rows):
+            value = row.get(key)
+            try:
+                converted = missing[kind] if value is None and kind in missing else converters[kind](value)
+            except (KeyError, TypeError, ValueError):
+                raise InputError(
+                    f"Row {number} has no valid {key!r} ({kind}) for the table column {column!r}."
+                ) from None
+            array.InsertNextValue(converted)
+        table.AddColumn(array)
+    node = slicer.vtkMRMLTableNode()
+    node.SetName(name)
+    node.SetAndObserveTable(table)
+    for column, unit in (units or {}).items():
+        node.SetColumnUnitLabel(column, unit)
+    for column, text in (descriptions or {}).items():
+        node.SetColumnDescription(column, text)
+    with added_to_scene(scene, node) as added:
+        pass
+    return added
+
+
 def statistics_to_table_node(scene: Any, rows: Sequence[Mapping[str, Any]], name: str) -> Any:
     """Create a table node with one row per segment: Segment, Label, Voxel count, Volume [mL].
 
@@ -62,34 +111,20 @@ def statistics_to_table_node(scene: Any, rows: Sequence[Mapping[str, Any]], name
     Raises:
         InputError: a row misses a key or holds a value of the wrong type.
     """
-    import slicer
-    from vtkmodules.vtkCommonCore import vtkDoubleArray, vtkIntArray, vtkStringArray
-    from vtkmodules.vtkCommonDataModel import vtkTable
-
-    makers = {"string": vtkStringArray, "int": vtkIntArray, "double": vtkDoubleArray}
-    converters = {"string": str, "int": int, "double": float}
-    table = vtkTable()
-    for column, (key, kind) in STATISTICS_COLUMNS.items():
-        array = makers[kind]()
-        array.SetName(column)
-        for number, row in enumerate(rows):
-            try:
-                value = converters[kind](row[key])
-            except (KeyError, TypeError, ValueError):
-                raise InputError(
-                    f"Statistics row {number} has no valid {key!r} ({kind}); pass rows from segment_statistics."
-                ) from None
-            array.InsertNextValue(value)
-        table.AddColumn(array)
-
-    node = slicer.vtkMRMLTableNode()
-    node.SetName(name)
-    node.SetAndObserveTable(table)
-    node.SetColumnUnitLabel("Volume [mL]", "mL")
-    node.SetColumnDescription("Segment", "Segment name")
-    node.SetColumnDescription("Label", "Voxel value of the segment in the label map")
-    node.SetColumnDescription("Voxel count", "Number of voxels of the segment")
-    node.SetColumnDescription("Volume [mL]", "Segment volume: voxel count times voxel volume")
-    with added_to_scene(scene, node) as added:
-        pass
-    return added
+    for number, row in enumerate(rows):
+        for key, _ in STATISTICS_COLUMNS.values():
+            if row.get(key) is None:
+                raise InputError(f"Statistics row {number} has no {key!r}; pass rows from segment_statistics.")
+    return rows_to_table_node(
+        scene,
+        rows,
+        STATISTICS_COLUMNS,
+        name,
+        units={"Volume [mL]": "mL"},
+        descriptions={
+            "Segment": "Segment name",
+            "Label": "Voxel value of the segment in the label map",
+            "Voxel count": "Number of voxels of the segment",
+            "Volume [mL]": "Segment volume: voxel count times voxel volume",
+        },
+    )

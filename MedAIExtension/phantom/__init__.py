@@ -2,7 +2,8 @@
 
 Used to test volumetry, orientation handling and DICOM round trips, and to train the project's own small
 segmentation models: the anatomy is analytic, in RAS millimetres, so any grid (axial, sagittal, coronal,
-oblique, either slice order) shows the same patient at the same place.
+oblique, either slice order) shows the same patient at the same place. :mod:`~MedAIExtension.phantom.followup`
+adds a second study of the same patient with known nodule growth, patient motion and interval.
 """
 
 from MedAIExtension.phantom.chest import (
@@ -13,6 +14,15 @@ from MedAIExtension.phantom.chest import (
     PHANTOM_LABELS,
     Phantom,
     generate_chest_phantom,
+)
+from MedAIExtension.phantom.followup import (
+    FollowupSpec,
+    NoduleStatus,
+    PhantomPair,
+    followup_spec,
+    generate_phantom_pair,
+    motion_matrix,
+    write_phantom_pair,
 )
 from MedAIExtension.phantom.grid import AXIAL, CORONAL, SAGITTAL, make_affine
 from MedAIExtension.phantom.sampling import random_phantom_spec
@@ -28,12 +38,19 @@ __all__ = [
     "PHANTOM_LABELS",
     "SAGITTAL",
     "AnatomySpec",
+    "FollowupSpec",
     "LungSide",
     "NoduleSpec",
+    "NoduleStatus",
     "NoduleType",
     "Phantom",
+    "PhantomPair",
     "PhantomSpec",
+    "followup_spec",
     "generate_chest_phantom",
+    "generate_phantom_pair",
     "make_affine",
+    "motion_matrix",
     "random_phantom_spec",
+    "write_phantom_pair",
 ]

@@ -121,8 +121,10 @@ def generate_chest_phantom(
     nodules = _resolve_nodules(spec, layout)
     vessels = vessel_trees(layout, np.random.default_rng([spec.seed, 0]))
     affine = spec.ijk_to_ras
-    grid = ChunkGrid(affine, spec.shape, layout.origin_ras)
-    renderer = Renderer(grid, layout, vessels, nodules, spec.seed, spec.noise_hu)
+    # A moved patient (spec.pose_ras) is sampled by taking the scanner grid into the body frame.
+    sampled = affine if spec.pose_ras is None else np.linalg.inv(spec.pose) @ affine
+    grid = ChunkGrid(sampled, spec.shape, layout.origin_ras)
+    renderer = Renderer(grid, layout, vessels, nodules, spec.seed, spec.noise_hu, spec.effective_noise_seed)
     report(0.0, "Rendering phantom slices")
     ct, labels, ids = renderer.run(report)
     description = "MedAI synthetic chest CT phantom"
@@ -159,8 +161,9 @@ def _truth(
 ) -> dict[str, Any]:
     voxel_mm3 = ct.voxel_volume_mm3
     items = []
+    pose = spec.pose  # body -> scanner RAS
     for truth, nodule in zip(nodules, spec.nodules, strict=True):
-        center_ras = truth.center + layout.origin_ras
+        center_ras = pose[:3, :3] @ (truth.center + layout.origin_ras) + pose[:3, 3]
         sides = {side: float(lung_sdf(layout, side, *truth.center.reshape(3, 1))[0]) for side in LungSide}
         centroid = None
         if truth.voxels:
@@ -187,6 +190,11 @@ def _truth(
             }
         )
     lung_ml = {side.value: round(count * voxel_mm3 / 1000.0, 3) for side, count in lung_voxels.items()}
+    extra: dict[str, Any] = {}
+    if spec.pose_ras is not None:
+        extra["pose_ras"] = [list(row) for row in spec.pose_ras]
+    if spec.noise_seed is not None:
+        extra["noise_seed"] = spec.noise_seed
     return {
         "generator": "MedAIExtension.phantom.chest",
         "seed": spec.seed,
@@ -198,6 +206,7 @@ def _truth(
         "lung_volume_ml": round(math.fsum(lung_ml.values()), 3),
         "lung_volume_ml_by_side": lung_ml,
         "nodules": items,
+        **extra,
     }
 
 

@@ -118,11 +118,13 @@ class Renderer:
         nodules: list[NoduleTruth],
         seed: int,
         noise_hu: float,
+        noise_seed: int | None = None,
     ) -> None:
         self.grid = grid
         self.layout = layout
         self.nodules = nodules
         self.seed = seed
+        self.noise_seed = seed if noise_seed is None else noise_seed
         self.noise_hu = noise_hu
         self.lung_voxels = {side: 0 for side in LungSide}
         rng = np.random.default_rng([seed, 1])
@@ -373,7 +375,7 @@ class Renderer:
         _, nj, ni = self.grid.shape
         noise = np.empty(slab.hu.shape, dtype=np.float32)
         for n, k in enumerate(range(slab.k0, slab.k1)):
-            rng = np.random.default_rng([self.seed, 2, k])
+            rng = np.random.default_rng([self.noise_seed, 2, k])
             noise[n] = rng.standard_normal((nj, ni), dtype=np.float32)
         ndimage.gaussian_filter(noise, sigma=(0.0, _NOISE_SIGMA_VOXELS, _NOISE_SIGMA_VOXELS), output=noise)
         noise *= np.float32(self.noise_hu / _smoothed_noise_std(_NOISE_SIGMA_VOXELS))

@@ -13,7 +13,7 @@ import numpy as np
 from MedAIExtension.errors import InputError
 from MedAIExtension.phantom.grid import AXIAL, make_affine, normalized_direction
 
-__all__ = ["DEFAULT_NODULES", "AnatomySpec", "LungSide", "NoduleSpec", "NoduleType", "PhantomSpec"]
+__all__ = ["DEFAULT_NODULES", "AnatomySpec", "LungSide", "NoduleSpec", "NoduleType", "PhantomSpec", "rigid_matrix"]
 
 _MAX_DIAMETER_MM = 60.0
 _MAX_VOXELS = 2048**3 // 8
@@ -202,6 +202,12 @@ class PhantomSpec:
         nodules: the nodules, numbered 1.. in this order.
         noise_hu: standard deviation of the image noise in HU.
         anatomy: body habitus.
+        pose_ras: optional rigid 4x4 matrix (rows) that moves the patient: it maps a point of the body, as the
+            anatomy and the nodules place it, to scanner RAS. The grid stays where it is, so the anatomy (vessels
+            and nodules included) appears rotated and shifted in the image, as when a patient lies differently
+            on the table at a follow-up scan. None: the body frame is the scanner frame.
+        noise_seed: seed of the image noise only (default: ``seed``); a follow-up study of the same patient
+            keeps ``seed`` (same vessels and texture) and takes a new noise realisation.
     """
 
     size_ijk: tuple[int, int, int] = (512, 512, 300)
@@ -212,6 +218,8 @@ class PhantomSpec:
     nodules: tuple[NoduleSpec, ...] = DEFAULT_NODULES
     noise_hu: float = 20.0
     anatomy: AnatomySpec = field(default_factory=AnatomySpec)
+    pose_ras: tuple[tuple[float, float, float, float], ...] | None = None
+    noise_seed: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -242,6 +250,24 @@ class PhantomSpec:
         object.__setattr__(self, "noise_hu", noise)
         if not isinstance(self.anatomy, AnatomySpec):
             raise InputError("anatomy must be an AnatomySpec.")
+        if self.pose_ras is not None:
+            object.__setattr__(self, "pose_ras", _rows(rigid_matrix(self.pose_ras, "pose_ras")))
+        if self.noise_seed is not None:
+            if isinstance(self.noise_seed, bool) or not isinstance(self.noise_seed, int | np.integer):
+                raise InputError(f"noise_seed must be a non-negative integer or None, got {self.noise_seed!r}.")
+            if self.noise_seed < 0:
+                raise InputError(f"noise_seed must be a non-negative integer or None, got {self.noise_seed!r}.")
+            object.__setattr__(self, "noise_seed", int(self.noise_seed))
+
+    @property
+    def pose(self) -> np.ndarray:
+        """The patient pose as a 4x4 array (identity when ``pose_ras`` is None)."""
+        return np.eye(4) if self.pose_ras is None else np.array(self.pose_ras, dtype=float)
+
+    @property
+    def effective_noise_seed(self) -> int:
+        """The seed of the image noise: ``noise_seed``, or ``seed`` when that is None."""
+        return self.seed if self.noise_seed is None else int(self.noise_seed)
 
     @property
     def ijk_to_ras(self) -> np.ndarray:
@@ -253,6 +279,40 @@ class PhantomSpec:
         """Array shape ``(K, J, I)``."""
         i, j, k = self.size_ijk
         return k, j, i
+
+
+def rigid_matrix(matrix: Any, what: str = "transform", tolerance: float = 1e-6) -> np.ndarray:
+    """Validate a 4x4 rigid transform (rotation + translation, no reflection or scaling) and return it.
+
+    Args:
+        matrix: 4x4 numbers (rows); the last row must be ``0 0 0 1``.
+        what: the name used in error messages.
+        tolerance: how far the 3x3 part may be from a rotation (orthonormal, determinant +1).
+
+    Returns:
+        The matrix as a float64 array, its rotation re-orthonormalised.
+
+    Raises:
+        InputError: if it is not a finite rigid 4x4 matrix.
+    """
+    try:
+        out = np.array(matrix, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} must be a 4x4 matrix of numbers, got {matrix!r}") from None
+    if out.shape != (4, 4) or not np.isfinite(out).all():
+        raise InputError(f"{what} must be a finite 4x4 matrix (rows), got shape {out.shape}.")
+    if not np.allclose(out[3], (0.0, 0.0, 0.0, 1.0), atol=tolerance):
+        raise InputError(f"{what} must have the last row 0 0 0 1 (an affine transform), got {out[3].tolist()}.")
+    rotation = out[:3, :3]
+    if not np.allclose(rotation.T @ rotation, np.eye(3), atol=tolerance) or np.linalg.det(rotation) <= 0.0:
+        raise InputError(
+            f"{what} must be rigid: its 3x3 part must be a rotation (orthonormal, determinant +1), without "
+            "scaling, shear or mirroring."
+        )
+    u, _, vt = np.linalg.svd(rotation)
+    out[:3, :3] = u @ vt
+    out[3] = (0.0, 0.0, 0.0, 1.0)
+    return out
 
 
 def _rows(matrix: np.ndarray | Sequence[Sequence[float]]) -> tuple[tuple[float, float, float], ...]:

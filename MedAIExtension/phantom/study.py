@@ -6,7 +6,7 @@ import datetime as dt
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from MedAIExtension.atomic import ensure_writable_directory
@@ -24,11 +24,13 @@ def write_phantom_study(
     spec: PhantomSpec | None = None,
     study_date: dt.date | None = None,
     patient_id: str = "MEDAI-PHANTOM",
+    progress: Callable[[float, str], None] | None = None,
 ) -> dict[str, Path]:
     """Generate a phantom and write it into ``output_dir``.
 
     Layout: ``ct/`` (DICOM CT series), ``ct.nii.gz``, ``labels.nii.gz`` (0 background, 1 lung, 2 nodule),
     ``nodules.nii.gz`` (one id per nodule), ``truth.json``. Everything is staged and moved into place at the end.
+    ``progress`` (optional ``callback(fraction, message)``) follows the rendering, as in ``generate_chest_phantom``.
 
     Returns:
         ``{"ct": folder, "nifti": ..., "labels": ..., "nodules": ..., "truth": ...}``.
@@ -37,7 +39,7 @@ def write_phantom_study(
     from MedAIExtension.io.volume_files import write_volume_file
 
     spec = spec or PhantomSpec(size_ijk=tuple(size_ijk), spacing=tuple(spacing), seed=seed)
-    phantom = generate_chest_phantom(spec)
+    phantom = generate_chest_phantom(spec, progress)
     out = ensure_writable_directory(output_dir)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".medai-staging-"))
     names = {
