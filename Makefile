@@ -51,6 +51,7 @@ lint: dev-deps
 
 bench: dev-deps
 	$(PY) bench/segmentation.py
+	$(PY) bench/tracking.py
 
 train: venv
 	$(PY) -m MedAIExtension.training.train
