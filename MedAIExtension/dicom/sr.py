@@ -586,6 +586,7 @@ def write_tracking_sr(
         is_complete=True,
         series_description=_lo(series_description),
         coding_schemes=[private_scheme],
+        specific_character_set="ISO_IR 192",  # UTF-8: reasons contain "≥", "→"
         software_versions=_lo(f"MedAI {__version__}"),
         manufacturer_model_name=_lo(algorithm_name),
     )

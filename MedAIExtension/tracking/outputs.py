@@ -1,0 +1,216 @@
+"""Writing a tracking result: JSON + CSV table, per-study SEG/SR (DICOM), .seg.nrrd, the transform, HTML report.
+
+Everything is written into a hidden staging folder inside the output folder and moved into place only when all
+of it succeeded, so an error or a cancel leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from MedAIExtension.atomic import ensure_writable_directory
+from MedAIExtension.errors import OutputError
+from MedAIExtension.progress import Progress
+from MedAIExtension.tracking.pipeline import TrackingResult
+
+__all__ = ["write_tracking_outputs"]
+
+TIMEPOINTS = ("baseline", "followup")
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, list):
+        return " ".join(f"{v:g}" for v in value)
+    return "" if value is None else value
+
+
+def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    columns = list(rows[0]) if rows else ["tracking_id", "status"]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: _csv_value(row.get(key)) for key in columns})
+
+
+def _write_seg_nrrd(result: TrackingResult, timepoint: str, path: Path) -> None:
+    from MedAIExtension.mrml import close_scene, create_scene, labelmap_to_segmentation_node, write_seg_nrrd
+
+    scene = create_scene()
+    try:
+        node = labelmap_to_segmentation_node(scene, result.labelmap(timepoint), result.labels(), f"{timepoint} nodules")
+        write_seg_nrrd(node, path)
+    finally:
+        close_scene(scene)
+
+
+def _report_items(result: TrackingResult, timepoint: str) -> list[Any]:
+    from MedAIExtension.dicom.sr import NoduleReportItem
+
+    items = []
+    for nodule in result.nodules:
+        finding = nodule.baseline if timepoint == "baseline" else nodule.followup
+        if finding is None:
+            continue
+        m = finding.measurement
+        rads = nodule.baseline_lung_rads if timepoint == "baseline" else nodule.lung_rads
+        change = nodule.change if timepoint == "followup" else None
+        items.append(
+            NoduleReportItem(
+                tracking_id=nodule.tracking_id,
+                tracking_uid=nodule.tracking_uid,
+                segment_number=nodule.number,  # the label value; mapped to the SEG's segment number later
+                kind=m.kind.value,
+                center_ras=tuple(float(v) for v in m.center_ras),
+                volume_mm3=float(m.volume_mm3),
+                long_axis_mm=float(m.long_axis_mm),
+                short_axis_mm=float(m.short_axis_mm),
+                mean_diameter_mm=float(m.mean_diameter_mm),
+                mean_hu=float(m.mean_hu),
+                solid_volume_mm3=float(m.solid_volume_mm3) if m.kind.value == "part-solid" else None,
+                solid_mean_diameter_mm=float(m.solid_mean_diameter_mm) if m.kind.value == "part-solid" else None,
+                volume_change_percent=change.volume_change_percent if change else None,
+                vdt_days=change.vdt_days if change else None,
+                diameter_change_mm=change.mean_diameter_change_mm if change else None,
+                lung_rads=str(rads.category) if rads else None,
+                lung_rads_reason=rads.reason if rads else None,
+            )
+        )
+    return items
+
+
+def _write_dicom(result: TrackingResult, timepoint: str, staging: Path, names: dict[str, str]) -> None:
+    from MedAIExtension.dicom import write_dicom_seg
+    from MedAIExtension.dicom.sr import write_tracking_sr
+
+    image = (result.baseline if timepoint == "baseline" else result.followup).image
+    items = _report_items(result, timepoint)
+    if not items:
+        return  # nothing to segment or measure; the JSON/HTML report states the nodule-free exam (Lung-RADS 1)
+    labels = [n.label for n in result.nodules if (n.baseline if timepoint == "baseline" else n.followup)]
+    seg_path = staging / f"{timepoint}_seg.dcm"
+    write_dicom_seg(
+        result.labelmap(timepoint),
+        image,
+        labels,
+        seg_path,
+        algorithm_name="MedAI nodule tracking",
+        algorithm_version="1",
+        series_description=f"MedAI nodules ({timepoint})",
+    )
+    names[f"{timepoint}_seg"] = seg_path.name
+    import pydicom
+
+    from MedAIExtension.dicom import segment_value_map
+
+    number_of = {value: number for number, value in segment_value_map(pydicom.dcmread(seg_path)).items()}
+    items = [replace(item, segment_number=number_of[item.segment_number]) for item in items]
+    sr_path = staging / f"{timepoint}_sr.dcm"
+    exam = result.exam_lung_rads[timepoint]
+    write_tracking_sr(
+        sr_path,
+        image,
+        seg_path,
+        items,
+        time_point=timepoint,
+        exam_lung_rads=str(exam.category),
+        algorithm_name="MedAI nodule tracking",
+    )
+    names[f"{timepoint}_sr"] = sr_path.name
+
+
+def write_tracking_outputs(
+    result: TrackingResult,
+    output_dir: str | os.PathLike[str],
+    dicom: bool | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> dict[str, Path]:
+    """Write everything about ``result`` into ``output_dir``; returns ``{kind: path}``.
+
+    ``dicom``: write SEG + SR per study (default: when both studies were read from DICOM).
+    """
+    from MedAIExtension.io.volume_files import write_volume_file
+    from MedAIExtension.tracking.report import nodule_picture, tracking_html
+
+    reporter = Progress(progress)
+    both_dicom = bool(result.baseline.image.source_files and result.followup.image.source_files)
+    if dicom is None:
+        dicom = both_dicom
+    out = ensure_writable_directory(output_dir)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".medai-staging-"))
+    names: dict[str, str] = {}
+    try:
+        rows = result.rows()
+        reporter(0.05, "writing the nodule table")
+        _write_csv(rows, staging / "tracking.csv")
+        names["table_csv"] = "tracking.csv"
+        for index, timepoint in enumerate(TIMEPOINTS):
+            reporter(0.1 + 0.3 * index, f"writing the {timepoint} segmentation")
+            _write_seg_nrrd(result, timepoint, staging / f"{timepoint}_nodules.seg.nrrd")
+            names[f"{timepoint}_seg_nrrd"] = f"{timepoint}_nodules.seg.nrrd"
+            labelmap = result.labelmap(timepoint)
+            write_volume_file(labelmap, staging / f"{timepoint}_nodules.nii.gz")
+            names[f"{timepoint}_labels"] = f"{timepoint}_nodules.nii.gz"
+            if dicom:
+                _write_dicom(result, timepoint, staging, names)
+        transform = getattr(result.registration, "sitk_transform", None)
+        if transform is not None:
+            import SimpleITK as sitk
+
+            sitk.WriteTransform(transform, str(staging / "followup_to_baseline.tfm"))
+            names["transform"] = "followup_to_baseline.tfm"
+        reporter(0.8, "drawing the nodules")
+        (staging / "nodules").mkdir()
+        pictures = {}
+        for nodule in result.nodules:
+            sides = []
+            for finding, image in ((nodule.baseline, result.baseline.image), (nodule.followup, result.followup.image)):
+                sides.append((image, finding, finding.measurement.center_ras) if finding is not None else None)
+            if sides[0] is None and sides[1] is not None:
+                centre = result.registration.map_to_baseline(np.asarray([sides[1][2]]))[0]
+                sides[0] = (result.baseline.image, None, centre)
+            name = f"nodules/{nodule.tracking_id}.png"
+            nodule_picture(staging / name, sides[0], sides[1], nodule.label.color)
+            pictures[nodule.tracking_id] = name
+        summary = result.summary()
+        facts = [
+            ("Interval", f"{result.interval_days:g} days"),
+            ("Registration", "converged" if result.registered else "FAILED — unregistered result"),
+            ("Nodules", ", ".join(f"{k} {v}" for k, v in summary["counts"].items())),
+            *[
+                (f"Lung-RADS {key}", f"{value['category']} — {value['reason']}")
+                for key, value in summary["exam_lung_rads"].items()
+            ],
+        ]
+        names["report"] = "report.html"
+        (staging / "report.html").write_text(
+            tracking_html("MedAI nodule tracking", facts, rows, pictures, dict(names), result.warnings),
+            encoding="utf-8",
+        )
+        document = {"summary": summary, "nodules": rows, "files": dict(names)}
+        (staging / "tracking.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
+        names["table_json"] = "tracking.json"
+        reporter(0.95, "moving results into place")
+        final: dict[str, Path] = {}
+        for kind, name in [*names.items(), ("pictures", "nodules")]:
+            target = out / name.split("/")[0]
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(staging / name.split("/")[0], target)
+            final[kind] = out / name
+        reporter(1.0, "done")
+        return final
+    except OSError as exc:
+        raise OutputError(f"Writing results into {out} failed ({exc.strerror or exc}); nothing was written.") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

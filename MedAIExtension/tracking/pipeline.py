@@ -1,0 +1,470 @@
+"""Baseline vs follow-up chest CT: find, segment and measure nodules, register, match, grow, categorise.
+
+The logic behind ``medai track`` and the MedAINoduleTracking Slicer module. Qt-free; nothing here writes files
+(see :mod:`MedAIExtension.tracking.outputs`).
+"""
+
+from __future__ import annotations
+
+import colorsys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from MedAIExtension.errors import InputError
+from MedAIExtension.io.image import Image
+from MedAIExtension.labels import CodedTerm, SegmentLabel
+from MedAIExtension.progress import CancelToken, Progress
+from MedAIExtension.tracking.growth import NoduleChange, nodule_change, study_interval_days
+from MedAIExtension.tracking.types import Finding
+
+__all__ = [
+    "TimepointResult",
+    "TrackedNodule",
+    "TrackingOptions",
+    "TrackingResult",
+    "analyse_timepoint",
+    "track_nodules",
+]
+
+#: Label value of nodules in the shipped segmentation model's output.
+MODEL_NODULE_LABEL = 2
+_NODULE_CATEGORY = CodedTerm("49755003", "SCT", "Morphologically Altered Structure")
+_NODULE_TYPE = CodedTerm("27925004", "SCT", "Nodule")
+
+
+@dataclass(frozen=True)
+class TrackingOptions:
+    """Settings of one tracking run.
+
+    Attributes:
+        model: catalogue model whose nodule label adds candidates; None for the classical detector alone.
+        device: ``auto``, ``cpu`` or ``cuda`` for the model.
+        deformable: add a B-spline stage inside the lungs after the affine registration.
+        force: track even when the two studies belong to different patients.
+        interval_days: days between the studies; default from the DICOM study dates.
+        min_mean_diameter_mm: nodules with a smaller mean diameter are not reported.
+        gate_mm: largest distance (after registration) at which two nodules can be the same nodule.
+        suspicious: tracking ids (e.g. ``{"N2"}``) a reader marked with features suspicious for cancer (4X).
+        min_single_confidence: a nodule seen in one study only (new or resolved) is reported when its detection
+            confidence reaches this; nodules seen in both studies are always reported.
+        model_only_confidence: confidence of a candidate only the model found (the classical detector did not
+            see a round blob there, e.g. at a vessel junction).
+    """
+
+    model: str | None = "chest-ct-lung-nodule"
+    device: str = "auto"
+    deformable: bool = False
+    force: bool = False
+    interval_days: float | None = None
+    min_mean_diameter_mm: float = 3.0
+    gate_mm: float = 10.0
+    suspicious: frozenset[str] = frozenset()
+    min_single_confidence: float = 0.6
+    model_only_confidence: float = 0.5
+
+
+@dataclass
+class TimepointResult:
+    """Everything found in one study."""
+
+    image: Image
+    lungs: np.ndarray
+    findings: list[Finding]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrackedNodule:
+    """One nodule followed across the two studies."""
+
+    number: int
+    tracking_uid: str
+    status: str  # "persistent", "new" or "resolved"
+    baseline: Finding | None
+    followup: Finding | None
+    change: NoduleChange | None
+    lung_rads: Any  # LungRadsResult of the latest study showing the nodule
+    baseline_lung_rads: Any
+    distance_mm: float | None = None
+
+    @property
+    def tracking_id(self) -> str:
+        """Human-readable tracking identifier, e.g. ``N3``."""
+        return f"N{self.number}"
+
+    @property
+    def label(self) -> SegmentLabel:
+        """The nodule's segment: same name and colour in both studies."""
+        hue = (self.number * 0.618034) % 1.0
+        color = colorsys.hsv_to_rgb(hue, 0.85, 1.0)
+        return SegmentLabel(self.number, self.tracking_id, color, _NODULE_CATEGORY, _NODULE_TYPE)
+
+
+@dataclass
+class TrackingResult:
+    """The outcome of :func:`track_nodules`."""
+
+    baseline: TimepointResult
+    followup: TimepointResult
+    registration: Any  # tracking.registration.Registration
+    nodules: list[TrackedNodule]
+    interval_days: float
+    exam_lung_rads: dict[str, Any]  # {"baseline": LungRadsResult, "followup": LungRadsResult}
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def registered(self) -> bool:
+        """False when registration failed and the matching used the scanner coordinates as they are."""
+        return bool(self.registration.converged)
+
+    def labels(self) -> list[SegmentLabel]:
+        """One segment label per tracked nodule."""
+        return [nodule.label for nodule in self.nodules]
+
+    def labelmap(self, timepoint: str) -> Image:
+        """A label map of ``"baseline"`` or ``"followup"``: voxel value = tracking number."""
+        result = self.baseline if timepoint == "baseline" else self.followup
+        array = np.zeros(result.image.shape, dtype=np.uint8)
+        for nodule in self.nodules:
+            finding = nodule.baseline if timepoint == "baseline" else nodule.followup
+            if finding is not None:
+                region = array[finding.mask.box]
+                region[finding.mask.mask & (region == 0)] = nodule.number
+        return result.image.with_array(array, modality="SEG")
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The longitudinal table: one row per tracked nodule (JSON/CSV/MRML table)."""
+        rows = []
+        for nodule in self.nodules:
+            row: dict[str, Any] = {"tracking_id": nodule.tracking_id, "tracking_uid": nodule.tracking_uid}
+            row["status"] = nodule.status
+            row["color"] = [round(c, 4) for c in nodule.label.color]
+            for name, finding in (("baseline", nodule.baseline), ("followup", nodule.followup)):
+                m = finding.measurement if finding is not None else None
+                row[f"{name}_kind"] = m.kind.value if m else None
+                row[f"{name}_volume_mm3"] = round(m.volume_mm3, 1) if m else None
+                row[f"{name}_long_axis_mm"] = m.long_axis_mm if m else None
+                row[f"{name}_short_axis_mm"] = m.short_axis_mm if m else None
+                row[f"{name}_mean_diameter_mm"] = m.mean_diameter_mm if m else None
+                row[f"{name}_solid_mean_diameter_mm"] = m.solid_mean_diameter_mm if m else None
+                row[f"{name}_mean_hu"] = round(m.mean_hu, 1) if m else None
+                row[f"{name}_center_ras"] = [round(float(v), 2) for v in m.center_ras] if m else None
+                row[f"{name}_detection"] = finding.candidate.source if finding is not None else None
+                row[f"{name}_confidence"] = round(finding.candidate.confidence, 3) if finding is not None else None
+            change = nodule.change
+            row["volume_change_mm3"] = round(change.volume_change_mm3, 1) if change else None
+            row["volume_change_percent"] = round(change.volume_change_percent, 1) if change else None
+            row["vdt_days"] = round(change.vdt_days, 1) if change and change.vdt_days is not None else None
+            row["mean_diameter_change_mm"] = change.mean_diameter_change_mm if change else None
+            row["match_distance_mm"] = round(nodule.distance_mm, 2) if nodule.distance_mm is not None else None
+            row["lung_rads"] = str(nodule.lung_rads.category) if nodule.lung_rads else None
+            row["lung_rads_reason"] = nodule.lung_rads.reason if nodule.lung_rads else None
+            row["baseline_lung_rads"] = str(nodule.baseline_lung_rads.category) if nodule.baseline_lung_rads else None
+            rows.append(row)
+        return rows
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready facts about the run (without the per-nodule rows)."""
+        reg = self.registration
+        return {
+            "interval_days": self.interval_days,
+            "registered": self.registered,
+            "registration": {
+                "converged": bool(reg.converged),
+                "deformable": bool(getattr(reg, "deformable", False)),
+                "message": reg.message,
+                "metric": float(reg.metric) if reg.metric is not None else None,
+                "followup_to_baseline_ras": np.asarray(reg.followup_to_baseline_ras).round(6).tolist(),
+            },
+            "exam_lung_rads": {
+                key: {"category": str(value.category), "reason": value.reason}
+                for key, value in self.exam_lung_rads.items()
+            },
+            "counts": {
+                status: sum(1 for n in self.nodules if n.status == status)
+                for status in ("persistent", "new", "resolved")
+            },
+            "warnings": list(self.warnings),
+            "seconds": {"baseline": self.baseline.seconds, "followup": self.followup.seconds},
+        }
+
+
+def _check_pair(baseline: Image, followup: Image, options: TrackingOptions) -> None:
+    for name, image in (("baseline", baseline), ("follow-up", followup)):
+        if image.modality and image.modality != "CT":
+            raise InputError(f"The {name} image is {image.modality}; nodule tracking needs chest CT.")
+    first = str(baseline.metadata.get("PatientID", "")).strip()
+    second = str(followup.metadata.get("PatientID", "")).strip()
+    if first and second and first != second and not options.force:
+        raise InputError(
+            f"Baseline and follow-up belong to different patients (PatientID {first!r} vs {second!r}). "
+            "Pick two studies of the same patient, or pass --force if the IDs differ for a known reason."
+        )
+
+
+def analyse_timepoint(
+    image: Image,
+    options: TrackingOptions,
+    progress: Progress,
+) -> TimepointResult:
+    """Lungs, candidates (model + classical), one segmented and measured finding per nodule."""
+    import time
+
+    from MedAIExtension.tracking.detection import detect_candidates
+    from MedAIExtension.tracking.lungs import lung_mask
+    from MedAIExtension.tracking.measurements import measure_nodule
+    from MedAIExtension.tracking.nodule_segmentation import segment_nodule
+
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    progress(0.0, "finding the lungs")
+    lungs = lung_mask(image)
+    seconds["lungs"] = time.perf_counter() - started
+    model_labels = None
+    if options.model:
+        from MedAIExtension.segmentation.pipeline import segment_image
+
+        started = time.perf_counter()
+        result = segment_image(image, options.model, options.device, progress=progress.stage(0.05, 0.6))
+        model_labels = result.labelmap.array
+        seconds["model"] = time.perf_counter() - started
+    started = time.perf_counter()
+    progress(0.6, "looking for nodule candidates")
+    from MedAIExtension.tracking.detection import DetectionOptions
+
+    candidates = detect_candidates(
+        image,
+        lungs,
+        model_labels=model_labels,
+        nodule_label=MODEL_NODULE_LABEL,
+        options=DetectionOptions(model_confidence=options.model_only_confidence),
+    )
+    seconds["detection"] = time.perf_counter() - started
+    started = time.perf_counter()
+    findings: list[Finding] = []
+    claimed = np.zeros(image.shape, dtype=bool)
+    measure = progress.stage(0.7, 1.0)
+    for index, candidate in enumerate(candidates):
+        measure(index / max(len(candidates), 1), f"segmenting candidate {index + 1}/{len(candidates)}")
+        mask = segment_nodule(image, candidate, lungs)
+        if mask is None or mask.voxel_count == 0:
+            continue
+        if np.any(claimed[mask.box] & mask.mask):
+            continue  # another, more confident candidate already holds this nodule
+        measurement = measure_nodule(image, mask, lungs)
+        if measurement.mean_diameter_mm < options.min_mean_diameter_mm:
+            continue
+        claimed[mask.box] |= mask.mask
+        findings.append(Finding(candidate, mask, measurement))
+    seconds["segmentation"] = time.perf_counter() - started
+    measure(1.0, f"{len(findings)} nodules")
+    return TimepointResult(image, lungs, findings, {k: round(v, 2) for k, v in seconds.items()})
+
+
+def _tracking_uid(image: Image, number: int) -> str:
+    from MedAIExtension.dicom.sr import tracking_uid_for
+
+    seed = "|".join(str(image.metadata.get(key, "")) for key in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID"))
+    if not seed.strip("|"):
+        seed = f"{image.array.shape}|{np.asarray(image.ijk_to_ras).round(3).tolist()}|{int(image.array.sum())}"
+    return tracking_uid_for(f"medai-nodule|{seed}|{number}")
+
+
+def track_nodules(
+    baseline: Image,
+    followup: Image,
+    options: TrackingOptions | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    token: CancelToken | None = None,
+) -> TrackingResult:
+    """Track lung nodules from ``baseline`` to ``followup`` (two chest CTs of one patient).
+
+    Raises:
+        InputError: different patients (unless forced), follow-up dated before baseline, not a chest CT.
+        CancelledError: ``token`` was cancelled.
+    """
+    from MedAIExtension.tracking import lungrads
+    from MedAIExtension.tracking.registration import register_followup
+
+    options = options or TrackingOptions()
+    reporter = Progress(progress, token)
+    _check_pair(baseline, followup, options)
+    interval = study_interval_days(baseline, followup, options.interval_days)
+    warnings: list[str] = []
+    base = analyse_timepoint(baseline, options, reporter.stage(0.0, 0.4))
+    follow = analyse_timepoint(followup, options, reporter.stage(0.4, 0.8))
+    reporter(0.8, "registering the follow-up to the baseline")
+    registration = register_followup(
+        baseline, followup, base.lungs, follow.lungs, deformable=options.deformable, token=token
+    )
+    if not registration.converged:
+        warnings.append(
+            f"Registration did not converge ({registration.message}); nodules were matched in scanner "
+            "coordinates without registration — check the matches."
+        )
+    reporter(0.92, "matching nodules")
+    matches = _match(base, follow, registration, options)
+    if _confirm_across(base, follow, registration, matches, options):
+        matches = _match(base, follow, registration, options)
+    nodules = _tracked(matches, base, follow, interval, options)
+    for timepoint in (base, follow):
+        for finding in timepoint.findings:
+            warnings.extend(w for w in finding.measurement.warnings if w not in warnings)
+    exam = {
+        "baseline": lungrads.categorize_exam([n.baseline_lung_rads for n in nodules if n.baseline is not None]),
+        "followup": lungrads.categorize_exam([n.lung_rads for n in nodules if n.followup is not None]),
+    }
+    reporter(1.0, f"{len(nodules)} nodules tracked")
+    return TrackingResult(base, follow, registration, nodules, interval, exam, warnings)
+
+
+def _match(base: TimepointResult, follow: TimepointResult, registration: Any, options: TrackingOptions) -> list[Any]:
+    from MedAIExtension.tracking.matching import match_nodules
+
+    return match_nodules(
+        [f.measurement.center_ras for f in base.findings],
+        [f.measurement.center_ras for f in follow.findings],
+        registration,
+        baseline_radii_mm=[f.measurement.mean_diameter_mm / 2 for f in base.findings],
+        followup_radii_mm=[f.measurement.mean_diameter_mm / 2 for f in follow.findings],
+        gate_mm=options.gate_mm,
+    )
+
+
+def _overlap(a: Any, b: Any) -> bool:
+    """Whether two :class:`NoduleMask` of one image share a voxel (compared inside their common box)."""
+    starts = [max(x.start or 0, y.start or 0) for x, y in zip(a.box, b.box, strict=True)]
+    stops = [min(x.stop, y.stop) for x, y in zip(a.box, b.box, strict=True)]
+    if any(lo >= hi for lo, hi in zip(starts, stops, strict=True)):
+        return False
+    part_a = a.mask[tuple(slice(lo - (x.start or 0), hi - (x.start or 0)) for lo, hi, x in zip(starts, stops, a.box))]
+    part_b = b.mask[tuple(slice(lo - (y.start or 0), hi - (y.start or 0)) for lo, hi, y in zip(starts, stops, b.box))]
+    return bool(np.any(part_a & part_b))
+
+
+def _confirm_across(
+    base: TimepointResult, follow: TimepointResult, registration: Any, matches: Sequence[Any], options: TrackingOptions
+) -> bool:
+    """Look again where a one-study nodule should be in the other study; drop unconfirmed weak findings.
+
+    The detectors can miss a nodule in one study (smaller, fainter, next to a vessel). For each unmatched,
+    confident finding the nodule is segmented at its registered position in the other study; a nodule found
+    there joins that study's findings (source ``"propagated"``). Unmatched findings below
+    ``min_single_confidence`` are dropped. Returns True when the finding lists changed.
+    """
+    from MedAIExtension.tracking.measurements import measure_nodule
+    from MedAIExtension.tracking.nodule_segmentation import segment_nodule
+    from MedAIExtension.tracking.types import Candidate
+
+    changed = False
+    drop: dict[int, set[int]] = {0: set(), 1: set()}
+    for match in matches:
+        if match.baseline is not None and match.followup is not None:
+            continue
+        side = 0 if match.followup is None else 1  # the study that has the finding
+        source, other = (base, follow) if side == 0 else (follow, base)
+        finding = source.findings[match.baseline if side == 0 else match.followup]
+        if finding.candidate.confidence < options.min_single_confidence:
+            drop[side].add(match.baseline if side == 0 else match.followup)
+            continue
+        centre = np.asarray(finding.measurement.center_ras, dtype=float)
+        mapped = registration.map_to_followup(centre) if side == 0 else registration.map_to_baseline(centre)
+        seed = Candidate(
+            tuple(float(v) for v in mapped),
+            finding.measurement.mean_diameter_mm,
+            finding.candidate.confidence,
+            "propagated",
+        )
+        mask = segment_nodule(other.image, seed, other.lungs)
+        if mask is None or mask.voxel_count == 0:
+            continue
+        if any(_overlap(f.mask, mask) for f in other.findings):
+            continue
+        measurement = measure_nodule(other.image, mask, other.lungs)
+        if np.linalg.norm(np.subtract(measurement.center_ras, mapped)) > options.gate_mm:
+            continue
+        if measurement.mean_diameter_mm < options.min_mean_diameter_mm:
+            continue
+        other.findings.append(
+            Finding(seed, mask, measurement, {"propagated_from": "baseline" if side == 0 else "followup"})
+        )
+        changed = True
+    for side, result in ((0, base), (1, follow)):
+        if drop[side]:
+            result.findings[:] = [f for index, f in enumerate(result.findings) if index not in drop[side]]
+            changed = True
+    return changed
+
+
+def _tracked(
+    matches: Sequence[Any],
+    base: TimepointResult,
+    follow: TimepointResult,
+    interval: float,
+    options: TrackingOptions,
+) -> list[TrackedNodule]:
+    """Number the nodules (baseline ones first, by position), compute change and Lung-RADS for each."""
+
+    def order(match: Any) -> tuple[int, float, float, float]:
+        finding = base.findings[match.baseline] if match.baseline is not None else follow.findings[match.followup]
+        r, a, s = finding.measurement.center_ras
+        return (0 if match.baseline is not None else 1, -s, r, a)  # top to bottom, then right to left
+
+    nodules: list[TrackedNodule] = []
+    for number, match in enumerate(sorted(matches, key=order), start=1):
+        b = base.findings[match.baseline] if match.baseline is not None else None
+        f = follow.findings[match.followup] if match.followup is not None else None
+        status = "persistent" if b is not None and f is not None else ("new" if b is None else "resolved")
+        change = None
+        if b is not None and f is not None:
+            change = nodule_change(
+                b.measurement.volume_mm3,
+                f.measurement.volume_mm3,
+                b.measurement.mean_diameter_mm,
+                f.measurement.mean_diameter_mm,
+                interval,
+            )
+        uid_source = base.image if b is not None else follow.image
+        tracking_id = f"N{number}"
+        suspicious = tracking_id in options.suspicious
+        baseline_rads = lungrads_for(b, None, None, suspicious) if b is not None else None
+        current = lungrads_for(f, b, interval, suspicious) if f is not None else baseline_rads
+        nodules.append(
+            TrackedNodule(
+                number=number,
+                tracking_uid=_tracking_uid(uid_source, number),
+                status=status,
+                baseline=b,
+                followup=f,
+                change=change,
+                lung_rads=current,
+                baseline_lung_rads=baseline_rads,
+                distance_mm=match.distance_mm,
+            )
+        )
+    return nodules
+
+
+def lungrads_for(finding: Finding, prior: Finding | None, interval: float | None, suspicious: bool) -> Any:
+    """Lung-RADS of ``finding``: baseline rules without ``interval``; new/growing/stable rules with it."""
+    from dataclasses import replace
+
+    from MedAIExtension.tracking.lungrads import NoduleStatus, Timepoint, categorize_nodule, follow_up_timepoint
+    from MedAIExtension.tracking.types import NoduleKind
+
+    measurement = finding.measurement
+    if measurement.kind is NoduleKind.PART_SOLID and measurement.solid_mean_diameter_mm <= 0:
+        measurement = replace(measurement, kind=NoduleKind.GROUND_GLASS)  # no measurable solid part
+    inputs: dict[str, Any] = {"suspicious_features": suspicious}
+    if interval is None:
+        timepoint = Timepoint.BASELINE
+    elif prior is None:
+        timepoint = Timepoint.NEW
+    else:
+        previous = prior.measurement.mean_diameter_mm
+        timepoint = follow_up_timepoint(previous, measurement.mean_diameter_mm, interval)
+        inputs.update(prior_mean_diameter_mm=previous, interval_days=interval)
+    return categorize_nodule(NoduleStatus.from_measurement(measurement, timepoint, **inputs))
