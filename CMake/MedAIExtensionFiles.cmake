@@ -9,6 +9,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/demo.py
   MedAIExtension/dicom/__init__.py
   MedAIExtension/dicom/seg.py
+  MedAIExtension/dicom/sr.py
   MedAIExtension/dicom/tools.py
   MedAIExtension/dicom/validation.py
   MedAIExtension/errors.py
@@ -30,15 +31,19 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/models/resample_scores.py
   MedAIExtension/mrml/__init__.py
   MedAIExtension/mrml/_vtk.py
+  MedAIExtension/mrml/markups.py
+  MedAIExtension/mrml/plots.py
   MedAIExtension/mrml/scene.py
   MedAIExtension/mrml/segmentations.py
   MedAIExtension/mrml/storage.py
   MedAIExtension/mrml/tables.py
+  MedAIExtension/mrml/transforms.py
   MedAIExtension/mrml/volumes.py
   MedAIExtension/phantom/__init__.py
   MedAIExtension/phantom/_sdf.py
   MedAIExtension/phantom/anatomy.py
   MedAIExtension/phantom/chest.py
+  MedAIExtension/phantom/followup.py
   MedAIExtension/phantom/grid.py
   MedAIExtension/phantom/render.py
   MedAIExtension/phantom/sampling.py
@@ -51,6 +56,20 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/segmentation/outputs.py
   MedAIExtension/segmentation/pipeline.py
   MedAIExtension/segmentation/report.py
+  MedAIExtension/tracking/__init__.py
+  MedAIExtension/tracking/detection.py
+  MedAIExtension/tracking/growth.py
+  MedAIExtension/tracking/lungrads.py
+  MedAIExtension/tracking/lungs.py
+  MedAIExtension/tracking/matching.py
+  MedAIExtension/tracking/measurements.py
+  MedAIExtension/tracking/nodule_segmentation.py
+  MedAIExtension/tracking/outputs.py
+  MedAIExtension/tracking/pipeline.py
+  MedAIExtension/tracking/registration.py
+  MedAIExtension/tracking/report.py
+  MedAIExtension/tracking/scene.py
+  MedAIExtension/tracking/types.py
   MedAIExtension/training/__init__.py
   MedAIExtension/training/export.py
   MedAIExtension/training/network.py

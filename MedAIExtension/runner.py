@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["WorkerEvent", "WorkerProcess", "format_event", "parse_event", "segmentation_worker_args"]
+__all__ = [
+    "WorkerEvent",
+    "WorkerProcess",
+    "format_event",
+    "parse_event",
+    "segmentation_worker_args",
+    "tracking_worker_args",
+]
 
 _PREFIX = "@medai "
 
@@ -81,6 +88,35 @@ def segmentation_worker_args(
         "--format",
         formats,
     ]
+
+
+def tracking_worker_args(
+    baseline_path: str | os.PathLike[str],
+    followup_path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    model_name: str | None = "chest-ct-lung-nodule",
+    device: str = "auto",
+    deformable: bool = False,
+    force: bool = False,
+    interval_days: float | None = None,
+    python: str | None = None,
+) -> list[str]:
+    """The command line that tracks lung nodules from ``baseline_path`` to ``followup_path`` in a child process.
+
+    Each path is a DICOM series folder or a volume file. ``model_name`` None runs the classical detector alone;
+    ``interval_days`` None takes the interval from the DICOM study dates.
+    """
+    args = [python or sys.executable, "-m", "MedAIExtension.worker", "track"]
+    args += ["--baseline", str(baseline_path), "--followup", str(followup_path), "--output", str(output_dir)]
+    args += ["--no-model"] if model_name is None else ["--model", model_name]
+    args += ["--device", device]
+    if deformable:
+        args.append("--deformable")
+    if force:
+        args.append("--force")
+    if interval_days is not None:
+        args += ["--interval-days", repr(float(interval_days))]
+    return args
 
 
 class WorkerProcess:

@@ -1,4 +1,8 @@
-"""Child-process entry point: ``python -m MedAIExtension.worker segment --input ... --model ... --output ...``.
+"""Child-process entry point of the Slicer modules: one long job, reported as JSON lines.
+
+* ``python -m MedAIExtension.worker segment --input ... --model ... --output ...``
+* ``python -m MedAIExtension.worker track --baseline ... --followup ... --output ... [--model NAME | --no-model]
+  [--device D] [--deformable] [--force] [--interval-days N]``
 
 Prints one JSON event per line (see :mod:`MedAIExtension.runner`) and exits 0 on success, the error's exit code
 otherwise. SIGTERM ends it at once; outputs are staged, so nothing partial is left behind.
@@ -51,6 +55,46 @@ def _segment(args: argparse.Namespace) -> dict[str, str]:
     return data
 
 
+def _track(args: argparse.Namespace) -> dict[str, object]:
+    from MedAIExtension.atomic import check_output_directory
+    from MedAIExtension.io.loader import load_image
+    from MedAIExtension.tracking.outputs import write_tracking_outputs
+    from MedAIExtension.tracking.pipeline import TrackingOptions, track_nodules
+
+    def warn(message: str) -> None:
+        _emit(WorkerEvent("log", message=message))
+
+    check_output_directory(args.output)
+    options = TrackingOptions(
+        model=None if args.no_model else args.model,
+        device=args.device,
+        deformable=args.deformable,
+        force=args.force,
+        interval_days=args.interval_days,
+    )
+    _emit(WorkerEvent("progress", 0.0, "reading the baseline study"))
+    baseline = load_image(args.baseline, warn=warn)
+    _emit(WorkerEvent("progress", 0.01, "reading the follow-up study"))
+    followup = load_image(args.followup, warn=warn)
+    result = track_nodules(
+        baseline, followup, options, progress=lambda f, m: _emit(WorkerEvent("progress", 0.02 + 0.88 * f, m))
+    )
+    files = write_tracking_outputs(
+        result, args.output, progress=lambda f, m: _emit(WorkerEvent("progress", 0.9 + 0.09 * f, m))
+    )
+    for message in result.warnings:
+        warn(message)
+    data: dict[str, object] = {key: str(path) for key, path in files.items()}
+    data.update(
+        output=str(args.output),
+        nodules=len(result.nodules),
+        registered=result.registered,
+        interval_days=result.interval_days,
+        warnings=list(result.warnings),
+    )
+    return data
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one job and report it as JSON lines."""
     parser = argparse.ArgumentParser(prog="python -m MedAIExtension.worker")
@@ -62,10 +106,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     seg.add_argument("--device", default="auto")
     seg.add_argument("--format", default="nii.gz")
     seg.add_argument("--series", default=None)
+    seg.set_defaults(job=_segment)
+    track = sub.add_parser("track")
+    track.add_argument("--baseline", required=True)
+    track.add_argument("--followup", required=True)
+    track.add_argument("--output", required=True)
+    models = track.add_mutually_exclusive_group()
+    models.add_argument("--model", default="chest-ct-lung-nodule")
+    models.add_argument("--no-model", action="store_true")
+    track.add_argument("--device", default="auto")
+    track.add_argument("--deformable", action="store_true")
+    track.add_argument("--force", action="store_true")
+    track.add_argument("--interval-days", type=float, default=None)
+    track.set_defaults(job=_track)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        data = _segment(args)
+        data = args.job(args)
     except MedAIError as exc:
         _emit(WorkerEvent("error", message=str(exc), data={"type": type(exc).__name__}))
         return exc.exit_code

@@ -1,0 +1,313 @@
+"""Slicer-side logic of MedAI Nodule Tracking: run the tracking worker, load its result, export SR/SEG.
+
+The two studies go to a child process (``python -m MedAIExtension.worker track``) as DICOM series when Slicer's DICOM
+database holds their files (so the result keeps patient, study dates and UIDs and gets DICOM SEG + SR), as NRRD files
+otherwise. Tracking, outputs and the MRML bridge are ``MedAIExtension``'s; no widgets, no dialogs here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import slicer
+from MedAISegmentationLib.dependencies import workerPython
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+
+from MedAIExtension.errors import InputError, MedAIError
+
+__all__ = ["DICOM_FILE_KEYS", "OUTPUT_ATTRIBUTE", "TrackingJob", "TrackingLogic"]
+
+logger = logging.getLogger(__name__)
+#: Table node attribute holding the folder of the run's outputs (tracking.json, SEG/SR, report.html).
+OUTPUT_ATTRIBUTE = "MedAI.trackingOutput"
+#: Keys of the DICOM objects in tracking.json's "files" (written only when both studies came from DICOM).
+DICOM_FILE_KEYS = ("baseline_seg", "baseline_sr", "followup_seg", "followup_sr")
+_TIMEPOINTS = ("baseline", "followup")
+
+
+def _temporaryFolder() -> str | None:
+    """Slicer's temporary folder (None outside the application: the system default is used)."""
+    return getattr(getattr(slicer, "app", None), "temporaryPath", None)
+
+
+@dataclass
+class TrackingJob:
+    """One run of the tracking worker and what came out of it."""
+
+    process: Any
+    workDir: Path
+    baselineVolume: Any
+    followupVolume: Any
+    nodes: Any = None  # MedAIExtension.tracking.scene.TrackingNodes once the result is loaded
+    result: dict[str, Any] = field(default_factory=dict)  # the worker's result data (files, counts, warnings)
+    error: str = ""
+    cancelled: bool = False
+    finished: bool = False
+    startTime: float = 0.0
+
+    @property
+    def outputDir(self) -> Path:
+        """Where the worker writes (and the result keeps) tracking.json, SEG/SR, report.html."""
+        return self.workDir / "results"
+
+
+class TrackingLogic(ScriptedLoadableModuleLogic):
+    """Starts and polls the worker, loads its result into the scene, jumps to nodules, exports SR/SEG."""
+
+    def __init__(self, scene: Any = None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.scene = scene if scene is not None else slicer.mrmlScene
+
+    @staticmethod
+    def noduleModels() -> list[tuple[str, str]]:
+        """(name, title) of the catalogue models whose nodule label the tracking can use as candidates."""
+        from MedAIExtension.models.catalog import load_catalog
+        from MedAIExtension.tracking.pipeline import MODEL_NODULE_LABEL
+
+        catalog, models = load_catalog(), []
+        for name in catalog.names():
+            entry = catalog.get(name)
+            label = next((label for label in entry.labels if label.value == MODEL_NODULE_LABEL), None)
+            if label is not None and label.type is not None and label.type.value == "27925004":  # SCT Nodule
+                models.append((entry.name, f"{entry.title} ({entry.version})"))
+        return models
+
+    @staticmethod
+    def dicomFiles(volume: Any) -> list[str]:
+        """The volume's DICOM files in Slicer's DICOM database; empty unless every instance is found there."""
+        uids = (volume.GetAttribute("DICOM.instanceUIDs") or "").split()
+        database = getattr(slicer, "dicomDatabase", None)
+        files = [database.fileForInstance(uid) for uid in uids] if uids and database is not None else []
+        return files if files and all(files) and all(os.path.isfile(f) for f in files) else []
+
+    def _stageInput(self, volume: Any, folder: Path, dicomFiles: list[str]) -> Path:
+        """A folder holding (links to) the volume's DICOM series, or the volume written as NRRD."""
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if not dicomFiles:
+            from MedAIExtension.io import write_volume_file
+            from MedAIExtension.mrml import volume_node_to_image
+
+            return write_volume_file(volume_node_to_image(volume), folder.with_suffix(".nrrd"))
+        folder.mkdir()
+        for number, source in enumerate(dicomFiles):
+            target = folder / f"{number:06d}.dcm"  # the database may hold equal file names in several folders
+            try:
+                os.link(source, target)
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(source, target)
+        return folder
+
+    def start(
+        self,
+        baselineVolume: Any,
+        followupVolume: Any,
+        model: str | None = None,
+        device: str = "auto",
+        deformable: bool = False,
+        force: bool = False,
+        intervalDays: float | None = None,
+    ) -> TrackingJob:
+        """Stage both studies in a temporary folder and start the worker on them.
+
+        Raises:
+            InputError: a volume is missing or both are the same, the device is not available, or the interval is
+                unknown (neither given nor readable from DICOM study dates).
+        """
+        from MedAIExtension.models.devices import available_devices
+        from MedAIExtension.runner import WorkerProcess, tracking_worker_args
+
+        for name, volume in (("baseline", baselineVolume), ("follow-up", followupVolume)):
+            if volume is None or volume.GetImageData() is None:
+                raise InputError(f"Select a {name} volume that holds an image.")
+        if baselineVolume.GetID() == followupVolume.GetID():
+            raise InputError("Baseline and follow-up are the same volume: select the earlier scan as baseline.")
+        if model and device not in available_devices():
+            raise InputError(f"Device '{device}' is not available here ({', '.join(available_devices())}).")
+        files = [self.dicomFiles(baselineVolume), self.dicomFiles(followupVolume)]
+        if intervalDays is None and not all(files):
+            raise InputError(
+                "The interval between the scans is unknown: only volumes loaded from Slicer's DICOM database carry "
+                "their study dates. Enter the interval in days, or load both series in the DICOM module."
+            )
+        workDir = Path(tempfile.mkdtemp(prefix="MedAI-tracking-", dir=_temporaryFolder()))
+        try:
+            inputs = [
+                self._stageInput(volume, workDir / "inputs" / name, found)
+                for volume, name, found in zip((baselineVolume, followupVolume), _TIMEPOINTS, files, strict=True)
+            ]
+            job = TrackingJob(None, workDir, baselineVolume, followupVolume, startTime=time.time())
+            args = tracking_worker_args(
+                *inputs, job.outputDir, model or None, device, deformable, force, intervalDays, python=workerPython()
+            )
+            job.process = WorkerProcess(args)
+            job.process.start()
+        except BaseException:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
+        return job
+
+    def startFromParameters(self, parameters: Any) -> TrackingJob:
+        """:meth:`start` with the settings of the module's parameter node (interval 0 = from the study dates)."""
+        p = parameters
+        return self.start(
+            p.baselineVolume, p.followupVolume, p.model or None, p.device, p.deformable, p.force, p.intervalDays or None
+        )
+
+    def poll(self, job: TrackingJob) -> list[Any]:
+        """Return the worker's new events; load the result when it comes; mark the job finished when it ends."""
+        try:
+            events = list(job.process.poll())
+        except Exception as exc:  # the worker's output cannot be read: stop it and report
+            logger.exception("Polling the MedAI tracking worker failed")
+            self.cancel(job)
+            job.error, events = f"Lost contact with the tracking process: {exc}", []
+        for event in events:
+            if event.kind == "result" and not job.cancelled:
+                try:
+                    self._loadResult(job, event.data)
+                except MedAIError as exc:
+                    job.error = str(exc)
+                except Exception as exc:
+                    logger.exception("Loading the MedAI tracking result failed")
+                    job.error = f"The tracking result could not be loaded into Slicer: {exc}"
+            elif event.kind == "error" and not job.cancelled:
+                job.error = event.message
+        if not job.process.running and not job.finished:
+            job.finished = True
+            if job.nodes is None and not job.error and not job.cancelled:
+                job.error = f"The tracking process stopped (exit code {job.process.returncode}) without a result."
+            failed = job.nodes is None or bool(job.error)
+            shutil.rmtree(job.workDir if failed else job.workDir / "inputs", ignore_errors=True)
+        return events
+
+    def cancel(self, job: TrackingJob) -> None:
+        """Kill the worker (and whatever it started); nothing is loaded and the temporary files go."""
+        job.cancelled = True
+        job.process.cancel()
+
+    def run(
+        self,
+        baselineVolume: Any,
+        followupVolume: Any,
+        model: str | None = None,
+        device: str = "auto",
+        deformable: bool = False,
+        force: bool = False,
+        intervalDays: float | None = None,
+        timeoutSeconds: float = 1800,
+    ) -> TrackingJob:
+        """Blocking :meth:`start` + :meth:`poll`, for scripts and tests. Raises MedAIError when the run fails."""
+        job = self.start(baselineVolume, followupVolume, model, device, deformable, force, intervalDays)
+        while not job.finished:
+            self.poll(job)
+            if not job.finished and time.time() - job.startTime > timeoutSeconds:
+                self.cancel(job)
+                raise MedAIError(f"The tracking did not finish within {timeoutSeconds:.0f} s and was cancelled.")
+            time.sleep(0.1)
+        if job.error:
+            raise MedAIError(job.error)
+        return job
+
+    def _loadResult(self, job: TrackingJob, data: dict[str, Any]) -> None:
+        from MedAIExtension.tracking.scene import load_tracking_into_scene
+
+        output = Path(data.get("output") or job.outputDir)
+        job.nodes = load_tracking_into_scene(self.scene, output, job.baselineVolume, job.followupVolume)
+        job.nodes.table.SetAttribute(OUTPUT_ATTRIBUTE, str(output))
+        job.result = dict(data)
+
+    @staticmethod
+    def showFollowupRegistered(nodes: Any, followupVolume: Any, show: bool) -> None:
+        """Show the follow-up volume, its nodule segmentation and points in baseline space (or in their own)."""
+        transformId = nodes.transform.GetID() if show and nodes.transform is not None else None
+        for node in (followupVolume, nodes.followup_segmentation, nodes.followup_fiducials):
+            if node is not None:
+                node.SetAndObserveTransformNodeID(transformId)
+
+    def defaultVolumes(self, baseline: Any = None, followup: Any = None) -> tuple[Any, Any]:
+        """Fill an empty choice: the first scalar volume of the scene as baseline, the last other one as follow-up."""
+        count = self.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+        volumes = [self.scene.GetNthNodeByClass(n, "vtkMRMLScalarVolumeNode") for n in range(count)]
+        baseline = baseline or (volumes[0] if volumes else None)
+        others = [v for v in volumes if baseline is None or v.GetID() != baseline.GetID()]
+        return baseline, followup or (others[-1] if others else None)
+
+    def clickedNoduleLocation(self, job: TrackingJob | None, viewRow: int) -> tuple[float, ...] | None:
+        """Where to centre the slice views for row ``viewRow`` of the results table view of ``job``."""
+        if job is None or job.nodes is None:
+            return None
+        return self.noduleLocation(job.nodes, self.tableRowIndex(job.nodes.table, viewRow), job.followupVolume)
+
+    @staticmethod
+    def tableRowIndex(tableNode: Any, viewRow: int) -> int | None:
+        """The table row shown in row ``viewRow`` of a qMRMLTableView (which adds a header row unless the table
+        uses its column titles as header); None for the header or outside the table."""
+        titled = getattr(tableNode, "GetUseColumnTitleAsColumnHeader", None) or tableNode.GetUseColumnNameAsColumnHeader
+        row = viewRow - (0 if titled() else 1)
+        return row if 0 <= row < tableNode.GetNumberOfRows() else None
+
+    @staticmethod
+    def noduleLocation(nodes: Any, tableRow: int | None, followupVolume: Any = None) -> tuple[float, ...] | None:
+        """World RAS position of a nodule of the table: its baseline centre, or for a new nodule its follow-up
+        centre as the follow-up volume is shown now (through its parent transform, if any)."""
+        if tableRow is None or not 0 <= tableRow < len(nodes.rows):
+            return None
+        row = nodes.rows[tableRow]
+        if row.get("baseline_center_ras") is not None:
+            return tuple(float(v) for v in row["baseline_center_ras"])
+        if row.get("followup_center_ras") is None:
+            return None
+        point = [float(v) for v in row["followup_center_ras"]]
+        parent = followupVolume.GetParentTransformNode() if followupVolume is not None else None
+        if parent is None:
+            return tuple(point)
+        from vtkmodules.vtkCommonTransforms import vtkGeneralTransform
+
+        toWorld = vtkGeneralTransform()
+        slicer.vtkMRMLTransformNode.GetTransformBetweenNodes(parent, None, toWorld)
+        return tuple(toWorld.TransformPoint(point))
+
+    @staticmethod
+    def dicomOutputs(tableNode: Any) -> list[Path]:
+        """The DICOM SEG and SR files of the run that made ``tableNode`` (empty if none were written).
+
+        Raises:
+            InputError: no tracking result, or its output folder is gone.
+        """
+        from MedAIExtension.tracking.scene import read_tracking_document
+
+        folder = tableNode.GetAttribute(OUTPUT_ATTRIBUTE) if tableNode is not None else None
+        if not folder:
+            raise InputError("There is no tracking result to export: run the tracking first.")
+        try:
+            files = read_tracking_document(folder).get("files", {})
+        except InputError:
+            raise InputError(f"The tracking outputs in {folder} are gone or damaged: run the tracking again.") from None
+        paths = [Path(folder) / files[key] for key in DICOM_FILE_KEYS if key in files]
+        missing = [path.name for path in paths if not path.is_file()]
+        if missing:
+            raise InputError(f"{', '.join(missing)} are missing from {folder}: run the tracking again.")
+        return paths
+
+    def exportDicom(self, tableNode: Any) -> list[Path]:
+        """Add the run's DICOM SEG and SR objects to Slicer's DICOM database; returns the files added."""
+        paths = self.dicomOutputs(tableNode)
+        if not paths:
+            raise InputError(
+                "This result has no DICOM SEG/SR: they must reference the source series, so both studies have to "
+                "be loaded from Slicer's DICOM database. Load both series in the DICOM module and track again."
+            )
+        from DICOMLib import DICOMUtils
+
+        staging = Path(tempfile.mkdtemp(prefix="MedAI-SR-", dir=_temporaryFolder()))
+        for path in paths:  # only the DICOM files: the output folder also holds NIfTI, NRRD, PNG and HTML
+            shutil.copyfile(path, staging / path.name)
+        DICOMUtils.importDicom(str(staging), copyFiles=True)
+        return paths
