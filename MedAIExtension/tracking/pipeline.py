@@ -313,6 +313,12 @@ def track_nodules(
     for timepoint in (base, follow):
         for finding in timepoint.findings:
             warnings.extend(w for w in finding.measurement.warnings if w not in warnings)
+    for nodule in nodules:
+        if any(f is not None and f.measurement.touches_pleura for f in (nodule.baseline, nodule.followup)):
+            warnings.append(
+                f"{nodule.tracking_id} touches the pleura: its segmentation stops at the lung boundary; check the "
+                "chest-wall side before relying on its volume."
+            )
     exam = {
         "baseline": lungrads.categorize_exam([n.baseline_lung_rads for n in nodules if n.baseline is not None]),
         "followup": lungrads.categorize_exam([n.lung_rads for n in nodules if n.followup is not None]),

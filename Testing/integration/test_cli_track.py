@@ -159,3 +159,20 @@ def test_bad_pairs_are_refused_with_nothing_written(
         capsys,
         "different patients",
     )
+
+
+def test_no_nodules_gives_a_valid_empty_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = PhantomSpec(size_ijk=(150, 110, 80), spacing=(1.7, 1.7, 2.5), seed=6, anatomy=SPEC.anatomy, nodules=())
+    write_phantom_pair(tmp_path / "pair", baseline=spec, volume_factors=())
+    out = tmp_path / "out"
+    argv = ["track", "--baseline", str(tmp_path / "pair/baseline/ct"), "--followup", str(tmp_path / "pair/followup/ct")]
+    assert main([*argv, "--output", str(out), "--quiet", "--no-model"]) == 0
+    printed = capsys.readouterr().out
+    document = json.loads((out / "tracking.json").read_text())
+    assert document["nodules"] == [] and "0 nodules tracked" in printed
+    assert {k: v["category"] for k, v in document["summary"]["exam_lung_rads"].items()} == {
+        "baseline": "1",
+        "followup": "1",
+    }
+    assert not list(out.glob("*.dcm"))  # nothing to segment: no SEG, and highdicom's SR needs a measurement
+    assert (out / "report.html").is_file() and (out / "tracking.csv").read_text().startswith("tracking_id")
