@@ -84,7 +84,9 @@ def _label_array(labelmap: Image, labels: Sequence[SegmentLabel]) -> tuple[np.nd
             "label values 1..255 and 0 for background."
         )
     array = array.astype(np.uint8, copy=False)
-    counts = np.bincount(array.ravel(), minlength=256)
+    counts = np.zeros(256, dtype=np.int64)
+    for slab in range(0, array.shape[0], 16):  # bincount copies to intp; slabs keep that copy small
+        counts += np.bincount(array[slab : slab + 16].ravel(), minlength=256)
     present = {int(v) for v in np.flatnonzero(counts[1:]) + 1}
     unknown = sorted(present - known)
     if unknown:

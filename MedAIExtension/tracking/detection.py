@@ -259,11 +259,19 @@ def candidates_from_labels(
             "label map onto the image grid first."
         )
     nodule = labels == nodule_label
-    components, count = ndimage.label(nodule, structure=np.ones((3, 3, 3), dtype=bool))
-    if count == 0:
+    present = [np.flatnonzero(nodule.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
+    if any(p.size == 0 for p in present):
         return []
-    sizes = np.bincount(components.ravel(), minlength=count + 1)[1:]
-    centres = np.array(ndimage.center_of_mass(nodule, components, np.arange(1, count + 1)))
+    box = tuple(slice(int(p[0]), int(p[-1]) + 1) for p in present)  # work inside the labels' bounding box only
+    components, count = ndimage.label(nodule[box], structure=np.ones((3, 3, 3), dtype=bool))
+    index = np.nonzero(components)
+    ids = components[index]
+    sizes = np.bincount(ids, minlength=count + 1)[1:]
+    offsets = np.array([b.start for b in box], dtype=float)
+    centres = (
+        np.stack([np.bincount(ids, weights=index[axis], minlength=count + 1)[1:] / sizes for axis in range(3)], axis=1)
+        + offsets
+    )
     voxel = image.voxel_volume_mm3
     min_volume = math.pi / 6.0 * options.min_diameter_mm**3
     out = []

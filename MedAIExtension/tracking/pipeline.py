@@ -205,6 +205,18 @@ def _check_pair(baseline: Image, followup: Image, options: TrackingOptions) -> N
         )
 
 
+def _lung_box(image: Image, lungs: np.ndarray, margin_mm: float) -> tuple[slice, slice, slice]:
+    """Index box (k, j, i) of the lungs grown by ``margin_mm``."""
+    box = []
+    spacing = image.spacing[::-1]
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(lungs.any(axis=other))
+        pad = int(np.ceil(margin_mm / spacing[axis]))
+        box.append(slice(max(int(present[0]) - pad, 0), min(int(present[-1]) + pad + 1, lungs.shape[axis])))
+    return tuple(box)  # type: ignore[return-value]
+
+
 def analyse_timepoint(
     image: Image,
     options: TrackingOptions,
@@ -225,11 +237,16 @@ def analyse_timepoint(
     seconds["lungs"] = time.perf_counter() - started
     model_labels = None
     if options.model:
+        from MedAIExtension.models.preprocessing import crop_image
         from MedAIExtension.segmentation.pipeline import segment_image
 
         started = time.perf_counter()
-        result = segment_image(image, options.model, options.device, progress=progress.stage(0.05, 0.6))
-        model_labels = result.labelmap.array
+        box = _lung_box(image, lungs, margin_mm=20.0)  # the model only needs to look at the lungs
+        result = segment_image(
+            crop_image(image, box), options.model, options.device, progress=progress.stage(0.05, 0.6)
+        )
+        model_labels = np.zeros(image.shape, dtype=np.uint8)
+        model_labels[box] = result.labelmap.array
         seconds["model"] = time.perf_counter() - started
     started = time.perf_counter()
     progress(0.6, "looking for nodule candidates")
