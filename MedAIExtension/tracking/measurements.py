@@ -5,8 +5,10 @@ the boundary layer whose HU lies on the partial-volume ramp says how far its cen
 (``d = w (0.5 - f)``, ``f`` its nodule fraction, ``w`` the voxel's extent along the surface normal), which gives
 one sub-voxel surface point per voxel. A star-shaped surface ``r(direction)`` is fitted through these points
 around the nodule centre with a robust angular smoother, so a vessel touching the nodule (whose voxels give
-points off the smooth surface, or are left out as leaving the nodule) does not add volume. Where the lung field
-ends (a juxta-pleural nodule against the chest wall) the surface stops at the lung boundary.
+points off the smooth surface, or are left out as leaving the nodule) does not add volume; boundary voxels
+with denser-than-parenchyma tissue just outside them (a thin vessel along the surface, whose partial volume
+only ever pushes points outwards) are left out too. Where the lung field ends (a juxta-pleural nodule against
+the chest wall) the surface stops at the lung boundary.
 
 From the surface: volume = ∫ r³/3 dΩ (independent of the voxel grid); long and short axes on RAS-axial planes
 (Lung-RADS); the same is done for the solid core of a part-solid nodule.
@@ -475,16 +477,73 @@ def _nodule_surface(
     surface = fit_radial_surface(points, centre)
     if clear:
         # Second pass: pick the ramp voxels by their place relative to the first surface, not by their noisy
-        # value, and keep their value unclipped: no selection bias, and every ramp voxel counts.
-        positions = where * sampling
-        offsets = positions - centre
-        directions = offsets / np.maximum(np.linalg.norm(offsets, axis=1), 1e-9)[:, None]
-        expected = 0.5 - surface.signed_distance(positions) / (np.abs(directions) @ sampling)
-        on_ramp = (expected >= 0.1) & (expected <= 0.9) & (fraction > -1.0) & (fraction < 2.0)
-        second = _ramp_points(region, where, fraction, centre, on_ramp)
-        if second is not None and len(second) >= _MIN_POINTS:
+        # value, and keep their value unclipped: no selection bias, and every ramp voxel counts. Voxels with
+        # dense tissue just outside them (a thin vessel along the surface) are left out: its partial volume
+        # only ever pushes their points outwards. The centre is refitted without them.
+        contrast_level = float(np.median(contrast))
+        for _ in range(2):
+            on_ramp = _expected_ramp(where, sampling, surface) & (fraction > -1.0) & (fraction < 2.0)
+            on_ramp &= ~_shadowed(region, where, on_ramp, surface, background, contrast_level)
+            second = _ramp_points(region, where, fraction, centre, on_ramp)
+            if second is None or len(second) < _MIN_POINTS:
+                break
+            fitted = sphere_centre(second, centre)
+            if _inside_mask(inside, fitted, sampling):
+                centre = fitted
             surface = fit_radial_surface(second, centre)
     return surface
+
+
+def _expected_ramp(where: np.ndarray, sampling: np.ndarray, surface: RadialSurface) -> np.ndarray:
+    """Voxels (box indices, N x 3) that a surface crosses: expected nodule fraction between 0.1 and 0.9."""
+    positions = where * sampling
+    offsets = positions - surface.centre
+    directions = offsets / np.maximum(np.linalg.norm(offsets, axis=1), 1e-9)[:, None]
+    expected = 0.5 - surface.signed_distance(positions) / (np.abs(directions) @ sampling)
+    return (expected >= 0.1) & (expected <= 0.9)
+
+
+def _shadowed(
+    region: LocalRegion,
+    where: np.ndarray,
+    candidates: np.ndarray,
+    surface: RadialSurface,
+    background: _Background,
+    contrast: float,
+) -> np.ndarray:
+    """Which ``candidates`` of the voxels ``where`` have tissue denser than parenchyma just outside the surface.
+
+    The outside neighbours (26-neighbourhood, centres at least half their width beyond the surface) of a ramp
+    voxel should be parenchyma plus the nodule's own blur, the same all round the nodule. Where their largest
+    excess over the local parenchyma stands out from that of the other ramp voxels (beyond three one-sided
+    robust standard deviations and a tenth of the contrast), something dense - a thin vessel too faint for
+    :func:`_vessel_junctions` - shares the voxel's partial volume and moves its surface point outwards.
+    """
+    shadowed = np.zeros(len(where), dtype=bool)
+    picked = np.nonzero(candidates)[0]
+    if len(picked) < 2 * _MIN_POINTS:
+        return shadowed
+    sampling = region.sampling
+    steps = np.argwhere(_CUBE) - 1
+    steps = steps[np.any(steps != 0, axis=1)]
+    neighbours = (where[picked][:, None, :] + steps[None, :, :]).reshape(-1, 3)
+    inbox = np.all((neighbours >= 0) & (neighbours < region.hu.shape), axis=1)
+    neighbours = np.clip(neighbours, 0, np.asarray(region.hu.shape) - 1)
+    positions = neighbours * sampling
+    offsets = positions - surface.centre
+    directions = offsets / np.maximum(np.linalg.norm(offsets, axis=1), 1e-9)[:, None]
+    beyond = surface.signed_distance(positions) >= 0.5 * (np.abs(directions) @ sampling)
+    beyond &= inbox
+    excess = region.smooth[tuple(neighbours.T)] - background.terms(neighbours) @ background.coefficients
+    excess = np.where(beyond, excess, -np.inf).reshape(len(picked), -1).max(axis=1)
+    seen = np.isfinite(excess)
+    if np.count_nonzero(seen) < 2 * _MIN_POINTS:
+        return shadowed
+    typical = float(np.median(excess[seen]))
+    below = excess[seen][excess[seen] <= typical]
+    spread = 1.4826 * float(np.median(typical - below))
+    shadowed[picked[seen]] = excess[seen] > typical + max(3.0 * spread, 0.1 * contrast)
+    return shadowed
 
 
 def _inside_mask(mask: np.ndarray, point: np.ndarray, sampling: np.ndarray) -> bool:

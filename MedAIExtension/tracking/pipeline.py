@@ -225,7 +225,7 @@ def analyse_timepoint(
     """Lungs, candidates (model + classical), one segmented and measured finding per nodule."""
     import time
 
-    from MedAIExtension.tracking.detection import detect_candidates
+    from MedAIExtension.tracking.detection import DetectionOptions, detect_candidates
     from MedAIExtension.tracking.lungs import lung_mask
     from MedAIExtension.tracking.measurements import measure_nodule
     from MedAIExtension.tracking.nodule_segmentation import segment_nodule
@@ -250,8 +250,6 @@ def analyse_timepoint(
         seconds["model"] = time.perf_counter() - started
     started = time.perf_counter()
     progress(0.6, "looking for nodule candidates")
-    from MedAIExtension.tracking.detection import DetectionOptions
-
     candidates = detect_candidates(
         image,
         lungs,
