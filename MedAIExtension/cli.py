@@ -102,14 +102,7 @@ def _cmd_track(args: argparse.Namespace) -> int:
     check_output_directory(args.output)
     baseline = load_image(args.baseline, warn=_warn)
     followup = load_image(args.followup, warn=_warn)
-    options = TrackingOptions(
-        model=None if args.no_model else args.model,
-        device=args.device,
-        deformable=args.deformable,
-        force=args.force,
-        interval_days=args.interval_days,
-        suspicious=frozenset(args.suspicious or ()),
-    )
+    options = TrackingOptions.from_arguments(args)
     bar = _ProgressBar(not args.quiet)
     try:
         result = track_nodules(baseline, followup, options, progress=lambda f, m: bar(f * 0.9, m))

@@ -65,13 +65,7 @@ def _track(args: argparse.Namespace) -> dict[str, object]:
         _emit(WorkerEvent("log", message=message))
 
     check_output_directory(args.output)
-    options = TrackingOptions(
-        model=None if args.no_model else args.model,
-        device=args.device,
-        deformable=args.deformable,
-        force=args.force,
-        interval_days=args.interval_days,
-    )
+    options = TrackingOptions.from_arguments(args)
     _emit(WorkerEvent("progress", 0.0, "reading the baseline study"))
     baseline = load_image(args.baseline, warn=warn)
     _emit(WorkerEvent("progress", 0.01, "reading the follow-up study"))

@@ -65,6 +65,18 @@ class TrackingOptions:
     min_single_confidence: float = 0.6
     model_only_confidence: float = 0.5
 
+    @classmethod
+    def from_arguments(cls, args: Any) -> TrackingOptions:
+        """Options from parsed ``medai track`` / worker ``track`` arguments (argparse namespace)."""
+        return cls(
+            model=None if args.no_model else args.model,
+            device=args.device,
+            deformable=args.deformable,
+            force=args.force,
+            interval_days=args.interval_days,
+            suspicious=frozenset(getattr(args, "suspicious", None) or ()),
+        )
+
 
 @dataclass
 class TimepointResult:
