@@ -48,8 +48,8 @@ class TrackingOptions:
         min_mean_diameter_mm: nodules with a smaller mean diameter are not reported.
         gate_mm: largest distance (after registration) at which two nodules can be the same nodule.
         suspicious: tracking ids (e.g. ``{"N2"}``) a reader marked with features suspicious for cancer (4X).
-        min_single_confidence: a nodule seen in one study only (new or resolved) is reported when its detection
-            confidence reaches this; nodules seen in both studies are always reported.
+        min_single_confidence: a nodule is reported when its detection confidence reaches this in at least one
+            study (a nodule seen in one study only needs it there).
         model_only_confidence: confidence of a candidate only the model found (the classical detector did not
             see a round blob there, e.g. at a vessel junction).
     """
@@ -337,9 +337,10 @@ def track_nodules(
     if _confirm_across(base, follow, registration, matches, options):
         matches = _match(base, follow, registration, options)
     nodules = _tracked(matches, base, follow, interval, options)
-    for timepoint in (base, follow):
-        for finding in timepoint.findings:
-            warnings.extend(w for w in finding.measurement.warnings if w not in warnings)
+    for nodule in nodules:
+        for study, finding in (("baseline", nodule.baseline), ("follow-up", nodule.followup)):
+            if finding is not None:
+                warnings.extend(f"{nodule.tracking_id} ({study}): {w}" for w in finding.measurement.warnings)
     for nodule in nodules:
         if any(f is not None and f.measurement.touches_pleura for f in (nodule.baseline, nodule.followup)):
             warnings.append(
@@ -386,7 +387,8 @@ def _confirm_across(
     The detectors can miss a nodule in one study (smaller, fainter, next to a vessel). For each unmatched,
     confident finding the nodule is segmented at its registered position in the other study; a nodule found
     there joins that study's findings (source ``"propagated"``). Unmatched findings below
-    ``min_single_confidence`` are dropped. Returns True when the finding lists changed.
+    ``min_single_confidence`` are dropped, and so are pairs below it in both studies. Returns True when the finding
+    lists changed.
     """
     from MedAIExtension.tracking.measurements import measure_nodule
     from MedAIExtension.tracking.nodule_segmentation import segment_nodule
@@ -396,6 +398,10 @@ def _confirm_across(
     drop: dict[int, set[int]] = {0: set(), 1: set()}
     for match in matches:
         if match.baseline is not None and match.followup is not None:
+            pair = (base.findings[match.baseline], follow.findings[match.followup])
+            if max(f.candidate.confidence for f in pair) < options.min_single_confidence:
+                drop[0].add(match.baseline)  # weak in both studies (e.g. model-only at a vessel junction)
+                drop[1].add(match.followup)
             continue
         side = 0 if match.followup is None else 1  # the study that has the finding
         source, other = (base, follow) if side == 0 else (follow, base)
