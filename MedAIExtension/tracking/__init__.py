@@ -1,1 +1,19 @@
-"""Longitudinal lung-nodule tracking: detect, segment, measure, register, match, grow, categorise (Qt-free)."""
+"""Longitudinal lung-nodule tracking: detect, segment, measure, register, match, grow, categorise (Qt-free).
+
+>>> from MedAIExtension.tracking import track_nodules, write_tracking_outputs  # doctest: +SKIP
+>>> result = track_nodules(baseline_ct, followup_ct)                           # doctest: +SKIP
+>>> write_tracking_outputs(result, "tracked/")                                # doctest: +SKIP
+"""
+
+from MedAIExtension.tracking.outputs import write_tracking_outputs
+from MedAIExtension.tracking.pipeline import TrackingOptions, TrackingResult, track_nodules
+from MedAIExtension.tracking.scene import TrackingNodes, load_tracking_into_scene
+
+__all__ = [
+    "TrackingNodes",
+    "TrackingOptions",
+    "TrackingResult",
+    "load_tracking_into_scene",
+    "track_nodules",
+    "write_tracking_outputs",
+]

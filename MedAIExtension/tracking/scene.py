@@ -159,10 +159,15 @@ def load_tracking_into_scene(
             matrix = np.asarray(summary["registration"]["followup_to_baseline_ras"], dtype=float)
             transform = linear_transform_node(scene, matrix, "Follow-up to baseline")
         made.append(transform)
-    except BaseException:
+    except BaseException as exc:
         for node in made:
             if node is not None and scene.IsNodePresent(node):
                 scene.RemoveNode(node)
+        if isinstance(exc, (KeyError, TypeError, ValueError, OSError)):
+            raise InputError(
+                f"The tracking result in {folder} is incomplete or damaged ({type(exc).__name__}: {exc}); "
+                "run 'medai track' again into an empty folder."
+            ) from None
         raise
     return TrackingNodes(
         segmentations["baseline"],
