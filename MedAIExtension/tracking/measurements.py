@@ -7,7 +7,9 @@ one sub-voxel surface point per voxel. A star-shaped surface ``r(direction)`` is
 around the nodule centre with a robust angular smoother, so a vessel touching the nodule (whose voxels give
 points off the smooth surface, or are left out as leaving the nodule) does not add volume; boundary voxels
 with denser-than-parenchyma tissue just outside them (a thin vessel along the surface, whose partial volume
-only ever pushes points outwards) are left out too. Where the lung field ends (a juxta-pleural nodule against
+only ever pushes points outwards) are left out too, and so is a whole cap of directions whose points stand
+outwards from the surface fitted to the rest while the tissue outside it is denser than around the other caps
+(a vessel lying flat along one side). Where the lung field ends (a juxta-pleural nodule against
 the chest wall) the surface stops at the lung boundary.
 
 From the surface: volume = ∫ r³/3 dΩ (independent of the voxel grid); long and short axes on RAS-axial planes
@@ -55,6 +57,12 @@ _MIN_POINTS = 12
 _MAX_POINTS = 4000
 _N_THETA = 48
 _N_PHI = 96
+_GRID = (_N_THETA, _N_PHI)
+#: Overlapping caps of directions (count, angular radius) that :func:`_raised_patches` checks one against the
+#: others, and the most points it uses.
+_N_PATCHES = 48
+_CAP_RADIUS = math.radians(35.0)
+_PATCH_POINTS = 800
 _CUBE = np.ones((3, 3, 3), dtype=bool)
 
 
@@ -166,14 +174,14 @@ def fit_radial_surface(points: np.ndarray, centre: np.ndarray) -> RadialSurface:
     alpha = float(np.clip(math.sqrt(80.0 / max(len(radii), 1)), 0.12, 0.6))
     queries = _polar_directions()
     base = float(np.median(radii))
-    first = RadialSurface(centre, base + _smooth(queries, directions, radii - base, alpha, median=True))
+    first = RadialSurface(centre, base + _smooth(queries, directions, radii - base, alpha, median=True).reshape(_GRID))
     residual = radii - first.towards(directions)
     good = np.abs(residual) <= max(2.5 * robust_std(residual), 0.1)
     if np.count_nonzero(good) < _MIN_POINTS:
         return first
     base = float(np.mean(radii[good]))
     deviation = _smooth(queries, directions[good], radii[good] - base, alpha, median=False, prior=2.0)
-    return RadialSurface(centre, base + deviation)
+    return RadialSurface(centre, base + deviation.reshape(_GRID))
 
 
 def _smooth(
@@ -184,7 +192,7 @@ def _smooth(
     median: bool,
     prior: float = 0.0,
 ) -> np.ndarray:
-    """Angular Gaussian smoothing (weighted median or mean) of values given at directions, on the polar grid.
+    """Angular Gaussian smoothing (weighted median or mean) of values given at directions, at the query directions.
 
     Only points within three kernel widths of a query count (a k-d tree finds them).
     """
@@ -217,7 +225,92 @@ def _smooth(
         smoothed = np.where(total > 1e-12, padded[np.arange(len(queries)), pick], 0.0)
     else:
         smoothed = (weights * padded).sum(axis=1) / (weights.sum(axis=1) + prior + 1e-300)
-    return smoothed.reshape(_N_THETA, _N_PHI)
+    return smoothed
+
+
+def _fibonacci_directions(count: int) -> np.ndarray:
+    """``count`` near-uniform unit directions (N x 3)."""
+    index = np.arange(count) + 0.5
+    z = 1.0 - 2.0 * index / count
+    angle = math.pi * (3.0 - math.sqrt(5.0)) * index
+    ring = np.sqrt(1.0 - z * z)
+    return np.stack([z, ring * np.cos(angle), ring * np.sin(angle)], axis=1)
+
+
+def _raised_patches(points: np.ndarray, centre: np.ndarray, excess: np.ndarray, contrast: float) -> np.ndarray:
+    """Which surface points lie in a cap of directions that stands outside the rest of the surface over dense tissue.
+
+    Leave-one-cap-out consistency: the points are grouped into overlapping angular caps around ``centre``;
+    each cap's points are compared with the smooth surface fitted (as in :func:`fit_radial_surface`) to the
+    points outside it, and their median radial residual says how far the cap stands off. A cap is dropped when
+    it stands outwards beyond the caps' typical residual by more than three one-sided robust standard deviations
+    (the inward half: a vessel only ever pushes points outwards) and 0.05 mm, *and* the tissue just outside its
+    voxels (``excess``: HU over the parenchyma, see :func:`_outside_excess`) is denser than around the other
+    caps by two one-sided robust standard deviations and a tenth of the ``contrast``. That is a vessel lying
+    flat along the nodule: too faint voxel by voxel for :func:`_shadowed`, but it raises a whole patch. A lobe
+    of the nodule itself stands out too, but has parenchyma outside it and stays. Nothing is dropped when the
+    caps would take more than half of the points.
+
+    Args:
+        points: surface points (N x 3, mm).
+        centre: the centre the surface is fitted around.
+        excess: per point, the densest outside neighbour's excess over the parenchyma (HU, ``-inf`` if none).
+        contrast: the nodule's contrast over the parenchyma (HU).
+
+    Returns:
+        Boolean mask of the points to leave out.
+    """
+    dropped = np.zeros(len(points), dtype=bool)
+    offsets = points - centre
+    radii = np.linalg.norm(offsets, axis=1)
+    if len(radii) < 4 * _MIN_POINTS or np.any(radii < 1e-6):
+        return dropped
+    directions = offsets / radii[:, None]
+    check = np.arange(len(radii))
+    if len(check) > _PATCH_POINTS:
+        check = np.linspace(0, len(radii) - 1, _PATCH_POINTS).astype(int)
+    alpha = float(np.clip(math.sqrt(80.0 / len(check)), 0.12, 0.6))
+    sub_dirs, sub_radii = directions[check], radii[check]
+    base = float(np.median(sub_radii))
+    first = base + _smooth(sub_dirs, sub_dirs, sub_radii - base, alpha, median=True)
+    residual = sub_radii - first
+    good = np.abs(residual) <= max(2.5 * robust_std(residual), 0.1)
+    caps = _fibonacci_directions(_N_PATCHES)
+    member = directions @ caps.T >= math.cos(_CAP_RADIUS)
+    sub_member = member[check]
+    least = max(4, len(check) // 16)
+    stand = np.full(_N_PATCHES, np.nan)
+    for cap in range(_N_PATCHES):
+        members = sub_member[:, cap]
+        others = good & ~members
+        if np.count_nonzero(members) < least or np.count_nonzero(others) < _MIN_POINTS:
+            continue
+        level = float(np.mean(sub_radii[others]))
+        fitted = level + _smooth(
+            sub_dirs[members], sub_dirs[others], sub_radii[others] - level, alpha, median=False, prior=2.0
+        )
+        stand[cap] = float(np.median(sub_radii[members] - fitted))
+    seen = np.nonzero(np.isfinite(stand))[0]
+    if len(seen) < _N_PATCHES // 2:
+        return dropped
+    typical = float(np.median(stand[seen]))
+    below = stand[seen][stand[seen] <= typical]
+    spread = 1.4826 * float(np.median(typical - below))
+    raised = np.isfinite(stand) & (stand - typical > max(3.0 * spread, 0.05))
+    seen_excess = np.isfinite(excess)
+    density = np.full(_N_PATCHES, np.nan)
+    for cap in seen:
+        values = excess[member[:, cap] & seen_excess]
+        if len(values) >= least:
+            density[cap] = float(np.median(values))
+    known = density[np.isfinite(density)]
+    if len(known) < _N_PATCHES // 2:
+        return dropped
+    usual = float(np.median(known))
+    dense_above = usual + max(2.0 * 1.4826 * float(np.median(usual - known[known <= usual])), 0.1 * contrast)
+    raised &= np.isfinite(density) & (np.nan_to_num(density, nan=-np.inf) > dense_above)
+    dropped = member[:, raised].any(axis=1)
+    return dropped if np.count_nonzero(dropped) <= len(radii) // 2 else np.zeros(len(radii), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -487,6 +580,8 @@ def _nodule_surface(
             second = _ramp_points(region, where, fraction, centre, on_ramp)
             if second is None or len(second) < _MIN_POINTS:
                 break
+            excess = _outside_excess(region, where[on_ramp], surface, background)
+            second = second[~_raised_patches(second, centre, excess, contrast_level)]
             fitted = sphere_centre(second, centre)
             if _inside_mask(inside, fitted, sampling):
                 centre = fitted
@@ -523,19 +618,7 @@ def _shadowed(
     picked = np.nonzero(candidates)[0]
     if len(picked) < 2 * _MIN_POINTS:
         return shadowed
-    sampling = region.sampling
-    steps = np.argwhere(_CUBE) - 1
-    steps = steps[np.any(steps != 0, axis=1)]
-    neighbours = (where[picked][:, None, :] + steps[None, :, :]).reshape(-1, 3)
-    inbox = np.all((neighbours >= 0) & (neighbours < region.hu.shape), axis=1)
-    neighbours = np.clip(neighbours, 0, np.asarray(region.hu.shape) - 1)
-    positions = neighbours * sampling
-    offsets = positions - surface.centre
-    directions = offsets / np.maximum(np.linalg.norm(offsets, axis=1), 1e-9)[:, None]
-    beyond = surface.signed_distance(positions) >= 0.5 * (np.abs(directions) @ sampling)
-    beyond &= inbox
-    excess = region.smooth[tuple(neighbours.T)] - background.terms(neighbours) @ background.coefficients
-    excess = np.where(beyond, excess, -np.inf).reshape(len(picked), -1).max(axis=1)
+    excess = _outside_excess(region, where[picked], surface, background)
     seen = np.isfinite(excess)
     if np.count_nonzero(seen) < 2 * _MIN_POINTS:
         return shadowed
@@ -544,6 +627,29 @@ def _shadowed(
     spread = 1.4826 * float(np.median(typical - below))
     shadowed[picked[seen]] = excess[seen] > typical + max(3.0 * spread, 0.1 * contrast)
     return shadowed
+
+
+def _outside_excess(
+    region: LocalRegion, where: np.ndarray, surface: RadialSurface, background: _Background
+) -> np.ndarray:
+    """Largest excess (HU) over the local parenchyma among the outside neighbours of each voxel (N x 3 indices).
+
+    Outside neighbours are those of the 26-neighbourhood whose centres lie at least half their width beyond the
+    surface; ``-inf`` where a voxel has none.
+    """
+    sampling = region.sampling
+    steps = np.argwhere(_CUBE) - 1
+    steps = steps[np.any(steps != 0, axis=1)]
+    neighbours = (where[:, None, :] + steps[None, :, :]).reshape(-1, 3)
+    inbox = np.all((neighbours >= 0) & (neighbours < region.hu.shape), axis=1)
+    neighbours = np.clip(neighbours, 0, np.asarray(region.hu.shape) - 1)
+    positions = neighbours * sampling
+    offsets = positions - surface.centre
+    directions = offsets / np.maximum(np.linalg.norm(offsets, axis=1), 1e-9)[:, None]
+    beyond = surface.signed_distance(positions) >= 0.5 * (np.abs(directions) @ sampling)
+    beyond &= inbox
+    excess = region.smooth[tuple(neighbours.T)] - background.terms(neighbours) @ background.coefficients
+    return np.where(beyond, excess, -np.inf).reshape(len(where), -1).max(axis=1)
 
 
 def _inside_mask(mask: np.ndarray, point: np.ndarray, sampling: np.ndarray) -> bool:

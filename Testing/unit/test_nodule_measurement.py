@@ -8,6 +8,8 @@ mean diameter within 0.5 mm, the right attenuation class, the solid part of part
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 
 import numpy as np
@@ -289,3 +291,63 @@ def test_thin_vessel_along_a_small_solid_nodule_adds_no_volume(name: str, seed: 
     assert abs(error) <= 3.0, line
     assert abs(result.mean_diameter_mm - truth["mean_diameter_mm"]) <= 0.5, line
     assert result.kind is NoduleKind.SOLID, line
+
+
+@functools.lru_cache(maxsize=1)
+def _moved_nodule_errors() -> tuple[float, ...]:
+    """Volume errors (%) of the pair's moved 6 mm nodule over eight noise realisations (see the tests below)."""
+    from MedAIExtension.phantom.followup import followup_spec
+
+    baseline = PhantomSpec(
+        size_ijk=(290, 216, 150),
+        spacing=(0.85, 0.85, 1.25),
+        seed=5,
+        anatomy=SLIM,
+        nodules=(
+            NoduleSpec(8.0, "solid", lung="right", position=(0.35, 0.25, 0.35)),
+            NoduleSpec(12.0, "part-solid", solid_fraction=0.5, lung="left", position=(0.35, -0.35, -0.3)),
+            NoduleSpec(10.0, "ground-glass", lung="right", position=(0.2, -0.45, -0.45)),
+            NoduleSpec(6.5, "solid", lung="left", position=(0.2, 0.3, 0.45)),
+        ),
+    )
+    followup = followup_spec(baseline, (2.0, 1.0, 1.3, 0.8), (0.0, 0.0, 5.0), (10.0, 0.0, 0.0)).followup
+    nodule = followup.nodules[3]
+    affine = followup.ijk_to_ras
+    centre = np.asarray(followup.pose_ras)[:3] @ np.append(nodule.center_ras, 1.0)
+    size = np.array([28, 28, 20])
+    corner = np.rint(np.linalg.solve(affine[:3, :3], centre - affine[:3, 3])).astype(int) - size // 2
+    middle = affine[:3, :3] @ (corner + (size - 1) / 2.0) + affine[:3, 3]  # the study's own voxel grid
+    errors = []
+    for noise_seed in range(8):
+        spec = dataclasses.replace(
+            followup,
+            size_ijk=tuple(int(v) for v in size),
+            center_ras=tuple(float(v) for v in middle),
+            nodules=(nodule,),
+            noise_seed=100 + noise_seed,
+        )
+        phantom = generate_chest_phantom(spec)
+        truth = phantom.truth["nodules"][0]
+        _, result = _run(phantom, phantom.labels.array > 0)
+        errors.append(100.0 * (result.volume_mm3 / truth["volume_mm3"] - 1.0))
+        assert result.kind is NoduleKind.SOLID
+    return tuple(errors)
+
+
+def test_vessel_lying_along_a_moved_patients_nodule_adds_no_volume() -> None:
+    """The 6 mm solid nodule of the follow-up of a phantom pair (patient turned 5 degrees, clinical grid, 20 HU)
+    has a vessel lying flat along one side: its partial volume raised that whole side of the surface (+6 % on the
+    full study). Over eight noise realisations of a small field of view around it the volume must be unbiased
+    within 3 % (it was +4.2 % on average before the leave-one-cap-out check of the surface, +2.7 % with it)."""
+    errors = _moved_nodule_errors()
+    mean, median = float(np.mean(errors)), float(np.median(errors))
+    line = f"volume errors {np.round(errors, 2).tolist()} %: mean {mean:+.2f} %, median {median:+.2f} %"
+    print(line)
+    assert abs(mean) <= 3.0, line
+    assert max(abs(e) for e in errors) <= 8.0, line
+
+
+@pytest.mark.xfail(strict=True, reason="5 of 8 noise realisations of this vessel-contact 6 mm nodule read +3.1..6.4 %")
+def test_every_noise_realisation_of_the_moved_nodule_within_3_percent() -> None:
+    """Issue 3's target per nodule: not met yet for a thin vessel lying flat along a 6 mm nodule."""
+    assert max(abs(e) for e in _moved_nodule_errors()) <= 3.0
