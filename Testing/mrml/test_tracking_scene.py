@@ -89,6 +89,6 @@ def test_a_folder_without_a_result_leaves_the_scene_unchanged(tmp_path: Path, sc
     with pytest.raises(InputError, match="medai track"):
         load_tracking_into_scene(scene, tmp_path)
     (tmp_path / "tracking.json").write_text(json.dumps({"summary": {}, "nodules": [{"tracking_id": "N1"}]}))
-    with pytest.raises(InputError, match="does not exist|incomplete or damaged"):
+    with pytest.raises(InputError, match=r"does not exist|incomplete or damaged"):
         load_tracking_into_scene(scene, tmp_path)
     assert scene.GetNumberOfNodes() == before
