@@ -7,13 +7,14 @@ The Slicer module starts a :class:`WorkerProcess`, polls it from a QTimer (``pol
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 __all__ = [
     "WorkerEvent",
     "WorkerProcess",
+    "apply_result_events",
     "format_event",
     "parse_event",
     "segmentation_worker_args",
@@ -213,3 +215,32 @@ class WorkerProcess:
         else:  # pragma: no cover - Windows
             subprocess.run(["taskkill", "/F", "/T", "/PID", str(self._process.pid)], capture_output=True, check=False)
             self._process.wait()
+
+
+def apply_result_events(
+    events: Sequence[WorkerEvent],
+    job: Any,
+    load_result: Callable[[dict[str, Any]], None],
+    what: str,
+) -> None:
+    """Feed a job's new worker events: load the ``result`` event, record ``error`` events in ``job.error``.
+
+    ``job`` needs ``cancelled`` and ``error`` attributes (the Slicer modules' job objects); a cancelled job
+    ignores both kinds. A MedAIError while loading becomes the error message as it is (it names the fix); any
+    other exception is logged with its traceback and reported as ``"The <what> result could not be loaded"``.
+    """
+    from MedAIExtension.errors import MedAIError
+
+    for event in events:
+        if job.cancelled:
+            continue
+        if event.kind == "result":
+            try:
+                load_result(event.data)
+            except MedAIError as exc:
+                job.error = str(exc)
+            except Exception as exc:
+                logging.getLogger(__name__).exception("Loading the MedAI %s result failed", what)
+                job.error = f"The {what} result could not be loaded into Slicer: {exc}"
+        elif event.kind == "error":
+            job.error = event.message

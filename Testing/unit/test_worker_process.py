@@ -7,11 +7,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from MedAIExtension.runner import WorkerEvent, WorkerProcess, format_event, parse_event
+from MedAIExtension.errors import InputError
+from MedAIExtension.runner import WorkerEvent, WorkerProcess, apply_result_events, format_event, parse_event
 
 CHILD = r"""
 import subprocess, sys, time
@@ -184,3 +186,25 @@ def test_track_job_refuses_two_patients_before_any_work(tmp_path: Path) -> None:
     assert "different patients" in errors[0].message and "--force" in errors[0].message
     assert errors[0].data["type"] == "InputError"
     assert not out.exists() and not [e for e in events if e.kind == "result"]
+
+
+def test_result_events_are_loaded_and_errors_recorded_unless_cancelled() -> None:
+    job, loaded = SimpleNamespace(cancelled=False, error=None), []
+    apply_result_events([WorkerEvent("progress", 0.5), WorkerEvent("result", data={"n": 1})], job, loaded.append, "x")
+    assert loaded == [{"n": 1}] and job.error is None
+
+    def refuse(data: dict) -> None:
+        raise InputError("The volume is gone; load it again.")
+
+    def crash(data: dict) -> None:
+        raise ValueError("boom")
+
+    apply_result_events([WorkerEvent("result")], job, refuse, "tracking")
+    assert job.error == "The volume is gone; load it again."
+    apply_result_events([WorkerEvent("result")], job, crash, "tracking")
+    assert job.error == "The tracking result could not be loaded into Slicer: boom"
+    apply_result_events([WorkerEvent("error", message="no lungs")], job, loaded.append, "tracking")
+    assert job.error == "no lungs"
+    cancelled = SimpleNamespace(cancelled=True, error=None)
+    apply_result_events([WorkerEvent("result"), WorkerEvent("error", message="late")], cancelled, loaded.append, "x")
+    assert cancelled.error is None and len(loaded) == 1

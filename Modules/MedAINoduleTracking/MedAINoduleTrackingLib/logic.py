@@ -21,6 +21,7 @@ from MedAISegmentationLib.dependencies import workerPython
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from MedAIExtension.errors import InputError, MedAIError
+from MedAIExtension.runner import apply_result_events
 
 __all__ = ["DICOM_FILE_KEYS", "OUTPUT_ATTRIBUTE", "TrackingJob", "TrackingLogic"]
 
@@ -168,17 +169,7 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
             logger.exception("Polling the MedAI tracking worker failed")
             self.cancel(job)
             job.error, events = f"Lost contact with the tracking process: {exc}", []
-        for event in events:
-            if event.kind == "result" and not job.cancelled:
-                try:
-                    self._loadResult(job, event.data)
-                except MedAIError as exc:
-                    job.error = str(exc)
-                except Exception as exc:
-                    logger.exception("Loading the MedAI tracking result failed")
-                    job.error = f"The tracking result could not be loaded into Slicer: {exc}"
-            elif event.kind == "error" and not job.cancelled:
-                job.error = event.message
+        apply_result_events(events, job, lambda data: self._loadResult(job, data), "tracking")
         if not job.process.running and not job.finished:
             job.finished = True
             if job.nodes is None and not job.error and not job.cancelled:

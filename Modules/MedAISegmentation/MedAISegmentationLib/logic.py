@@ -18,6 +18,7 @@ import slicer
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from MedAIExtension.errors import InputError, MedAIError
+from MedAIExtension.runner import apply_result_events
 from MedAISegmentationLib.dependencies import workerPython
 
 __all__ = ["INPUT_ROLE", "STATISTICS_ROLE", "SegmentationJob", "SegmentationLogic"]
@@ -77,17 +78,7 @@ class SegmentationLogic(ScriptedLoadableModuleLogic):
     def poll(self, job: SegmentationJob) -> list[Any]:
         """Return the worker's new events; load the result when it comes; mark the job finished when it ends."""
         events = list(job.process.poll())
-        for event in events:
-            if event.kind == "result" and not job.cancelled:
-                try:
-                    self._loadResult(job, event.data)
-                except MedAIError as exc:
-                    job.error = str(exc)
-                except Exception as exc:
-                    logger.exception("Loading the MedAI result failed")
-                    job.error = f"The result could not be loaded into Slicer: {exc}"
-            elif event.kind == "error" and not job.cancelled:
-                job.error = event.message
+        apply_result_events(events, job, lambda data: self._loadResult(job, data), "segmentation")
         if not job.process.running and not job.finished:
             job.finished = True
             if job.segmentationNode is None and not job.error and not job.cancelled:
