@@ -36,7 +36,7 @@ from MedAIExtension.errors import InputError
 from MedAIExtension.io.geometry import LPS_TO_RAS
 from MedAIExtension.phantom.anatomy import build_layout, nodule_center
 from MedAIExtension.phantom.chest import Phantom, generate_chest_phantom
-from MedAIExtension.phantom.spec import NoduleSpec, NoduleType, PhantomSpec
+from MedAIExtension.phantom.spec import NoduleSpec, NoduleType, PhantomSpec, _triple
 from MedAIExtension.progress import Progress
 
 __all__ = [
@@ -474,16 +474,6 @@ def write_phantom_pair(
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
-def _triple(value: Any, what: str) -> tuple[float, float, float]:
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} must be three numbers, got {value!r}.") from None
-    if len(out) != 3 or not all(math.isfinite(v) for v in out):
-        raise InputError(f"{what} must be three finite numbers, got {value!r}.")
-    return out  # type: ignore[return-value]
-
-
 def _interval(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer | float) or float(value) != int(value):
         raise InputError(f"interval_days must be a whole number of days, got {value!r}.")

@@ -43,12 +43,12 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
             writer.writerow({key: _csv_value(row.get(key)) for key in columns})
 
 
-def _write_seg_nrrd(result: TrackingResult, timepoint: str, path: Path) -> None:
+def _write_seg_nrrd(result: TrackingResult, labelmap: Any, timepoint: str, path: Path) -> None:
     from MedAIExtension.mrml import close_scene, create_scene, labelmap_to_segmentation_node, write_seg_nrrd
 
     scene = create_scene()
     try:
-        node = labelmap_to_segmentation_node(scene, result.labelmap(timepoint), result.labels(), f"{timepoint} nodules")
+        node = labelmap_to_segmentation_node(scene, labelmap, result.labels(), f"{timepoint} nodules")
         write_seg_nrrd(node, path)
     finally:
         close_scene(scene)
@@ -89,7 +89,7 @@ def _report_items(result: TrackingResult, timepoint: str) -> list[Any]:
     return items
 
 
-def _write_dicom(result: TrackingResult, timepoint: str, staging: Path, names: dict[str, str]) -> None:
+def _write_dicom(result: TrackingResult, labelmap: Any, timepoint: str, staging: Path, names: dict[str, str]) -> None:
     from MedAIExtension.dicom import write_dicom_seg
     from MedAIExtension.dicom.sr import write_tracking_sr
 
@@ -100,7 +100,7 @@ def _write_dicom(result: TrackingResult, timepoint: str, staging: Path, names: d
     labels = [n.label for n in result.nodules if (n.baseline if timepoint == "baseline" else n.followup)]
     seg_path = staging / f"{timepoint}_seg.dcm"
     write_dicom_seg(
-        result.labelmap(timepoint),
+        labelmap,
         image,
         labels,
         seg_path,
@@ -156,13 +156,13 @@ def write_tracking_outputs(
         names["table_csv"] = "tracking.csv"
         for index, timepoint in enumerate(TIMEPOINTS):
             reporter(0.1 + 0.3 * index, f"writing the {timepoint} segmentation")
-            _write_seg_nrrd(result, timepoint, staging / f"{timepoint}_nodules.seg.nrrd")
+            labelmap = result.labelmap(timepoint)  # built once, written three ways
+            _write_seg_nrrd(result, labelmap, timepoint, staging / f"{timepoint}_nodules.seg.nrrd")
             names[f"{timepoint}_seg_nrrd"] = f"{timepoint}_nodules.seg.nrrd"
-            labelmap = result.labelmap(timepoint)
             write_volume_file(labelmap, staging / f"{timepoint}_nodules.nii.gz")
             names[f"{timepoint}_labels"] = f"{timepoint}_nodules.nii.gz"
             if dicom:
-                _write_dicom(result, timepoint, staging, names)
+                _write_dicom(result, labelmap, timepoint, staging, names)
         transform = getattr(result.registration, "sitk_transform", None)
         if transform is not None:
             import SimpleITK as sitk
