@@ -135,6 +135,8 @@ class ModelEntry:
     bundle_dir: Path | None = None
     source: str = "catalogue"
     training: Mapping[str, Any] = field(default_factory=dict)
+    #: Explainability defaults from the catalogue (``target_layer``, ``target_label``).
+    explain: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         values = [label.value for label in self.labels]
@@ -153,6 +155,19 @@ class ModelEntry:
         """Check that every file exists and has its catalogue sha256."""
         for item in self.files:
             item.verify()
+
+    @property
+    def is_classifier(self) -> bool:
+        """True for a classification model (one score per class; channel ``c`` is ``labels[c]``)."""
+        return self.task == "classification"
+
+    def channel_of(self, value: int) -> int:
+        """The output channel that holds label ``value`` (segmentation: channel 0 is background)."""
+        for index, label in enumerate(self.labels):
+            if label.value == value:
+                return index if self.is_classifier else index + 1
+        names = ", ".join(f"{label.value} ({label.name})" for label in self.labels)
+        raise KeyError(f"Model {self.name} has no label {value}; its labels are {names}.")
 
     def label(self, value: int) -> SegmentLabel:
         """The label with voxel value ``value``."""
@@ -198,6 +213,7 @@ class ModelEntry:
             labels=tuple(SegmentLabel.from_dict(label) for label in data["labels"]),
             source=source,
             training=dict(data.get("training", {})),
+            explain=dict(data.get("explain", {})),
         )
 
 
