@@ -12,7 +12,7 @@ the way the model expects (see :mod:`MedAIExtension.explain.pipeline` for the ge
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ from MedAIExtension.errors import InputError
 __all__ = ["GRADIENT_METHODS", "ExplainMethod", "ScoreTarget"]
 
 
-class ExplainMethod(str, Enum):
+class ExplainMethod(StrEnum):
     """The explanation methods ``medai explain --method`` offers."""
 
     GRADCAM = "gradcam"
