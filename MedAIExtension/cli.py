@@ -1,4 +1,4 @@
-"""The ``medai`` command line: segment, track, models, evaluate, phantom, demo.
+"""The ``medai`` command line: segment, track, explain, models, evaluate, phantom, demo.
 
 Errors print one clear message (no traceback unless ``--debug``) and exit non-zero.
 """
@@ -131,6 +131,29 @@ def _cmd_track(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from MedAIExtension.explain.pipeline import explain_to_folder
+    from MedAIExtension.explain.request import ExplainRequest
+
+    request = ExplainRequest.from_arguments(args)
+    bar = _ProgressBar(not args.quiet)
+    try:
+        document = explain_to_folder(request, progress=bar, warn=_warn)
+    finally:
+        bar.close()
+    target = document["target"]
+    score = f" (model score {document['score']:.3f})" if document.get("score") is not None else ""
+    print(f"{document['method_title']} of '{target['name']}' with {document['model']['name']}{score}.")
+    for name, check in document.get("sanity", {}).items():
+        print(f"  {name}: {check.get('summary', '')}")
+    for row in (document.get("uncertainty") or {}).get("segments", []):
+        print(f"  {row.get('name', row.get('value'))}: mean uncertainty {row.get('mean_entropy', float('nan')):.3f}")
+    for kind, path in document["files"].items():
+        for item in path if isinstance(path, list) else [path]:
+            print(f"  {kind:<18} {request.output / item}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from MedAIExtension.models.catalog import load_catalog
     from MedAIExtension.models.devices import Device, cuda_available
@@ -145,6 +168,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 "name": entry.name,
                 "title": entry.title,
                 "version": entry.version,
+                "task": entry.task,
                 "backend": entry.backend,
                 "device": device,
                 "labels": [label.name for label in entry.labels],
@@ -155,7 +179,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps({"models": rows, "problems": catalog.problems}, indent=2))
         return 0
     for row in rows:
-        print(f"{row['name']}  ({row['version']}, {row['backend']}, would run on {row['device']})")
+        print(f"{row['name']}  ({row['task']}, {row['version']}, {row['backend']}, would run on {row['device']})")
         print(f"    {row['title']}")
         print(f"    labels: {', '.join(row['labels'])}   [{row['source']}]")
     for problem in catalog.problems:
@@ -260,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--suspicious", action="append", metavar="ID", help="nodule with suspicious features (4X)")
     track.add_argument("--quiet", action="store_true", help="no progress bar")
     track.set_defaults(func=_cmd_track)
+
+    explain = sub.add_parser("explain", help="Grad-CAM, occlusion, integrated gradients or uncertainty map")
+    from MedAIExtension.explain.request import add_explain_arguments
+
+    add_explain_arguments(explain)
+    explain.add_argument("--quiet", action="store_true", help="no progress bar")
+    explain.set_defaults(func=_cmd_explain)
 
     models = sub.add_parser("models", help="list the models and the device each would use")
     models.add_argument("--models-dir", action="append", help="extra folder with user models")

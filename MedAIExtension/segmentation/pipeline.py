@@ -74,6 +74,11 @@ def segment_image(
         CatalogError, ChecksumError, ModelError, InputError, CancelledError.
     """
     entry = resolve_model(model, catalog)
+    if entry.task != "segmentation":
+        raise InputError(
+            f"Model {entry.name} is a {entry.task} model, not a segmentation model. Pick a segmentation model "
+            "('medai models' lists each model's task); explain a classifier with 'medai explain'."
+        )
     _check_modality(image, entry)
     reporter = Progress(progress, token)
     reporter(0.0, f"loading model {entry.name}")

@@ -146,7 +146,7 @@ class MedAISegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             from MedAIExtension.models.catalog import load_catalog
 
             catalog = load_catalog()
-            entries = [catalog.get(name) for name in catalog.names()]
+            entries = [e for e in (catalog.get(name) for name in catalog.names()) if e.task == "segmentation"]
         except (MedAIError, ImportError) as exc:
             entries = []
             self.ui.statusLabel.text = f"Model catalogue not loaded yet: {exc}"
@@ -266,8 +266,9 @@ class MedAISegmentationTest(ScriptedLoadableModuleTest):
 
         phantom = generate_chest_phantom(PhantomSpec(size_ijk=(96, 96, 48), spacing=(3.0, 3.0, 4.0)))
         catalog = load_catalog()
-        self.assertTrue(catalog.names(), "the model catalogue is empty: nothing to test")
-        return image_to_volume_node(slicer.mrmlScene, phantom.ct, "MedAI phantom"), catalog.get(catalog.names()[0])
+        entries = [e for e in (catalog.get(name) for name in catalog.names()) if e.task == "segmentation"]
+        self.assertTrue(entries, "the model catalogue has no segmentation model: nothing to test")
+        return image_to_volume_node(slicer.mrmlScene, phantom.ct, "MedAI phantom"), entries[0]
 
     def test_SegmentPhantom(self) -> None:
         volume, entry = self._phantomAndModel()

@@ -75,6 +75,8 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
         catalog, models = load_catalog(), []
         for name in catalog.names():
             entry = catalog.get(name)
+            if entry.task != "segmentation":
+                continue
             label = next((label for label in entry.labels if label.value == MODEL_NODULE_LABEL), None)
             if label is not None and label.type is not None and label.type.value == "27925004":  # SCT Nodule
                 models.append((entry.name, f"{entry.title} ({entry.version})"))

@@ -1,0 +1,158 @@
+"""Writing an explanation: map volumes (NRRD, NIfTI), DICOM Parametric Map + Secondary Capture, PNGs, JSON.
+
+Everything is written into a staging folder inside the output folder and moved into place at the end, so a
+failure leaves no partial result. ``explanation.json`` lists the files (paths relative to the folder).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from MedAIExtension.atomic import ensure_writable_directory
+from MedAIExtension.errors import OutputError
+from MedAIExtension.explain.overlay_png import key_slices
+from MedAIExtension.explain.pipeline import Explanation
+from MedAIExtension.io.image import Image
+from MedAIExtension.progress import Progress
+
+__all__ = ["output_stem", "write_explanation_outputs"]
+
+
+def output_stem(input_label: str) -> str:
+    """A short file-name stem from the input path (``/data/ct.nii.gz`` → ``ct``)."""
+    name = Path(input_label.rstrip("/\\")).name or "image"
+    for suffix in (".nii.gz", ".seg.nrrd", ".nrrd", ".nii", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "image"
+    return stem[:60]
+
+
+def _write_segments_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    if not rows:
+        path.write_text("", encoding="utf-8")
+        return
+    keys = list(rows[0].keys())
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _same_size(frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Pad pictures with black to one size (a multi-frame Secondary Capture has one frame size)."""
+    height = max(f.shape[0] for f in frames)
+    width = max(f.shape[1] for f in frames)
+    out = []
+    for frame in frames:
+        canvas = np.zeros((height, width, 3), dtype=np.uint8)
+        top, left = (height - frame.shape[0]) // 2, (width - frame.shape[1]) // 2
+        canvas[top : top + frame.shape[0], left : left + frame.shape[1]] = frame
+        out.append(canvas)
+    return out
+
+
+def _write_dicom(
+    explanation: Explanation, image: Image, staging: Path, stem: str, frames: list[np.ndarray]
+) -> dict[str, str]:
+    from MedAIExtension.dicom.parametric_map import write_parametric_map
+    from MedAIExtension.dicom.secondary_capture import write_secondary_capture
+
+    (staging / "dicom").mkdir()
+    method = explanation.method
+    entry = explanation.entry
+    description = f"MedAI {method.title} {explanation.label.name}"[:64]
+    names = {"parametric_map": f"dicom/{stem}_{method.value}_pm.dcm"}
+    write_parametric_map(
+        explanation.map,
+        image,
+        staging / names["parametric_map"],
+        method=method.value,
+        method_title=method.title,
+        target=explanation.label.name,
+        model_name=entry.name,
+        model_version=entry.version,
+        series_description=description,
+    )
+    names["secondary_capture"] = f"dicom/{stem}_{method.value}_sc.dcm"
+    write_secondary_capture(
+        _same_size(frames),
+        image,
+        staging / names["secondary_capture"],
+        series_description=f"{description} (key slices)"[:64],
+    )
+    return names
+
+
+def write_explanation_outputs(
+    explanation: Explanation,
+    image: Image,
+    output_dir: str | os.PathLike[str],
+    *,
+    dicom: bool = True,
+    input_label: str = "",
+    progress: Callable[[float, str], None] | None = None,
+) -> dict[str, Any]:
+    """Write every output of ``explanation`` (computed on ``image``) into ``output_dir``; returns the JSON document.
+
+    DICOM objects are written when ``dicom`` is true and the input was a DICOM series (they must reference it).
+    """
+    from PIL import Image as PILImage
+
+    from MedAIExtension.io.volume_files import write_volume_file
+
+    reporter = Progress(progress)
+    out = ensure_writable_directory(output_dir)
+    stem = output_stem(input_label or str(image.metadata.get("SourceFile", "image")))
+    method = explanation.method.value
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".medai-staging-"))
+    files: dict[str, Any] = {}
+    try:
+        reporter(0.0, "writing the map")
+        files["map_nrrd"] = f"{stem}_{method}.nrrd"
+        write_volume_file(explanation.map, staging / files["map_nrrd"])
+        files["map_nifti"] = f"{stem}_{method}.nii.gz"
+        write_volume_file(explanation.map, staging / files["map_nifti"])
+        if explanation.labelmap is not None:
+            files["labelmap"] = f"{stem}_segmentation.nrrd"
+            write_volume_file(explanation.labelmap, staging / files["labelmap"])
+        if explanation.uncertainty is not None:
+            files["segments_csv"] = f"{stem}_uncertainty_segments.csv"
+            _write_segments_csv(list(explanation.uncertainty.get("segments", [])), staging / files["segments_csv"])
+        reporter(0.3, "drawing key slices")
+        display = explanation.display
+        pictures = key_slices(image, explanation.map, display["window"], display["threshold"], display["opacity"])
+        (staging / "png").mkdir()
+        files["overlay_pngs"] = []
+        for picture in pictures:
+            name = f"png/{stem}_{method}_{picture.plane}.png"
+            PILImage.fromarray(picture.rgb).save(staging / name, format="PNG")
+            files["overlay_pngs"].append(name)
+        if dicom and image.source_files:
+            reporter(0.5, "writing DICOM Parametric Map and Secondary Capture")
+            files.update(_write_dicom(explanation, image, staging, stem, [p.rgb for p in pictures]))
+        document = {"input": input_label, **explanation.summary(), "files": files}
+        (staging / "explanation.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
+        reporter(0.95, "moving results into place")
+        written = [v for v in files.values() if isinstance(v, str)] + list(files.get("overlay_pngs", []))
+        for name in [*written, "explanation.json"]:  # file by file: other runs' results in the folder stay
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, out / name)
+        reporter(1.0, "done")
+        return document
+    except OSError as exc:
+        raise OutputError(f"Writing results into {out} failed ({exc.strerror or exc}); nothing was written.") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,202 @@
+"""What one explanation run is asked to do — shared by ``medai explain``, the worker job and the Slicer module.
+
+:func:`add_explain_arguments` defines the command-line options once; :meth:`ExplainRequest.from_arguments`
+turns parsed arguments into a validated request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from MedAIExtension.errors import InputError
+from MedAIExtension.explain.types import ExplainMethod
+
+__all__ = ["ExplainRequest", "Roi", "add_explain_arguments"]
+
+
+@dataclass(frozen=True)
+class Roi:
+    """An axis-aligned box in RAS millimetres (what a Slicer ROI markup gives: centre and size)."""
+
+    center_ras: tuple[float, float, float]
+    size_mm: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        values = (*self.center_ras, *self.size_mm)
+        if len(self.center_ras) != 3 or len(self.size_mm) != 3 or not all(math.isfinite(v) for v in values):
+            raise InputError("An ROI needs a centre R A S and a size in mm (six finite numbers).")
+        if min(self.size_mm) <= 0:
+            raise InputError(f"ROI size {list(self.size_mm)} mm must be positive along R, A and S.")
+        object.__setattr__(self, "center_ras", tuple(float(v) for v in self.center_ras))
+        object.__setattr__(self, "size_mm", tuple(float(v) for v in self.size_mm))
+
+    @classmethod
+    def parse(cls, values: Any) -> Roi:
+        """From six numbers ``R A S sizeR sizeA sizeS`` (a list or a comma/space separated string)."""
+        if isinstance(values, str):
+            values = values.replace(",", " ").split()
+        try:
+            numbers = [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise InputError(f"--roi needs six numbers R A S sizeR sizeA sizeS (mm), got {values!r}.") from None
+        if len(numbers) != 6:
+            raise InputError(f"--roi needs six numbers R A S sizeR sizeA sizeS (mm), got {len(numbers)}.")
+        return cls(tuple(numbers[:3]), tuple(numbers[3:]))  # type: ignore[arg-type]
+
+    @property
+    def low_ras(self) -> tuple[float, float, float]:
+        """The corner with the smallest R, A, S."""
+        return tuple(c - s / 2 for c, s in zip(self.center_ras, self.size_mm, strict=True))  # type: ignore[return-value]
+
+    @property
+    def high_ras(self) -> tuple[float, float, float]:
+        """The corner with the largest R, A, S."""
+        return tuple(c + s / 2 for c, s in zip(self.center_ras, self.size_mm, strict=True))  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-ready form."""
+        return {"center_ras": list(self.center_ras), "size_mm": list(self.size_mm)}
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    """One explanation run.
+
+    Attributes:
+        input: DICOM series folder or volume file (.nii.gz, .nrrd).
+        model: catalogue model name.
+        method: the explanation method.
+        output: output folder.
+        target: label value or name to explain (default: the catalogue's ``explain.target_label``, else the
+            first label).
+        roi: where to look; classification models explain the patch centred on it, segmentation models
+            explain the region score inside it.
+        layer: Grad-CAM target layer (default: the catalogue's ``explain.target_layer``).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        sanity: run the sanity checks (randomisation, deletion/insertion) next to the map.
+        mask_size, stride, baseline: occlusion settings (voxels on the model grid; baseline value or ``mean``).
+        ig_steps: integrated-gradients path steps.
+        tta_flips, mc_dropout: uncertainty settings.
+        batch_size: forward passes per batch (occlusion, deletion/insertion); halves on out-of-memory.
+        write_dicom: write the Parametric Map and Secondary Capture when the input is a DICOM series.
+        series: SeriesInstanceUID when the input folder holds several series.
+        models_dirs: extra folders with user models.
+    """
+
+    input: Path
+    model: str
+    method: ExplainMethod
+    output: Path
+    target: str | None = None
+    roi: Roi | None = None
+    layer: str | None = None
+    device: str = "auto"
+    sanity: bool = True
+    mask_size: int = 8
+    stride: int = 4
+    baseline: float | str = 0.0
+    ig_steps: int = 32
+    tta_flips: int = 4
+    mc_dropout: int = 0
+    batch_size: int = 16
+    write_dicom: bool = True
+    series: str | None = None
+    models_dirs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", ExplainMethod.parse(self.method))
+        object.__setattr__(self, "input", Path(self.input))
+        object.__setattr__(self, "output", Path(self.output))
+        if self.mask_size < 1 or self.stride < 1:
+            raise InputError(f"Occlusion mask size and stride must be ≥ 1 voxel (got {self.mask_size}, {self.stride}).")
+        if self.ig_steps < 2:
+            raise InputError(f"Integrated gradients needs at least 2 steps, got {self.ig_steps}.")
+        if not 1 <= self.tta_flips <= 8:
+            raise InputError(f"--tta-flips must be 1..8 (flip combinations incl. none), got {self.tta_flips}.")
+        if self.mc_dropout < 0:
+            raise InputError(f"--mc-dropout must be ≥ 0 passes, got {self.mc_dropout}.")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be ≥ 1, got {self.batch_size}.")
+        if isinstance(self.baseline, str) and self.baseline != "mean":
+            try:
+                object.__setattr__(self, "baseline", float(self.baseline))
+            except ValueError:
+                raise InputError(f"--baseline must be a number or 'mean', got {self.baseline!r}.") from None
+
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace) -> ExplainRequest:
+        """A request from parsed :func:`add_explain_arguments` options."""
+        return cls(
+            input=Path(args.input),
+            model=args.model,
+            method=args.method,
+            output=Path(args.output),
+            target=args.target,
+            roi=Roi.parse(args.roi) if args.roi else None,
+            layer=args.layer,
+            device=args.device,
+            sanity=not args.no_sanity,
+            mask_size=args.mask_size,
+            stride=args.stride,
+            baseline=args.baseline,
+            ig_steps=args.ig_steps,
+            tta_flips=args.tta_flips,
+            mc_dropout=args.mc_dropout,
+            batch_size=args.batch_size,
+            write_dicom=not args.no_dicom,
+            series=args.series,
+            models_dirs=tuple(args.models_dir or ()),
+        )
+
+    def to_arguments(self) -> list[str]:
+        """The command-line options that reproduce this request (for the worker process)."""
+        args = ["--input", str(self.input), "--model", self.model, "--method", self.method.value]
+        args += ["--output", str(self.output), "--device", self.device]
+        if self.target is not None:
+            args += ["--target", str(self.target)]
+        if self.roi is not None:
+            args += ["--roi", *(repr(v) for v in (*self.roi.center_ras, *self.roi.size_mm))]
+        if self.layer:
+            args += ["--layer", self.layer]
+        if not self.sanity:
+            args.append("--no-sanity")
+        args += ["--mask-size", str(self.mask_size), "--stride", str(self.stride), "--baseline", str(self.baseline)]
+        args += ["--ig-steps", str(self.ig_steps), "--tta-flips", str(self.tta_flips)]
+        args += ["--mc-dropout", str(self.mc_dropout), "--batch-size", str(self.batch_size)]
+        if not self.write_dicom:
+            args.append("--no-dicom")
+        if self.series:
+            args += ["--series", self.series]
+        for folder in self.models_dirs:
+            args += ["--models-dir", folder]
+        return args
+
+
+def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``explain`` options to ``parser`` (the CLI and the worker share them)."""
+    methods = [m.value for m in ExplainMethod]
+    parser.add_argument("--input", required=True, help="DICOM folder, .nii.gz or .nrrd")
+    parser.add_argument("--model", required=True, help="model name ('medai models' lists them)")
+    parser.add_argument("--method", required=True, choices=methods, help="explanation method")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--target", default=None, help="label value or name to explain (default: catalogue)")
+    parser.add_argument(
+        "--roi", type=float, nargs=6, default=None, metavar=("R", "A", "S", "SR", "SA", "SS"), help="ROI centre+size mm"
+    )
+    parser.add_argument("--layer", default=None, help="Grad-CAM target layer (default: catalogue)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--no-sanity", action="store_true", help="skip the sanity checks")
+    parser.add_argument("--mask-size", type=int, default=8, help="occlusion window (voxels on the model grid)")
+    parser.add_argument("--stride", type=int, default=4, help="occlusion stride (voxels)")
+    parser.add_argument("--baseline", default="0.0", help="occlusion fill value (normalised) or 'mean'")
+    parser.add_argument("--ig-steps", type=int, default=32, help="integrated-gradients steps")
+    parser.add_argument("--tta-flips", type=int, default=4, help="uncertainty: flip combinations (1-8)")
+    parser.add_argument("--mc-dropout", type=int, default=0, help="uncertainty: MC-dropout passes (torch models)")
+    parser.add_argument("--batch-size", type=int, default=16, help="forward passes per batch")
+    parser.add_argument("--no-dicom", action="store_true", help="do not write DICOM objects")
+    parser.add_argument("--series", default=None, help="SeriesInstanceUID when the folder holds several series")
+    parser.add_argument("--models-dir", action="append", help="extra folder with user models")
