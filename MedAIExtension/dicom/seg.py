@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.atomic import atomic_path
+from MedAIExtension.dicom.source import check_frame_of_reference, load_source_datasets, reference_sop_uids
 from MedAIExtension.dicom.tools import find_dcmqi_tool
 from MedAIExtension.errors import GeometryError, InputError, OutputError
 from MedAIExtension.io.image import Image
@@ -41,7 +42,6 @@ __all__ = [
 _SEGMENT_DESCRIPTION_PREFIX = "MedAI label value "
 _SEGMENT_DESCRIPTION_PATTERN = re.compile(r"^MedAI label value (\d{1,3})$")
 _LO_MAX = 64  # DICOM Long String
-_POSITION_TOLERANCE_MM = 1e-2
 
 
 class EmptySegmentationError(InputError):
@@ -95,38 +95,6 @@ def _label_array(labelmap: Image, labels: Sequence[SegmentLabel]) -> tuple[np.nd
             f"{sorted(known)}. Pass the full label list of the model, or clear those voxels."
         )
     return array, present
-
-
-def _load_source_datasets(source: Image) -> list[Any]:
-    """The source series' datasets in slice order ``k`` (headers only), checked against the source affine."""
-    import pydicom
-
-    files = source.source_files
-    if len(files) != source.shape[0]:
-        raise InputError(
-            f"The source image has {len(files)} DICOM file reference(s) for {source.shape[0]} slices. A DICOM SEG "
-            "must reference the DICOM series it was computed from: read the source with read_dicom_series."
-        )
-    datasets = []
-    for path in files:
-        try:
-            datasets.append(pydicom.dcmread(path, stop_before_pixels=True))
-        except (OSError, pydicom.errors.InvalidDicomError) as exc:
-            raise InputError(
-                f"Cannot read the source DICOM file {path} ({exc}). The SEG needs the source series on disk; "
-                "keep the input folder in place until the results are written."
-            ) from None
-    lps = source.ijk_to_lps
-    for k, ds in enumerate(datasets):
-        expected = lps[:3, 2] * k + lps[:3, 3]
-        position = np.array(ds.get("ImagePositionPatient", [np.nan] * 3), dtype=float)
-        if not np.allclose(position, expected, atol=_POSITION_TOLERANCE_MM + 1e-4 * np.abs(expected).max()):
-            raise GeometryError(
-                f"Source file {files[k].name} lies at {position.round(3).tolist()} mm but slice {k} of the source "
-                f"image is at {expected.round(3).tolist()} mm: source_files do not match the image's slice order. "
-                "Read the source with read_dicom_series and do not reorder its slices."
-            )
-    return datasets
 
 
 def write_dicom_seg(
@@ -205,7 +173,7 @@ def write_dicom_seg(
             "The label map contains no segmented voxel, so there is no segment to store in a DICOM SEG. "
             "Report the empty result instead (e.g. in a Structured Report) or skip the SEG export."
         )
-    source_datasets = _load_source_datasets(source)
+    source_datasets = load_source_datasets(source, "DICOM SEG")
 
     # Map label values to consecutive segment numbers 1..n (a lookup table keeps this one pass over the voxels).
     lookup = np.zeros(256, dtype=np.uint8)
@@ -287,21 +255,6 @@ def _relabel(array: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
     return lookup[array.astype(np.int64, copy=False)].astype(out_type)
 
 
-def _reference_sop_uids(reference: Image) -> list[str] | None:
-    import pydicom
-
-    if len(reference.source_files) != reference.shape[0]:
-        return None
-    uids = []
-    for path in reference.source_files:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-        except (OSError, pydicom.errors.InvalidDicomError):
-            return None
-        uids.append(str(ds.SOPInstanceUID))
-    return uids
-
-
 def _resample_onto(sitk_label: Any, reference: Image) -> np.ndarray:
     """Nearest-neighbour resampling of a SimpleITK label image onto the reference grid (physical space)."""
     from MedAIExtension.models.preprocessing import resample_array
@@ -340,15 +293,6 @@ def _open_seg(path: Path, lazy: bool = False) -> Any:
         raise InputError(f"Cannot read {path} as a DICOM Segmentation ({exc}). Check that it is a SEG file.") from None
 
 
-def _check_frame_of_reference(seg: Any, reference: Image, path: Path) -> None:
-    frame_of_reference = str(reference.metadata.get("FrameOfReferenceUID", "") or "")
-    if frame_of_reference and frame_of_reference != str(seg.FrameOfReferenceUID):
-        raise GeometryError(
-            f"The SEG {path.name} is in frame of reference {seg.FrameOfReferenceUID}, the reference image in "
-            f"{frame_of_reference}: they do not share patient coordinates. Use the series the SEG was made from."
-        )
-
-
 def read_dicom_seg(path: str | os.PathLike[str], reference: Image) -> Image:
     """Read a DICOM SEG with highdicom into a label map on the grid of ``reference``.
 
@@ -371,7 +315,7 @@ def read_dicom_seg(path: str | os.PathLike[str], reference: Image) -> Image:
     path = Path(path)
     seg = _open_seg(path)
     mapping = segment_value_map(seg)
-    reference_uids = _reference_sop_uids(reference)
+    reference_uids = reference_sop_uids(reference)
     referenced = {uids[2] for uids in seg.get_source_image_uids()}
     try:
         if reference_uids is not None and referenced and referenced <= set(reference_uids):
@@ -383,7 +327,7 @@ def read_dicom_seg(path: str | os.PathLike[str], reference: Image) -> Image:
                 dtype=np.uint16,
             )
             return reference.with_array(_relabel(np.asarray(numbers), mapping), source_files=(), modality="")
-        _check_frame_of_reference(seg, reference, path)
+        check_frame_of_reference(seg, reference, path, "SEG")
         volume = seg.get_volume(combine_segments=True, relabel=False, dtype=np.uint16)
     except RuntimeError as exc:  # highdicom: overlapping segments cannot be combined into one label map
         raise InputError(
@@ -426,7 +370,7 @@ def read_dicom_seg_with_dcmqi(
     path = Path(path)
     tool = find_dcmqi_tool("segimage2itkimage")
     seg = _open_seg(path, lazy=True)
-    _check_frame_of_reference(seg, reference, path)
+    check_frame_of_reference(seg, reference, path, "SEG")
     mapping = segment_value_map(seg)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="dcmqi-") as tmp:
         command = [

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.atomic import atomic_path
-from MedAIExtension.dicom.seg import _load_source_datasets
+from MedAIExtension.dicom.source import load_source_datasets
 from MedAIExtension.errors import InputError, OutputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import CodedTerm
@@ -541,7 +541,7 @@ def write_tracking_sr(
         raise InputError("The tracking SR references each nodule's SEG segment; give seg_path for the nodules.")
     if not target.parent.is_dir():
         raise OutputError(f"The folder {target.parent} does not exist; create it or choose another output path.")
-    source_datasets = _load_source_datasets(source)
+    source_datasets = load_source_datasets(source, "tracking SR")
     seg = _load_seg(Path(seg_path), source_datasets, checked)
 
     version = algorithm_version or __version__

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.errors import OutputError
 from MedAIExtension.explain.overlay_png import key_slices
@@ -51,21 +49,8 @@ def _write_segments_csv(rows: list[dict[str, Any]], path: Path) -> None:
             writer.writerow({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def _same_size(frames: list[np.ndarray]) -> list[np.ndarray]:
-    """Pad pictures with black to one size (a multi-frame Secondary Capture has one frame size)."""
-    height = max(f.shape[0] for f in frames)
-    width = max(f.shape[1] for f in frames)
-    out = []
-    for frame in frames:
-        canvas = np.zeros((height, width, 3), dtype=np.uint8)
-        top, left = (height - frame.shape[0]) // 2, (width - frame.shape[1]) // 2
-        canvas[top : top + frame.shape[0], left : left + frame.shape[1]] = frame
-        out.append(canvas)
-    return out
-
-
 def _write_dicom(
-    explanation: Explanation, image: Image, staging: Path, stem: str, frames: list[np.ndarray]
+    explanation: Explanation, image: Image, staging: Path, stem: str, pictures: list[Any]
 ) -> dict[str, str]:
     from MedAIExtension.dicom.parametric_map import write_parametric_map
     from MedAIExtension.dicom.secondary_capture import write_secondary_capture
@@ -86,12 +71,14 @@ def _write_dicom(
         model_version=entry.version,
         series_description=description,
     )
-    names["secondary_capture"] = f"dicom/{stem}_{method.value}_sc.dcm"
+    names["secondary_capture"] = f"dicom/{stem}_{method.value}_sc"  # a folder: one file per key slice
     write_secondary_capture(
-        _same_size(frames),
+        [picture.rgb for picture in pictures],
         image,
         staging / names["secondary_capture"],
         series_description=f"{description} (key slices)"[:64],
+        frame_comments=[f"{picture.plane} slice through the map's peak" for picture in pictures],
+        model_name=f"{entry.name} {entry.version}",
     )
     return names
 
@@ -142,13 +129,15 @@ def write_explanation_outputs(
             files["overlay_pngs"].append(name)
         if dicom and image.source_files:
             reporter(0.5, "writing DICOM Parametric Map and Secondary Capture")
-            files.update(_write_dicom(explanation, image, staging, stem, [p.rgb for p in pictures]))
+            files.update(_write_dicom(explanation, image, staging, stem, pictures))
         document = {"input": input_label, **explanation.summary(), "files": files}
         (staging / "explanation.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
         reporter(0.95, "moving results into place")
         written = [v for v in files.values() if isinstance(v, str)] + list(files.get("overlay_pngs", []))
         for name in [*written, "explanation.json"]:  # file by file: other runs' results in the folder stay
             (out / name).parent.mkdir(parents=True, exist_ok=True)
+            if (out / name).is_dir():
+                shutil.rmtree(out / name)
             os.replace(staging / name, out / name)
         reporter(1.0, "done")
         return document
