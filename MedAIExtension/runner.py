@@ -23,6 +23,7 @@ __all__ = [
     "WorkerEvent",
     "WorkerProcess",
     "apply_result_events",
+    "explanation_worker_args",
     "format_event",
     "parse_event",
     "segmentation_worker_args",
@@ -119,6 +120,17 @@ def tracking_worker_args(
     if interval_days is not None:
         args += ["--interval-days", repr(float(interval_days))]
     return args
+
+
+def explanation_worker_args(request: Any, python: str | None = None) -> list[str]:
+    """The command line that runs the explanation ``request`` in a child process.
+
+    Args:
+        request: a :class:`~MedAIExtension.explain.request.ExplainRequest`; its options come from
+            ``request.to_arguments()``, so the worker rebuilds exactly the same request.
+        python: the Python that runs the worker (default: this one).
+    """
+    return [python or sys.executable, "-m", "MedAIExtension.worker", "explain", *request.to_arguments()]
 
 
 class WorkerProcess:

@@ -3,6 +3,8 @@
 * ``python -m MedAIExtension.worker segment --input ... --model ... --output ...``
 * ``python -m MedAIExtension.worker track --baseline ... --followup ... --output ... [--model NAME | --no-model]
   [--device D] [--deformable] [--force] [--interval-days N]``
+* ``python -m MedAIExtension.worker explain --input ... --model ... --method ... --output ... [--target ...]
+  [--roi R A S SR SA SS] ...`` (the options of :func:`MedAIExtension.explain.request.add_explain_arguments`)
 
 Prints one JSON event per line (see :mod:`MedAIExtension.runner`) and exits 0 on success, the error's exit code
 otherwise. SIGTERM ends it at once; outputs are staged, so nothing partial is left behind.
@@ -17,6 +19,7 @@ import traceback
 from collections.abc import Sequence
 
 from MedAIExtension.errors import MedAIError
+from MedAIExtension.explain.request import ExplainRequest, add_explain_arguments
 from MedAIExtension.runner import WorkerEvent, format_event
 
 __all__ = ["main"]
@@ -89,6 +92,25 @@ def _track(args: argparse.Namespace) -> dict[str, object]:
     return data
 
 
+def _explain(args: argparse.Namespace) -> dict[str, object]:
+    request = ExplainRequest.from_arguments(args)
+    from MedAIExtension.explain.pipeline import explain_to_folder
+
+    def warn(message: str) -> None:
+        _emit(WorkerEvent("log", message=message))
+
+    document = explain_to_folder(request, progress=lambda f, m: _emit(WorkerEvent("progress", 0.99 * f, m)), warn=warn)
+    files = document.get("files") or {}
+    data: dict[str, object] = {"output": str(request.output), "document": str(request.output / "explanation.json")}
+    for key, name in files.items():
+        if isinstance(name, str):
+            data[key] = str(request.output / name)
+    for key in ("method", "target", "sanity", "notes", "seconds"):
+        if key in document:
+            data[key] = document[key]
+    return data
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one job and report it as JSON lines."""
     parser = argparse.ArgumentParser(prog="python -m MedAIExtension.worker")
@@ -113,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     track.add_argument("--force", action="store_true")
     track.add_argument("--interval-days", type=float, default=None)
     track.set_defaults(job=_track)
+    explain = sub.add_parser("explain")
+    add_explain_arguments(explain)
+    explain.set_defaults(job=_explain)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
