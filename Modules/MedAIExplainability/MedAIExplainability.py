@@ -31,7 +31,7 @@ class MedAIExplainability(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "MedAI Explainability"
         self.parent.categories = ["MedAI"]
-        self.parent.dependencies = ["MedAISegmentation", "MedAINoduleTracking"]  # installer, worker, input staging
+        self.parent.dependencies = ["MedAISegmentation"]  # installer, worker python, input staging
         self.parent.contributors = ["MedAI contributors"]
         self.parent.helpText = (
             "Shows where a catalogue model looked (Grad-CAM, Grad-CAM++, occlusion, integrated gradients) or how "

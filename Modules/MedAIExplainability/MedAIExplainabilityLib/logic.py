@@ -2,7 +2,7 @@
 worker process (``python -m MedAIExtension.worker explain``), load the result folder into the scene.
 
 The volume goes to the worker as its DICOM series when Slicer's DICOM database holds its files (so the result also
-gets a DICOM Parametric Map referencing it), as an NRRD file otherwise — staged exactly like the Nodule Tracking
+gets a DICOM Parametric Map referencing it), as an NRRD file otherwise — staged like the Nodule Tracking
 module does. Methods, request, MRML bridge and overlay are ``MedAIExtension``'s; no widgets, no dialogs here.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import slicer
-from MedAINoduleTrackingLib.logic import TrackingLogic
 from MedAISegmentationLib.dependencies import workerPython
+from MedAISegmentationLib.staging import dicomFiles, stageInput
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from MedAIExtension.errors import InputError, MedAIError
@@ -190,14 +190,13 @@ class ExplainabilityLogic(ScriptedLoadableModuleLogic):
             raise InputError("Select an input volume that holds an image.")
         if device not in available_devices():
             raise InputError(f"Device '{device}' is not available here ({', '.join(available_devices())}).")
-        stager = TrackingLogic(self.scene)
-        files = stager.dicomFiles(volume)
+        files = dicomFiles(volume)
         workDir = Path(tempfile.mkdtemp(prefix="MedAI-explain-", dir=_temporaryFolder()))
         try:
             request = self.buildRequest(
                 workDir / "inputs" / "input", workDir / "results", model, method, target, roiNode, layer, device, sanity
             )
-            inputPath = stager._stageInput(volume, workDir / "inputs" / "input", files)  # shared with Nodule Tracking
+            inputPath = stageInput(volume, workDir / "inputs" / "input", files)
             request = replace(request, input=inputPath)
             job = ExplainJob(WorkerProcess(self.workerArgs(request)), workDir, volume, request, startTime=time.time())
             job.process.start()

@@ -8,7 +8,6 @@ otherwise. Tracking, outputs and the MRML bridge are ``MedAIExtension``'s; no wi
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import slicer
 from MedAISegmentationLib.dependencies import workerPython
+from MedAISegmentationLib.staging import dicomFiles, stageInput
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from MedAIExtension.errors import InputError, MedAIError
@@ -82,31 +82,6 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
                 models.append((entry.name, f"{entry.title} ({entry.version})"))
         return models
 
-    @staticmethod
-    def dicomFiles(volume: Any) -> list[str]:
-        """The volume's DICOM files in Slicer's DICOM database; empty unless every instance is found there."""
-        uids = (volume.GetAttribute("DICOM.instanceUIDs") or "").split()
-        database = getattr(slicer, "dicomDatabase", None)
-        files = [database.fileForInstance(uid) for uid in uids] if uids and database is not None else []
-        return files if files and all(files) and all(os.path.isfile(f) for f in files) else []
-
-    def _stageInput(self, volume: Any, folder: Path, dicomFiles: list[str]) -> Path:
-        """A folder holding (links to) the volume's DICOM series, or the volume written as NRRD."""
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        if not dicomFiles:
-            from MedAIExtension.io import write_volume_file
-            from MedAIExtension.mrml import volume_node_to_image
-
-            return write_volume_file(volume_node_to_image(volume), folder.with_suffix(".nrrd"))
-        folder.mkdir()
-        for number, source in enumerate(dicomFiles):
-            target = folder / f"{number:06d}.dcm"  # the database may hold equal file names in several folders
-            try:
-                os.link(source, target)
-            except OSError:  # another file system, or links not allowed
-                shutil.copyfile(source, target)
-        return folder
-
     def start(
         self,
         baselineVolume: Any,
@@ -133,7 +108,7 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
             raise InputError("Baseline and follow-up are the same volume: select the earlier scan as baseline.")
         if model and device not in available_devices():
             raise InputError(f"Device '{device}' is not available here ({', '.join(available_devices())}).")
-        files = [self.dicomFiles(baselineVolume), self.dicomFiles(followupVolume)]
+        files = [dicomFiles(baselineVolume), dicomFiles(followupVolume)]
         if intervalDays is None and not all(files):
             raise InputError(
                 "The interval between the scans is unknown: only volumes loaded from Slicer's DICOM database carry "
@@ -142,7 +117,7 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
         workDir = Path(tempfile.mkdtemp(prefix="MedAI-tracking-", dir=_temporaryFolder()))
         try:
             inputs = [
-                self._stageInput(volume, workDir / "inputs" / name, found)
+                stageInput(volume, workDir / "inputs" / name, found)
                 for volume, name, found in zip((baselineVolume, followupVolume), _TIMEPOINTS, files, strict=True)
             ]
             job = TrackingJob(None, workDir, baselineVolume, followupVolume, startTime=time.time())
