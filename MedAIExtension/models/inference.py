@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,12 +28,24 @@ from MedAIExtension.models.preprocessing import (
     grid_corners,
     model_grid,
     normalize_intensity,
+    resample_array,
     resample_to_grid,
 )
 from MedAIExtension.models.resample_scores import channel_argmax, scores_to_labels
 from MedAIExtension.progress import Progress
 
-__all__ = ["InferenceOptions", "InferenceResult", "count_windows", "postprocess_labelmap", "run_inference"]
+__all__ = [
+    "InferenceOptions",
+    "InferenceResult",
+    "PreparedInput",
+    "count_windows",
+    "map_to_input",
+    "postprocess_labelmap",
+    "predict_scores",
+    "prepare_input",
+    "run_inference",
+    "scores_to_labelmap",
+]
 
 
 @dataclass(frozen=True)
@@ -193,34 +205,66 @@ def postprocess_labelmap(labelmap: np.ndarray, entry: ModelEntry, voxel_volume_m
     return labelmap
 
 
-def run_inference(
+@dataclass(frozen=True, eq=False)
+class PreparedInput:
+    """The input as the network sees it, plus what is needed to map results back onto the input grid.
+
+    Built by :func:`prepare_input`; :func:`predict_scores` runs the network on it (as often as needed, e.g. once
+    per test-time flip), :func:`scores_to_labelmap` and :func:`map_to_input` bring results back.
+
+    Attributes:
+        data: the normalised float32 network input (spatial axes only, in the model's ``axis_order``).
+        model_ijk_to_ras: IJK-to-RAS affine of the model grid.
+        model_shape: the model grid's array shape ``(K, J, I)``.
+        region: the part of the input image (a view of its voxels) that results are mapped onto.
+        box: index box ``(k, j, i)`` of ``region`` in the input image; None for the whole image.
+        resampled: whether the model grid differs from ``region``'s grid (else results need no resampling).
+        axis_order: ``"kji"`` or ``"ijk"``, the order of ``data``'s axes.
+        roi: sliding-window size (in ``data``'s axis order).
+        overlap: sliding-window overlap.
+        batch_size: windows per network call.
+        mode: window blending mode (``"gaussian"`` or ``"constant"``).
+    """
+
+    data: np.ndarray
+    model_ijk_to_ras: np.ndarray
+    model_shape: tuple[int, int, int]
+    region: Image
+    box: tuple[slice, slice, slice] | None
+    resampled: bool
+    axis_order: str
+    roi: tuple[int, int, int]
+    overlap: float
+    batch_size: int
+    mode: str
+
+    def without_data(self) -> PreparedInput:
+        """The same geometry without the network input (frees its memory once the scores exist)."""
+        return replace(self, data=np.empty((0, 0, 0), dtype=np.float32))
+
+
+def prepare_input(
     image: Image,
     entry: ModelEntry,
-    backend: Backend,
     options: InferenceOptions | None = None,
     progress: Progress | Callable[[float, str], None] | None = None,
-) -> InferenceResult:
-    """Segment ``image`` with a loaded ``backend`` described by ``entry``; the label map is on the input grid."""
-    options = options or InferenceOptions()
-    progress = progress if isinstance(progress, Progress) else Progress(progress)
-    started = time.perf_counter()
-    spec = entry.input
-    roi = tuple(options.roi_size or spec.patch_size)
-    overlap = entry.inference.overlap if options.overlap is None else options.overlap
-    batch_size = options.batch_size or entry.inference.batch_size
-    mode = options.mode or entry.inference.mode
+) -> PreparedInput | None:
+    """Crop ``image`` to the body, resample it onto the model grid and normalise it, as :func:`run_inference` does.
 
-    prep = progress.stage(0.0, 0.1)
+    Returns None when the catalogue asks for a body crop and nothing is above its threshold (empty result).
+    """
+    options = options or InferenceOptions()
+    prep = progress if isinstance(progress, Progress) else Progress(progress)
+    spec = entry.input
+    roi = tuple(int(n) for n in (options.roi_size or spec.patch_size))
+    overlap = entry.inference.overlap if options.overlap is None else options.overlap
     prep(0.0, "preparing input")
     box = None
     if options.crop_foreground and spec.crop_foreground_above is not None:
         box = foreground_bounding_box(image, spec.crop_foreground_above)
-    labelmap = np.zeros(image.shape, dtype=np.uint8)
-    if box is None and options.crop_foreground and spec.crop_foreground_above is not None:
-        prep(1.0, "no foreground: empty result")
-        return InferenceResult(
-            image.with_array(labelmap), backend.provider, time.perf_counter() - started, 0, (0, 0, 0)
-        )
+        if box is None:
+            prep(1.0, "no foreground: empty result")
+            return None
     work = crop_image(image, box) if box is not None else image
     grid = model_grid(image, spec.spacing, spec.orientation)
     if grid is not None and box is not None:
@@ -235,37 +279,142 @@ def run_inference(
     if spec.axis_order == "ijk":
         data = np.ascontiguousarray(data.transpose(2, 1, 0))
     prep(1.0, "input ready")
+    return PreparedInput(
+        data=data,
+        model_ijk_to_ras=model_image.ijk_to_ras,
+        model_shape=tuple(int(n) for n in model_image.shape),  # type: ignore[arg-type]
+        region=work,
+        box=box,
+        resampled=grid is not None,
+        axis_order=spec.axis_order,
+        roi=roi,  # type: ignore[arg-type]
+        overlap=overlap,
+        batch_size=options.batch_size or entry.inference.batch_size,
+        mode=options.mode or entry.inference.mode,
+    )
 
-    scores, windows = _sliding_window(data, backend, roi, overlap, batch_size, mode, progress.stage(0.1, 0.85))
+
+def predict_scores(
+    prepared: PreparedInput,
+    backend: Backend,
+    *,
+    flip_axes: tuple[int, ...] = (),
+    batch_size: int | None = None,
+    progress: Progress | Callable[[float, str], None] | None = None,
+) -> tuple[np.ndarray, int]:
+    """Sliding-window class scores ``(C, K, J, I)`` on the model grid, and the number of windows run.
+
+    ``flip_axes`` (model-grid array axes: 0 = k, 1 = j, 2 = i) mirrors the input before the network sees it and
+    mirrors the scores back, so every result lies on the unflipped model grid (test-time augmentation).
+    ``batch_size`` overrides the prepared number of windows per network call.
+    """
+    progress = progress if isinstance(progress, Progress) else Progress(progress)
+    axes = tuple(sorted({int(a) for a in flip_axes}))
+    if any(a not in (0, 1, 2) for a in axes):
+        raise InputError(f"Flip axes must be model-grid axes 0 (k), 1 (j) or 2 (i), got {flip_axes}.")
+    data_axes = axes if prepared.axis_order == "kji" else tuple(2 - a for a in axes)
+    data = np.ascontiguousarray(np.flip(prepared.data, data_axes)) if data_axes else prepared.data
+    scores, windows = _sliding_window(
+        data,
+        backend,
+        prepared.roi,
+        prepared.overlap,
+        batch_size or prepared.batch_size,
+        prepared.mode,
+        progress,
+    )
     del data
-    if spec.axis_order == "ijk":
+    if data_axes:
+        scores = np.ascontiguousarray(np.flip(scores, tuple(a + 1 for a in data_axes)))
+    if prepared.axis_order == "ijk":
         scores = scores.transpose(0, 3, 2, 1)
+    return scores, windows
 
-    back = progress.stage(0.85, 0.95)
+
+def scores_to_labelmap(
+    scores: np.ndarray,
+    prepared: PreparedInput,
+    entry: ModelEntry,
+    image: Image,
+    postprocess: bool = True,
+    progress: Progress | Callable[[float, str], None] | None = None,
+) -> np.ndarray:
+    """The label map (uint8, catalogue label values) on ``image``'s grid from model-grid ``scores`` (C, K, J, I).
+
+    Arg-max after linear interpolation of the scores (probabilities work too: the arg-max only needs an order
+    within each voxel), catalogue values per channel, then :func:`postprocess_labelmap` when ``postprocess``.
+    """
+    progress = progress if isinstance(progress, Progress) else Progress(progress)
+    back = progress.stage(0.0, 2 / 3)
     back(0.0, "mapping the result onto the input grid")
-    if grid is None:
+    if not prepared.resampled:
         sub_labels = channel_argmax(scores)
     else:
-        sub_labels = scores_to_labels(scores, model_image.ijk_to_ras, work)
-    del scores
+        sub_labels = scores_to_labels(scores, prepared.model_ijk_to_ras, prepared.region)
     channel_values = np.array([0] + [label.value for label in entry.labels], dtype=np.uint8)
     if int(sub_labels.max()) < len(channel_values) and not np.array_equal(
         channel_values, np.arange(len(channel_values))
     ):
         sub_labels = channel_values[sub_labels]  # channel c holds the catalogue's c-th label
-    post = progress.stage(0.95, 1.0)
-    if options.postprocess:
+    post = progress.stage(2 / 3, 1.0)
+    if postprocess:
         post(0.0, "cleaning up the label map")
         postprocess_labelmap(sub_labels, entry, image.voxel_volume_mm3)
-    if box is not None:
-        labelmap[box] = sub_labels
-    else:
+    if prepared.box is None:
         labelmap = sub_labels
+    else:
+        labelmap = np.zeros(image.shape, dtype=np.uint8)
+        labelmap[prepared.box] = sub_labels
     post(1.0, "done")
+    return labelmap
+
+
+def map_to_input(values: np.ndarray, prepared: PreparedInput, image: Image, fill: float = 0.0) -> np.ndarray:
+    """A scalar map on the model grid (``(K, J, I)``) linearly resampled onto ``image``'s grid (float32).
+
+    Voxels outside the body crop (and outside the model grid) get ``fill``.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if prepared.resampled:
+        model_map = Image(np.ascontiguousarray(values), prepared.model_ijk_to_ras)
+        region = resample_array(model_map, prepared.region.ijk_to_ras, prepared.region.shape, linear=True, fill=fill)
+    else:
+        region = values
+    if prepared.box is None:
+        return np.ascontiguousarray(region, dtype=np.float32)
+    out = np.full(image.shape, fill, dtype=np.float32)
+    out[prepared.box] = region
+    return out
+
+
+def run_inference(
+    image: Image,
+    entry: ModelEntry,
+    backend: Backend,
+    options: InferenceOptions | None = None,
+    progress: Progress | Callable[[float, str], None] | None = None,
+) -> InferenceResult:
+    """Segment ``image`` with a loaded ``backend`` described by ``entry``; the label map is on the input grid."""
+    options = options or InferenceOptions()
+    progress = progress if isinstance(progress, Progress) else Progress(progress)
+    started = time.perf_counter()
+    prepared = prepare_input(image, entry, options, progress.stage(0.0, 0.1))
+    if prepared is None:
+        return InferenceResult(
+            image.with_array(np.zeros(image.shape, dtype=np.uint8)),
+            backend.provider,
+            time.perf_counter() - started,
+            0,
+            (0, 0, 0),
+        )
+    scores, windows = predict_scores(prepared, backend, progress=progress.stage(0.1, 0.85))
+    prepared = prepared.without_data()
+    labelmap = scores_to_labelmap(scores, prepared, entry, image, options.postprocess, progress.stage(0.85, 1.0))
+    del scores
     return InferenceResult(
         labelmap=image.with_array(labelmap, modality="SEG"),
         provider=backend.provider,
         seconds=time.perf_counter() - started,
         windows=windows,
-        model_grid_shape=tuple(int(n) for n in model_image.shape),  # type: ignore[arg-type]
+        model_grid_shape=prepared.model_shape,
     )
