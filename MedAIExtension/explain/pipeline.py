@@ -225,7 +225,7 @@ def explain_image(
         if layer is None and method != ExplainMethod.IG:
             from MedAIExtension.explain.torch_model import default_target_layer
 
-            layer = default_target_layer(module)
+            layer = default_target_layer(module, window.data)
             notes.append(f"No target layer in the catalogue; Grad-CAM uses {layer}.")
         work(0.0, f"{method.title} of {label.name}")
         values = _gradient_map(method, module, window.data, target_score, layer, settings, loaded.torch_device, notes)
@@ -302,7 +302,7 @@ def _sanity_checks(
             stage(0.5, "sanity check: explaining the randomised model")
             return _gradient_map(method, module, window.data, target, layer, quick, loaded.torch_device, [])
 
-        sanity["randomisation"] = randomisation_test(loaded.module, explain_with).to_dict()
+        sanity["randomisation"] = randomisation_test(loaded.module, explain_with, max_steps=6).to_dict()
     else:
         notes.append(
             "Occlusion queries the model itself for every hidden window, so it cannot ignore the model; the "

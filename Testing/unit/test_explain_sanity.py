@@ -1,0 +1,283 @@
+"""Sanity checks of explanation maps: cascading weight randomisation and deletion/insertion faithfulness.
+
+Real models only: the classifier (shipped TorchScript when it is in the catalogue, else a fixed-seed
+:func:`build_classifier` exported to TorchScript), the shipped lung U-Net (MONAI bundle for the map, its ONNX
+export for the curves), and a one-layer torch/ONNX model whose score is, by construction, the intensity inside a
+known box.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from MedAIExtension.errors import CancelledError, InputError, ModelError
+from MedAIExtension.explain.gradcam import grad_cam
+from MedAIExtension.explain.sanity import (
+    DEFAULT_RANDOMISATION_THRESHOLD,
+    deletion_insertion,
+    map_similarity,
+    randomisation_layers,
+    randomisation_test,
+)
+from MedAIExtension.explain.types import ScoreTarget
+from MedAIExtension.models.backends import OnnxBackend, _load_bundle_module
+from MedAIExtension.models.catalog import DEFAULT_CATALOG, ModelEntry, load_catalog
+from MedAIExtension.models.discovery import describe_monai_bundle
+from MedAIExtension.progress import CancelToken, Progress
+from MedAIExtension.training.classifier_network import CLASSIFIER_ARGS, CLASSIFIER_TARGET_LAYER, build_classifier
+
+MODELS = DEFAULT_CATALOG.parent
+NODULE = ScoreTarget(0, name="Nodule")
+
+
+def nodule_patch(size: int = 32, center: tuple[float, ...] = (15.5, 14.0, 17.0), radius: float = 5.0) -> np.ndarray:
+    """A solid nodule (40 HU) in lung parenchyma (-850 HU) with noise, scaled -1000..400 HU → 0..1, (1, 1, S³)."""
+    grid = np.indices((size,) * 3, dtype=np.float32)
+    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, center)))
+    hu = -850 + 890 / (1 + np.exp((distance - radius) / 0.6))
+    hu += np.random.default_rng(7).normal(0, 15, hu.shape)
+    return np.clip((hu + 1000) / 1400, 0, 1).astype(np.float32)[None, None]
+
+
+@pytest.fixture(scope="module")
+def classifier() -> torch.jit.ScriptModule:
+    """The shipped classifier (TorchScript), or a fixed-seed one exported the same way before it is shipped."""
+    catalog = load_catalog(include_user_models=False)
+    if "chest-ct-nodule-classifier" in catalog:
+        return torch.jit.load(str(catalog.get("chest-ct-nodule-classifier").model_file), map_location="cpu").eval()
+    torch.manual_seed(0)
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.script(build_classifier(**CLASSIFIER_ARGS).eval()), buffer)
+    buffer.seek(0)
+    return torch.jit.load(buffer, map_location="cpu").eval()
+
+
+def edge_map(x: np.ndarray) -> np.ndarray:
+    """A deliberately broken 'explainer': the input's gradient magnitude, whatever the model."""
+    from scipy.ndimage import gaussian_gradient_magnitude
+
+    return gaussian_gradient_magnitude(x[0, 0].astype(np.float64), sigma=1.0)
+
+
+# ------------------------------------------------------------------------------------------- randomisation
+
+
+def test_gradcam_passes_and_edge_detector_fails(classifier) -> None:
+    x = nodule_patch()
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+
+    def gradcam(module):
+        return grad_cam(module, x, NODULE, CLASSIFIER_TARGET_LAYER)
+
+    good = randomisation_test(classifier, gradcam, seed=0)
+    broken = randomisation_test(classifier, lambda _module: edge_map(x), seed=0)
+
+    # Cascade from the output layer down: head first, the first conv block last.
+    assert [step.layer for step in good.steps] == [
+        "head",
+        "features.block4.conv",
+        "features.block3.conv",
+        "features.block2.conv",
+        "features.block1.conv",
+    ]
+    assert good.passed and good.final_spearman < DEFAULT_RANDOMISATION_THRESHOLD
+    assert good.summary.startswith("Passed: the map changes when the model's learned weights are scrambled")
+    assert f"{good.final_spearman:.2f}" in good.summary
+
+    assert not broken.passed
+    assert all(step.spearman == pytest.approx(1.0) and step.ssim == pytest.approx(1.0) for step in broken.steps)
+    assert broken.summary.startswith("Failed: the map stays the same with a scrambled model")
+    assert "do not rely on it" in broken.summary
+
+    # The trained model itself is untouched (the test works on a deep copy), and the test is deterministic.
+    for key, value in classifier.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    again = randomisation_test(classifier, gradcam, seed=0)
+    assert [s.spearman for s in again.steps] == [s.spearman for s in good.steps]
+
+    report = json.loads(json.dumps(good.to_dict()))
+    assert report["passed"] is True and len(report["steps"]) == 5
+    assert report["threshold"] == DEFAULT_RANDOMISATION_THRESHOLD
+
+
+def test_randomisation_groups_norm_layers_with_their_conv(classifier) -> None:
+    groups = randomisation_layers(classifier)
+    assert groups[0] == ("features.block1.conv", "features.block1.norm")
+    assert groups[-1] == ("head",)
+
+
+def test_randomisation_with_chosen_layers_and_bad_layer(classifier) -> None:
+    x = nodule_patch()
+    result = randomisation_test(
+        classifier, lambda m: grad_cam(m, x, NODULE, CLASSIFIER_TARGET_LAYER).map, layers=["features", "head"]
+    )
+    assert [s.layer for s in result.steps] == ["head", "features"]
+    chunked = randomisation_test(classifier, lambda _m: edge_map(x), max_steps=2)
+    assert [s.layer for s in chunked.steps] == ["features.block3.conv", "features.block1.conv"]
+    assert "after scrambling all 5 layers" in chunked.summary
+    with pytest.raises(ModelError, match=r"'nope' has no parameters.*features\.block1\.conv"):
+        randomisation_test(classifier, lambda _m: edge_map(x), layers=["nope"])
+
+
+def test_randomisation_can_be_cancelled(classifier) -> None:
+    token = CancelToken()
+    seen: list[str] = []
+
+    def callback(fraction: float, message: str) -> None:
+        seen.append(message)
+        if fraction > 0.3:
+            token.cancel()
+
+    with pytest.raises(CancelledError):
+        randomisation_test(classifier, lambda _m: edge_map(nodule_patch()), progress=Progress(callback, token))
+    assert 1 < len(seen) < 6
+
+
+def test_map_similarity_edge_cases() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.random((9, 9, 9))
+    assert map_similarity(a, a) == (pytest.approx(1.0), pytest.approx(1.0))
+    assert map_similarity(a, -a)[0] == pytest.approx(1.0)  # absolute maps, as in Adebayo et al.
+    assert map_similarity(a, np.zeros_like(a))[0] == 0.0
+    assert map_similarity(np.zeros_like(a), np.zeros_like(a))[0] == 1.0
+    assert abs(map_similarity(a, rng.random((9, 9, 9)))[0]) < 0.2
+    with pytest.raises(InputError, match="different shapes"):
+        map_similarity(a, a[1:])
+
+
+# ------------------------------------------------------------------------------------------ faithfulness
+
+BOX = (slice(10, 18), slice(12, 20), slice(8, 16))
+
+
+def box_model() -> torch.nn.Module:
+    """A real one-layer 3D CNN: the Nodule logit is 12 × (mean intensity inside BOX) - 3, the Vessel logit 0."""
+    conv = torch.nn.Conv3d(1, 2, kernel_size=32)
+    with torch.no_grad():
+        conv.weight.zero_()
+        inside = torch.zeros(32, 32, 32)
+        inside[BOX] = 1.0
+        conv.weight[0, 0] = 12.0 * inside / inside.sum()
+        conv.bias.copy_(torch.tensor([-3.0, 0.0]))
+    return torch.nn.Sequential(conv, torch.nn.Flatten()).eval()
+
+
+def box_onnx(path) -> OnnxBackend:
+    """The same model as an ONNX file run by ONNX Runtime."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    conv = box_model()[0]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Flatten", ["c"], ["y"])],
+        "box",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 32, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])],
+        [
+            numpy_helper.from_array(conv.weight.detach().numpy(), "w"),
+            numpy_helper.from_array(conv.bias.detach().numpy(), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return OnnxBackend(path, "cpu")
+
+
+def test_deletion_insertion_rewards_the_true_evidence(tmp_path) -> None:
+    x = nodule_patch()
+    module = box_model()
+    backend = box_onnx(tmp_path / "box.onnx")
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(batch)).numpy()
+
+    truth = np.zeros(x.shape[2:], dtype=np.float32)
+    truth[BOX] = 1.0
+    calls: list[int] = []
+
+    def counting_predict(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return backend.predict(batch)
+
+    good = deletion_insertion(counting_predict, x, truth, NODULE, steps=20, batch_size=16)
+    assert max(calls) <= 16 and sum(calls) == 4 * 19 + 2  # shared end points computed once
+    wrong = deletion_insertion(predict, x, 1.0 - truth, NODULE, steps=20, batch_size=16)
+    torch_good = deletion_insertion(predict, x, truth, NODULE, steps=20, batch_size=7)
+
+    # ONNX Runtime and torch give the same curves; batching does not matter.
+    np.testing.assert_allclose(good.deletion, torch_good.deletion, atol=1e-5)
+    np.testing.assert_allclose(good.random_insertion, torch_good.random_insertion, atol=1e-5)
+
+    assert good.faithful and not wrong.faithful
+    assert good.deletion_auc < good.random_deletion_auc < wrong.deletion_auc
+    assert good.insertion_auc > good.random_insertion_auc > wrong.insertion_auc
+    # End points: the unchanged input and the all-baseline image, for every curve.
+    expected = 1 / (1 + np.exp(-(12 * x[0, 0][BOX].mean() - 3)))
+    assert good.original == pytest.approx(expected, rel=1e-5)
+    assert good.deletion[0] == good.random_deletion[0] == good.insertion[-1] == pytest.approx(expected, rel=1e-5)
+    assert good.deletion[-1] == pytest.approx(1 / (1 + np.exp(3)), rel=1e-5)
+    # BOX is 512 of 32768 voxels (1.6 %): removing the top 10 % removes all of it.
+    assert good.deletion[2] == pytest.approx(1 / (1 + np.exp(3)), rel=1e-5)
+    assert good.report_fraction == pytest.approx(0.1)
+    assert good.summary.startswith("Faithful: removing the highlighted 10 % of the image changes the Nodule")
+    assert f"from {good.original:.2f} to {good.deletion[2]:.2f}" in good.summary
+    assert f"random 10 % changes it to {good.random_deletion[2]:.2f}" in good.summary
+    assert wrong.summary.startswith("Not faithful:")
+
+    report = json.loads(json.dumps(good.to_dict()))
+    assert report["faithful"] is True and len(report["deletion"]) == 21
+    assert report["deletion_auc"] == pytest.approx(good.deletion_auc)
+
+
+def test_deletion_with_blurred_baseline() -> None:
+    x = nodule_patch()
+    module = box_model()
+    truth = np.zeros(x.shape[2:], dtype=np.float32)
+    truth[BOX] = 1.0
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(batch)).numpy()
+
+    result = deletion_insertion(predict, x, truth, NODULE, steps=10, baseline="blur", blur_sigma=2.0)
+    assert result.insertion[0] != result.insertion[-1]
+    assert result.insertion_auc > result.random_insertion_auc
+    with pytest.raises(InputError, match="'blur'"):
+        deletion_insertion(predict, x, truth, NODULE, baseline="noise")
+
+
+def test_unet_gradcam_is_faithful_on_onnx() -> None:
+    """Map from the shipped MONAI bundle (torch), curves from its ONNX export: the nodule region's probability."""
+    bundle = MODELS / "chest-ct-lung-nodule-bundle"
+    network = _load_bundle_module(ModelEntry.from_dict(describe_monai_bundle(bundle), bundle))
+    size = 40
+    x = nodule_patch(size, center=(20.0, 18.0, 22.0))
+    region = np.zeros((size,) * 3, dtype=bool)
+    region[15:26, 13:24, 17:28] = True
+    target = ScoreTarget(2, region, "Lung nodule")
+    saliency = grad_cam(network, x, target).map
+    backend = OnnxBackend(MODELS / "chest-ct-lung-nodule.onnx", "cpu")
+    result = deletion_insertion(backend.predict, x, saliency, target, steps=10, batch_size=8)
+    assert result.faithful, result.summary
+    assert "the mean Lung nodule probability in the region" in result.summary
+
+
+def test_deletion_insertion_rejects_bad_maps() -> None:
+    x = nodule_patch(16)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.zeros((len(batch), 2), dtype=np.float32)
+
+    with pytest.raises(InputError, match="input grid"):
+        deletion_insertion(predict, x, np.zeros((8, 8, 8)), NODULE)
+    bad = np.zeros((16, 16, 16))
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        deletion_insertion(predict, x, bad, NODULE)
