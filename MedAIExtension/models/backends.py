@@ -15,7 +15,7 @@ from MedAIExtension.errors import ModelError
 from MedAIExtension.models.catalog import ModelEntry
 from MedAIExtension.models.devices import Device, cpu_threads, onnx_providers_for, parse_device
 
-__all__ = ["Backend", "OnnxBackend", "TorchBackend", "load_backend"]
+__all__ = ["Backend", "OnnxBackend", "TorchBackend", "load_backend", "load_bundle_module"]
 
 
 class Backend(Protocol):
@@ -83,7 +83,11 @@ class TorchBackend:
             return out.float().cpu().numpy()
 
 
-def _load_bundle_module(entry: ModelEntry) -> Any:
+def load_bundle_module(entry: ModelEntry) -> Any:
+    """The torch module of a MONAI-bundle entry: ``network_def`` plus weights, or a TorchScript ``models/model.ts``.
+
+    Weights are read with ``weights_only=True``: arbitrary pickled objects are never loaded.
+    """
     import torch
 
     from MedAIExtension.models.discovery import bundle_parser
@@ -130,5 +134,5 @@ def load_backend(entry: ModelEntry, device: Device | str = Device.AUTO, verify: 
             raise ModelError(f"Cannot load TorchScript file {entry.model_file.name}: {str(exc)[:300]}") from None
         return TorchBackend(module, device)
     if entry.backend == "monai_bundle":
-        return TorchBackend(_load_bundle_module(entry), device)
+        return TorchBackend(load_bundle_module(entry), device)
     raise ModelError(f"Model {entry.name}: unknown backend {entry.backend!r}.")

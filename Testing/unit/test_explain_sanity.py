@@ -25,7 +25,7 @@ from MedAIExtension.explain.sanity import (
     randomisation_test,
 )
 from MedAIExtension.explain.types import ScoreTarget
-from MedAIExtension.models.backends import OnnxBackend, _load_bundle_module
+from MedAIExtension.models.backends import OnnxBackend, load_bundle_module
 from MedAIExtension.models.catalog import DEFAULT_CATALOG, ModelEntry, load_catalog
 from MedAIExtension.models.discovery import describe_monai_bundle
 from MedAIExtension.progress import CancelToken, Progress
@@ -256,7 +256,7 @@ def test_deletion_with_blurred_baseline() -> None:
 def test_unet_gradcam_is_faithful_on_onnx() -> None:
     """Map from the shipped MONAI bundle (torch), curves from its ONNX export: the nodule region's probability."""
     bundle = MODELS / "chest-ct-lung-nodule-bundle"
-    network = _load_bundle_module(ModelEntry.from_dict(describe_monai_bundle(bundle), bundle))
+    network = load_bundle_module(ModelEntry.from_dict(describe_monai_bundle(bundle), bundle))
     size = 40
     x = nodule_patch(size, center=(20.0, 18.0, 22.0))
     region = np.zeros((size,) * 3, dtype=bool)

@@ -27,7 +27,7 @@ from MedAIExtension.explain.torch_model import (
     layer_names,
 )
 from MedAIExtension.explain.types import ScoreTarget
-from MedAIExtension.models.backends import OnnxBackend, _load_bundle_module
+from MedAIExtension.models.backends import OnnxBackend, load_bundle_module
 from MedAIExtension.models.catalog import DEFAULT_CATALOG, ModelEntry, load_catalog
 from MedAIExtension.models.discovery import describe_monai_bundle
 from MedAIExtension.training.classifier_network import CLASSIFIER_ARGS, CLASSIFIER_TARGET_LAYER, build_classifier
@@ -136,7 +136,7 @@ def test_unet_region_score_matches_monai(unet_entry) -> None:
     region = np.zeros((size,) * 3, dtype=bool)
     region[11:22, 9:20, 12:23] = True
     target = ScoreTarget(2, region, "Lung nodule")
-    network = _load_bundle_module(unet_entry)
+    network = load_bundle_module(unet_entry)
     layer = default_target_layer(network, x)
     assert layer == "model.1.submodule.2"
 
@@ -155,7 +155,7 @@ def test_unet_region_score_matches_monai(unet_entry) -> None:
     for plus_plus in (False, True):
         ours = grad_cam(network, x, target, layer, plus_plus=plus_plus)
         assert ours.layer_shape == (size // 2,) * 3
-        wrapped = RegionScore(_load_bundle_module(unet_entry).eval(), ours.score)
+        wrapped = RegionScore(load_bundle_module(unet_entry).eval(), ours.score)
         reference = _monai_map(wrapped, f"net.{layer}", x, plus_plus)
         assert np.isfinite(reference).all() and np.ptp(reference) > 0
         assert _pearson(ours.map, reference) >= 0.99
@@ -194,7 +194,7 @@ def test_unknown_layer_names_close_matches(classifier) -> None:
 
 def test_unet_unknown_layer_lists_conv_blocks(unet_entry) -> None:
     with pytest.raises(ModelError, match=r"model\.2\.1\.conv\.unit0"):
-        grad_cam(_load_bundle_module(unet_entry), nodule_patch(16), ScoreTarget(2), "decoder")
+        grad_cam(load_bundle_module(unet_entry), nodule_patch(16), ScoreTarget(2), "decoder")
 
 
 def test_scriptmodule_whose_forward_is_not_a_chain_is_refused() -> None:
@@ -258,7 +258,7 @@ def test_integrated_gradients_completeness(classifier) -> None:
 
 def test_scripted_unet_is_explained_through_its_chain(unet_entry) -> None:
     """A TorchScript U-Net (no hooks): its top-level blocks are run one by one; same map as the plain module."""
-    network = _load_bundle_module(unet_entry)
+    network = load_bundle_module(unet_entry)
     scripted = _script_roundtrip(copy.deepcopy(network).eval())
     size = 24
     x = nodule_patch(size, center=(12.0, 11.0, 12.5), radius=4.0)
