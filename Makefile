@@ -52,9 +52,11 @@ lint: dev-deps
 bench: dev-deps
 	$(PY) bench/segmentation.py
 	$(PY) bench/tracking.py
+	$(PY) bench/explain.py
 
 train: venv
 	$(PY) -m MedAIExtension.training.train
+	$(PY) -m MedAIExtension.training.train_classifier
 
 clean:
 	rm -rf $(VENV) medai-demo .pytest_cache

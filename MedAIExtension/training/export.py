@@ -12,23 +12,36 @@ from MedAIExtension.models.catalog import sha256_of
 __all__ = ["export_onnx", "update_catalog", "write_monai_bundle"]
 
 
-def export_onnx(network: Any, path: Path, patch_size: tuple[int, int, int], entry: dict[str, Any]) -> Path:
-    """Export ``network`` (eval mode) to ONNX with dynamic batch and spatial sizes; embed the catalogue entry."""
+def export_onnx(
+    network: Any,
+    path: Path,
+    patch_size: tuple[int, int, int],
+    entry: dict[str, Any],
+    size_multiple: int = 8,
+    max_batch: int = 64,
+    max_size: int = 1024,
+) -> Path:
+    """Export ``network`` (eval mode) to ONNX and embed the catalogue entry.
+
+    Batch and spatial sizes stay dynamic: any batch up to ``max_batch``, spatial sizes that are multiples of
+    ``size_multiple`` (how often the network halves the grid) up to ``max_size``. Whatever the network calls its
+    input, the ONNX input is ``image`` and the output ``logits``.
+    """
     import onnx
     import torch
 
     network = network.eval().cpu()
     example = torch.zeros((1, 1, *patch_size), dtype=torch.float32)
-    batch = torch.export.Dim("batch", min=1, max=64)
-    dims = [torch.export.Dim(f"s{i}", min=1, max=128) for i in range(3)]
-    spatial = {0: batch, 2: 8 * dims[0], 3: 8 * dims[1], 4: 8 * dims[2]}
+    batch = torch.export.Dim("batch", min=1, max=max_batch)
+    dims = [torch.export.Dim(f"s{i}", min=1, max=max_size // size_multiple) for i in range(3)]
+    spatial = {0: batch, 2: size_multiple * dims[0], 3: size_multiple * dims[1], 4: size_multiple * dims[2]}
     with atomic_path(path) as tmp:
         program = torch.onnx.export(
             network,
             (example,),
             input_names=["image"],
             output_names=["logits"],
-            dynamic_shapes={"x": spatial},
+            dynamic_shapes=(spatial,),
             dynamo=True,
             external_data=False,
         )
