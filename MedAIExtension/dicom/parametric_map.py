@@ -292,7 +292,13 @@ def write_parametric_map(
         intercept=0.0,
     )
     mapping.QuantityDefinitionSequence = _quantity_definition(explain_method, title, target_name)
-    window = hd.VOILUTTransformation(window_center=(low + high) / 2.0, window_width=max(high - low, 1e-6))
+    # LINEAR_EXACT: maps of probabilities or normalised relevance span less than 1, which plain LINEAR forbids
+    window = hd.VOILUTTransformation(
+        window_center=(low + high) / 2.0,
+        window_width=max(high - low, 1e-6),
+        window_explanation="map range",
+        voi_lut_function=hd.VOILUTFunctionValues.LINEAR_EXACT,
+    )
     model_equipment = hd.ContributingEquipment(
         manufacturer=_lo(manufacturer),
         purpose_of_reference=codes.DCM.ProcessingEquipment,

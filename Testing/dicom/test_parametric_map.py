@@ -196,6 +196,17 @@ def test_reads_onto_another_grid_of_the_same_frame_of_reference(axial: Image, tm
     np.testing.assert_allclose(back.array, values.array[3:13], rtol=1e-5, atol=1e-5)
 
 
+@needs_dciodvfy
+def test_map_spanning_less_than_one_passes_dciodvfy(axial: Image, tmp_path: Path) -> None:
+    """Grad-CAM maps span 0..1 (probabilities even less): the display window must still be valid DICOM."""
+    raw = make_map(axial).array.astype(np.float32)
+    values = axial.with_array(0.4 * (raw - raw.min()) / (raw.max() - raw.min()), source_files=())
+    path = _write(values, axial, tmp_path / "map.dcm")
+    report = run_dciodvfy(path)
+    assert report.errors == (), report.output
+    np.testing.assert_array_equal(read_parametric_map(path, axial).array, values.array)
+
+
 def test_float64_map_is_stored_as_float32(axial: Image, tmp_path: Path) -> None:
     values = axial.with_array(make_map(axial).array.astype(np.float64) / 3.0, source_files=())
     back = read_parametric_map(_write(values, axial, tmp_path / "map.dcm"), axial)
