@@ -118,7 +118,9 @@ def prepared_module(module: Any, device: str | Device | None = None) -> Iterator
     cudnn_deterministic = torch.backends.cudnn.deterministic
     cudnn_benchmark = torch.backends.cudnn.benchmark
     if device is not None:
-        module.to(target)
+        first = next(iter(module.parameters()), None)
+        if first is None or first.device != target:  # .to() on a deep-copied ScriptModule warns about .grad
+            module.to(target)
     module.eval()
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
