@@ -206,7 +206,7 @@ def test_deletion_insertion_rewards_the_true_evidence(tmp_path) -> None:
         calls.append(len(batch))
         return backend.predict(batch)
 
-    good = deletion_insertion(counting_predict, x, truth, NODULE, steps=20, batch_size=16)
+    good = deletion_insertion(counting_predict, x, truth, NODULE, steps=20, batch_size=16, report_fraction=0.1)
     assert max(calls) <= 16 and sum(calls) == 4 * 19 + 2  # shared end points computed once
     wrong = deletion_insertion(predict, x, 1.0 - truth, NODULE, steps=20, batch_size=16)
     torch_good = deletion_insertion(predict, x, truth, NODULE, steps=20, batch_size=7)
@@ -230,6 +230,12 @@ def test_deletion_insertion_rewards_the_true_evidence(tmp_path) -> None:
     assert f"from {good.original:.2f} to {good.deletion[2]:.2f}" in good.summary
     assert f"random 10 % changes it to {good.random_deletion[2]:.2f}" in good.summary
     assert wrong.summary.startswith("Not faithful:")
+    # by default the sentence quotes the step where the map beats a random order most
+    quoted = torch_good.report_fraction
+    step = int(np.argmin(np.abs(torch_good.fractions - quoted)))
+    gaps = (torch_good.random_deletion - torch_good.deletion)[1:11]
+    assert 0 < quoted <= 0.5
+    assert gaps.max() == pytest.approx(torch_good.random_deletion[step] - torch_good.deletion[step])
 
     report = json.loads(json.dumps(good.to_dict()))
     assert report["faithful"] is True and len(report["deletion"]) == 21
