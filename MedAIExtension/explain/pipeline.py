@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from MedAIExtension.errors import InputError
+from MedAIExtension.errors import InputError, ModelError
 from MedAIExtension.explain.models import ExplainModel, load_explain_model, resolve_target_label, score_target
 from MedAIExtension.explain.request import ExplainRequest, Roi
 from MedAIExtension.explain.types import GRADIENT_METHODS, ExplainMethod, ScoreTarget
@@ -137,19 +137,42 @@ def _gradient_map(
     module: Any,
     data: np.ndarray,
     target: ScoreTarget,
-    layer: str,
+    layer: str | None,
     settings: ExplainSettings,
     device: str,
     notes: list[str],
 ) -> np.ndarray:
-    if method == ExplainMethod.IG:
-        from MedAIExtension.explain.integrated_gradients import integrated_gradients
+    """The map of a gradient method; on out-of-memory IG halves its batch, Grad-CAM says how to need less."""
+    from MedAIExtension.models.memory import free_gpu_memory, is_out_of_memory
 
-        result = integrated_gradients(module, data, target, steps=settings.ig_steps)
-    else:
-        from MedAIExtension.explain.gradcam import grad_cam
+    batch_size = settings.batch_size
+    while True:
+        try:
+            if method == ExplainMethod.IG:
+                from MedAIExtension.explain.integrated_gradients import integrated_gradients
 
-        result = grad_cam(module, data, target, layer, plus_plus=method == ExplainMethod.GRADCAMPP, device=device)
+                result = integrated_gradients(
+                    module, data, target, steps=settings.ig_steps, batch_size=batch_size, device=device
+                )
+            else:
+                from MedAIExtension.explain.gradcam import grad_cam
+
+                plus_plus = method == ExplainMethod.GRADCAMPP
+                result = grad_cam(module, data, target, layer, plus_plus=plus_plus, device=device)
+            break
+        except Exception as error:  # torch raises RuntimeError subclasses (or MemoryError) when memory runs out
+            if not is_out_of_memory(error):
+                raise
+            free_gpu_memory()
+            if method == ExplainMethod.IG and batch_size > 1:
+                batch_size //= 2
+                notes.append(f"Ran out of memory; integrated gradients continued with {batch_size} image(s) per batch.")
+                continue
+            size = "x".join(str(v) for v in data.shape[2:])
+            raise ModelError(
+                f"{method.title} ran out of memory on a {size}-voxel window. Draw a smaller ROI around the structure, "
+                "close other programs, or use occlusion (it needs no gradients)."
+            ) from None
     values = getattr(result, "map", result)
     for note in getattr(result, "notes", ()):
         if note not in notes:

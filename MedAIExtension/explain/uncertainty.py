@@ -41,6 +41,7 @@ from MedAIExtension.models.inference import (
     prepare_input,
     scores_to_labelmap,
 )
+from MedAIExtension.models.memory import free_gpu_memory, is_out_of_memory
 from MedAIExtension.progress import Progress
 
 __all__ = [
@@ -261,21 +262,6 @@ def _dropout_active(layers: list[Any], seed: int) -> Iterator[None]:
                 layer.eval()
 
 
-def _is_out_of_memory(error: BaseException) -> bool:
-    if isinstance(error, MemoryError):
-        return True
-    text = str(error).lower()
-    return "out of memory" in text or "failed to allocate" in text or "bad_alloc" in text
-
-
-def _free_gpu_memory() -> None:
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def _sample_probabilities(
     prepared: PreparedInput,
     backend: Backend,
@@ -292,9 +278,9 @@ def _sample_probabilities(
             )
             return softmax(scores, out=scores), windows, batch_size
         except Exception as error:  # ONNX Runtime and torch raise several types on out-of-memory
-            if not _is_out_of_memory(error):
+            if not is_out_of_memory(error):
                 raise
-            _free_gpu_memory()
+            free_gpu_memory()
             if batch_size <= 1:
                 raise ModelError(
                     "The model ran out of memory even with one sliding window per call. Use a smaller window "
