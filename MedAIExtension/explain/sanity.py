@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.errors import InputError, ModelError
+from MedAIExtension.explain.torch_model import type_name
 from MedAIExtension.explain.types import ScoreTarget
 from MedAIExtension.progress import Progress
 
@@ -64,11 +65,6 @@ ProgressArg = Progress | Callable[[float, str], None] | None
 
 def _progress(progress: ProgressArg) -> Progress:
     return progress if isinstance(progress, Progress) else Progress(progress)
-
-
-def _type_name(module: Any) -> str:
-    name = getattr(module, "original_name", None)
-    return str(name) if name else type(module).__name__
 
 
 def _as_map(value: Any) -> np.ndarray:
@@ -195,7 +191,7 @@ def randomisation_layers(module: Any) -> list[tuple[str, ...]]:
     for name, sub in module.named_modules():
         if not name or not any(True for _ in sub.parameters(recurse=False)):
             continue
-        if groups and _type_name(sub) in _FOLLOWER_TYPES:
+        if groups and type_name(sub) in _FOLLOWER_TYPES:
             groups[-1].append(name)
         else:
             groups.append([name])

@@ -38,6 +38,7 @@ __all__ = [
     "prepared_module",
     "to_input_tensor",
     "torch_device",
+    "type_name",
 ]
 
 #: What to tell a user whose model cannot give gradients or layer activations.
@@ -53,7 +54,7 @@ _SEQUENTIAL_TYPES = frozenset({"Sequential"})
 _CHAIN_CHECKED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
-def _type_name(module: Any) -> str:
+def type_name(module: Any) -> str:
     """The Python class name of a module, also for ScriptModules (``original_name``)."""
     name = getattr(module, "original_name", None)
     return str(name) if name else type(module).__name__
@@ -165,7 +166,7 @@ def _chain(module: Any) -> list[tuple[str, Any]]:
         steps: list[tuple[str, Any]] = []
         for name, child in parent.named_children():
             full = f"{prefix}{name}"
-            if _type_name(child) in _SEQUENTIAL_TYPES and any(True for _ in child.children()):
+            if type_name(child) in _SEQUENTIAL_TYPES and any(True for _ in child.children()):
                 steps.extend(expand(f"{full}.", child))
             else:
                 steps.append((full, child))
@@ -252,7 +253,7 @@ def _modules_by_name(module: Any) -> dict[str, Any]:
 
 
 def _is_conv(module: Any) -> bool:
-    return _type_name(module) in _CONV_TYPES
+    return type_name(module) in _CONV_TYPES
 
 
 def conv_layer_names(module: Any) -> list[str]:
@@ -330,17 +331,17 @@ def forward_with_activation(module: Any, x: Any, layer: str) -> tuple[Any, Any]:
 
 def _monai_unet_decoder_layer(module: Any) -> str | None:
     """The decoder layer at half resolution of a MONAI ``UNet``, else None (see :func:`default_target_layer`)."""
-    if _type_name(module) != "UNet":
+    if type_name(module) != "UNet":
         return None
     subs = _modules_by_name(module)
     skip = subs.get("model.1")
     inner = subs.get("model.1.submodule")
-    if skip is None or _type_name(skip) != "SkipConnection" or inner is None:
+    if skip is None or type_name(skip) != "SkipConnection" or inner is None:
         return None
     if is_script_module(module):
         return "model.1" if "model.1" in layer_names(module) else None
     children = [name for name, _ in inner.named_children()]
-    if _type_name(inner) != "Sequential" or len(children) < 3:
+    if type_name(inner) != "Sequential" or len(children) < 3:
         return None
     return f"model.1.submodule.{children[-1]}"
 
