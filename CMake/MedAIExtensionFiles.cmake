@@ -8,11 +8,30 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/cli.py
   MedAIExtension/demo.py
   MedAIExtension/dicom/__init__.py
+  MedAIExtension/dicom/parametric_map.py
+  MedAIExtension/dicom/secondary_capture.py
   MedAIExtension/dicom/seg.py
+  MedAIExtension/dicom/source.py
   MedAIExtension/dicom/sr.py
   MedAIExtension/dicom/tools.py
   MedAIExtension/dicom/validation.py
   MedAIExtension/errors.py
+  MedAIExtension/explain/__init__.py
+  MedAIExtension/explain/gradcam.py
+  MedAIExtension/explain/integrated_gradients.py
+  MedAIExtension/explain/models.py
+  MedAIExtension/explain/occlusion.py
+  MedAIExtension/explain/occlusion_incremental.py
+  MedAIExtension/explain/outputs.py
+  MedAIExtension/explain/overlay_png.py
+  MedAIExtension/explain/pipeline.py
+  MedAIExtension/explain/request.py
+  MedAIExtension/explain/sanity.py
+  MedAIExtension/explain/scene.py
+  MedAIExtension/explain/torch_model.py
+  MedAIExtension/explain/types.py
+  MedAIExtension/explain/uncertainty.py
+  MedAIExtension/explain/window.py
   MedAIExtension/io/__init__.py
   MedAIExtension/io/dicom_series.py
   MedAIExtension/io/geometry.py
@@ -27,11 +46,13 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/models/devices.py
   MedAIExtension/models/discovery.py
   MedAIExtension/models/inference.py
+  MedAIExtension/models/memory.py
   MedAIExtension/models/preprocessing.py
   MedAIExtension/models/resample_scores.py
   MedAIExtension/mrml/__init__.py
   MedAIExtension/mrml/_vtk.py
   MedAIExtension/mrml/markups.py
+  MedAIExtension/mrml/overlays.py
   MedAIExtension/mrml/plots.py
   MedAIExtension/mrml/scene.py
   MedAIExtension/mrml/segmentations.py
@@ -45,6 +66,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/phantom/chest.py
   MedAIExtension/phantom/followup.py
   MedAIExtension/phantom/grid.py
+  MedAIExtension/phantom/patches.py
   MedAIExtension/phantom/render.py
   MedAIExtension/phantom/sampling.py
   MedAIExtension/phantom/spec.py
@@ -71,9 +93,11 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/scene.py
   MedAIExtension/tracking/types.py
   MedAIExtension/training/__init__.py
+  MedAIExtension/training/classifier_network.py
   MedAIExtension/training/export.py
   MedAIExtension/training/network.py
   MedAIExtension/training/train.py
+  MedAIExtension/training/train_classifier.py
   MedAIExtension/worker.py
   )
 
@@ -87,5 +111,7 @@ set(MEDAI_RESOURCES
   Resources/Models/chest-ct-lung-nodule-bundle/configs/metadata.json
   Resources/Models/chest-ct-lung-nodule-bundle/models/model.pt
   Resources/Models/chest-ct-lung-nodule.onnx
+  Resources/Models/chest-ct-nodule-classifier.onnx
+  Resources/Models/chest-ct-nodule-classifier.ts
   Resources/requirements.txt
   )

@@ -19,7 +19,7 @@ from MedAIExtension.models.backends import Backend, TorchBackend, load_backend
 from MedAIExtension.models.catalog import ModelEntry
 from MedAIExtension.models.devices import Device
 
-__all__ = ["ExplainModel", "load_explain_model", "resolve_target_label"]
+__all__ = ["ExplainModel", "load_explain_model", "resolve_target_label", "score_target"]
 
 
 @dataclass

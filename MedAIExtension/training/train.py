@@ -28,7 +28,7 @@ from MedAIExtension.models.preprocessing import (
 )
 from MedAIExtension.training.network import NETWORK_ARGS, build_network
 
-__all__ = ["MODEL_NAME", "main", "model_entry", "prepare_case", "train"]
+__all__ = ["MODEL_NAME", "bundle_entry", "main", "model_entry", "prepare_case", "train"]
 
 MODEL_NAME = "chest-ct-lung-nodule"
 SPACING = (1.25, 1.25, 1.25)
@@ -279,6 +279,29 @@ def evaluate_on_heldout(entry: Any, seeds: Sequence[int], log: Any = print) -> d
     }
 
 
+def bundle_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """The catalogue entry of the same weights as a MONAI bundle run in torch (gradients for Grad-CAM / IG)."""
+    bundle = f"{MODEL_NAME}-bundle"
+    return {
+        **entry,
+        "name": f"{MODEL_NAME}-torch",
+        "title": f"{entry['title']} — MONAI bundle (torch)",
+        "backend": "monai_bundle",
+        "bundle_dir": bundle,
+        "description": (
+            f"The same weights as {MODEL_NAME}, run in torch from its MONAI bundle, so gradient explanations "
+            "(Grad-CAM, Grad-CAM++, integrated gradients) work. Research/demo use only."
+        ),
+        "files": [
+            {"path": f"{bundle}/models/model.pt", "role": "model"},
+            {"path": f"{bundle}/configs/inference.json", "role": "config"},
+            {"path": f"{bundle}/configs/metadata.json", "role": "config"},
+        ],
+        # decoder block at half resolution: see MedAIExtension.explain.torch_model.default_target_layer
+        "explain": {"target_layer": "model.1.submodule.2", "target_label": 2},
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Train, export (ONNX + MONAI bundle), catalogue and evaluate the shipped model."""
     import torch
@@ -315,6 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = evaluate_on_heldout(catalogued, [9000 + i for i in range(args.heldout)])
     entry["training"]["heldout"] = metrics
     update_catalog(args.catalog, entry, model_dir)
+    update_catalog(args.catalog, bundle_entry(entry), model_dir)
     print(json.dumps(metrics, indent=2))
     return 0
 

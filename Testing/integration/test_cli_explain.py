@@ -114,6 +114,23 @@ def test_occlusion_runs_the_onnx_classifier_on_a_nifti(
     _peak_in_nodule(out / document["files"]["map_nrrd"], study, 2)
 
 
+def test_gradcam_of_a_segmentation_region_score_from_the_monai_bundle(
+    study: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The U-Net's nodule score summed over an ROI, explained from its MONAI bundle: the map finds the nodule."""
+    nodule = study["truth"]["nodules"][0]
+    out = tmp_path / "segmentation-gradcam"
+    code, _, stderr = _run(
+        capsys, "--input", study["nifti"], "--model", "chest-ct-lung-nodule-torch", "--method", "gradcampp",
+        "--target", "Lung nodule", "--roi", *_roi(nodule, 16.0), "--output", out,
+    )  # fmt: skip
+    assert code == 0, stderr
+    document = json.loads((out / "explanation.json").read_text(encoding="utf-8"))
+    assert document["layer"] == "model.1.submodule.2" and document["target"]["channel"] == 2
+    assert document["sanity"]["randomisation"]["passed"] is True
+    _peak_in_nodule(out / document["files"]["map_nrrd"], study, 1)
+
+
 def test_uncertainty_gives_a_map_and_a_segment_table(
     study: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
