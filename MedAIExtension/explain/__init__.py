@@ -7,8 +7,8 @@ methods themselves work on the network input (``gradcam``, ``integrated_gradient
 """
 
 from MedAIExtension.explain.models import ExplainModel, load_explain_model
-from MedAIExtension.explain.pipeline import ExplainSettings, Explanation, explain_image, explain_to_folder
-from MedAIExtension.explain.request import ExplainRequest, Roi, add_explain_arguments
+from MedAIExtension.explain.pipeline import Explanation, explain_image, explain_to_folder
+from MedAIExtension.explain.request import ExplainRequest, ExplainSettings, Roi, add_explain_arguments
 from MedAIExtension.explain.types import GRADIENT_METHODS, ExplainMethod, ScoreTarget
 
 __all__ = [

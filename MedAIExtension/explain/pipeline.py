@@ -16,7 +16,7 @@ import numpy as np
 
 from MedAIExtension.errors import InputError, ModelError
 from MedAIExtension.explain.models import ExplainModel, load_explain_model, resolve_target_label, score_target
-from MedAIExtension.explain.request import ExplainRequest, Roi
+from MedAIExtension.explain.request import ExplainRequest, ExplainSettings, Roi
 from MedAIExtension.explain.types import GRADIENT_METHODS, ExplainMethod, ScoreTarget
 from MedAIExtension.explain.window import ExplanationWindow, explanation_window, to_input_grid
 from MedAIExtension.io.image import Image
@@ -24,37 +24,7 @@ from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.models.catalog import Catalog, ModelEntry, load_catalog
 from MedAIExtension.progress import CancelToken, Progress
 
-__all__ = ["ExplainSettings", "Explanation", "explain_image", "explain_to_folder"]
-
-
-@dataclass(frozen=True)
-class ExplainSettings:
-    """Method settings (see :class:`~MedAIExtension.explain.request.ExplainRequest` for their meaning)."""
-
-    layer: str | None = None
-    sanity: bool = True
-    mask_size: int = 8
-    stride: int = 4
-    baseline: float | str = 0.0
-    ig_steps: int = 32
-    tta_flips: int = 4
-    mc_dropout: int = 0
-    batch_size: int = 16
-
-    @classmethod
-    def from_request(cls, request: ExplainRequest) -> ExplainSettings:
-        """The method settings of a request."""
-        return cls(
-            layer=request.layer,
-            sanity=request.sanity,
-            mask_size=request.mask_size,
-            stride=request.stride,
-            baseline=request.baseline,
-            ig_steps=request.ig_steps,
-            tta_flips=request.tta_flips,
-            mc_dropout=request.mc_dropout,
-            batch_size=request.batch_size,
-        )
+__all__ = ["Explanation", "explain_image", "explain_to_folder"]
 
 
 @dataclass
@@ -411,7 +381,7 @@ def explain_to_folder(
         request.method,
         target=request.target,
         roi=request.roi,
-        settings=ExplainSettings.from_request(request),
+        settings=request,
         device=request.device,
         catalog=catalog,
         progress=reporter.stage(0.02, 0.9),

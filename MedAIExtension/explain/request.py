@@ -15,7 +15,7 @@ from typing import Any
 from MedAIExtension.errors import InputError
 from MedAIExtension.explain.types import ExplainMethod
 
-__all__ = ["ExplainRequest", "Roi", "add_explain_arguments"]
+__all__ = ["ExplainRequest", "ExplainSettings", "Roi", "add_explain_arguments"]
 
 
 @dataclass(frozen=True)
@@ -62,39 +62,20 @@ class Roi:
         return {"center_ras": list(self.center_ras), "size_mm": list(self.size_mm)}
 
 
-@dataclass(frozen=True)
-class ExplainRequest:
-    """One explanation run.
+@dataclass(frozen=True, kw_only=True)
+class ExplainSettings:
+    """How the chosen method runs (keyword-only; validated on construction).
 
     Attributes:
-        input: DICOM series folder or volume file (.nii.gz, .nrrd).
-        model: catalogue model name.
-        method: the explanation method.
-        output: output folder.
-        target: label value or name to explain (default: the catalogue's ``explain.target_label``, else the
-            first label).
-        roi: where to look; classification models explain the patch centred on it, segmentation models
-            explain the region score inside it.
-        layer: Grad-CAM target layer (default: the catalogue's ``explain.target_layer``).
-        device: ``auto``, ``cpu`` or ``cuda``.
+        layer: Grad-CAM target layer (default: the catalogue's ``explain.target_layer``, else found).
         sanity: run the sanity checks (randomisation, deletion/insertion) next to the map.
         mask_size, stride, baseline: occlusion settings (voxels on the model grid; baseline value or ``mean``).
         ig_steps: integrated-gradients path steps.
         tta_flips, mc_dropout: uncertainty settings.
-        batch_size: forward passes per batch (occlusion, deletion/insertion); halves on out-of-memory.
-        write_dicom: write the Parametric Map and Secondary Capture when the input is a DICOM series.
-        series: SeriesInstanceUID when the input folder holds several series.
-        models_dirs: extra folders with user models.
+        batch_size: forward passes per batch (occlusion, deletion/insertion, IG); halves on out-of-memory.
     """
 
-    input: Path
-    model: str
-    method: ExplainMethod
-    output: Path
-    target: str | None = None
-    roi: Roi | None = None
     layer: str | None = None
-    device: str = "auto"
     sanity: bool = True
     mask_size: int = 8
     stride: int = 4
@@ -103,14 +84,8 @@ class ExplainRequest:
     tta_flips: int = 4
     mc_dropout: int = 0
     batch_size: int = 16
-    write_dicom: bool = True
-    series: str | None = None
-    models_dirs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "method", ExplainMethod.parse(self.method))
-        object.__setattr__(self, "input", Path(self.input))
-        object.__setattr__(self, "output", Path(self.output))
         if self.mask_size < 1 or self.stride < 1:
             raise InputError(f"Occlusion mask size and stride must be ≥ 1 voxel (got {self.mask_size}, {self.stride}).")
         if self.ig_steps < 2:
@@ -126,6 +101,43 @@ class ExplainRequest:
                 object.__setattr__(self, "baseline", float(self.baseline))
             except ValueError:
                 raise InputError(f"--baseline must be a number or 'mean', got {self.baseline!r}.") from None
+
+
+@dataclass(frozen=True)
+class ExplainRequest(ExplainSettings):
+    """One explanation run: what to explain, where the results go, and (inherited) how the method runs.
+
+    Attributes:
+        input: DICOM series folder or volume file (.nii.gz, .nrrd).
+        model: catalogue model name.
+        method: the explanation method.
+        output: output folder.
+        target: label value or name to explain (default: the catalogue's ``explain.target_label``, else the
+            first label).
+        roi: where to look; classification models explain the patch centred on it, segmentation models
+            explain the region score inside it.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        write_dicom: write the Parametric Map and Secondary Capture when the input is a DICOM series.
+        series: SeriesInstanceUID when the input folder holds several series.
+        models_dirs: extra folders with user models.
+    """
+
+    input: Path
+    model: str
+    method: ExplainMethod
+    output: Path
+    target: str | None = None
+    roi: Roi | None = None
+    device: str = "auto"
+    write_dicom: bool = True
+    series: str | None = None
+    models_dirs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "method", ExplainMethod.parse(self.method))
+        object.__setattr__(self, "input", Path(self.input))
+        object.__setattr__(self, "output", Path(self.output))
 
     @classmethod
     def from_arguments(cls, args: argparse.Namespace) -> ExplainRequest:

@@ -168,7 +168,7 @@ def test_bad_requests_fail_clearly_and_write_nothing(
 ) -> None:
     nodule = study["truth"]["nodules"][0]
     out = tmp_path / "out"
-    code, stdout, stderr = _run(capsys, "--input", study["nifti"], *args, "--roi", *_roi(nodule), "--output", out)
+    code, _, stderr = _run(capsys, "--input", study["nifti"], *args, "--roi", *_roi(nodule), "--output", out)
     assert code == 2
     assert message in stderr and "Traceback" not in stderr
     assert not out.exists() or not any(out.iterdir())

@@ -15,8 +15,8 @@ import torch
 
 from MedAIExtension.errors import InputError, ModelError
 from MedAIExtension.explain.models import ExplainModel
-from MedAIExtension.explain.pipeline import ExplainSettings, explain_image
-from MedAIExtension.explain.request import Roi
+from MedAIExtension.explain.pipeline import explain_image
+from MedAIExtension.explain.request import ExplainSettings, Roi
 from MedAIExtension.io.image import Image
 from MedAIExtension.models.backends import TorchBackend
 from MedAIExtension.models.catalog import ModelEntry

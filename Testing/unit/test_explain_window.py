@@ -106,10 +106,10 @@ def test_segmentation_window_covers_the_roi_with_context_and_marks_the_region() 
 def test_request_round_trips_through_the_command_line() -> None:
     parser = argparse.ArgumentParser()
     add_explain_arguments(parser)
-    args = parser.parse_args(
-        ["--input", "ct.nii.gz", "--model", "m", "--method", "occlusion", "--output", "out", "--roi", "1", "2", "3"]
-        + ["4", "5", "6", "--baseline", "mean", "--target", "Nodule", "--no-dicom"]
-    )
+    roi = ["--roi", "1", "2", "3", "4", "5", "6"]
+    options = ["--baseline", "mean", "--target", "Nodule", "--no-dicom"]
+    required = ["--input", "ct.nii.gz", "--model", "m", "--method", "occlusion", "--output", "out"]
+    args = parser.parse_args([*required, *roi, *options])
     request = ExplainRequest.from_arguments(args)
     assert request.method == ExplainMethod.OCCLUSION and request.baseline == "mean" and not request.write_dicom
     assert ExplainRequest.from_arguments(parser.parse_args(request.to_arguments())) == request
