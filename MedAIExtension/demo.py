@@ -1,16 +1,19 @@
-"""``medai demo``: generate a phantom study, segment it, write DICOM SEG + seg.nrrd + overlay PNG + HTML."""
+"""``medai demo``: generate a phantom study, segment it, write DICOM SEG + seg.nrrd + overlay PNG + HTML, and
+explain the shipped classifier's view of the largest nodule (Grad-CAM map, Parametric Map, key slices)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from MedAIExtension.progress import Progress
 
-__all__ = ["DEMO_MODEL", "run_demo"]
+__all__ = ["DEMO_CLASSIFIER", "DEMO_MODEL", "run_demo"]
 
 DEMO_MODEL = "chest-ct-lung-nodule"
+DEMO_CLASSIFIER = "chest-ct-nodule-classifier"
 
 
 def run_demo(
@@ -45,7 +48,8 @@ def run_demo(
         extra_summary={"provider": result.provider, "seconds": round(result.seconds, 3)},
         progress=reporter.stage(0.8, 0.9),
     )
-    reporter(0.92, "rendering the overlay")
+    explained = _explain_largest_nodule(ct, study["truth"], out / "explanation", device, reporter.stage(0.9, 0.97))
+    reporter(0.97, "rendering the overlay")
     overlay = render_overlay_png(ct, result.labelmap, result.labels, out / "overlay.png", prefer_label=2)
     from MedAIExtension.io.volume_files import read_volume_file
 
@@ -61,6 +65,7 @@ def run_demo(
         ("Model", f"{result.model.title} ({result.model.name} {result.model.version})"),
         ("Ran on", f"{result.provider} in {result.seconds:.1f} s"),
         *[(f"Dice vs truth: {m.name}", f"{m.dice:.3f} (HD95 {m.hd95_mm:.1f} mm)") for m in metrics],
+        *[(f"Grad-CAM sanity: {name}", check.get("summary", "")) for name, check in explained["sanity"].items()],
     ]
     rel = {k: os.path.relpath(v, out) for k, v in files.items()}
     html = write_html_summary(
@@ -69,7 +74,34 @@ def run_demo(
         facts,
         label_statistics(result.labelmap, result.labels),
         image_name="overlay.png",
-        files={**rel, "phantom CT (DICOM)": os.path.relpath(study["ct"], out)},
+        files={
+            **rel,
+            "phantom CT (DICOM)": os.path.relpath(study["ct"], out),
+            **{f"explanation {k}": f"explanation/{v}" for k, v in explained["files"].items() if isinstance(v, str)},
+        },
     )
     reporter(1.0, "done")
-    return {**{f"seg {k}": v for k, v in files.items()}, "overlay": overlay, "html": html, "phantom": study["ct"]}
+    return {
+        **{f"seg {k}": v for k, v in files.items()},
+        "overlay": overlay,
+        "html": html,
+        "phantom": study["ct"],
+        "explanation": out / "explanation" / "explanation.json",
+    }
+
+
+def _explain_largest_nodule(ct: Any, truth_path: Path, output: Path, device: str, progress: Progress) -> dict[str, Any]:
+    """Grad-CAM of the shipped classifier on the phantom's largest nodule, written with every explanation output."""
+    import json
+
+    from MedAIExtension.explain.outputs import write_explanation_outputs
+    from MedAIExtension.explain.pipeline import explain_image
+    from MedAIExtension.explain.request import Roi
+
+    nodules = json.loads(Path(truth_path).read_text(encoding="utf-8"))["nodules"]
+    largest = max(nodules, key=lambda n: n["diameter_mm"])
+    roi = Roi(tuple(largest["center_ras"]), (20.0, 20.0, 20.0))
+    explanation = explain_image(ct, DEMO_CLASSIFIER, "gradcam", roi=roi, device=device, progress=progress.stage(0, 0.8))
+    return write_explanation_outputs(
+        explanation, ct, output, input_label="phantom-ct", progress=progress.stage(0.8, 1.0)
+    )

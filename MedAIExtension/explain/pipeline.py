@@ -328,6 +328,10 @@ def _uncertainty(
         )
     if roi is not None:
         notes.append("Uncertainty covers the whole image; the ROI was not used.")
+    notes.append(
+        "No sanity checks for an uncertainty map: it is the model's own disagreement under flips (or dropout), "
+        "not an attribution, so there is nothing to randomise or delete."
+    )
     result = segmentation_uncertainty(
         image,
         entry,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +29,16 @@ def test_demo_writes_the_promised_files(demo_dir: Path) -> None:
         "segmentation/segmentation.nii.gz",
         "phantom/ct",
         "phantom/truth.json",
+        "explanation/explanation.json",
+        "explanation/phantom-ct_gradcam.nrrd",
+        "explanation/dicom/phantom-ct_gradcam_pm.dcm",
+        "explanation/png/phantom-ct_gradcam_axial.png",
     ):
         assert (demo_dir / name).exists(), name
     html = (demo_dir / "summary.html").read_text()
-    assert "Lung nodule" in html and "Dice vs truth" in html
+    assert "Lung nodule" in html and "Dice vs truth" in html and "Grad-CAM sanity" in html
+    explanation = json.loads((demo_dir / "explanation" / "explanation.json").read_text(encoding="utf-8"))
+    assert explanation["sanity"]["randomisation"]["passed"] is True and explanation["score"] > 0.5
     assert (demo_dir / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(demo_dir.rglob(".medai-staging-*"))
 
