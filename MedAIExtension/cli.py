@@ -1,4 +1,4 @@
-"""The ``medai`` command line: segment, track, explain, models, evaluate, phantom, demo.
+"""The ``medai`` command line: segment, track, explain, review, models, evaluate, phantom, demo.
 
 Errors print one clear message (no traceback unless ``--debug``) and exit non-zero.
 """
@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from MedAIExtension import __version__
 from MedAIExtension.errors import MedAIError
@@ -33,6 +34,19 @@ class _ProgressBar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _review_handler(handler: Any) -> Any:
+    """Wrap a ``medai review`` handler ``handler(args, bar)`` so it gets a progress bar that is always closed."""
+
+    def run(args: argparse.Namespace) -> int:
+        bar = _ProgressBar(not args.quiet)
+        try:
+            return int(handler(args, bar) or 0)
+        finally:
+            bar.close()
+
+    return run
 
 
 def _warn(message: str) -> None:
@@ -291,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_explain_arguments(explain)
     explain.add_argument("--quiet", action="store_true", help="no progress bar")
     explain.set_defaults(func=_cmd_explain)
+
+    from MedAIExtension.review.commands import add_review_parser
+
+    add_review_parser(sub, lambda parser, handler: parser.set_defaults(func=_review_handler(handler)))
 
     models = sub.add_parser("models", help="list the models and the device each would use")
     models.add_argument("--models-dir", action="append", help="extra folder with user models")

@@ -1,0 +1,87 @@
+"""Memorization check: planted near-copies of real images are flagged, other patients are not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from MedAIExtension.errors import CancelledError, InputError
+from MedAIExtension.io.image import Image
+from MedAIExtension.phantom import generate_chest_phantom, random_phantom_spec
+from MedAIExtension.progress import CancelToken, Progress
+from MedAIExtension.review.memorization import DEFAULT_THRESHOLD, memorization_check
+
+SIZE = (64, 64, 48)
+SPACING = (5.0, 5.0, 6.0)
+
+
+def _phantom(seed: int) -> Image:
+    ct = generate_chest_phantom(random_phantom_spec(seed, size_ijk=SIZE, spacing=SPACING)).ct
+    return Image(ct.array, ct.ijk_to_ras, modality="CT", metadata={"id": f"patient-{seed}"})
+
+
+@pytest.fixture(scope="module")
+def real() -> list[Image]:
+    return [_phantom(seed) for seed in range(3)]
+
+
+def _near_copy(
+    image: Image, seed: int, shift: tuple[float, float, float], angle: float, axes: tuple[int, int]
+) -> Image:
+    """A real image moved by a few voxels, rotated ≤ 3°, rescaled in intensity and given new noise."""
+    rng = np.random.default_rng(seed)
+    data = ndimage.rotate(image.array.astype(np.float32), angle, axes=axes, reshape=False, order=1, cval=-1024)
+    data = ndimage.shift(data, shift, order=1, cval=-1024)
+    data = data * rng.uniform(0.96, 1.04) + rng.uniform(-15, 15) + rng.normal(0.0, 25.0, data.shape)
+    return image.with_array(data.astype(np.float32), metadata={"id": f"copy-of-{image.metadata['id']}"})
+
+
+def _with_lesion(image: Image) -> Image:
+    data = image.array.astype(np.float32).copy()
+    k, j, i = np.indices(data.shape)
+    centre = np.array(data.shape) // 2 + np.array([0, -6, 12])
+    data[(k - centre[0]) ** 2 + (j - centre[1]) ** 2 + (i - centre[2]) ** 2 < 9] = 40.0
+    return image.with_array(data, metadata={"id": "lesion"})
+
+
+def test_flags_every_near_copy_and_no_unrelated_image(real: list[Image]) -> None:
+    synthetic = [
+        _near_copy(real[0], 1, (2.0, -3.0, 1.0), 3.0, (1, 2)),
+        _near_copy(real[1], 2, (-3.0, 2.0, -2.0), -3.0, (0, 1)),
+        _near_copy(real[2], 3, (1.0, 1.0, 3.0), 2.0, (0, 2)),
+        _with_lesion(_near_copy(real[1], 4, (0.0, 2.0, 0.0), 1.0, (1, 2))),
+        _phantom(30),
+        _phantom(31),
+    ]
+    messages: list[str] = []
+    matches = memorization_check(synthetic, real, progress=lambda _f, m: messages.append(m))
+    assert messages and len(matches) == len(synthetic)
+    assert [m.real_index for m in matches[:4]] == [0, 1, 2, 1]
+    assert [m.flagged for m in matches] == [True, True, True, True, False, False]
+    copies = [m.similarity for m in matches[:4]]
+    others = [m.similarity for m in matches[4:]]
+    assert min(copies) >= DEFAULT_THRESHOLD > max(others)
+    first = matches[0].to_dict()
+    assert first["synthetic_id"] == "copy-of-patient-0" and first["real_id"] == "patient-0"
+    assert first["flagged"] is True and len(first["shift_voxels"]) == 3
+    # the pre-filter keeps the true parent among the candidates: the same answer as aligning with every real image
+    exhaustive = memorization_check(synthetic[:1], real, candidates=0, refine=len(real))
+    assert exhaustive[0].real_index == 0
+    assert exhaustive[0].similarity == pytest.approx(matches[0].similarity, abs=0.02)
+
+
+def test_bad_input(real: list[Image]) -> None:
+    with pytest.raises(InputError, match="real reference set is empty"):
+        memorization_check(real, [])
+    with pytest.raises(InputError, match="synthetic set is empty"):
+        memorization_check([], real)
+    with pytest.raises(InputError, match="threshold"):
+        memorization_check(real, real, threshold=2.0)
+    odd = generate_chest_phantom(random_phantom_spec(5, size_ijk=(48, 48, 40), spacing=(6.5, 6.5, 7.0))).ct
+    with pytest.raises(InputError, match=r"Synthetic image 0 .*resample"):
+        memorization_check([odd], real, resample=False)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        memorization_check(real, real, progress=Progress(None, token))
