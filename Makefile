@@ -53,6 +53,7 @@ bench: dev-deps
 	$(PY) bench/segmentation.py
 	$(PY) bench/tracking.py
 	$(PY) bench/explain.py
+	$(PY) bench/review.py
 
 train: venv
 	$(PY) -m MedAIExtension.training.train
