@@ -18,7 +18,7 @@ from typing import Any
 
 import slicer
 from MedAISegmentationLib.dependencies import workerPython
-from MedAISegmentationLib.staging import dicomFiles, stageInput
+from MedAISegmentationLib.staging import dicomFiles, stageInput, temporaryFolder
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from MedAIExtension.errors import InputError, MedAIError
@@ -31,11 +31,6 @@ __all__ = ["ExplainJob", "ExplainabilityLogic"]
 logger = logging.getLogger(__name__)
 #: Backends whose models give no gradients (Grad-CAM, Grad-CAM++ and integrated gradients need them).
 GRADIENT_FREE_BACKENDS = frozenset({"onnx"})
-
-
-def _temporaryFolder() -> str | None:
-    """Slicer's temporary folder (None outside the application: the system default is used)."""
-    return getattr(getattr(slicer, "app", None), "temporaryPath", None)
 
 
 @dataclass
@@ -191,7 +186,7 @@ class ExplainabilityLogic(ScriptedLoadableModuleLogic):
         if device not in available_devices():
             raise InputError(f"Device '{device}' is not available here ({', '.join(available_devices())}).")
         files = dicomFiles(volume)
-        workDir = Path(tempfile.mkdtemp(prefix="MedAI-explain-", dir=_temporaryFolder()))
+        workDir = Path(tempfile.mkdtemp(prefix="MedAI-explain-", dir=temporaryFolder()))
         try:
             request = self.buildRequest(
                 workDir / "inputs" / "input", workDir / "results", model, method, target, roiNode, layer, device, sanity

@@ -17,7 +17,7 @@ from typing import Any
 
 import slicer
 from MedAISegmentationLib.dependencies import workerPython
-from MedAISegmentationLib.staging import dicomFiles, stageInput
+from MedAISegmentationLib.staging import dicomFiles, stageInput, temporaryFolder
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
 from MedAIExtension.errors import InputError, MedAIError
@@ -31,11 +31,6 @@ OUTPUT_ATTRIBUTE = "MedAI.trackingOutput"
 #: Keys of the DICOM objects in tracking.json's "files" (written only when both studies came from DICOM).
 DICOM_FILE_KEYS = ("baseline_seg", "baseline_sr", "followup_seg", "followup_sr")
 _TIMEPOINTS = ("baseline", "followup")
-
-
-def _temporaryFolder() -> str | None:
-    """Slicer's temporary folder (None outside the application: the system default is used)."""
-    return getattr(getattr(slicer, "app", None), "temporaryPath", None)
 
 
 @dataclass
@@ -114,7 +109,7 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
                 "The interval between the scans is unknown: only volumes loaded from Slicer's DICOM database carry "
                 "their study dates. Enter the interval in days, or load both series in the DICOM module."
             )
-        workDir = Path(tempfile.mkdtemp(prefix="MedAI-tracking-", dir=_temporaryFolder()))
+        workDir = Path(tempfile.mkdtemp(prefix="MedAI-tracking-", dir=temporaryFolder()))
         try:
             inputs = [
                 stageInput(volume, workDir / "inputs" / name, found)
@@ -274,7 +269,7 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
             )
         from DICOMLib import DICOMUtils
 
-        staging = Path(tempfile.mkdtemp(prefix="MedAI-SR-", dir=_temporaryFolder()))
+        staging = Path(tempfile.mkdtemp(prefix="MedAI-SR-", dir=temporaryFolder()))
         for path in paths:  # only the DICOM files: the output folder also holds NIfTI, NRRD, PNG and HTML
             shutil.copyfile(path, staging / path.name)
         DICOMUtils.importDicom(str(staging), copyFiles=True)

@@ -20,17 +20,13 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.runner import apply_result_events
 from MedAISegmentationLib.dependencies import workerPython
+from MedAISegmentationLib.staging import temporaryFolder
 
 __all__ = ["INPUT_ROLE", "STATISTICS_ROLE", "SegmentationJob", "SegmentationLogic"]
 
 logger = logging.getLogger(__name__)
 #: Node reference roles of a result segmentation: the volume it was computed from and its statistics table.
 INPUT_ROLE, STATISTICS_ROLE = "medaiInputVolume", "medaiStatistics"
-
-
-def _temporaryFolder() -> str | None:
-    """Slicer's temporary folder (None outside the application: the system default is used)."""
-    return getattr(getattr(slicer, "app", None), "temporaryPath", None)
 
 
 @dataclass
@@ -68,7 +64,7 @@ class SegmentationLogic(ScriptedLoadableModuleLogic):
             raise InputError("Select an input volume that holds an image.")
         if device not in available_devices():
             raise InputError(f"Device '{device}' is not available here ({', '.join(available_devices())}).")
-        workDir = Path(tempfile.mkdtemp(prefix="MedAI-", dir=_temporaryFolder()))
+        workDir = Path(tempfile.mkdtemp(prefix="MedAI-", dir=temporaryFolder()))
         inputPath = write_volume_file(volume_node_to_image(volume), workDir / "input.nrrd")
         args = segmentation_worker_args(inputPath, modelName, workDir / "output", device, python=workerPython())
         process = WorkerProcess(args)
@@ -158,7 +154,7 @@ class SegmentationLogic(ScriptedLoadableModuleLogic):
             if value not in labels:  # a segment the user added: described by its name and colour
                 segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
                 labels[value] = SegmentLabel(value, segment.GetName(), tuple(segment.GetColor()))
-        path = Path(tempfile.mkdtemp(prefix="MedAI-SEG-", dir=_temporaryFolder())) / "seg.dcm"
+        path = Path(tempfile.mkdtemp(prefix="MedAI-SEG-", dir=temporaryFolder())) / "seg.dcm"
         write_dicom_seg(
             segmentation_node_to_labelmap(segmentationNode, source),
             source,

@@ -10,7 +10,7 @@ from typing import Any
 
 import slicer
 
-__all__ = ["dicomFiles", "stageInput"]
+__all__ = ["dicomFiles", "stageInput", "temporaryFolder"]
 
 
 def dicomFiles(volume: Any) -> list[str]:
@@ -37,3 +37,8 @@ def stageInput(volume: Any, folder: Path, files: list[str]) -> Path:
         except OSError:  # another file system, or links not allowed
             shutil.copyfile(source, target)
     return folder
+
+
+def temporaryFolder() -> str | None:
+    """Slicer's temporary folder (None outside the application: the system default is used)."""
+    return getattr(getattr(slicer, "app", None), "temporaryPath", None)
