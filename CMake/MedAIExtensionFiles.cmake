@@ -73,6 +73,22 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/phantom/study.py
   MedAIExtension/phantom/vessels.py
   MedAIExtension/progress.py
+  MedAIExtension/review/__init__.py
+  MedAIExtension/review/commands.py
+  MedAIExtension/review/features.py
+  MedAIExtension/review/lesion_insertion.py
+  MedAIExtension/review/memorization.py
+  MedAIExtension/review/metrics.py
+  MedAIExtension/review/plots.py
+  MedAIExtension/review/reader_study.py
+  MedAIExtension/review/schema.py
+  MedAIExtension/review/store.py
+  MedAIExtension/review/store_base.py
+  MedAIExtension/review/store_checks.py
+  MedAIExtension/review/store_manifest.py
+  MedAIExtension/review/store_reader.py
+  MedAIExtension/review/store_records.py
+  MedAIExtension/review/workflow.py
   MedAIExtension/runner.py
   MedAIExtension/segmentation/__init__.py
   MedAIExtension/segmentation/outputs.py
