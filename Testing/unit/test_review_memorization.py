@@ -16,8 +16,8 @@ SIZE = (64, 64, 48)
 SPACING = (5.0, 5.0, 6.0)
 
 
-def _phantom(seed: int) -> Image:
-    ct = generate_chest_phantom(random_phantom_spec(seed, size_ijk=SIZE, spacing=SPACING)).ct
+def _phantom(seed: int, size: tuple[int, int, int] = SIZE, spacing: tuple[float, float, float] = SPACING) -> Image:
+    ct = generate_chest_phantom(random_phantom_spec(seed, size_ijk=size, spacing=spacing)).ct
     return Image(ct.array, ct.ijk_to_ras, modality="CT", metadata={"id": f"patient-{seed}"})
 
 
@@ -61,6 +61,8 @@ def test_flags_every_near_copy_and_no_unrelated_image(real: list[Image]) -> None
     assert [m.flagged for m in matches] == [True, True, True, True, False, False]
     copies = [m.similarity for m in matches[:4]]
     others = [m.similarity for m in matches[4:]]
+    gap = min(copies) - max(others)
+    print(f"near-copies {min(copies):.3f}..{max(copies):.3f}, others <= {max(others):.3f}, gap {gap:.3f}")
     assert min(copies) >= DEFAULT_THRESHOLD > max(others)
     first = matches[0].to_dict()
     assert first["synthetic_id"] == "copy-of-patient-0" and first["real_id"] == "patient-0"
@@ -69,6 +71,23 @@ def test_flags_every_near_copy_and_no_unrelated_image(real: list[Image]) -> None
     exhaustive = memorization_check(synthetic[:1], real, candidates=0, refine=len(real))
     assert exhaustive[0].real_index == 0
     assert exhaustive[0].similarity == pytest.approx(matches[0].similarity, abs=0.02)
+
+
+def test_near_copies_on_a_finer_grid() -> None:
+    """Finer input voxels (block-averaged to the working grid): a sub-voxel shift and a rotation still score high."""
+    size, spacing = (96, 96, 80), (3.75, 3.75, 4.5)
+    real = [_phantom(seed, size, spacing) for seed in range(2)]
+    synthetic = [
+        _near_copy(real[0], 5, (1.5, -2.5, 0.5), -3.0, (1, 2)),
+        _near_copy(real[1], 6, (-0.5, 1.5, 2.5), 2.5, (0, 2)),
+        _phantom(32, size, spacing),
+    ]
+    matches = memorization_check(synthetic, real)
+    assert [m.real_index for m in matches[:2]] == [0, 1]
+    assert [m.flagged for m in matches] == [True, True, False]
+    gap = min(m.similarity for m in matches[:2]) - matches[2].similarity
+    print(f"finer grid: near-copies {[round(m.similarity, 3) for m in matches[:2]]}, other {matches[2].similarity:.3f}")
+    assert gap > 0.3
 
 
 def test_bad_input(real: list[Image]) -> None:
