@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["tiny_onnx"]
+__all__ = ["nodule_patch", "tiny_onnx"]
 
 
 def tiny_onnx(
@@ -33,3 +33,12 @@ def tiny_onnx(
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def nodule_patch(size: int = 32, center: tuple[float, ...] = (15.5, 14.0, 17.0), radius: float = 5.0) -> np.ndarray:
+    """A solid nodule (40 HU) in lung parenchyma (-850 HU) with noise, scaled -1000..400 HU → 0..1, (1, 1, S³)."""
+    grid = np.indices((size,) * 3, dtype=np.float32)
+    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, center)))
+    hu = -850 + 890 / (1 + np.exp((distance - radius) / 0.6))
+    hu += np.random.default_rng(7).normal(0, 15, hu.shape)
+    return np.clip((hu + 1000) / 1400, 0, 1).astype(np.float32)[None, None]

@@ -55,6 +55,7 @@ from MedAIExtension.dicom.source import (
 )
 from MedAIExtension.errors import GeometryError, InputError, OutputError
 from MedAIExtension.explain.types import ExplainMethod
+from MedAIExtension.io.dicom_series import series_metadata
 from MedAIExtension.io.geometry import LPS_TO_RAS
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import CodedTerm
@@ -459,19 +460,6 @@ def read_parametric_map_info(path: str | os.PathLike[str]) -> ParametricMapInfo:
     )
 
 
-def _map_metadata(parametric_map: Any) -> dict[str, str]:
-    keys = (
-        "PatientID",
-        "PatientName",
-        "StudyInstanceUID",
-        "SeriesInstanceUID",
-        "SeriesDescription",
-        "StudyDate",
-        "FrameOfReferenceUID",
-    )
-    return {key: str(parametric_map.get(key, "")) for key in keys}
-
-
 def _check_frame_positions(parametric_map: Any, reference: Image, reference_uids: list[str], path: Path) -> None:
     """Each frame must lie where its source slice lies in the reference image."""
     slice_of = {uid: k for k, uid in enumerate(reference_uids)}
@@ -528,7 +516,7 @@ def read_parametric_map(path: str | os.PathLike[str], reference: Image | None = 
     """
     path = Path(path)
     parametric_map = _open_map(path)
-    metadata = _map_metadata(parametric_map)
+    metadata = series_metadata(parametric_map)
     if reference is not None:
         check_frame_of_reference(parametric_map, reference, path, "Parametric Map")
         reference_uids = reference_sop_uids(reference)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +20,32 @@ from MedAIExtension.errors import GeometryError, InputError
 from MedAIExtension.io.geometry import LPS_TO_RAS, affine_parts
 from MedAIExtension.io.image import Image
 
-__all__ = ["SeriesInfo", "list_series", "read_dicom_files", "read_dicom_series", "write_dicom_series"]
+__all__ = [
+    "SERIES_METADATA_KEYS",
+    "SeriesInfo",
+    "list_series",
+    "read_dicom_files",
+    "read_dicom_series",
+    "series_metadata",
+    "write_dicom_series",
+]
+
+#: DICOM attributes kept in ``Image.metadata`` of an image read from (or derived into) a series.
+SERIES_METADATA_KEYS = (
+    "PatientID",
+    "PatientName",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SeriesDescription",
+    "StudyDate",
+    "FrameOfReferenceUID",
+)
+
+
+def series_metadata(dataset: Any) -> dict[str, str]:
+    """The :data:`SERIES_METADATA_KEYS` of a dataset as text (empty when absent)."""
+    return {key: str(dataset.get(key, "")) for key in SERIES_METADATA_KEYS}
+
 
 _ORIENTATION_TOLERANCE = 1e-4
 _SPACING_TOLERANCE = 0.01  # relative
@@ -220,18 +246,7 @@ def _assemble(datasets: list, files: list[Path]) -> Image:
     lps[:3, 1] = col_dir * pixel_spacing[0]
     lps[:3, 2] = step_vector
     lps[:3, 3] = positions[0]
-    metadata = {
-        key: str(first.get(key, ""))
-        for key in (
-            "PatientID",
-            "PatientName",
-            "StudyInstanceUID",
-            "SeriesInstanceUID",
-            "SeriesDescription",
-            "StudyDate",
-            "FrameOfReferenceUID",
-        )
-    }
+    metadata = series_metadata(first)
     return Image(
         array=array,
         ijk_to_ras=LPS_TO_RAS @ lps,

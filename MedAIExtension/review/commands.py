@@ -27,7 +27,6 @@ from MedAIExtension.errors import InputError
 __all__ = ["add_review_parser"]
 
 
-
 def _open(args: argparse.Namespace) -> Any:
     from MedAIExtension.review.store import ReviewStore
 

@@ -31,6 +31,7 @@ from MedAIExtension.phantom.patches import (
     nodule_vessel_patches,
 )
 from MedAIExtension.training.classifier_network import CLASSIFIER_TARGET_LAYER, build_classifier
+from MedAIExtension.training.train import NORMALIZATION  # same CT window as the segmentation model
 
 __all__ = [
     "HELDOUT_SETS",
@@ -50,14 +51,6 @@ __all__ = [
 
 MODEL_NAME = "chest-ct-nodule-classifier"
 ONNX_MODEL_NAME = f"{MODEL_NAME}-onnx"
-NORMALIZATION: dict[str, Any] = {
-    "type": "clip_scale",
-    "a_min": -1000.0,
-    "a_max": 400.0,
-    "b_min": 0.0,
-    "b_max": 1.0,
-    "clip": True,
-}
 #: Training patches: (seed, count, rendering spacing of the phantoms) per call of ``nodule_vessel_patches``.
 TRAIN_SETS: tuple[tuple[int, int, tuple[float, float, float]], ...] = (
     (1, 360, (1.25, 1.25, 1.25)),

@@ -31,6 +31,7 @@ from MedAIExtension.models.backends import OnnxBackend, load_bundle_module
 from MedAIExtension.models.catalog import DEFAULT_CATALOG, ModelEntry, load_catalog
 from MedAIExtension.models.discovery import describe_monai_bundle
 from MedAIExtension.training.classifier_network import CLASSIFIER_ARGS, CLASSIFIER_TARGET_LAYER, build_classifier
+from Testing.model_helpers import nodule_patch
 
 MODELS = DEFAULT_CATALOG.parent
 BUNDLE = MODELS / "chest-ct-lung-nodule-bundle"
@@ -61,15 +62,6 @@ def plain_classifier(state: dict[str, torch.Tensor]) -> torch.nn.Module:
     module = build_classifier(**CLASSIFIER_ARGS)
     module.load_state_dict(state)
     return module.eval()
-
-
-def nodule_patch(size: int = 32, center: tuple[float, ...] = (15.5, 14.0, 17.0), radius: float = 5.0) -> np.ndarray:
-    """A solid nodule (40 HU) in lung parenchyma (-850 HU) with noise, scaled -1000..400 HU → 0..1, (1, 1, S³)."""
-    grid = np.indices((size,) * 3, dtype=np.float32)
-    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, center)))
-    hu = -850 + 890 / (1 + np.exp((distance - radius) / 0.6))
-    hu += np.random.default_rng(7).normal(0, 15, hu.shape)
-    return np.clip((hu + 1000) / 1400, 0, 1).astype(np.float32)[None, None]
 
 
 @pytest.fixture(scope="module")
