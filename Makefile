@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # Use the CPU build of torch from a local wheel folder when the machine has one.
 WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
-DEBIAN_TOOLS := dicom3tools:dciodvfy dcmtk:dsr2xml
+DEBIAN_TOOLS := dicom3tools:dciodvfy dcmtk:dsr2xml orthanc:Orthanc orthanc-dicomweb:/usr/share/orthanc/plugins/libOrthancDicomWeb.so
 
 .PHONY: all venv dev-deps system-deps demo test lint bench train clean
 
@@ -32,7 +32,7 @@ dev-deps: $(VENV)/.dev-installed
 # Debian packages the conformance tests need (dciodvfy, dsr2xml); installed only when missing.
 system-deps:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do pkg=$${pair%%:*}; tool=$${pair##*:}; \
-	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	  { command -v $$tool >/dev/null 2>&1 || test -e $$tool; } || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  echo "Installing Debian packages:$$missing"; \

@@ -6,6 +6,11 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/__init__.py
   MedAIExtension/atomic.py
   MedAIExtension/cli.py
+  MedAIExtension/deid/__init__.py
+  MedAIExtension/deid/commands.py
+  MedAIExtension/deid/deidentify.py
+  MedAIExtension/deid/profile.py
+  MedAIExtension/deid/uids.py
   MedAIExtension/demo.py
   MedAIExtension/dicom/__init__.py
   MedAIExtension/dicom/parametric_map.py
@@ -32,6 +37,15 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/explain/types.py
   MedAIExtension/explain/uncertainty.py
   MedAIExtension/explain/window.py
+  MedAIExtension/gateway/__init__.py
+  MedAIExtension/gateway/commands.py
+  MedAIExtension/gateway/config.py
+  MedAIExtension/gateway/journal.py
+  MedAIExtension/gateway/logs.py
+  MedAIExtension/gateway/pipelines.py
+  MedAIExtension/gateway/service.py
+  MedAIExtension/gateway/triage.py
+  MedAIExtension/gateway/worklist.py
   MedAIExtension/io/__init__.py
   MedAIExtension/io/dicom_series.py
   MedAIExtension/io/geometry.py
@@ -60,6 +74,13 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/mrml/tables.py
   MedAIExtension/mrml/transforms.py
   MedAIExtension/mrml/volumes.py
+  MedAIExtension/pacs/__init__.py
+  MedAIExtension/pacs/credentials.py
+  MedAIExtension/pacs/dicomweb.py
+  MedAIExtension/pacs/errors.py
+  MedAIExtension/pacs/folder_store.py
+  MedAIExtension/pacs/orthanc.py
+  MedAIExtension/pacs/stores.py
   MedAIExtension/phantom/__init__.py
   MedAIExtension/phantom/_sdf.py
   MedAIExtension/phantom/anatomy.py
@@ -104,6 +125,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/nodule_segmentation.py
   MedAIExtension/tracking/outputs.py
   MedAIExtension/tracking/pipeline.py
+  MedAIExtension/tracking/prior.py
   MedAIExtension/tracking/registration.py
   MedAIExtension/tracking/report.py
   MedAIExtension/tracking/scene.py

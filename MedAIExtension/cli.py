@@ -1,4 +1,5 @@
-"""The ``medai`` command line: segment, track, explain, review, models, evaluate, phantom, demo.
+"""The ``medai`` command line: segment, track, explain, review, gateway, worklist, deidentify, models, evaluate,
+phantom, demo.
 
 Errors print one clear message (no traceback unless ``--debug``) and exit non-zero.
 """
@@ -309,6 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     from MedAIExtension.review.commands import add_review_parser
 
     add_review_parser(sub, lambda parser, handler: parser.set_defaults(func=_review_handler(handler)))
+
+    from MedAIExtension.gateway.commands import add_gateway_parsers
+
+    add_gateway_parsers(sub)
+
+    from MedAIExtension.deid.commands import add_deidentify_parser
+
+    add_deidentify_parser(sub)
 
     models = sub.add_parser("models", help="list the models and the device each would use")
     models.add_argument("--models-dir", action="append", help="extra folder with user models")

@@ -28,6 +28,7 @@ from MedAIExtension.dicom.seg import (
 from MedAIExtension.dicom.sr import (
     NoduleReportItem,
     read_exam_lung_rads,
+    read_reading_priority,
     read_tracking_sr,
     tracking_uid_for,
     write_tracking_sr,
@@ -59,6 +60,7 @@ __all__ = [
     "read_exam_lung_rads",
     "read_parametric_map",
     "read_parametric_map_info",
+    "read_reading_priority",
     "read_tracking_sr",
     "run_dciodvfy",
     "run_dsr2xml",

@@ -57,6 +57,7 @@ __all__ = [
     "PRIVATE_SCHEME",
     "NoduleReportItem",
     "read_exam_lung_rads",
+    "read_reading_priority",
     "read_tracking_sr",
     "tracking_uid_for",
     "write_tracking_sr",
@@ -91,6 +92,12 @@ _NODULE_TYPES: dict[NoduleKind, CodedTerm] = {
 }
 _LUNG_RADS = CodedTerm("LRADS", PRIVATE_SCHEME, "Lung-RADS v2022 category")
 _LUNG_RADS_REASON = CodedTerm("LRADSWHY", PRIVATE_SCHEME, "Lung-RADS category reason")
+_PRIORITY = CodedTerm("PRIORITY", PRIVATE_SCHEME, "Reading priority")
+_PRIORITY_VALUES = re.compile(r"^PRIORITY-([1-5])$")
+
+
+def _priority_value(priority: int) -> CodedTerm:
+    return CodedTerm(f"PRIORITY-{priority}", PRIVATE_SCHEME, f"Reading priority {priority} (1 = most urgent)")
 
 
 def _lung_rads_value(category: str) -> CodedTerm:
@@ -452,19 +459,23 @@ def _measurement_group(
     return group
 
 
-def _exam_evaluations(category: str) -> Any:
+def _exam_evaluations(category: str | None, priority: int | None) -> Any:
     import highdicom as hd
 
     container = hd.sr.ContainerContentItem(
         name=_concept(_QUALITATIVE_EVALUATIONS), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
+    pairs = []
+    if category is not None:
+        pairs.append((_LUNG_RADS, _lung_rads_value(category)))
+    if priority is not None:
+        pairs.append((_PRIORITY, _priority_value(priority)))
     container.ContentSequence = hd.sr.ContentSequence(
         [
             hd.sr.CodeContentItem(
-                name=_concept(_LUNG_RADS),
-                value=_concept(_lung_rads_value(category)),
-                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+                name=_concept(name), value=_concept(value), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
             )
+            for name, value in pairs
         ]
     )
     return container
@@ -486,6 +497,7 @@ def write_tracking_sr(
     procedure_reported: CodedTerm = _DEFAULT_PROCEDURE,
     manufacturer: str = "MedAI",
     include_image_library: bool = False,
+    reading_priority: int | None = None,
 ) -> Path:
     """Write the nodule tracking report of one time point as a Comprehensive 3D SR (TID 1500).
 
@@ -513,13 +525,15 @@ def write_tracking_sr(
             (TID 1600). Off by default: it adds about 4.5 kB and, in highdicom, about 0.1 s per slice. The CT
             images are always listed as evidence, and each group references the CT images its segment was
             derived from.
+        reading_priority: optional triage priority of the exam, 1 (most urgent) to 5 (routine), written next to
+            the exam's Lung-RADS category so a worklist reading the SR can sort by it.
 
     Returns:
         The written path.
 
     Raises:
         InputError: the source was not read from DICOM, the SEG does not belong to it or lacks a segment,
-            items are missing or duplicated, or a category is not a Lung-RADS category.
+            items are missing or duplicated, a category is not a Lung-RADS category, or the priority is not 1..5.
         GeometryError: the source's files do not match its slices.
         OutputError: the file cannot be written.
     """
@@ -536,6 +550,10 @@ def write_tracking_sr(
             "CT images or join its study. Read the CT with read_dicom_series and segment that image."
         )
     exam_category = _lung_rads_category(exam_lung_rads, "Exam Lung-RADS category")
+    if reading_priority is not None and (
+        isinstance(reading_priority, bool) or not isinstance(reading_priority, int) or not 1 <= reading_priority <= 5
+    ):
+        raise InputError(f"Reading priority {reading_priority!r} must be an integer from 1 (most urgent) to 5.")
     checked = _check_items(items)
     if seg_path is None:
         raise InputError("The tracking SR references each nodule's SEG segment; give seg_path for the nodules.")
@@ -568,8 +586,8 @@ def write_tracking_sr(
         imaging_measurements=groups,
         referenced_images=source_datasets if include_image_library else None,
     )
-    if exam_category is not None:
-        report[0].ContentSequence.append(_exam_evaluations(exam_category))
+    if exam_category is not None or reading_priority is not None:
+        report[0].ContentSequence.append(_exam_evaluations(exam_category, reading_priority))
     private_scheme = CodingSchemeIdentificationItem(
         designator=PRIVATE_SCHEME,
         name="MedAI private codes",
@@ -715,17 +733,33 @@ def read_tracking_sr(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return [_group_dict(group) for group in report.get_volumetric_roi_measurement_groups()]
 
 
+def _exam_code(path: str | os.PathLike[str], term: CodedTerm) -> Any:
+    report = _open_report(path)
+    for item in report[0].ContentSequence:
+        if item.ValueType != "CONTAINER" or not _same(item.ConceptNameCodeSequence[0], _QUALITATIVE_EVALUATIONS):
+            continue
+        for child in item.get("ContentSequence", []):
+            if child.ValueType == "CODE" and _same(child.ConceptNameCodeSequence[0], term):
+                return child.ConceptCodeSequence[0]
+    return None
+
+
 def read_exam_lung_rads(path: str | os.PathLike[str]) -> str | None:
     """The exam-level Lung-RADS category of a tracking SR, or None when the report has none.
 
     Raises:
         InputError: the file is not a readable TID 1500 Structured Report.
     """
-    report = _open_report(path)
-    for item in report[0].ContentSequence:
-        if item.ValueType != "CONTAINER" or not _same(item.ConceptNameCodeSequence[0], _QUALITATIVE_EVALUATIONS):
-            continue
-        for child in item.get("ContentSequence", []):
-            if child.ValueType == "CODE" and _same(child.ConceptNameCodeSequence[0], _LUNG_RADS):
-                return _category(child.ConceptCodeSequence[0])
-    return None
+    code = _exam_code(path, _LUNG_RADS)
+    return None if code is None else _category(code)
+
+
+def read_reading_priority(path: str | os.PathLike[str]) -> int | None:
+    """The exam's reading priority (1 most urgent .. 5) written by the gateway, or None when the report has none.
+
+    Raises:
+        InputError: the file is not a readable TID 1500 Structured Report.
+    """
+    code = _exam_code(path, _PRIORITY)
+    match = None if code is None else _PRIORITY_VALUES.match(str(code.CodeValue))
+    return int(match.group(1)) if match else None

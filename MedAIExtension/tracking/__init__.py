@@ -5,15 +5,20 @@
 >>> write_tracking_outputs(result, "tracked/")                                # doctest: +SKIP
 """
 
-from MedAIExtension.tracking.outputs import write_tracking_outputs
-from MedAIExtension.tracking.pipeline import TrackingOptions, TrackingResult, track_nodules
+from MedAIExtension.tracking.outputs import write_study_dicom, write_tracking_outputs
+from MedAIExtension.tracking.pipeline import StudyResult, TrackingOptions, TrackingResult, assess_study, track_nodules
+from MedAIExtension.tracking.prior import adopt_prior_tracking
 from MedAIExtension.tracking.scene import TrackingNodes, load_tracking_into_scene
 
 __all__ = [
+    "StudyResult",
     "TrackingNodes",
     "TrackingOptions",
     "TrackingResult",
+    "adopt_prior_tracking",
+    "assess_study",
     "load_tracking_into_scene",
     "track_nodules",
+    "write_study_dicom",
     "write_tracking_outputs",
 ]

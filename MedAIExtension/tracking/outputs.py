@@ -21,9 +21,9 @@ import numpy as np
 from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.errors import OutputError
 from MedAIExtension.progress import Progress
-from MedAIExtension.tracking.pipeline import TrackingResult
+from MedAIExtension.tracking.pipeline import StudyResult, TrackingResult
 
-__all__ = ["write_tracking_outputs"]
+__all__ = ["write_study_dicom", "write_tracking_outputs"]
 
 TIMEPOINTS = ("baseline", "followup")
 
@@ -54,7 +54,7 @@ def _write_seg_nrrd(result: TrackingResult, labelmap: Any, timepoint: str, path:
         close_scene(scene)
 
 
-def _report_items(result: TrackingResult, timepoint: str) -> list[Any]:
+def _report_items(result: TrackingResult | StudyResult, timepoint: str) -> list[Any]:
     from MedAIExtension.dicom.sr import NoduleReportItem
 
     items = []
@@ -89,7 +89,14 @@ def _report_items(result: TrackingResult, timepoint: str) -> list[Any]:
     return items
 
 
-def _write_dicom(result: TrackingResult, labelmap: Any, timepoint: str, staging: Path, names: dict[str, str]) -> None:
+def _write_dicom(
+    result: TrackingResult | StudyResult,
+    labelmap: Any,
+    timepoint: str,
+    staging: Path,
+    names: dict[str, str],
+    reading_priority: int | None = None,
+) -> None:
     from MedAIExtension.dicom import write_dicom_seg
     from MedAIExtension.dicom.sr import write_tracking_sr
 
@@ -125,8 +132,34 @@ def _write_dicom(result: TrackingResult, labelmap: Any, timepoint: str, staging:
         time_point=timepoint,
         exam_lung_rads=str(exam.category),
         algorithm_name="MedAI nodule tracking",
+        reading_priority=reading_priority,
     )
     names[f"{timepoint}_sr"] = sr_path.name
+
+
+def write_study_dicom(
+    result: TrackingResult | StudyResult,
+    timepoint: str,
+    folder: str | os.PathLike[str],
+    reading_priority: int | None = None,
+) -> dict[str, Path]:
+    """Write the DICOM SEG and tracking SR of one time point of ``result`` into ``folder``.
+
+    ``reading_priority`` (1 most urgent .. 5) is written into the SR next to the exam's Lung-RADS category.
+
+    ``timepoint`` is ``"baseline"`` or ``"followup"`` (a :class:`StudyResult` has only ``"baseline"``). Returns
+    ``{"<timepoint>_seg": path, "<timepoint>_sr": path}``, or ``{}`` when the study has no nodule (nothing to
+    segment; the exam is Lung-RADS 1). Each file is written atomically.
+    """
+    if timepoint not in TIMEPOINTS or (isinstance(result, StudyResult) and timepoint != "baseline"):
+        raise ValueError(f"timepoint must be one of {TIMEPOINTS} (a single-study result has only 'baseline').")
+    out = ensure_writable_directory(folder)
+    names: dict[str, str] = {}
+    try:
+        _write_dicom(result, result.labelmap(timepoint), timepoint, out, names, reading_priority)
+    except OSError as exc:
+        raise OutputError(f"Writing the {timepoint} SEG/SR into {out} failed ({exc.strerror or exc}).") from None
+    return {kind: out / name for kind, name in names.items()}
 
 
 def write_tracking_outputs(

@@ -21,11 +21,13 @@ from MedAIExtension.tracking.growth import NoduleChange, nodule_change, study_in
 from MedAIExtension.tracking.types import Finding
 
 __all__ = [
+    "StudyResult",
     "TimepointResult",
     "TrackedNodule",
     "TrackingOptions",
     "TrackingResult",
     "analyse_timepoint",
+    "assess_study",
     "track_nodules",
 ]
 
@@ -101,11 +103,12 @@ class TrackedNodule:
     lung_rads: Any  # LungRadsResult of the latest study showing the nodule
     baseline_lung_rads: Any
     distance_mm: float | None = None
+    identifier: str | None = None  # a prior report's Tracking Identifier when it is not ``N<number>``
 
     @property
     def tracking_id(self) -> str:
-        """Human-readable tracking identifier, e.g. ``N3``."""
-        return f"N{self.number}"
+        """Human-readable tracking identifier, e.g. ``N3`` (or the one a prior report gave this nodule)."""
+        return self.identifier or f"N{self.number}"
 
     @property
     def label(self) -> SegmentLabel:
@@ -139,13 +142,7 @@ class TrackingResult:
     def labelmap(self, timepoint: str) -> Image:
         """A label map of ``"baseline"`` or ``"followup"``: voxel value = tracking number."""
         result = self.baseline if timepoint == "baseline" else self.followup
-        array = np.zeros(result.image.shape, dtype=np.uint8)
-        for nodule in self.nodules:
-            finding = nodule.baseline if timepoint == "baseline" else nodule.followup
-            if finding is not None:
-                region = array[finding.mask.box]
-                region[finding.mask.mask & (region == 0)] = nodule.number
-        return result.image.with_array(array, modality="SEG")
+        return _nodule_labelmap(result.image, self.nodules, timepoint)
 
     def rows(self) -> list[dict[str, Any]]:
         """The longitudinal table: one row per tracked nodule (JSON/CSV/MRML table)."""
@@ -204,10 +201,46 @@ class TrackingResult:
         }
 
 
+@dataclass
+class StudyResult:
+    """The nodules of one chest CT assessed without a prior study (a first screening, or no prior available).
+
+    Shaped like the baseline half of a :class:`TrackingResult` (``nodules[i].baseline`` is the finding, status
+    ``"baseline"``) so the same writers produce its SEG and SR.
+    """
+
+    baseline: TimepointResult
+    nodules: list[TrackedNodule]
+    exam_lung_rads: dict[str, Any]  # {"baseline": LungRadsResult}
+    warnings: list[str] = field(default_factory=list)
+
+    def labels(self) -> list[SegmentLabel]:
+        """One segment label per nodule."""
+        return [nodule.label for nodule in self.nodules]
+
+    def labelmap(self, timepoint: str = "baseline") -> Image:
+        """The nodule label map of the study: voxel value = tracking number."""
+        return _nodule_labelmap(self.baseline.image, self.nodules, timepoint)
+
+
+def _nodule_labelmap(image: Image, nodules: Sequence[TrackedNodule], timepoint: str) -> Image:
+    array = np.zeros(image.shape, dtype=np.uint8 if max((n.number for n in nodules), default=0) <= 255 else np.uint16)
+    for nodule in nodules:
+        finding = nodule.baseline if timepoint == "baseline" else nodule.followup
+        if finding is not None:
+            region = array[finding.mask.box]
+            region[finding.mask.mask & (region == 0)] = nodule.number
+    return image.with_array(array, modality="SEG")
+
+
+def _check_ct(image: Image, name: str) -> None:
+    if image.modality and image.modality != "CT":
+        raise InputError(f"The {name} image is {image.modality}; nodule tracking needs chest CT.")
+
+
 def _check_pair(baseline: Image, followup: Image, options: TrackingOptions) -> None:
     for name, image in (("baseline", baseline), ("follow-up", followup)):
-        if image.modality and image.modality != "CT":
-            raise InputError(f"The {name} image is {image.modality}; nodule tracking needs chest CT.")
+        _check_ct(image, name)
     first = str(baseline.metadata.get("PatientID", "")).strip()
     second = str(followup.metadata.get("PatientID", "")).strip()
     if first and second and first != second and not options.force:
@@ -298,6 +331,54 @@ def _tracking_uid(image: Image, number: int) -> str:
     if not seed.strip("|"):
         seed = f"{image.array.shape}|{np.asarray(image.ijk_to_ras).round(3).tolist()}|{int(image.array.sum())}"
     return tracking_uid_for(f"medai-nodule|{seed}|{number}")
+
+
+def _position_order(finding: Finding) -> tuple[float, float, float]:
+    r, a, s = finding.measurement.center_ras
+    return (-s, r, a)  # top to bottom, then right to left
+
+
+def assess_study(
+    image: Image,
+    options: TrackingOptions | None = None,
+    progress: Callable[[float, str], None] | None = None,
+    token: CancelToken | None = None,
+) -> StudyResult:
+    """Find, segment, measure and categorise the nodules of one chest CT (no prior study).
+
+    Nodules are numbered top to bottom, as :func:`track_nodules` numbers baseline nodules; each gets a Tracking
+    UID derived from the study, and a baseline Lung-RADS category.
+
+    Raises:
+        InputError: the image is not a CT.
+        CancelledError: ``token`` was cancelled.
+    """
+    from MedAIExtension.tracking import lungrads
+
+    options = options or TrackingOptions()
+    reporter = Progress(progress, token)
+    _check_ct(image, "study")
+    result = analyse_timepoint(image, options, reporter.stage(0.0, 0.98))
+    nodules = []
+    for number, finding in enumerate(sorted(result.findings, key=_position_order), start=1):
+        tracking_id = f"N{number}"
+        rads = lungrads_for(finding, None, None, tracking_id in options.suspicious)
+        nodules.append(
+            TrackedNodule(
+                number=number,
+                tracking_uid=_tracking_uid(image, number),
+                status="baseline",
+                baseline=finding,
+                followup=None,
+                change=None,
+                lung_rads=rads,
+                baseline_lung_rads=rads,
+            )
+        )
+    warnings = [f"{n.tracking_id}: {w}" for n in nodules for w in n.baseline.measurement.warnings]
+    exam = {"baseline": lungrads.categorize_exam([n.baseline_lung_rads for n in nodules])}
+    reporter(1.0, f"{len(nodules)} nodules")
+    return StudyResult(result, nodules, exam, warnings)
 
 
 def track_nodules(
@@ -449,8 +530,7 @@ def _tracked(
 
     def order(match: Any) -> tuple[int, float, float, float]:
         finding = base.findings[match.baseline] if match.baseline is not None else follow.findings[match.followup]
-        r, a, s = finding.measurement.center_ras
-        return (0 if match.baseline is not None else 1, -s, r, a)  # top to bottom, then right to left
+        return (0 if match.baseline is not None else 1, *_position_order(finding))
 
     nodules: list[TrackedNodule] = []
     for number, match in enumerate(sorted(matches, key=order), start=1):

@@ -1,0 +1,117 @@
+"""The ``medai deidentify`` sub-command: de-identify DICOM studies and their derived objects into a folder.
+
+The key comes from ``--key-file`` or the environment variable ``MEDAI_DEID_KEY`` (never from the command line
+itself, where other users could read it); without either, a random key is used and a warning says that the
+UIDs will not match a later run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["add_deidentify_parser"]
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+class _Progress:
+    """A tqdm bar on stderr fed by (fraction, message) callbacks, created at the first callback (so an error
+    found before any work prints nothing but the error); silent when disabled, cleared when the run fails."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=1000, unit="‰", file=sys.stderr, bar_format="{l_bar}{bar}| {elapsed}")
+        self.bar.set_description_str(message[:40].ljust(40))
+        self.bar.update(max(int(fraction * 1000) - self.bar.n, 0))
+
+    def close(self, failed: bool = False) -> None:
+        if self.bar is not None:
+            self.bar.leave = not failed
+            self.bar.close()
+
+
+def _cmd_deidentify(args: argparse.Namespace) -> int:
+    """Handler of ``medai deidentify``; returns the exit status (errors are raised as MedAIError)."""
+    from MedAIExtension.deid.deidentify import DeidOptions, deidentify_files
+    from MedAIExtension.deid.uids import KEY_ENV_VAR, load_key
+
+    key, persistent = load_key(args.key_file)
+    options = DeidOptions(
+        date_shift_days=args.date_shift_days,
+        skip_burned_in=args.skip_burned_in,
+        keep_series_descriptions=args.keep_series_descriptions,
+    ).check()
+    if not persistent:
+        _warn(
+            f"no key given (--key-file or {KEY_ENV_VAR}): a random key is used for this run only, so its UIDs and "
+            "pseudonyms will not match files de-identified in another run."
+        )
+    bar = _Progress(not args.quiet)
+    try:
+        report = deidentify_files(args.inputs, args.output, key, options, progress=bar)
+    except BaseException:
+        bar.close(failed=True)
+        raise
+    bar.close()
+    for path, reason in report.skipped:
+        _warn(f"skipped {path}: {reason}")
+    print(
+        f"{len(report.written)} file(s) of {report.studies} study(ies) de-identified into {args.output} "
+        f"({report.uid_count} UIDs remapped, {len(report.skipped)} file(s) skipped)."
+    )
+    return 0
+
+
+def add_deidentify_parser(subparsers: Any) -> None:
+    """Register the ``deidentify`` sub-command on ``subparsers`` (from ``ArgumentParser.add_subparsers``).
+
+    The handler is set with ``parser.set_defaults(func=...)``; it takes the parsed arguments and returns the
+    exit status, raising :class:`~MedAIExtension.errors.MedAIError` for problems (the caller prints them).
+    """
+    parser = subparsers.add_parser(
+        "deidentify",
+        help="de-identify DICOM studies and their SEG/SR/maps (PS3.15 Basic Profile)",
+        description=(
+            "De-identify DICOM files and folders with the PS3.15 Basic Application Level Confidentiality Profile. "
+            "UIDs are remapped with a secret key so that studies and derived objects de-identified in different "
+            "runs with the same key still reference each other. Output: OUTPUT/<study>/<series>/<instance>.dcm."
+        ),
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="DICOM files or folders (searched recursively)")
+    parser.add_argument("--output", required=True, help="output folder (outside the input folders)")
+    parser.add_argument(
+        "--key-file",
+        default=None,
+        help="file holding the secret key (default: the MEDAI_DEID_KEY environment variable, else a random key)",
+    )
+    parser.add_argument(
+        "--date-shift-days",
+        type=int,
+        default=None,
+        metavar="DAYS",
+        help="shift all dates by DAYS instead of removing them (keeps intervals between studies)",
+    )
+    parser.add_argument(
+        "--skip-burned-in",
+        action="store_true",
+        help="leave out images with burned-in annotation instead of failing",
+    )
+    parser.add_argument(
+        "--keep-series-descriptions",
+        action="store_true",
+        help="keep Series Description (only when it holds no identifying text)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_cmd_deidentify)

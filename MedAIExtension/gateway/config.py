@@ -1,0 +1,300 @@
+"""The gateway's configuration file (YAML): where studies come from, which pipeline runs on which, how to retry.
+
+Example ``gateway.yaml``::
+
+    pacs:
+      type: orthanc                      # orthanc: its /changes feed; dicomweb: QIDO-RS polling
+      url: http://127.0.0.1:8042         # Orthanc's REST root
+      dicomweb_url: http://127.0.0.1:8042/dicom-web   # default: <url>/dicom-web
+      username: medai
+      password_env: MEDAI_PACS_PASSWORD  # secrets come from the environment or a file, never the command line
+    workdir: /var/lib/medai-gateway      # job journal (SQLite), outbox, scratch
+    shadow: false                        # run and journal, but store nothing in the PACS
+    workers: 1
+    max_queued: 16
+    max_attempts: 5
+    retry_seconds: [5, 30, 120, 600]
+    rules:
+      - name: lung-screening
+        match: {modality: CT, body_part: "CHEST|LUNG", series_description: ".*"}
+        pipeline: nodule-tracking        # segmentation | nodule-tracking | explainability
+        model: chest-ct-lung-nodule      # none: the classical nodule detector alone
+
+Every key is checked when the file is read; a mistake gives one :class:`InputError` naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from MedAIExtension.errors import InputError
+
+__all__ = ["GatewayConfig", "PacsSettings", "Pipeline", "Rule", "load_config", "parse_config"]
+
+
+class Pipeline(StrEnum):
+    """What the gateway runs on a matching study."""
+
+    SEGMENTATION = "segmentation"
+    NODULE_TRACKING = "nodule-tracking"
+    EXPLAINABILITY = "explainability"
+
+
+_DEFAULT_MODELS = {
+    Pipeline.SEGMENTATION: "chest-ct-lung-nodule",
+    Pipeline.NODULE_TRACKING: "chest-ct-lung-nodule",
+    Pipeline.EXPLAINABILITY: "chest-ct-nodule-classifier",
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Which studies a pipeline runs on: every ``match`` pattern must match one series of the study.
+
+    Attributes:
+        name: the rule's name (journal, logs, worklist).
+        pipeline: the pipeline to run.
+        modality, body_part, series_description: case-insensitive regular expressions matched in full against
+            the series' Modality, BodyPartExamined and SeriesDescription ("" matches anything).
+        model: catalogue model name, or None (nodule tracking: the classical detector alone).
+        explain_method: explainability only: ``gradcam``, ``occlusion``, ...
+        alert_labels: segmentation only: label names whose presence raises the study's priority.
+        find_prior: nodule tracking: look up the patient's most recent earlier study and track against it.
+    """
+
+    name: str
+    pipeline: Pipeline
+    modality: str = ""
+    body_part: str = ""
+    series_description: str = ""
+    model: str | None = None
+    explain_method: str = "gradcam"
+    alert_labels: tuple[str, ...] = ()
+    find_prior: bool = True
+
+    def matches(self, modality: str, body_part: str, description: str) -> bool:
+        """Whether a series with these attributes is one this rule runs on."""
+        for pattern, value in (
+            (self.modality, modality),
+            (self.body_part, body_part),
+            (self.series_description, description),
+        ):
+            if pattern and not re.fullmatch(pattern, value or "", flags=re.IGNORECASE):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class PacsSettings:
+    """Where studies come from and results go back to."""
+
+    type: str  # "orthanc" or "dicomweb"
+    url: str
+    dicomweb_url: str
+    section: Mapping[str, Any] = field(repr=False, default_factory=dict)  # credentials keys, passed to the stores
+    poll_seconds: float = 2.0
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """The whole gateway configuration (see the module docstring)."""
+
+    pacs: PacsSettings
+    workdir: Path
+    rules: tuple[Rule, ...]
+    shadow: bool = False
+    workers: int = 1
+    max_queued: int = 16
+    max_attempts: int = 5
+    retry_seconds: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0)
+    device: str = "auto"
+    source: str = ""  # the file it was read from, for messages
+
+    def retry_delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1`` (``attempt`` >= 1 failed attempts so far)."""
+        return float(self.retry_seconds[min(attempt, len(self.retry_seconds)) - 1])
+
+    def rule(self, name: str) -> Rule:
+        """The rule called ``name``."""
+        for rule in self.rules:
+            if rule.name == name:
+                return rule
+        raise InputError(f"No rule named {name!r} in {self.source or 'the gateway configuration'}.")
+
+
+def _fail(where: str, problem: str) -> InputError:
+    return InputError(f"Gateway configuration {where}: {problem}")
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(where, f"must be a mapping of keys to values, got {type(value).__name__}.")
+    return value
+
+
+def _unknown(section: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(section) - allowed)
+    if extra:
+        raise _fail(where, f"unknown key(s) {', '.join(map(repr, extra))}; allowed: {', '.join(sorted(allowed))}.")
+
+
+def _number(value: Any, where: str, minimum: float, integer: bool = False) -> Any:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+        kind = "an integer" if integer else "a number"
+        raise _fail(where, f"must be {kind} >= {minimum:g}, got {value!r}.")
+    return value
+
+
+def _pattern(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise _fail(where, f"{text!r} is not a valid regular expression ({exc}).") from None
+    return text
+
+
+_CREDENTIAL_KEYS = {"username", "password", "password_env", "password_file", "token", "token_env", "token_file"}
+
+
+def _pacs(value: Any) -> PacsSettings:
+    section = _mapping(value, "key 'pacs'")
+    _unknown(section, {"type", "url", "dicomweb_url", "poll_seconds", *_CREDENTIAL_KEYS}, "section 'pacs'")
+    kind = str(section.get("type", "orthanc")).lower()
+    if kind not in ("orthanc", "dicomweb"):
+        raise _fail("key 'pacs.type'", f"{kind!r} is not supported; use 'orthanc' or 'dicomweb'.")
+    url = str(section.get("url") or "").rstrip("/")
+    if not re.match(r"^https?://", url):
+        raise _fail("key 'pacs.url'", f"needs the server's http(s) address, got {url!r}.")
+    default_web = f"{url}/dicom-web" if kind == "orthanc" else url
+    web = str(section.get("dicomweb_url") or default_web).rstrip("/")
+    poll = float(_number(section.get("poll_seconds", 2.0), "key 'pacs.poll_seconds'", 0.05))
+    credentials = {key: section[key] for key in _CREDENTIAL_KEYS if key in section}
+    return PacsSettings(kind, url, web, credentials, poll)
+
+
+_RULE_KEYS = {"name", "match", "pipeline", "model", "method", "alert_labels", "find_prior"}
+
+
+def _rule(value: Any, index: int) -> Rule:
+    where = f"rule {index + 1}"
+    section = _mapping(value, where)
+    _unknown(section, _RULE_KEYS, where)
+    name = str(section.get("name") or f"rule-{index + 1}")
+    try:
+        pipeline = Pipeline(str(section.get("pipeline", "")))
+    except ValueError:
+        options = ", ".join(p.value for p in Pipeline)
+        raise _fail(
+            f"{where} ({name}) key 'pipeline'", f"{section.get('pipeline')!r} is not one of {options}."
+        ) from None
+    match = _mapping(section.get("match") or {}, f"{where} ({name}) key 'match'")
+    _unknown(match, {"modality", "body_part", "series_description"}, f"{where} ({name}) key 'match'")
+    model = section.get("model", _DEFAULT_MODELS[pipeline])
+    model = None if model in (None, "none", "") else str(model)
+    if model is None and pipeline is not Pipeline.NODULE_TRACKING:
+        raise _fail(f"{where} ({name}) key 'model'", f"the {pipeline.value} pipeline needs a model name.")
+    labels = section.get("alert_labels") or []
+    if isinstance(labels, str) or not isinstance(labels, list):
+        raise _fail(f"{where} ({name}) key 'alert_labels'", "must be a list of label names, e.g. [nodule].")
+    return Rule(
+        name=name,
+        pipeline=pipeline,
+        modality=_pattern(match.get("modality"), f"{where} ({name}) match.modality"),
+        body_part=_pattern(match.get("body_part"), f"{where} ({name}) match.body_part"),
+        series_description=_pattern(match.get("series_description"), f"{where} ({name}) match.series_description"),
+        model=model,
+        explain_method=str(section.get("method", "gradcam")),
+        alert_labels=tuple(str(label) for label in labels),
+        find_prior=bool(section.get("find_prior", True)),
+    )
+
+
+_TOP_KEYS = {
+    "pacs",
+    "workdir",
+    "rules",
+    "shadow",
+    "workers",
+    "max_queued",
+    "max_attempts",
+    "retry_seconds",
+    "device",
+}
+
+
+def parse_config(data: Any, source: str = "", base: Path | None = None) -> GatewayConfig:
+    """Validate a parsed configuration mapping into a :class:`GatewayConfig`.
+
+    Args:
+        data: the mapping (as read from YAML).
+        source: where it came from, for messages.
+        base: folder relative ``workdir`` paths are resolved against (the config file's folder).
+
+    Raises:
+        InputError: a missing or wrong key, naming it and the fix.
+    """
+    section = _mapping(data, "file")
+    _unknown(section, _TOP_KEYS, "top level")
+    if "pacs" not in section:
+        raise _fail("top level", "needs a 'pacs' section (type, url and credentials of the server).")
+    if "workdir" not in section:
+        raise _fail("top level", "needs 'workdir', a folder for the job journal, outbox and scratch files.")
+    workdir = Path(os.path.expanduser(str(section["workdir"])))
+    if not workdir.is_absolute():
+        workdir = (base or Path.cwd()) / workdir
+    rules_data = section.get("rules")
+    if not isinstance(rules_data, list) or not rules_data:
+        raise _fail("key 'rules'", "needs a list of at least one rule (match, pipeline, model).")
+    rules = tuple(_rule(item, index) for index, item in enumerate(rules_data))
+    names = [rule.name for rule in rules]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise _fail("key 'rules'", f"rule names must be unique; {', '.join(duplicated)} appear more than once.")
+    retry = section.get("retry_seconds", [5, 30, 120, 600])
+    if not isinstance(retry, list) or not retry:
+        raise _fail("key 'retry_seconds'", "must be a list of seconds, e.g. [5, 30, 120].")
+    device = str(section.get("device", "auto"))
+    if device not in ("auto", "cpu", "cuda"):
+        raise _fail("key 'device'", f"{device!r} is not one of auto, cpu, cuda.")
+    return GatewayConfig(
+        pacs=_pacs(section["pacs"]),
+        workdir=workdir,
+        rules=rules,
+        shadow=bool(section.get("shadow", False)),
+        workers=int(_number(section.get("workers", 1), "key 'workers'", 1, integer=True)),
+        max_queued=int(_number(section.get("max_queued", 16), "key 'max_queued'", 1, integer=True)),
+        max_attempts=int(_number(section.get("max_attempts", 5), "key 'max_attempts'", 1, integer=True)),
+        retry_seconds=tuple(float(_number(v, "key 'retry_seconds'", 0)) for v in retry),
+        device=device,
+        source=source,
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and validate a gateway YAML file.
+
+    Raises:
+        InputError: the file is missing, not YAML, or a key is wrong.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"Gateway configuration {path} does not exist. Pass --config with the path of gateway.yaml.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(
+            f"Gateway configuration {path} is not valid YAML ({exc}). Fix the file and start again."
+        ) from None
+    return parse_config(data, str(path), path.parent)

@@ -1,0 +1,54 @@
+"""Structured gateway logs: one JSON object per line, without patient information.
+
+Studies are named by a short one-way hash of their Study Instance UID (``study_ref``), never by patient name,
+ID, birth date, accession number or the UID itself; error texts come from MedAI's own messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["GatewayLog", "study_ref"]
+
+
+def study_ref(study_uid: str) -> str:
+    """A 12-character reference to a study that does not reveal its UID."""
+    return hashlib.sha256(f"medai-study|{study_uid}".encode()).hexdigest()[:12]
+
+
+class GatewayLog:
+    """Writes JSON lines to ``path`` (appending) and, unless ``quiet``, to ``stream``."""
+
+    def __init__(self, path: str | Path | None, stream: IO[str] | None = None, quiet: bool = False) -> None:
+        self._file = None
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8")
+        self._stream = None if quiet else (stream or sys.stderr)
+        self._lock = threading.Lock()
+
+    def __call__(self, event: str, level: str = "info", **fields: Any) -> None:
+        """Log ``event`` with ``fields`` (a ``study_uid`` field is replaced by its ``study_ref``)."""
+        if "study_uid" in fields:
+            fields["study"] = study_ref(str(fields.pop("study_uid")))
+        record = {"ts": round(time.time(), 3), "level": level, "event": event, **fields}
+        line = json.dumps(record, default=str)
+        with self._lock:
+            if self._file is not None:
+                self._file.write(line + "\n")
+                self._file.flush()
+            if self._stream is not None:
+                print(line, file=self._stream, flush=True)
+
+    def close(self) -> None:
+        """Close the log file."""
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None

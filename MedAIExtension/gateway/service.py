@@ -1,0 +1,414 @@
+"""The PACS gateway service: notice stable studies, route them by rule, run jobs, store results, set priority.
+
+One :class:`Gateway` owns a work folder (journal, job folders, log). Its main loop reads the PACS change feed
+(Orthanc's ``/changes``: ``StableStudy`` events) or polls QIDO-RS, journals each new study as a job (or as
+ignored when no rule matches), and worker threads run due jobs. Faults are handled where they happen:
+
+* PACS unreachable or restarted mid-job: the job goes back to the queue with a growing delay
+  (``retry_seconds``) and resumes; after ``max_attempts`` it fails with the reason.
+* a series that cannot be read or processed: the job fails with the reason; the gateway keeps running.
+* STOW rejected: the results stay in the job folder (state ``outbox``) and are sent again later.
+* killed at any point: :meth:`Journal.recover` resumes on the next start; results are stored from the files
+  listed in the journal, so the PACS gets exactly one copy.
+* wrong credentials: a clear error at start-up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from MedAIExtension.errors import InputError, MedAIError
+from MedAIExtension.gateway.config import GatewayConfig
+from MedAIExtension.gateway.journal import Job, JobState, Journal, StudyCandidate
+from MedAIExtension.gateway.logs import GatewayLog
+from MedAIExtension.pacs.errors import PacsAuthError, PacsError, PacsRejectedError, PacsUnavailableError
+
+__all__ = ["ORTHANC_METADATA", "Gateway"]
+
+#: Orthanc study metadata the gateway writes (declare them under "UserMetadata" in Orthanc's configuration).
+ORTHANC_METADATA = {"MedAIPriority": 1024, "MedAIPriorityReason": 1025, "MedAIStatus": 1026}
+_CURSOR = "orthanc-changes"
+
+
+def _orthanc_time(text: str) -> float | None:
+    """Orthanc's change dates (``20261125T101500``, local time) as a Unix time."""
+    try:
+        return dt.datetime.strptime(text[:15], "%Y%m%dT%H%M%S").timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+class _WorkFolderLock:
+    """An exclusive lock on the work folder so two gateways never share one journal."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "gateway.lock"
+        self._handle: Any = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; one gateway per folder is up to the operator
+            return
+        self._handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._handle.close()
+            self._handle = None
+            raise InputError(
+                f"Another gateway is running with the work folder {self.path.parent}. Stop it first, or give this "
+                "one its own 'workdir'."
+            ) from None
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class Gateway:
+    """The gateway of one configuration (see the module docstring).
+
+    Args:
+        config: the validated configuration.
+        log: where structured log lines go (default: ``<workdir>/gateway.log``, and stderr unless ``quiet``).
+        environ: environment for credentials (default ``os.environ``).
+        quiet: with the default log, write to the work folder only.
+    """
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        log: GatewayLog | None = None,
+        environ: Mapping[str, str] | None = None,
+        quiet: bool = False,
+    ) -> None:
+        from MedAIExtension.pacs.credentials import credentials_from_config
+        from MedAIExtension.pacs.dicomweb import DicomWebStore
+        from MedAIExtension.pacs.orthanc import OrthancClient
+
+        self.config = config
+        try:
+            config.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"The gateway work folder {config.workdir} cannot be created ({exc.strerror or exc}). "
+                "Set 'workdir' to a writable folder."
+            ) from None
+        credentials = credentials_from_config(config.pacs.section, environ if environ is not None else os.environ)
+        self.store: Any = DicomWebStore(config.pacs.dicomweb_url, credentials)
+        self.orthanc: Any = OrthancClient(config.pacs.url, credentials) if config.pacs.type == "orthanc" else None
+        self.log = log or GatewayLog(config.workdir / "gateway.log", quiet=quiet)
+        self._lock = _WorkFolderLock(config.workdir)
+        self._lock.acquire()
+        self.journal = Journal(config.workdir / "journal.sqlite")
+        self._stop = threading.Event()
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self._polled: dict[str, tuple[int, float]] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the journal, the work-folder lock and the log."""
+        self.journal.close()
+        self._lock.release()
+        self.log.close()
+
+    def stop(self) -> None:
+        """Ask the loop and the workers to stop after their current step."""
+        self._stop.set()
+
+    def check(self) -> bool:
+        """Check the PACS answers and accepts the credentials.
+
+        Returns:
+            True when reachable; False when unreachable (the gateway keeps trying).
+
+        Raises:
+            PacsAuthError: the PACS refused the credentials (fix the configuration; nothing would work).
+        """
+        try:
+            if self.orthanc is not None:
+                self.orthanc.system()
+            self.store.check()
+        except PacsAuthError:
+            raise
+        except PacsUnavailableError as exc:
+            self.log("pacs_unreachable", level="warning", error=str(exc))
+            return False
+        return True
+
+    def run(self, once: bool = False, max_seconds: float | None = None) -> None:
+        """Run until :meth:`stop` or ``max_seconds``; with ``once``, until nothing new came and no job is left to
+        run (jobs waiting in the outbox stay there for the next run).
+
+        Raises:
+            PacsAuthError: wrong credentials (at start-up or later).
+        """
+        self.check()
+        recovered = self.journal.recover()
+        self.log("gateway_started", shadow=self.config.shadow, workers=self.config.workers, recovered=recovered)
+        workers = [
+            threading.Thread(target=self._worker_loop, name=f"medai-gateway-{i}", daemon=True)
+            for i in range(self.config.workers)
+        ]
+        for worker in workers:
+            worker.start()
+        started = time.monotonic()
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    new = self.discover()
+                    failures = 0
+                except PacsAuthError:
+                    raise
+                except PacsError as exc:
+                    failures += 1
+                    self.log("discover_failed", level="warning", error=str(exc), failures=failures)
+                    new = 0
+                    self._stop.wait(self.config.retry_delay(failures))
+                active = self.journal.count([JobState.QUEUED, JobState.RUNNING, JobState.RESULTS, JobState.STORING])
+                if once and new == 0 and not self._polled and active == 0 and self._idle():
+                    break
+                if max_seconds is not None and time.monotonic() - started > max_seconds:
+                    break
+                self._stop.wait(self.config.pacs.poll_seconds)
+        finally:
+            self._stop.set()
+            for worker in workers:
+                worker.join()
+            self.log("gateway_stopped", pending=self.journal.pending())
+
+    def _idle(self) -> bool:
+        with self._busy_lock:
+            return self._busy == 0
+
+    # -- discovering studies ----------------------------------------------------------------------------------
+
+    def classify(self, study_uid: str, stable_at: float | None = None) -> list[StudyCandidate]:
+        """One candidate per rule matching a series of the study, or one ignored candidate saying why."""
+        series = self.store.search_series(study_uid)
+        found = []
+        for rule in self.config.rules:
+            for item in series:
+                if rule.matches(item.modality, item.body_part, item.description):
+                    found.append(StudyCandidate(study_uid, rule.name, item.series_uid, stable_at))
+                    break
+        if found:
+            return found
+        kinds = sorted({f"{s.modality or '?'}/{s.body_part or '?'}" for s in series})
+        detail = f"no rule matches its series ({', '.join(kinds) or 'none'})"
+        return [StudyCandidate(study_uid, None, "", stable_at, detail)]
+
+    def discover(self) -> int:
+        """Journal the studies that became stable since the last call; returns how many jobs were created.
+
+        Nothing is read while ``max_queued`` jobs wait (back-pressure); the feed position is kept, so nothing is
+        lost.
+        """
+        if self.journal.count([JobState.QUEUED]) >= self.config.max_queued:
+            return 0
+        if self.orthanc is not None:
+            return self._discover_orthanc()
+        return self._discover_polling()
+
+    def _record(self, candidates: list[StudyCandidate], cursor: tuple[str, str] | None) -> int:
+        created = self.journal.record_candidates(candidates, cursor)
+        for job in created:
+            if job.state is JobState.IGNORED:
+                self.log("study_ignored", study_uid=job.study_uid, reason=job.detail)
+            else:
+                self.log("job_queued", job=job.id, rule=job.rule, study_uid=job.study_uid)
+        return sum(1 for job in created if job.state is JobState.QUEUED)
+
+    def _discover_orthanc(self) -> int:
+        since = int(self.journal.cursor(_CURSOR, "0") or 0)  # a fresh journal reads the whole feed
+        total = 0
+        while True:
+            changes, last, done = self.orthanc.changes(since=since, limit=100)
+            candidates: list[StudyCandidate] = []
+            for change in changes:
+                if change.change_type != "StableStudy":
+                    continue
+                try:
+                    study_uid = self.orthanc.study_uid(change.resource_id)
+                except PacsError as exc:
+                    if isinstance(exc, (PacsUnavailableError, PacsAuthError)):
+                        raise
+                    continue  # deleted since
+                if self.journal.known(study_uid):
+                    continue  # e.g. stable again after our own results were stored into it
+                candidates.extend(self.classify(study_uid, _orthanc_time(change.date)))
+            total += self._record(candidates, (_CURSOR, str(last)))
+            since = last
+            if done or not changes or self._stop.is_set():
+                return total
+
+    def _discover_polling(self) -> int:
+        now = time.time()
+        stable_after = max(2 * self.config.pacs.poll_seconds, 1.0)
+        candidates: list[StudyCandidate] = []
+        for study in self.store.search_studies():
+            if self.journal.known(study.study_uid):
+                self._polled.pop(study.study_uid, None)
+                continue
+            series = self.store.search_series(study.study_uid)
+            count = sum(s.number_of_instances or 0 for s in series) + len(series)
+            previous = self._polled.get(study.study_uid)
+            if previous is None or previous[0] != count:
+                self._polled[study.study_uid] = (count, now)
+            elif now - previous[1] >= stable_after:
+                candidates.extend(self.classify(study.study_uid, previous[1]))
+                self._polled.pop(study.study_uid, None)
+        return self._record(candidates, None) if candidates else 0
+
+    # -- running jobs -----------------------------------------------------------------------------------------
+
+    def _worker_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._busy_lock:
+                job = self.journal.claim()
+                if job is not None:
+                    self._busy += 1
+            if job is None:
+                self._stop.wait(0.2)
+                continue
+            try:
+                self.process(job)
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
+
+    def job_dir(self, job: Job) -> Path:
+        """The folder holding a job's retrieved series and results."""
+        return self.config.workdir / "jobs" / str(job.id)
+
+    def process(self, job: Job) -> Job:
+        """Run one claimed job's next step (the pipeline, or storing its results); returns the updated job."""
+        if job.state is JobState.RUNNING:
+            return self._run_pipeline(job)
+        if job.state is JobState.STORING:
+            return self._store(job)
+        raise ValueError(f"job {job.id} is {job.state}, not claimed")
+
+    def _retry_or_fail(self, job: Job, state: JobState, attempts: int, error: str) -> Job:
+        """Put the job back with a growing delay; fail it after ``max_attempts`` (never from the outbox)."""
+        if attempts >= self.config.max_attempts and state is not JobState.OUTBOX:
+            self.log("job_failed", level="error", job=job.id, study_uid=job.study_uid, error=error, attempts=attempts)
+            return self.journal.finish(job.id, JobState.FAILED, f"gave up after {attempts} attempts: {error}")
+        delay = self.config.retry_delay(attempts)
+        self.log("job_retry", level="warning", job=job.id, state=state.value, error=error, retry_in=delay)
+        return self.journal.retry_later(job.id, state, delay, error)
+
+    def _run_pipeline(self, job: Job) -> Job:
+        from MedAIExtension.gateway.pipelines import run_pipeline
+
+        rule = self.config.rule(job.rule)
+        folder = self.job_dir(job)
+        self.log("job_started", job=job.id, rule=rule.name, pipeline=rule.pipeline.value, attempt=job.attempts)
+        started = time.perf_counter()
+        try:
+            output = run_pipeline(rule, self.store, job.study_uid, job.series_uid, folder, self.config.device)
+        except PacsUnavailableError as exc:
+            return self._retry_or_fail(job, JobState.QUEUED, job.attempts, str(exc))
+        except MedAIError as exc:
+            self.log("job_failed", level="error", job=job.id, error=str(exc), kind=type(exc).__name__)
+            return self.journal.finish(job.id, JobState.FAILED, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad study must not stop the gateway
+            self.log(
+                "job_failed",
+                level="error",
+                job=job.id,
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(limit=8),
+            )
+            return self.journal.finish(job.id, JobState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        summary = dict(output.summary, seconds=round(time.perf_counter() - started, 2))
+        results = [str(path.relative_to(folder)) for path in output.files]
+        self.log("job_results", job=job.id, files=len(results), priority=output.triage.priority, **summary)
+        return self.journal.results_ready(
+            job.id, results, output.triage.priority, output.triage.label, output.triage.reason, summary
+        )
+
+    def _store(self, job: Job) -> Job:
+        folder = self.job_dir(job)
+        files = [folder / name for name in job.results]
+        if any(not path.is_file() for path in files):
+            self.log("results_missing", level="warning", job=job.id)
+            return self.journal.retry_later(job.id, JobState.QUEUED, 0.0, "result files missing; recomputing")
+        if self.config.shadow:
+            self.log("job_shadow", job=job.id, files=len(files), priority=job.priority)
+            return self.journal.finish(job.id, JobState.SHADOW, "shadow mode: results kept in the work folder")
+        try:
+            stored = self._send(job, files)
+            self._set_priority(job)
+        except PacsRejectedError as exc:
+            return self._retry_or_fail(job, JobState.OUTBOX, job.store_attempts, f"STOW rejected: {exc}")
+        except PacsUnavailableError as exc:
+            return self._retry_or_fail(job, JobState.RESULTS, job.store_attempts, str(exc))
+        except PacsAuthError as exc:
+            return self._retry_or_fail(job, JobState.RESULTS, job.store_attempts, str(exc))
+        done = self.journal.finish(job.id, JobState.DONE)
+        self.log(
+            "job_done", job=job.id, stored=stored, priority=job.priority, latency=round(done.latency_seconds or 0, 2)
+        )
+        return done
+
+    def _send(self, job: Job, files: list[Path]) -> int:
+        """Store the result files series by series and check the PACS holds every instance afterwards.
+
+        Instances the PACS already holds (sent before a crash) are not sent again. An instance the PACS answered
+        for but does not hold (e.g. dropped by a filter) counts as rejected, so the job waits in the outbox.
+        """
+        import pydicom
+
+        by_series: dict[str, dict[str, Path]] = {}
+        for path in files:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID", "SOPInstanceUID"])
+            by_series.setdefault(str(ds.SeriesInstanceUID), {})[str(ds.SOPInstanceUID)] = path
+        stored = 0
+        for series_uid, instances in by_series.items():
+            missing = set(instances) - self.store.instance_uids(job.study_uid, series_uid)
+            if not missing:
+                continue
+            outcome = self.store.store([instances[uid] for uid in sorted(missing)])
+            stored += len(outcome.stored)
+            absent = sorted(set(instances) - self.store.instance_uids(job.study_uid, series_uid))
+            if absent:
+                raise PacsRejectedError(
+                    f"the PACS accepted {len(absent)} instance(s) of a result series but does not hold them "
+                    "(a filter or storage rule may drop them)",
+                    [(uid, "not found after storing") for uid in absent],
+                )
+        return stored
+
+    def _set_priority(self, job: Job) -> None:
+        if self.orthanc is None or job.priority is None:
+            return
+        study_id = self.orthanc.study_id(job.study_uid)
+        if study_id is None:
+            return
+        values = {"MedAIPriority": str(job.priority), "MedAIPriorityReason": job.priority_reason, "MedAIStatus": "done"}
+        try:
+            for name, value in values.items():
+                self.orthanc.set_metadata(study_id, name, value)
+        except PacsUnavailableError:
+            raise
+        except PacsError as exc:
+            self.log(
+                "priority_not_written",
+                level="warning",
+                job=job.id,
+                error=f"{exc}; declare {', '.join(f'{k}: {v}' for k, v in ORTHANC_METADATA.items())} under "
+                "UserMetadata in Orthanc's configuration",
+            )

@@ -1,0 +1,76 @@
+"""``medai worklist``: the studies the gateway finished, most urgent first.
+
+Rows come from the gateway journal (priority, reason, state, when) and are completed with the study's
+identifying attributes read from the PACS at display time (the journal itself holds no patient data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from MedAIExtension.gateway.journal import JobState, Journal
+
+__all__ = ["WorklistRow", "worklist_rows"]
+
+
+@dataclass(frozen=True)
+class WorklistRow:
+    """One study on the worklist."""
+
+    priority: int
+    label: str
+    reason: str
+    state: str
+    rule: str
+    study_uid: str
+    finished_at: float | None
+    patient_id: str = ""
+    patient_name: str = ""
+    study_date: str = ""
+    accession_number: str = ""
+    description: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def worklist_rows(journal: Journal, store: Any | None = None, include_shadow: bool = False) -> list[WorklistRow]:
+    """Finished jobs with a priority, sorted by priority then by when they finished (oldest first).
+
+    Args:
+        journal: the gateway journal.
+        store: the PACS store for patient/study attributes (None: leave them empty).
+        include_shadow: also list shadow-mode results (never sent to the PACS).
+    """
+    states = [JobState.DONE, *([JobState.SHADOW] if include_shadow else [])]
+    jobs = [job for job in journal.jobs(states) if job.priority is not None]
+    jobs.sort(key=lambda job: (job.priority, job.finished_at or 0.0, job.id))
+    rows = []
+    for job in jobs:
+        tags: dict[str, str] = {}
+        if store is not None:
+            found = store.search_studies(study_uid=job.study_uid)
+            if found:
+                study = found[0]
+                tags = {
+                    "patient_id": study.patient_id,
+                    "patient_name": study.patient_name,
+                    "study_date": study.study_date,
+                    "accession_number": study.accession_number,
+                    "description": study.description,
+                }
+        rows.append(
+            WorklistRow(
+                priority=int(job.priority or 5),
+                label=job.priority_label,
+                reason=job.priority_reason,
+                state=job.state.value,
+                rule=job.rule,
+                study_uid=job.study_uid,
+                finished_at=job.finished_at,
+                **tags,
+            )
+        )
+    return rows

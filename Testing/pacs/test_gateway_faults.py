@@ -1,0 +1,275 @@
+"""The gateway under faults, against a real Orthanc: killed mid-job, PACS restarted mid-job, a study matching
+no rule, a series failing validation, STOW rejected, wrong credentials, shadow mode and DICOMweb polling.
+
+"Exactly one set of results" is checked in the PACS itself: one SEG series and one SR series, one instance each.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from MedAIExtension.gateway.config import GatewayConfig
+from MedAIExtension.gateway.journal import JobState, Journal
+from MedAIExtension.gateway.logs import GatewayLog
+from MedAIExtension.gateway.service import Gateway
+from MedAIExtension.pacs.dicomweb import DicomWebStore
+from MedAIExtension.phantom.followup import write_phantom_pair
+from Testing.pacs.gateway_helpers import (
+    PHANTOM,
+    config_data,
+    journal_states,
+    make_config,
+    series_by_modality,
+    upload,
+    wait_for,
+    write_config_file,
+)
+from Testing.pacs.orthanc_server import OrthancServer
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("gateway-faults")
+    write_phantom_pair(root / "pair", baseline=PHANTOM, volume_factors=(1.5, 1.0))
+    return root / "pair"
+
+
+def _one_set(store: DicomWebStore, study_uid: str) -> None:
+    series = series_by_modality(store, study_uid)
+    assert [s.number_of_instances for s in series.get("SEG", [])] == [1], series
+    assert [s.number_of_instances for s in series.get("SR", [])] == [1], series
+
+
+def _jobs(workdir: Path) -> list:
+    journal = Journal(workdir / "journal.sqlite")
+    try:
+        return journal.jobs()
+    finally:
+        journal.close()
+
+
+def _medai(*args: str) -> list[str]:
+    return [sys.executable, "-m", "MedAIExtension.cli", *args]
+
+
+def _run(config: GatewayConfig, max_seconds: float = 120, once: bool = True) -> None:
+    gateway = Gateway(config, log=GatewayLog(config.workdir / "gateway.log", quiet=True))
+    try:
+        gateway.run(once=once, max_seconds=max_seconds)
+    finally:
+        gateway.close()
+
+
+def test_killed_mid_job_and_restarted_gives_exactly_one_set_of_results(
+    orthanc: OrthancServer, pair: Path, tmp_path: Path
+) -> None:
+    store = DicomWebStore(orthanc.dicomweb_url)
+    study_uid = upload(store, pair / "baseline/ct", orthanc.url)
+    workdir = tmp_path / "work"
+    config = write_config_file(tmp_path / "gateway.yaml", config_data(orthanc.url, workdir))
+    first = subprocess.Popen(_medai("gateway", "--config", str(config), "--quiet"), cwd=REPO)
+    try:
+        wait_for(lambda: any(state == "running" for _, _, state in journal_states(workdir)), 60, "a running job")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    assert [state for _, _, state in journal_states(workdir)] == ["running"]
+    assert "SEG" not in series_by_modality(store, study_uid)
+
+    second = subprocess.run(
+        _medai("gateway", "--config", str(config), "--once", "--quiet", "--max-seconds", "120"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert second.returncode == 0, second.stderr
+    jobs = _jobs(workdir)
+    assert [(job.state, job.attempts) for job in jobs] == [(JobState.DONE, 2)]
+    _one_set(store, study_uid)
+    log = (workdir / "gateway.log").read_text()
+    assert '"recovered": 1' in log
+
+
+def test_crash_between_storing_two_series_is_completed_without_duplicates(
+    orthanc: OrthancServer, pair: Path, tmp_path: Path
+) -> None:
+    store = DicomWebStore(orthanc.dicomweb_url)
+    study_uid = upload(store, pair / "baseline/ct", orthanc.url)
+    config = make_config(orthanc.url, tmp_path / "work")
+    gateway = Gateway(config, log=GatewayLog(None, quiet=True))
+    assert gateway.discover() == 1
+    job = gateway.process(gateway.journal.claim())
+    assert job.state is JobState.RESULTS and len(job.results) == 2
+    job = gateway.journal.claim()
+    assert job.state is JobState.STORING
+    seg = next(gateway.job_dir(job) / name for name in job.results if "seg" in name)
+    store.store([seg])  # the SEG reached the PACS, then the gateway died before the SR
+    gateway.close()
+
+    _run(config)
+    jobs = _jobs(config.workdir)
+    assert [(j.state, j.attempts, j.store_attempts) for j in jobs] == [(JobState.DONE, 1, 2)]
+    _one_set(store, study_uid)
+
+
+def test_orthanc_restarted_mid_job_the_job_resumes(orthanc: OrthancServer, pair: Path, tmp_path: Path) -> None:
+    store = DicomWebStore(orthanc.dicomweb_url)
+    study_uid = upload(store, pair / "baseline/ct", orthanc.url)
+    config = make_config(orthanc.url, tmp_path / "work")
+    gateway = Gateway(config, log=GatewayLog(config.workdir / "gateway.log", quiet=True))
+    thread = threading.Thread(target=gateway.run, kwargs={"max_seconds": 120})
+    thread.start()
+    try:
+        wait_for(lambda: any(s == "running" for _, _, s in journal_states(config.workdir)), 60, "a running job")
+        orthanc.stop()
+        log = config.workdir / "gateway.log"
+        wait_for(lambda: "job_retry" in log.read_text(), 60, "the job to be put back for a retry")
+        orthanc.start()
+        wait_for(lambda: [s for _, _, s in journal_states(config.workdir)] == ["done"], 90, "the job to finish")
+    finally:
+        gateway.stop()
+        thread.join(timeout=60)
+        gateway.close()
+    _one_set(store, study_uid)
+    job = _jobs(config.workdir)[0]
+    assert job.attempts + job.store_attempts >= 3  # at least one retry after the first try
+
+
+def _copy_series(source: Path, target: Path, **changes: str) -> Path:
+    """A copy of a series as a new study (new UIDs), with attributes changed."""
+    target.mkdir(parents=True)
+    study = pydicom.uid.generate_uid()
+    series = pydicom.uid.generate_uid()
+    for path in sorted(source.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        for keyword, value in changes.items():
+            setattr(ds, keyword, value)
+        ds.save_as(target / path.name)
+    return target
+
+
+def test_unmatched_study_is_ignored_and_a_bad_series_fails_while_the_gateway_keeps_running(
+    orthanc: OrthancServer, pair: Path, tmp_path: Path
+) -> None:
+    store = DicomWebStore(orthanc.dicomweb_url)
+    head = _copy_series(pair / "baseline/ct", tmp_path / "head", BodyPartExamined="HEAD", PatientID="OTHER-1")
+    broken = _copy_series(pair / "baseline/ct", tmp_path / "broken", PatientID="OTHER-2")
+    os.remove(sorted(broken.glob("*.dcm"))[40])  # a slice lost in transfer
+    head_uid = upload(store, head, orthanc.url)
+    broken_uid = upload(store, broken, orthanc.url)
+    good_uid = upload(store, pair / "baseline/ct", orthanc.url)
+    config = make_config(orthanc.url, tmp_path / "work")
+    _run(config)
+    jobs = {job.study_uid: job for job in _jobs(config.workdir)}
+    assert jobs[head_uid].state is JobState.IGNORED and "CT/HEAD" in jobs[head_uid].detail
+    assert jobs[broken_uid].state is JobState.FAILED and "missing" in jobs[broken_uid].detail.lower()
+    assert jobs[good_uid].state is JobState.DONE
+    _one_set(store, good_uid)
+    assert set(series_by_modality(store, broken_uid)) == {"CT"}
+    log = (config.workdir / "gateway.log").read_text()
+    assert '"event": "study_ignored"' in log and '"event": "job_failed"' in log
+
+
+_REJECT_SEG = """
+function ReceivedInstanceFilter(dicom, origin, info)
+  return dicom.Modality ~= 'SEG'
+end
+"""
+
+
+def test_rejected_stow_stays_in_the_outbox_until_the_pacs_accepts_it(pair: Path, tmp_path: Path) -> None:
+    script = tmp_path / "reject-seg.lua"
+    script.write_text(_REJECT_SEG)
+    server = OrthancServer(tmp_path / "orthanc", extra_config={"LuaScripts": [str(script)]}).start()
+    try:
+        store = DicomWebStore(server.dicomweb_url)
+        study_uid = upload(store, pair / "baseline/ct", server.url)
+        config = make_config(server.url, tmp_path / "work", max_attempts=2, retry_seconds=[0.2, 0.5])
+        _run(config, max_seconds=6, once=False)  # the SEG keeps being dropped: it waits in the outbox, never fails
+        [job] = _jobs(config.workdir)
+        assert job.state is JobState.OUTBOX and "STOW rejected" in job.detail and job.store_attempts > 2
+        assert all((config.workdir / "jobs" / str(job.id) / name).is_file() for name in job.results)
+        assert "SEG" not in series_by_modality(store, study_uid)
+
+        server.stop()
+        server.extra_config = {}
+        server.start()
+        _run(config)
+        [job] = _jobs(config.workdir)
+        assert job.state is JobState.DONE
+        _one_set(store, study_uid)
+    finally:
+        server.stop()
+
+
+def test_wrong_credentials_fail_at_start_up_with_one_clear_message(orthanc_auth: OrthancServer, tmp_path: Path) -> None:
+    data = config_data(orthanc_auth.url, tmp_path / "work")
+    data["pacs"].update(username="medai", password_env="MEDAI_TEST_PACS_PASSWORD")
+    config = write_config_file(tmp_path / "gateway.yaml", data)
+    env = dict(os.environ, MEDAI_TEST_PACS_PASSWORD="not-the-password")
+    done = subprocess.run(
+        _medai("gateway", "--config", str(config), "--once"), cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and "not-the-password" not in done.stderr
+    assert done.stderr.startswith("error: ") and "password_env" in done.stderr
+
+    missing = subprocess.run(
+        _medai("gateway", "--config", str(config), "--once"),
+        cwd=REPO,
+        env={k: v for k, v in os.environ.items() if k != "MEDAI_TEST_PACS_PASSWORD"},
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode != 0 and "MEDAI_TEST_PACS_PASSWORD" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_shadow_mode_journals_results_and_stores_nothing(orthanc: OrthancServer, pair: Path, tmp_path: Path) -> None:
+    store = DicomWebStore(orthanc.dicomweb_url)
+    study_uid = upload(store, pair / "baseline/ct", orthanc.url)
+    config = make_config(orthanc.url, tmp_path / "work", shadow=True)
+    _run(config)
+    [job] = _jobs(config.workdir)
+    assert job.state is JobState.SHADOW and job.priority == 2 and job.summary["lung_rads"] == "4A"
+    assert all((config.workdir / "jobs" / str(job.id) / name).is_file() for name in job.results)
+    assert set(series_by_modality(store, study_uid)) == {"CT"}
+
+
+def test_dicomweb_polling_without_the_orthanc_change_feed(orthanc: OrthancServer, pair: Path, tmp_path: Path) -> None:
+    store = DicomWebStore(orthanc.dicomweb_url)
+    study_uid = upload(store, pair / "baseline/ct")
+    pacs = {"type": "dicomweb", "url": orthanc.dicomweb_url, "poll_seconds": 0.3}
+    config = make_config(orthanc.url, tmp_path / "work", pacs=pacs)
+    _run(config)
+    [job] = _jobs(config.workdir)
+    assert job.state is JobState.DONE
+    _one_set(store, study_uid)
+
+
+def test_a_second_gateway_on_the_same_work_folder_is_refused(orthanc: OrthancServer, tmp_path: Path) -> None:
+    from MedAIExtension.errors import InputError
+
+    config = make_config(orthanc.url, tmp_path / "work")
+    first = Gateway(config, log=GatewayLog(None, quiet=True))
+    try:
+        with pytest.raises(InputError, match="Another gateway is running"):
+            Gateway(config, log=GatewayLog(None, quiet=True))
+    finally:
+        first.close()
+    shutil.rmtree(tmp_path / "work")

@@ -1,0 +1,139 @@
+"""Gateway configuration, routing rules, triage and the job journal's state machine (no PACS needed)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from MedAIExtension.errors import InputError
+from MedAIExtension.gateway.config import Pipeline, load_config, parse_config
+from MedAIExtension.gateway.journal import JobState, Journal, StudyCandidate
+from MedAIExtension.gateway.triage import from_alert_labels, from_lung_rads
+
+
+def _data(**overrides: object) -> dict:
+    data = {
+        "pacs": {"type": "orthanc", "url": "http://127.0.0.1:8042", "password_env": "PACS_PW", "username": "u"},
+        "workdir": "work",
+        "rules": [
+            {"name": "lung", "match": {"modality": "CT", "body_part": "CHEST|LUNG"}, "pipeline": "nodule-tracking"}
+        ],
+    }
+    data.update(overrides)
+    return data
+
+
+def test_a_valid_file_reads_into_a_config(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(
+        "pacs: {type: orthanc, url: 'http://127.0.0.1:8042/', username: medai, password_env: PW}\n"
+        "workdir: state\nshadow: true\nretry_seconds: [1, 5]\n"
+        "rules:\n  - {name: seg, match: {modality: CT}, pipeline: segmentation, alert_labels: [nodule]}\n"
+    )
+    config = load_config(path)
+    assert config.workdir == tmp_path / "state"  # relative to the file
+    assert config.pacs.url == "http://127.0.0.1:8042" and config.pacs.dicomweb_url == "http://127.0.0.1:8042/dicom-web"
+    assert config.shadow and config.rules[0].pipeline is Pipeline.SEGMENTATION
+    assert config.rules[0].model == "chest-ct-lung-nodule" and config.rules[0].alert_labels == ("nodule",)
+    assert [config.retry_delay(n) for n in (1, 2, 3, 9)] == [1.0, 5.0, 5.0, 5.0]
+    assert "PW" not in repr(config.pacs)  # the credential section is not shown
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"pacs": {"type": "pacs-o-matic", "url": "http://x"}}, "pacs.type"),
+        ({"pacs": {"type": "orthanc", "url": "127.0.0.1:8042"}}, "pacs.url"),
+        ({"pacs": {"type": "orthanc", "url": "http://x", "pasword": "typo"}}, "'pasword'"),
+        ({"rules": []}, "at least one rule"),
+        ({"rules": [{"pipeline": "segmentation", "match": {"modality": "CT("}}]}, "regular expression"),
+        ({"rules": [{"pipeline": "radiomics"}]}, "nodule-tracking"),
+        ({"rules": [{"pipeline": "segmentation", "model": None}]}, "needs a model"),
+        ({"rules": [{"name": "a", "pipeline": "segmentation"}, {"name": "a", "pipeline": "segmentation"}]}, "unique"),
+        ({"workers": 0}, "workers"),
+        ({"device": "tpu"}, "device"),
+        ({"colour": "blue"}, "'colour'"),
+    ],
+)
+def test_configuration_mistakes_name_the_key(change: dict, message: str) -> None:
+    with pytest.raises(InputError, match="Gateway configuration") as caught:
+        parse_config(_data(**change), "gateway.yaml", Path("/tmp"))
+    assert message in str(caught.value)
+
+
+def test_missing_or_broken_files_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("pacs: [unclosed\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_rules_match_modality_body_part_and_description_case_insensitively() -> None:
+    rule = parse_config(_data(), "t", Path("/tmp")).rules[0]
+    assert rule.matches("CT", "chest", "Thorax 1mm")
+    assert rule.matches("CT", "LUNG", "")
+    assert not rule.matches("CT", "HEAD", "")
+    assert not rule.matches("MR", "CHEST", "")
+    assert not rule.matches("CTX", "CHEST", "")  # patterns match the whole value
+
+
+@pytest.mark.parametrize(
+    ("category", "priority"), [("4X", 1), ("4B", 1), ("4BS", 1), ("4A", 2), ("3", 3), ("0", 3), ("2", 5), ("1", 5)]
+)
+def test_lung_rads_sets_the_priority(category: str, priority: int) -> None:
+    triage = from_lung_rads(category, "why")
+    assert triage.priority == priority and triage.reason == f"Lung-RADS {category}: why"
+
+
+def test_alert_labels_raise_the_priority_of_a_segmentation() -> None:
+    assert from_alert_labels({"nodule": 0.4, "lung": 3000.0}, ("nodule",)).priority == 2
+    assert from_alert_labels({"nodule": 0.0, "lung": 3000.0}, ("nodule",)).priority == 5
+    assert from_alert_labels({"lung": 3000.0}, ()).priority == 5
+    with pytest.raises(ValueError, match="Lung-RADS"):
+        from_lung_rads("5")
+
+
+def test_the_journal_neither_loses_nor_repeats_a_job(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite")
+    created = journal.record_candidates(
+        [StudyCandidate("1.2.3", "lung", "1.2.3.4"), StudyCandidate("1.2.9", None, detail="no rule")],
+        ("feed", "17"),
+    )
+    assert [(j.state, j.rule) for j in created] == [(JobState.QUEUED, "lung"), (JobState.IGNORED, "")]
+    assert journal.record_candidates([StudyCandidate("1.2.3", "lung", "1.2.3.4")], ("feed", "18")) == []
+    assert journal.cursor("feed") == "18"
+
+    job = journal.claim()
+    assert job is not None and job.state is JobState.RUNNING and job.attempts == 1
+    assert journal.claim() is None  # the only job is taken
+    journal.close()
+
+    journal = Journal(tmp_path / "journal.sqlite")  # the gateway was killed while running it
+    assert journal.recover() == 1
+    job = journal.claim()
+    assert job.state is JobState.RUNNING and job.attempts == 2
+    job = journal.results_ready(job.id, ["results/seg.dcm"], 2, "high", "Lung-RADS 4A", {"nodules": 1})
+    stored = journal.claim()
+    assert stored.state is JobState.STORING and stored.store_attempts == 1
+    journal.close()
+
+    journal = Journal(tmp_path / "journal.sqlite")  # killed while storing: back to results, not recomputed
+    assert journal.recover() == 1
+    again = journal.claim()
+    assert again.state is JobState.STORING and again.attempts == 2 and again.results == ("results/seg.dcm",)
+    later = journal.retry_later(again.id, JobState.OUTBOX, 60.0, "STOW rejected")
+    assert journal.claim() is None and later.next_at > time.time()
+    assert journal.claim(now=time.time() + 61).state is JobState.STORING
+    done = journal.finish(again.id, JobState.DONE)
+    assert done.latency_seconds is not None and done.latency_seconds >= 0
+    assert journal.pending() == 0
+    journal.close()
+
+
+def test_a_foreign_file_as_journal_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "journal.sqlite").write_text("this is not a database" * 100)
+    with pytest.raises(InputError, match="cannot be opened"):
+        Journal(tmp_path / "journal.sqlite")
