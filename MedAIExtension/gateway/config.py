@@ -14,6 +14,10 @@ Example ``gateway.yaml``::
     max_queued: 16
     max_attempts: 5
     retry_seconds: [5, 30, 120, 600]
+    export:                              # optional: de-identified copies for research (PS3.15 Basic profile)
+      path: /data/research-export
+      key_file: /etc/medai/deid.key      # or MEDAI_DEID_KEY; the same key links later exports
+      date_shift_days: -30               # optional: shift dates instead of removing them
     rules:
       - name: lung-screening
         match: {modality: CT, body_part: "CHEST|LUNG", series_description: ".*"}
@@ -35,7 +39,7 @@ from typing import Any
 
 from MedAIExtension.errors import InputError
 
-__all__ = ["GatewayConfig", "PacsSettings", "Pipeline", "Rule", "load_config", "parse_config"]
+__all__ = ["ExportSettings", "GatewayConfig", "PacsSettings", "Pipeline", "Rule", "load_config", "parse_config"]
 
 
 class Pipeline(StrEnum):
@@ -102,6 +106,15 @@ class PacsSettings:
 
 
 @dataclass(frozen=True)
+class ExportSettings:
+    """De-identified export of each finished study (its input series and the results) into a folder."""
+
+    path: Path
+    key_file: Path | None = None
+    date_shift_days: int | None = None
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole gateway configuration (see the module docstring)."""
 
@@ -114,6 +127,7 @@ class GatewayConfig:
     max_attempts: int = 5
     retry_seconds: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0)
     device: str = "auto"
+    export: ExportSettings | None = None
     source: str = ""  # the file it was read from, for messages
 
     def retry_delay(self, attempt: int) -> float:
@@ -229,7 +243,27 @@ _TOP_KEYS = {
     "max_attempts",
     "retry_seconds",
     "device",
+    "export",
 }
+
+
+def _path(value: Any, base: Path | None) -> Path:
+    path = Path(os.path.expanduser(str(value)))
+    return path if path.is_absolute() else (base or Path.cwd()) / path
+
+
+def _export(value: Any, base: Path | None) -> ExportSettings | None:
+    if value is None:
+        return None
+    section = _mapping(value, "key 'export'")
+    _unknown(section, {"path", "key_file", "date_shift_days"}, "section 'export'")
+    if not section.get("path"):
+        raise _fail("key 'export.path'", "needs the folder the de-identified copies go to.")
+    shift = section.get("date_shift_days")
+    if shift is not None and (isinstance(shift, bool) or not isinstance(shift, int) or shift == 0):
+        raise _fail("key 'export.date_shift_days'", f"must be a non-zero whole number of days, got {shift!r}.")
+    key_file = _path(section["key_file"], base) if section.get("key_file") else None
+    return ExportSettings(_path(section["path"], base), key_file, shift)
 
 
 def parse_config(data: Any, source: str = "", base: Path | None = None) -> GatewayConfig:
@@ -249,9 +283,7 @@ def parse_config(data: Any, source: str = "", base: Path | None = None) -> Gatew
         raise _fail("top level", "needs a 'pacs' section (type, url and credentials of the server).")
     if "workdir" not in section:
         raise _fail("top level", "needs 'workdir', a folder for the job journal, outbox and scratch files.")
-    workdir = Path(os.path.expanduser(str(section["workdir"])))
-    if not workdir.is_absolute():
-        workdir = (base or Path.cwd()) / workdir
+    workdir = _path(section["workdir"], base)
     rules_data = section.get("rules")
     if not isinstance(rules_data, list) or not rules_data:
         raise _fail("key 'rules'", "needs a list of at least one rule (match, pipeline, model).")
@@ -276,6 +308,7 @@ def parse_config(data: Any, source: str = "", base: Path | None = None) -> Gatew
         max_attempts=int(_number(section.get("max_attempts", 5), "key 'max_attempts'", 1, integer=True)),
         retry_seconds=tuple(float(_number(v, "key 'retry_seconds'", 0)) for v in retry),
         device=device,
+        export=_export(section.get("export"), base),
         source=source,
     )
 

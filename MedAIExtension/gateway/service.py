@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -110,10 +111,29 @@ class Gateway:
         self._lock = _WorkFolderLock(config.workdir)
         self._lock.acquire()
         self.journal = Journal(config.workdir / "journal.sqlite")
+        self._export_key = self._load_export_key(environ if environ is not None else os.environ)
         self._stop = threading.Event()
         self._busy = 0
         self._busy_lock = threading.Lock()
         self._polled: dict[str, tuple[int, float]] = {}
+
+    def _load_export_key(self, environ: Mapping[str, str]) -> bytes | None:
+        if self.config.export is None:
+            return None
+        from MedAIExtension.deid.uids import load_key
+
+        try:
+            key, persistent = load_key(self.config.export.key_file, environ)
+        except MedAIError:
+            self.close()
+            raise
+        if not persistent:
+            self.close()
+            raise InputError(
+                "The de-identified export needs a fixed key so that the same patient keeps the same pseudonym and "
+                "UIDs across studies: set export.key_file in the configuration or MEDAI_DEID_KEY in the environment."
+            )
+        return key
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -323,6 +343,7 @@ class Gateway:
             return self._retry_or_fail(job, JobState.QUEUED, job.attempts, str(exc))
         except MedAIError as exc:
             self.log("job_failed", level="error", job=job.id, error=str(exc), kind=type(exc).__name__)
+            shutil.rmtree(folder, ignore_errors=True)
             return self.journal.finish(job.id, JobState.FAILED, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad study must not stop the gateway
             self.log(
@@ -333,6 +354,8 @@ class Gateway:
                 traceback=traceback.format_exc(limit=8),
             )
             return self.journal.finish(job.id, JobState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        if self.config.export is None:
+            self._drop_inputs(job)
         summary = dict(output.summary, seconds=round(time.perf_counter() - started, 2))
         results = [str(path.relative_to(folder)) for path in output.files]
         self.log("job_results", job=job.id, files=len(results), priority=output.triage.priority, **summary)
@@ -347,7 +370,9 @@ class Gateway:
             self.log("results_missing", level="warning", job=job.id)
             return self.journal.retry_later(job.id, JobState.QUEUED, 0.0, "result files missing; recomputing")
         if self.config.shadow:
+            self._export(job, files)
             self.log("job_shadow", job=job.id, files=len(files), priority=job.priority)
+            self._drop_inputs(job)
             return self.journal.finish(job.id, JobState.SHADOW, "shadow mode: results kept in the work folder")
         try:
             stored = self._send(job, files)
@@ -358,11 +383,37 @@ class Gateway:
             return self._retry_or_fail(job, JobState.RESULTS, job.store_attempts, str(exc))
         except PacsAuthError as exc:
             return self._retry_or_fail(job, JobState.RESULTS, job.store_attempts, str(exc))
+        self._export(job, files)
         done = self.journal.finish(job.id, JobState.DONE)
+        shutil.rmtree(self.job_dir(job), ignore_errors=True)  # the PACS has the results; keep no patient data
         self.log(
             "job_done", job=job.id, stored=stored, priority=job.priority, latency=round(done.latency_seconds or 0, 2)
         )
         return done
+
+    def _drop_inputs(self, job: Job) -> None:
+        """Remove the series retrieved for a job (patient data the gateway no longer needs); its results stay."""
+        for name in ("input", "prior", "prior-report"):
+            shutil.rmtree(self.job_dir(job) / name, ignore_errors=True)
+
+    def _export(self, job: Job, files: list[Path]) -> None:
+        """De-identified copies of the job's input series and results into the export folder (if configured).
+
+        A failed export is logged and does not fail the job: the PACS already has the results.
+        """
+        if self.config.export is None or self._export_key is None:
+            return
+        from MedAIExtension.deid.deidentify import DeidOptions, deidentify_files
+
+        options = DeidOptions(date_shift_days=self.config.export.date_shift_days)
+        try:
+            report = deidentify_files(
+                [self.job_dir(job) / "input", *files], self.config.export.path, self._export_key, options
+            )
+        except MedAIError as exc:
+            self.log("export_failed", level="warning", job=job.id, error=str(exc))
+            return
+        self.log("job_exported", job=job.id, files=len(report.written), skipped=len(report.skipped))
 
     def _send(self, job: Job, files: list[Path]) -> int:
         """Store the result files series by series and check the PACS holds every instance afterwards.

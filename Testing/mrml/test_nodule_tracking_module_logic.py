@@ -248,9 +248,10 @@ def test_a_real_run_loads_the_nodules_and_exports_seg_and_sr(
 
     paths = logic.exportDicom(nodes.table)
     assert len(dicom_utils) == 1 and dicom_utils[0][2] is True
-    assert dicom_utils[0][1] == sorted(path.name for path in paths) and len(paths) == 4
+    assert dicom_utils[0][1] == sorted(f"{pydicom.dcmread(path).SOPInstanceUID}.dcm" for path in paths)
+    assert len(paths) == 4
     assert sorted(pydicom.dcmread(path).Modality for path in paths) == ["SEG", "SEG", "SR", "SR"]
-    shutil.rmtree(dicom_utils[0][0])  # the staging folder the real DICOMUtils would have copied from
+    assert not Path(dicom_utils[0][0]).exists()  # the staging folder is gone once the database has its copies
     shutil.rmtree(job.workDir)
 
 

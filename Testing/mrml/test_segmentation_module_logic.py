@@ -203,10 +203,14 @@ class FakeDicomDatabase:
 
 
 @pytest.fixture
-def dicom_utils(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
-    """A stand-in for DICOMLib.DICOMUtils; returns the folders it was asked to import."""
-    imported: list[tuple[str, bool]] = []
-    utils = types.SimpleNamespace(importDicom=lambda folder, copyFiles=False: imported.append((folder, copyFiles)))
+def dicom_utils(monkeypatch: pytest.MonkeyPatch) -> list[tuple[list[str], bool]]:
+    """A stand-in for DICOMLib.DICOMUtils; records the files of each folder it was asked to import."""
+    imported: list[tuple[list[str], bool]] = []
+
+    def import_dicom(folder: str, copyFiles: bool = False) -> None:
+        imported.append((sorted(p.name for p in Path(folder).iterdir()), copyFiles))
+
+    utils = types.SimpleNamespace(importDicom=import_dicom)
     dicomlib = types.ModuleType("DICOMLib")
     dicomlib.DICOMUtils = utils
     monkeypatch.setitem(sys.modules, "DICOMLib", dicomlib)
@@ -249,7 +253,7 @@ def test_export_writes_a_dicom_seg_of_the_source_series(
     described = {int(item.SegmentNumber): item.SegmentLabel for item in seg.SegmentSequence}
     assert set(described.values()) >= {"Right lung", "Left lung", "Nodule"}
     assert seg.ContentCreatorName or seg.SeriesDescription
-    assert dicom_utils == [(str(path.parent), True)]
+    assert dicom_utils == [([f"{seg.SOPInstanceUID}.dcm"], True)]  # a copy goes into the database
 
 
 @pytest.fixture

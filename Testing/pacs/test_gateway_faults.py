@@ -273,3 +273,40 @@ def test_a_second_gateway_on_the_same_work_folder_is_refused(orthanc: OrthancSer
     finally:
         first.close()
     shutil.rmtree(tmp_path / "work")
+
+
+def test_the_research_export_is_de_identified_and_its_references_resolve(
+    orthanc: OrthancServer, pair: Path, tmp_path: Path
+) -> None:
+    store = DicomWebStore(orthanc.dicomweb_url)
+    upload(store, pair / "baseline/ct", orthanc.url)
+    (tmp_path / "deid.key").write_text("0123456789abcdef" * 4)
+    export = {"path": str(tmp_path / "export"), "key_file": str(tmp_path / "deid.key")}
+    config = make_config(orthanc.url, tmp_path / "work", export=export)
+    _run(config)
+    [job] = _jobs(config.workdir)
+    assert job.state is JobState.DONE
+    assert not (config.workdir / "jobs" / str(job.id)).exists()  # no patient data left behind in the work folder
+    files = sorted((tmp_path / "export").rglob("*.dcm"))
+    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in files]
+    assert sorted({ds.Modality for ds in headers}) == ["CT", "SEG", "SR"] and len(files) == 80 + 2
+    assert {str(ds.PatientID) for ds in headers} != {"MEDAI-PHANTOM"}
+    assert all(ds.PatientIdentityRemoved == "YES" and "Phantom" not in str(ds.PatientName) for ds in headers)
+    assert len({ds.StudyInstanceUID for ds in headers}) == 1
+    instances = {str(ds.SOPInstanceUID) for ds in headers}
+    seg = next(ds for ds in headers if ds.Modality == "SEG")
+    referenced = {
+        str(item.ReferencedSOPInstanceUID)
+        for series in seg.ReferencedSeriesSequence
+        for item in series.ReferencedInstanceSequence
+    }
+    assert referenced and referenced <= instances
+
+
+def test_an_export_without_a_fixed_key_is_refused_at_start_up(orthanc: OrthancServer, tmp_path: Path) -> None:
+    from MedAIExtension.errors import InputError
+
+    config = make_config(orthanc.url, tmp_path / "work", export={"path": str(tmp_path / "export")})
+    with pytest.raises(InputError, match="fixed key"):
+        Gateway(config, log=GatewayLog(None, quiet=True), environ={})
+    Gateway(config, log=GatewayLog(None, quiet=True), environ={"MEDAI_DEID_KEY": "f" * 64}).close()  # lock released

@@ -267,10 +267,7 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
                 "This result has no DICOM SEG/SR: they must reference the source series, so both studies have to "
                 "be loaded from Slicer's DICOM database. Load both series in the DICOM module and track again."
             )
-        from DICOMLib import DICOMUtils
+        from MedAISegmentationLib.dicom_database import SlicerDicomDatabaseStore
 
-        staging = Path(tempfile.mkdtemp(prefix="MedAI-SR-", dir=temporaryFolder()))
-        for path in paths:  # only the DICOM files: the output folder also holds NIfTI, NRRD, PNG and HTML
-            shutil.copyfile(path, staging / path.name)
-        DICOMUtils.importDicom(str(staging), copyFiles=True)
+        SlicerDicomDatabaseStore().store(paths)  # only the DICOM files: the folder also holds NIfTI, NRRD, PNG, HTML
         return paths

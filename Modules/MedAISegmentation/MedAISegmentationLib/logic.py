@@ -20,6 +20,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.runner import apply_result_events
 from MedAISegmentationLib.dependencies import workerPython
+from MedAISegmentationLib.dicom_database import SlicerDicomDatabaseStore
 from MedAISegmentationLib.staging import temporaryFolder
 
 __all__ = ["INPUT_ROLE", "STATISTICS_ROLE", "SegmentationJob", "SegmentationLogic"]
@@ -125,8 +126,6 @@ class SegmentationLogic(ScriptedLoadableModuleLogic):
 
     def exportDicomSeg(self, segmentationNode: Any, volume: Any = None) -> Path:
         """Write DICOM SEG referencing the input's DICOM series and add it to the DICOM database."""
-        from DICOMLib import DICOMUtils
-
         from MedAIExtension.dicom import write_dicom_seg
         from MedAIExtension.io import read_dicom_files
         from MedAIExtension.labels import SegmentLabel
@@ -163,5 +162,5 @@ class SegmentationLogic(ScriptedLoadableModuleLogic):
             algorithm_name=entry.title if entry else "MedAI",
             algorithm_version=entry.version if entry else "unknown",
         )
-        DICOMUtils.importDicom(str(path.parent), copyFiles=True)
+        SlicerDicomDatabaseStore().store([path])
         return path
