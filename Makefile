@@ -29,7 +29,7 @@ $(VENV)/.dev-installed: $(VENV)/.installed Resources/requirements-dev.txt
 
 dev-deps: $(VENV)/.dev-installed
 
-# Debian packages the conformance tests need (dciodvfy, dsr2xml); installed only when missing.
+# Debian packages the tests need (dciodvfy, dsr2xml, Orthanc + its DICOMweb plugin); installed only when missing.
 system-deps:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do pkg=$${pair%%:*}; tool=$${pair##*:}; \
 	  { command -v $$tool >/dev/null 2>&1 || test -e $$tool; } || missing="$$missing $$pkg"; done; \
@@ -54,6 +54,7 @@ bench: dev-deps
 	$(PY) bench/tracking.py
 	$(PY) bench/explain.py
 	$(PY) bench/review.py
+	$(PY) bench/gateway.py
 
 train: venv
 	$(PY) -m MedAIExtension.training.train

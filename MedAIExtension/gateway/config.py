@@ -68,6 +68,8 @@ class Rule:
             the series' Modality, BodyPartExamined and SeriesDescription ("" matches anything).
         model: catalogue model name, or None (nodule tracking: the classical detector alone).
         explain_method: explainability only: ``gradcam``, ``occlusion``, ...
+        sanity: explainability only: run the sanity checks (weight randomisation, deletion/insertion) with each
+            map; they multiply the time per study.
         alert_labels: segmentation only: label names whose presence raises the study's priority.
         find_prior: nodule tracking: look up the patient's most recent earlier study and track against it.
     """
@@ -79,6 +81,7 @@ class Rule:
     series_description: str = ""
     model: str | None = None
     explain_method: str = "gradcam"
+    sanity: bool = True
     alert_labels: tuple[str, ...] = ()
     find_prior: bool = True
 
@@ -196,7 +199,7 @@ def _pacs(value: Any) -> PacsSettings:
     return PacsSettings(kind, url, web, credentials, poll)
 
 
-_RULE_KEYS = {"name", "match", "pipeline", "model", "method", "alert_labels", "find_prior"}
+_RULE_KEYS = {"name", "match", "pipeline", "model", "method", "sanity", "alert_labels", "find_prior"}
 
 
 def _rule(value: Any, index: int) -> Rule:
@@ -217,6 +220,12 @@ def _rule(value: Any, index: int) -> Rule:
     model = None if model in (None, "none", "") else str(model)
     if model is None and pipeline is not Pipeline.NODULE_TRACKING:
         raise _fail(f"{where} ({name}) key 'model'", f"the {pipeline.value} pipeline needs a model name.")
+    method = str(section.get("method", "gradcam")).lower()
+    from MedAIExtension.explain.types import ExplainMethod
+
+    if method not in {m.value for m in ExplainMethod}:
+        options = ", ".join(m.value for m in ExplainMethod)
+        raise _fail(f"{where} ({name}) key 'method'", f"{method!r} is not one of {options}.")
     labels = section.get("alert_labels") or []
     if isinstance(labels, str) or not isinstance(labels, list):
         raise _fail(f"{where} ({name}) key 'alert_labels'", "must be a list of label names, e.g. [nodule].")
@@ -227,7 +236,8 @@ def _rule(value: Any, index: int) -> Rule:
         body_part=_pattern(match.get("body_part"), f"{where} ({name}) match.body_part"),
         series_description=_pattern(match.get("series_description"), f"{where} ({name}) match.series_description"),
         model=model,
-        explain_method=str(section.get("method", "gradcam")),
+        explain_method=method,
+        sanity=bool(section.get("sanity", True)),
         alert_labels=tuple(str(label) for label in labels),
         find_prior=bool(section.get("find_prior", True)),
     )

@@ -186,7 +186,12 @@ def _explainability(
 
     out = _fresh(job_dir / "results")
     request = ExplainRequest(
-        input=series_dir, model=str(rule.model), method=rule.explain_method, output=out, device=device
+        input=series_dir,
+        model=str(rule.model),
+        method=rule.explain_method,
+        output=out,
+        device=device,
+        sanity=rule.sanity,
     )
     document = explain_to_folder(request, progress=progress)
     files = _dicom_files(out)

@@ -8,9 +8,7 @@ written by MedAI); the store's searching, retrieving and de-duplicating run unch
 
 from __future__ import annotations
 
-import importlib
 import shutil
-import sys
 import types
 from pathlib import Path
 
@@ -23,8 +21,7 @@ from MedAIExtension.io import Image, read_dicom_series, write_dicom_series
 from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.pacs.errors import PacsUnavailableError
 from MedAIExtension.pacs.stores import DicomStore
-
-MODULE_DIR = Path(__file__).resolve().parents[2] / "Modules" / "MedAISegmentation"
+from Testing.mrml.module_import import import_module_code
 
 
 class StandInDicomDatabase:
@@ -64,13 +61,7 @@ class StandInDicomDatabase:
 
 @pytest.fixture
 def store_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-    scripted.ScriptedLoadableModuleLogic = type("ScriptedLoadableModuleLogic", (), {})
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
-    monkeypatch.syspath_prepend(str(MODULE_DIR))
-    for name in [name for name in sys.modules if name.startswith("MedAISegmentationLib")]:
-        monkeypatch.delitem(sys.modules, name)
-    return importlib.import_module("MedAISegmentationLib.dicom_database")
+    return import_module_code(monkeypatch, "MedAISegmentationLib.dicom_database", ["MedAISegmentation"])
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ for what exists in the Slicer application alone: the ScriptedLoadableModuleLogic
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -29,23 +28,16 @@ from MedAIExtension.io.volume_files import read_volume_file, write_volume_file
 from MedAIExtension.mrml import image_to_volume_node, volume_node_to_image
 from MedAIExtension.mrml._vtk import matrix_from_numpy
 from MedAIExtension.runner import WorkerEvent, WorkerProcess, format_event
+from Testing.mrml.module_import import import_module_code
 
-MODULES = Path(__file__).resolve().parents[2] / "Modules"
 SEGMENTATION_MODEL = "chest-ct-lung-nodule"  # ONNX: no gradients; a segmentation model: uncertainty applies
 
 
 @pytest.fixture
 def lib(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """``MedAIExplainabilityLib.logic`` with a stand-in for Slicer's ScriptedLoadableModule (GUI app only)."""
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-    scripted.ScriptedLoadableModuleLogic = type("ScriptedLoadableModuleLogic", (), {})
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
-    for module in ("MedAISegmentation", "MedAINoduleTracking", "MedAIExplainability"):  # as Slicer's sys.path
-        monkeypatch.syspath_prepend(str(MODULES / module))
-    prefixes = ("MedAIExplainabilityLib", "MedAINoduleTrackingLib", "MedAISegmentationLib")
-    for name in [name for name in sys.modules if name.startswith(prefixes)]:
-        monkeypatch.delitem(sys.modules, name)
-    return importlib.import_module("MedAIExplainabilityLib.logic")
+    modules = ["MedAISegmentation", "MedAINoduleTracking", "MedAIExplainability"]  # as Slicer's sys.path
+    return import_module_code(monkeypatch, "MedAIExplainabilityLib.logic", modules)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ application alone: the ScriptedLoadableModuleLogic base class, the DICOM databas
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 import sys
@@ -24,20 +23,13 @@ from MedAIExtension.errors import InputError
 from MedAIExtension.io import read_dicom_series, read_volume_file
 from MedAIExtension.mrml import image_to_volume_node, volume_node_to_image
 from MedAIExtension.runner import WorkerEvent
-
-MODULES = Path(__file__).resolve().parents[2] / "Modules"
+from Testing.mrml.module_import import import_module_code
 
 
 def _import_logic(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """``MedAINoduleTrackingLib.logic`` imported with a stand-in for Slicer's ScriptedLoadableModule (GUI app only)."""
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-    scripted.ScriptedLoadableModuleLogic = type("ScriptedLoadableModuleLogic", (), {})
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
-    for module in ("MedAISegmentation", "MedAINoduleTracking"):  # Slicer puts every module folder on sys.path
-        monkeypatch.syspath_prepend(str(MODULES / module))
-    for name in [name for name in sys.modules if name.startswith(("MedAINoduleTrackingLib", "MedAISegmentationLib"))]:
-        monkeypatch.delitem(sys.modules, name)
-    return importlib.import_module("MedAINoduleTrackingLib.logic")
+    modules = ["MedAISegmentation", "MedAINoduleTracking"]  # Slicer puts every module folder on sys.path
+    return import_module_code(monkeypatch, "MedAINoduleTrackingLib.logic", modules)
 
 
 @pytest.fixture

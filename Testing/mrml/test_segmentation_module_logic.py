@@ -7,7 +7,6 @@ stand-ins. Everything else is real: MRML nodes from slicer-core, MedAIExtension'
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from pathlib import Path
@@ -22,8 +21,8 @@ from MedAIExtension.io import Image, read_dicom_files, write_dicom_series, write
 from MedAIExtension.labels import CodedTerm, SegmentLabel
 from MedAIExtension.mrml import image_to_volume_node, segmentation_node_to_labelmap
 from MedAIExtension.runner import WorkerEvent
+from Testing.mrml.module_import import import_module_code
 
-MODULE_DIR = Path(__file__).resolve().parents[2] / "Modules" / "MedAISegmentation"
 LABELS = (
     SegmentLabel(1, "Right lung", (0.5, 0.7, 1.0), type=CodedTerm("3341006", "SCT", "Right lung")),
     SegmentLabel(2, "Left lung", (1.0, 0.6, 0.4), type=CodedTerm("44029006", "SCT", "Left lung")),
@@ -61,13 +60,7 @@ class FakeProcess:
 
 def _import_logic(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """``MedAISegmentationLib.logic`` imported with a stand-in for Slicer's ScriptedLoadableModule (GUI app only)."""
-    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
-    scripted.ScriptedLoadableModuleLogic = type("ScriptedLoadableModuleLogic", (), {})
-    monkeypatch.setitem(sys.modules, "slicer.ScriptedLoadableModule", scripted)
-    monkeypatch.syspath_prepend(str(MODULE_DIR))
-    for name in [name for name in sys.modules if name.startswith("MedAISegmentationLib")]:
-        monkeypatch.delitem(sys.modules, name)
-    return importlib.import_module("MedAISegmentationLib.logic")
+    return import_module_code(monkeypatch, "MedAISegmentationLib.logic", ["MedAISegmentation"])
 
 
 @pytest.fixture

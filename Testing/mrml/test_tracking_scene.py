@@ -12,20 +12,11 @@ import pytest
 from MedAIExtension.cli import main
 from MedAIExtension.errors import InputError
 from MedAIExtension.mrml import chart_series, close_scene, create_scene, fiducial_points, transform_matrix
-from MedAIExtension.phantom import AnatomySpec, NoduleSpec, PhantomSpec
 from MedAIExtension.phantom.followup import write_phantom_pair
 from MedAIExtension.tracking import load_tracking_into_scene
+from Testing.phantoms import SMALL_CHEST_TWO_NODULES
 
-SPEC = PhantomSpec(
-    size_ijk=(150, 110, 80),
-    spacing=(1.6, 1.6, 2.2),
-    seed=3,
-    anatomy=AnatomySpec(body_semi_axes_mm=(115.0, 82.0), fat_mm=8.0, lung_height_mm=160.0),
-    nodules=(
-        NoduleSpec(11.0, "solid", lung="right", position=(0.35, 0.2, 0.3)),
-        NoduleSpec(12.0, "ground-glass", lung="left", position=(0.3, -0.3, -0.3)),
-    ),
-)
+SPEC = SMALL_CHEST_TWO_NODULES
 
 
 @pytest.fixture(scope="module")

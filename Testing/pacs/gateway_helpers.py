@@ -14,19 +14,10 @@ import yaml
 from MedAIExtension.gateway.config import GatewayConfig, parse_config
 from MedAIExtension.pacs.dicomweb import DicomWebStore
 from MedAIExtension.pacs.orthanc import OrthancClient
-from MedAIExtension.phantom import AnatomySpec, NoduleSpec, PhantomSpec
+from Testing.phantoms import SMALL_CHEST_TWO_NODULES
 
-#: A small chest phantom with a 4A (solid ~11 mm) and a 2 (ground-glass) nodule; tracked in ~5 s on 2 cores.
-PHANTOM = PhantomSpec(
-    size_ijk=(150, 110, 80),
-    spacing=(1.6, 1.6, 2.2),
-    seed=3,
-    anatomy=AnatomySpec(body_semi_axes_mm=(115.0, 82.0), fat_mm=8.0, lung_height_mm=160.0),
-    nodules=(
-        NoduleSpec(11.0, "solid", lung="right", position=(0.35, 0.2, 0.3)),
-        NoduleSpec(12.0, "ground-glass", lung="left", position=(0.3, -0.3, -0.3)),
-    ),
-)
+#: The phantom of the gateway tests: a 4A (solid ~11 mm) and a 2 (ground-glass) nodule; tracked in ~5 s.
+PHANTOM = SMALL_CHEST_TWO_NODULES
 
 RULE_LUNG = {
     "name": "lung-nodules",
