@@ -173,6 +173,7 @@ class Gateway:
 
         Raises:
             PacsAuthError: wrong credentials (at start-up or later).
+            PacsUnavailableError: with ``once``, the PACS could not be reached in ``max_attempts`` tries.
         """
         self.check()
         recovered = self.journal.recover()
@@ -195,8 +196,12 @@ class Gateway:
                 except PacsError as exc:
                     failures += 1
                     self.log("discover_failed", level="warning", error=str(exc), failures=failures)
-                    new = 0
+                    if once and failures >= self.config.max_attempts:
+                        raise  # a one-off run that cannot reach the PACS must not look like success
+                    if max_seconds is not None and time.monotonic() - started > max_seconds:
+                        break
                     self._stop.wait(self.config.retry_delay(failures))
+                    continue
                 active = self.journal.count([JobState.QUEUED, JobState.RUNNING, JobState.RESULTS, JobState.STORING])
                 if once and new == 0 and not self._polled and active == 0 and self._idle():
                     break
@@ -273,6 +278,8 @@ class Gateway:
             since = last
             if done or not changes or self._stop.is_set():
                 return total
+            if self.journal.count([JobState.QUEUED]) >= self.config.max_queued:
+                return total  # back-pressure: the rest of the feed waits for the next call
 
     def _discover_polling(self) -> int:
         now = time.time()
@@ -305,6 +312,15 @@ class Gateway:
                 continue
             try:
                 self.process(job)
+            except Exception as exc:  # noqa: BLE001 - a worker thread must survive any one job
+                self.log(
+                    "job_failed",
+                    level="error",
+                    job=job.id,
+                    error=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(limit=8),
+                )
+                self.journal.finish(job.id, JobState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
             finally:
                 with self._busy_lock:
                     self._busy -= 1
@@ -339,7 +355,7 @@ class Gateway:
         started = time.perf_counter()
         try:
             output = run_pipeline(rule, self.store, job.study_uid, job.series_uid, folder, self.config.device)
-        except PacsUnavailableError as exc:
+        except (PacsUnavailableError, PacsAuthError) as exc:
             return self._retry_or_fail(job, JobState.QUEUED, job.attempts, str(exc))
         except MedAIError as exc:
             self.log("job_failed", level="error", job=job.id, error=str(exc), kind=type(exc).__name__)
@@ -353,6 +369,7 @@ class Gateway:
                 error=f"{type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc(limit=8),
             )
+            shutil.rmtree(folder, ignore_errors=True)
             return self.journal.finish(job.id, JobState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
         if self.config.export is None:
             self._drop_inputs(job)
@@ -379,9 +396,7 @@ class Gateway:
             self._set_priority(job)
         except PacsRejectedError as exc:
             return self._retry_or_fail(job, JobState.OUTBOX, job.store_attempts, f"STOW rejected: {exc}")
-        except PacsUnavailableError as exc:
-            return self._retry_or_fail(job, JobState.RESULTS, job.store_attempts, str(exc))
-        except PacsAuthError as exc:
+        except (PacsUnavailableError, PacsAuthError) as exc:
             return self._retry_or_fail(job, JobState.RESULTS, job.store_attempts, str(exc))
         self._export(job, files)
         done = self.journal.finish(job.id, JobState.DONE)

@@ -310,3 +310,19 @@ def test_an_export_without_a_fixed_key_is_refused_at_start_up(orthanc: OrthancSe
     with pytest.raises(InputError, match="fixed key"):
         Gateway(config, log=GatewayLog(None, quiet=True), environ={})
     Gateway(config, log=GatewayLog(None, quiet=True), environ={"MEDAI_DEID_KEY": "f" * 64}).close()  # lock released
+
+
+def test_a_one_off_run_that_cannot_reach_the_pacs_fails_clearly(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a loopback port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = config_data(f"http://127.0.0.1:{port}", tmp_path / "work", max_attempts=2, retry_seconds=[0.1])
+    config = write_config_file(tmp_path / "gateway.yaml", data)
+    done = subprocess.run(
+        _medai("gateway", "--config", str(config), "--once", "--quiet"), cwd=REPO, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: Cannot connect to the PACS") and f"127.0.0.1:{port}" in done.stderr
+    assert '"event": "discover_failed"' in (tmp_path / "work" / "gateway.log").read_text()
