@@ -92,6 +92,8 @@ _NODULE_TYPES: dict[NoduleKind, CodedTerm] = {
 }
 _LUNG_RADS = CodedTerm("LRADS", PRIVATE_SCHEME, "Lung-RADS v2022 category")
 _LUNG_RADS_REASON = CodedTerm("LRADSWHY", PRIVATE_SCHEME, "Lung-RADS category reason")
+_NODULES_FOUND = CodedTerm("NODFOUND", PRIVATE_SCHEME, "Lung nodules found")
+_NONE_FOUND = CodedTerm("NONE", PRIVATE_SCHEME, "None found")
 _PRIORITY = CodedTerm("PRIORITY", PRIVATE_SCHEME, "Reading priority")
 _PRIORITY_VALUES = re.compile(r"^PRIORITY-([1-5])$")
 
@@ -335,11 +337,6 @@ def _lo(text: str) -> str:
 
 def _check_items(items: Sequence[NoduleReportItem]) -> list[NoduleReportItem]:
     items = list(items)
-    if not items:
-        raise InputError(
-            "No nodule was given for the tracking SR. highdicom's TID 1500 report needs at least one measurement "
-            "group; report a nodule-free exam in the tracking JSON/HTML report instead."
-        )
     for item in items:
         if not isinstance(item, NoduleReportItem):
             raise InputError(f"Tracking SR items must be NoduleReportItem objects, got {type(item).__name__}.")
@@ -459,6 +456,23 @@ def _measurement_group(
     return group
 
 
+def _no_nodule_group(algorithm: Any, time_point: str | None, category: str | None) -> Any:
+    """A measurement group without ROI (TID 1501) recording that the exam showed no lung nodule."""
+    import highdicom as hd
+
+    evaluations = [hd.sr.QualitativeEvaluation(_concept(_NODULES_FOUND), _concept(_NONE_FOUND))]
+    if category is not None:
+        evaluations.append(hd.sr.QualitativeEvaluation(_concept(_LUNG_RADS), _concept(_lung_rads_value(category))))
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(identifier="Exam"),
+        time_point_context=hd.sr.TimePointContext(time_point=_lo(time_point)) if time_point else None,
+        finding_type=_concept(_NODULE),
+        finding_sites=[hd.sr.FindingSite(anatomic_location=_concept(_LUNG))],
+        algorithm_id=algorithm,
+        qualitative_evaluations=evaluations,
+    )
+
+
 def _exam_evaluations(category: str | None, priority: int | None) -> Any:
     import highdicom as hd
 
@@ -509,8 +523,11 @@ def write_tracking_sr(
     Args:
         path: output file (``.dcm``).
         source: the CT of this time point, read with :func:`~MedAIExtension.io.dicom_series.read_dicom_series`.
-        seg_path: the SEG written for this time point from ``source`` (:func:`write_dicom_seg`).
-        items: one item per nodule; tracking identifiers, tracking UIDs and segment numbers must be unique.
+        seg_path: the SEG written for this time point from ``source`` (:func:`write_dicom_seg`); None for a
+            nodule-free exam.
+        items: one item per nodule; tracking identifiers, tracking UIDs and segment numbers must be unique. No
+            items (with ``seg_path`` None and ``exam_lung_rads`` given) reports a nodule-free exam: one measurement
+            group without ROI (TID 1501) saying no lung nodule was found, plus the exam category.
         series_number: SeriesNumber of the SR series.
         series_description: SeriesDescription of the SR series.
         time_point: optional time point label written to every group (TID 1502), e.g. ``"baseline"``.
@@ -555,12 +572,17 @@ def write_tracking_sr(
     ):
         raise InputError(f"Reading priority {reading_priority!r} must be an integer from 1 (most urgent) to 5.")
     checked = _check_items(items)
-    if seg_path is None:
+    if checked and seg_path is None:
         raise InputError("The tracking SR references each nodule's SEG segment; give seg_path for the nodules.")
+    if not checked and (seg_path is not None or exam_category is None):
+        raise InputError(
+            "A tracking SR without nodules reports a nodule-free exam: give no seg_path and the exam's Lung-RADS "
+            "category (exam_lung_rads='1')."
+        )
     if not target.parent.is_dir():
         raise OutputError(f"The folder {target.parent} does not exist; create it or choose another output path.")
     source_datasets = load_source_datasets(source, "tracking SR")
-    seg = _load_seg(Path(seg_path), source_datasets, checked)
+    seg = _load_seg(Path(seg_path), source_datasets, checked) if checked else None
 
     version = algorithm_version or __version__
     algorithm = hd.sr.AlgorithmIdentification(name=_lo(algorithm_name), version=_lo(version))
@@ -580,6 +602,8 @@ def write_tracking_sr(
             observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=observer_name),
         )
     groups = [_measurement_group(item, seg, source_datasets, algorithm, time_point) for item in checked]
+    if not groups:  # TID 1500 needs one group: a TID 1501 group stating that no nodule was found
+        groups = [_no_nodule_group(algorithm, time_point, exam_category)]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_person_context=person, observer_device_context=device),
         procedure_reported=_concept(procedure_reported),
@@ -594,7 +618,7 @@ def write_tracking_sr(
         responsible_organization="MedAI",
     )
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[*source_datasets, seg],
+        evidence=[*source_datasets, *([seg] if seg is not None else [])],
         content=report[0],
         series_instance_uid=hd.UID(),
         series_number=int(series_number),

@@ -96,6 +96,7 @@ def _write_dicom(
     staging: Path,
     names: dict[str, str],
     reading_priority: int | None = None,
+    negative_report: bool = False,
 ) -> None:
     from MedAIExtension.dicom import write_dicom_seg
     from MedAIExtension.dicom.sr import write_tracking_sr
@@ -103,7 +104,20 @@ def _write_dicom(
     image = (result.baseline if timepoint == "baseline" else result.followup).image
     items = _report_items(result, timepoint)
     if not items:
-        return  # nothing to segment or measure; the JSON/HTML report states the nodule-free exam (Lung-RADS 1)
+        if negative_report:  # no SEG (nothing segmented); an SR stating the nodule-free exam and its category
+            sr_path = staging / f"{timepoint}_sr.dcm"
+            write_tracking_sr(
+                sr_path,
+                image,
+                None,
+                [],
+                time_point=timepoint,
+                exam_lung_rads=str(result.exam_lung_rads[timepoint].category),
+                algorithm_name="MedAI nodule tracking",
+                reading_priority=reading_priority,
+            )
+            names[f"{timepoint}_sr"] = sr_path.name
+        return  # the JSON/HTML report states the nodule-free exam (Lung-RADS 1)
     labels = [n.label for n in result.nodules if (n.baseline if timepoint == "baseline" else n.followup)]
     seg_path = staging / f"{timepoint}_seg.dcm"
     write_dicom_seg(
@@ -145,18 +159,20 @@ def write_study_dicom(
 ) -> dict[str, Path]:
     """Write the DICOM SEG and tracking SR of one time point of ``result`` into ``folder``.
 
+    ``timepoint`` is ``"baseline"`` or ``"followup"`` (a :class:`StudyResult` has only ``"baseline"``).
     ``reading_priority`` (1 most urgent .. 5) is written into the SR next to the exam's Lung-RADS category.
 
-    ``timepoint`` is ``"baseline"`` or ``"followup"`` (a :class:`StudyResult` has only ``"baseline"``). Returns
-    ``{"<timepoint>_seg": path, "<timepoint>_sr": path}``, or ``{}`` when the study has no nodule (nothing to
-    segment; the exam is Lung-RADS 1). Each file is written atomically.
+    Returns:
+        ``{"<timepoint>_seg": path, "<timepoint>_sr": path}``; for a study without nodules only the SR, which
+        states the nodule-free exam and its category (nothing was segmented, so no SEG). Each file is written
+        atomically.
     """
     if timepoint not in TIMEPOINTS or (isinstance(result, StudyResult) and timepoint != "baseline"):
         raise ValueError(f"timepoint must be one of {TIMEPOINTS} (a single-study result has only 'baseline').")
     out = ensure_writable_directory(folder)
     names: dict[str, str] = {}
     try:
-        _write_dicom(result, result.labelmap(timepoint), timepoint, out, names, reading_priority)
+        _write_dicom(result, result.labelmap(timepoint), timepoint, out, names, reading_priority, negative_report=True)
     except OSError as exc:
         raise OutputError(f"Writing the {timepoint} SEG/SR into {out} failed ({exc.strerror or exc}).") from None
     return {kind: out / name for kind, name in names.items()}

@@ -27,6 +27,7 @@ from MedAIExtension.dicom.sr import (
     PRIVATE_SCHEME,
     NoduleReportItem,
     read_exam_lung_rads,
+    read_reading_priority,
     read_tracking_sr,
     tracking_uid_for,
     write_tracking_sr,
@@ -361,7 +362,8 @@ def test_bad_input_raises_and_leaves_no_file(time_points: dict[str, TimePoint], 
         "segment number": (baseline.ct, baseline.seg_path, _rewrite_items(baseline, segment_number=2)),
         "not made from this CT": (follow_up.ct, baseline.seg_path, follow_up.items),
         "not in the SEG": (baseline.ct, baseline.seg_path, _rewrite_items(baseline, segment_number=9)),
-        "No nodule": (baseline.ct, None, []),
+        "nodule-free exam": (baseline.ct, None, []),  # no items needs the exam category
+        "without nodules": (baseline.ct, baseline.seg_path, []),
         "give seg_path": (baseline.ct, None, baseline.items),
     }
     for message, (source, seg_path, items) in cases.items():
@@ -371,6 +373,30 @@ def test_bad_input_raises_and_leaves_no_file(time_points: dict[str, TimePoint], 
     with pytest.raises(InputError, match="Lung-RADS"):
         write_tracking_sr(target, baseline.ct, baseline.seg_path, baseline.items, exam_lung_rads="5")
     assert _leftovers(tmp_path) == []
+
+
+@needs_dciodvfy
+def test_a_nodule_free_exam_gets_a_valid_report(time_points: dict[str, TimePoint], tmp_path: Path) -> None:
+    """No nodule: no SEG, and an SR whose one group (TID 1501, no ROI) says none was found, with the category."""
+    path = write_tracking_sr(
+        tmp_path / "negative.dcm", time_points["baseline"].ct, None, [], exam_lung_rads="1", reading_priority=5
+    )
+    report = run_dciodvfy(path)
+    assert report.ok, report.errors
+    assert run_dsr2xml(path).ok
+    assert read_tracking_sr(path) == [] and read_exam_lung_rads(path) == "1" and read_reading_priority(path) == 5
+    ds = pydicom.dcmread(path)
+    assert (
+        ds.SOPClassUID == COMPREHENSIVE_3D_SR
+        and ds.StudyInstanceUID == time_points["baseline"].ct.metadata["StudyInstanceUID"]
+    )
+    evidence = {
+        str(item.ReferencedSOPClassUID)
+        for s in ds.CurrentRequestedProcedureEvidenceSequence
+        for series in s.ReferencedSeriesSequence
+        for item in series.ReferencedSOPSequence
+    }
+    assert evidence == {str(pydicom.dcmread(time_points["baseline"].ct.source_files[0]).SOPClassUID)}
 
 
 def test_items_validate_their_values() -> None:

@@ -110,3 +110,25 @@ def test_gateway_stores_seg_and_sr_and_carries_tracking_uids(
     assert {"job_queued", "job_started", "job_results", "job_done"} <= {e["event"] for e in events}
     for secret in ("MEDAI-PHANTOM", "Phantom", baseline_uid, followup_uid):
         assert secret not in log  # no patient data and no study UIDs in the logs
+
+
+def test_a_nodule_free_study_gets_a_negative_report(orthanc: OrthancServer, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from MedAIExtension.phantom.study import write_phantom_study
+
+    study = write_phantom_study(
+        tmp_path / "study", spec=replace(PHANTOM, nodules=(), seed=6, spacing=(1.7, 1.7, 2.5)), patient_id="NEG-1"
+    )
+    store = DicomWebStore(orthanc.dicomweb_url)
+    study_uid = upload(store, study["ct"], orthanc.url)
+    config = write_config_file(tmp_path / "gateway.yaml", config_data(orthanc.url, tmp_path / "work"))
+    _gateway_once(config)
+    series = series_by_modality(store, study_uid)
+    assert "SEG" not in series and [s.number_of_instances for s in series["SR"]] == [1]
+    [sr] = store.retrieve_series(study_uid, series["SR"][0].series_uid, tmp_path / "sr")
+    report = run_dciodvfy(sr)
+    assert report.ok, report.errors
+    assert read_tracking_sr(sr) == [] and read_exam_lung_rads(sr) == "1" and read_reading_priority(sr) == 5
+    client = OrthancClient(orthanc.url)
+    assert client.get_metadata(client.study_id(study_uid), "MedAIPriority") == "5"
