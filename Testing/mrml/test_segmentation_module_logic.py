@@ -246,6 +246,8 @@ def test_export_writes_a_dicom_seg_of_the_source_series(
     described = {int(item.SegmentNumber): item.SegmentLabel for item in seg.SegmentSequence}
     assert set(described.values()) >= {"Right lung", "Left lung", "Nodule"}
     assert seg.ContentCreatorName or seg.SeriesDescription
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == (MODEL.name, MODEL.version)  # as the CLI writes
     assert dicom_utils == [([f"{seg.SOPInstanceUID}.dcm"], True)]  # a copy goes into the database
 
 

@@ -159,7 +159,7 @@ class SegmentationLogic(ScriptedLoadableModuleLogic):
             source,
             [labels[value] for value in sorted(labels)],
             path,
-            algorithm_name=entry.title if entry else "MedAI",
+            algorithm_name=entry.name if entry else "MedAI",  # as the CLI and the gateway write it
             algorithm_version=entry.version if entry else "unknown",
         )
         SlicerDicomDatabaseStore().store([path])
