@@ -1,13 +1,15 @@
 """Structured gateway logs: one JSON object per line, without patient information.
 
 Studies are named by a short one-way hash of their Study Instance UID (``study_ref``), never by patient name,
-ID, birth date, accession number or the UID itself; error texts come from MedAI's own messages.
+ID, birth date, accession number or the UID itself; error texts come from MedAI's own messages, and any DICOM UID
+inside a text (e.g. a series named in an error) is replaced by ``<uid>``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import threading
 import time
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = ["GatewayLog", "study_ref"]
+
+_UID = re.compile(r"(?<![\d.])\d+(?:\.\d+){4,}(?![\d.])")  # 5+ components: not an IPv4 address
 
 
 def study_ref(study_uid: str) -> str:
@@ -37,6 +41,7 @@ class GatewayLog:
         """Log ``event`` with ``fields`` (a ``study_uid`` field is replaced by its ``study_ref``)."""
         if "study_uid" in fields:
             fields["study"] = study_ref(str(fields.pop("study_uid")))
+        fields = {key: _UID.sub("<uid>", value) if isinstance(value, str) else value for key, value in fields.items()}
         record = {"ts": round(time.time(), 3), "level": level, "event": event, **fields}
         line = json.dumps(record, default=str)
         with self._lock:

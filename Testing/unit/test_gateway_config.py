@@ -1,4 +1,4 @@
-"""Gateway configuration, routing rules, triage and the job journal's state machine (no PACS needed)."""
+"""Gateway configuration, routing rules, triage, the job journal's state machine and the logs (no PACS needed)."""
 
 from __future__ import annotations
 
@@ -140,3 +140,21 @@ def test_a_foreign_file_as_journal_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "journal.sqlite").write_text("this is not a database" * 100)
     with pytest.raises(InputError, match="cannot be opened"):
         Journal(tmp_path / "journal.sqlite")
+
+
+def test_logs_carry_no_study_uid_and_scrub_uids_from_messages(tmp_path: Path) -> None:
+    import io
+    import json
+
+    from MedAIExtension.gateway.logs import GatewayLog, study_ref
+
+    stream = io.StringIO()
+    log = GatewayLog(tmp_path / "logs" / "gateway.log", stream=stream)
+    study = "1.2.826.0.1.3680043.8.498.4711"
+    log("job_failed", level="error", study_uid=study, error="Series 1.2.826.0.1.3680043.8.498.99 at 127.0.0.1:8042")
+    log.close()
+    [line] = (tmp_path / "logs" / "gateway.log").read_text().splitlines()
+    record = json.loads(line)
+    assert record["study"] == study_ref(study) and len(record["study"]) == 12
+    assert record["error"] == "Series <uid> at 127.0.0.1:8042"
+    assert "3680043" not in line and stream.getvalue().strip() == line
