@@ -420,7 +420,8 @@ class Gateway:
             return
         from MedAIExtension.deid.deidentify import DeidOptions, deidentify_files
 
-        options = DeidOptions(date_shift_days=self.config.export.date_shift_days)
+        # images with burned-in annotation cannot be cleaned by the profile: left out (counted in the log)
+        options = DeidOptions(date_shift_days=self.config.export.date_shift_days, skip_burned_in=True)
         try:
             report = deidentify_files(
                 [self.job_dir(job) / "input", *files], self.config.export.path, self._export_key, options
