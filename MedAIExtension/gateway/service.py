@@ -313,17 +313,22 @@ class Gateway:
             try:
                 self.process(job)
             except Exception as exc:  # noqa: BLE001 - a worker thread must survive any one job
-                self.log(
-                    "job_failed",
-                    level="error",
-                    job=job.id,
-                    error=f"{type(exc).__name__}: {exc}",
-                    traceback=traceback.format_exc(limit=8),
-                )
-                self.journal.finish(job.id, JobState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+                self._internal_error(job, exc)
             finally:
                 with self._busy_lock:
                     self._busy -= 1
+
+    def _internal_error(self, job: Job, exc: Exception) -> Job:
+        """A bug or an unforeseen failure: the job fails with the error (traceback in the log), the gateway goes on."""
+        self.log(
+            "job_failed",
+            level="error",
+            job=job.id,
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(limit=8),
+        )
+        shutil.rmtree(self.job_dir(job), ignore_errors=True)
+        return self.journal.finish(job.id, JobState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
 
     def job_dir(self, job: Job) -> Path:
         """The folder holding a job's retrieved series and results."""
@@ -362,15 +367,7 @@ class Gateway:
             shutil.rmtree(folder, ignore_errors=True)
             return self.journal.finish(job.id, JobState.FAILED, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad study must not stop the gateway
-            self.log(
-                "job_failed",
-                level="error",
-                job=job.id,
-                error=f"{type(exc).__name__}: {exc}",
-                traceback=traceback.format_exc(limit=8),
-            )
-            shutil.rmtree(folder, ignore_errors=True)
-            return self.journal.finish(job.id, JobState.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            return self._internal_error(job, exc)
         if self.config.export is None:
             self._drop_inputs(job)
         summary = dict(output.summary, seconds=round(time.perf_counter() - started, 2))

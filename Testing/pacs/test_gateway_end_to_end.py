@@ -43,6 +43,12 @@ def _results(store: DicomWebStore, study_uid: str, folder: Path) -> tuple[Path, 
     return seg[0], sr[0]
 
 
+def _assert_valid(*paths: Path) -> None:
+    for path in paths:
+        report = run_dciodvfy(path)
+        assert report.ok, (path.name, report.errors)
+
+
 def _gateway_once(config: Path) -> None:
     assert main(["gateway", "--config", str(config), "--once", "--quiet", "--max-seconds", "180"]) == 0
 
@@ -56,9 +62,7 @@ def test_gateway_stores_seg_and_sr_and_carries_tracking_uids(
     baseline_uid = upload(store, pair / "baseline/ct", orthanc.url)
     _gateway_once(config)
     base_seg, base_sr = _results(store, baseline_uid, tmp_path / "baseline")
-    for path in (base_seg, base_sr):
-        report = run_dciodvfy(path)
-        assert report.ok, (path.name, report.errors)
+    _assert_valid(base_seg, base_sr)
     base_groups = read_tracking_sr(base_sr)
     assert len(base_groups) == 2
     import pydicom
@@ -70,9 +74,7 @@ def test_gateway_stores_seg_and_sr_and_carries_tracking_uids(
     followup_uid = upload(store, pair / "followup/ct", orthanc.url)
     _gateway_once(config)
     follow_seg, follow_sr = _results(store, followup_uid, tmp_path / "followup")
-    for path in (follow_seg, follow_sr):
-        report = run_dciodvfy(path)
-        assert report.ok, (path.name, report.errors)
+    _assert_valid(follow_seg, follow_sr)
     follow_groups = read_tracking_sr(follow_sr)
     assert {g["tracking_uid"]: g["tracking_id"] for g in follow_groups} == {
         g["tracking_uid"]: g["tracking_id"] for g in base_groups
@@ -127,8 +129,7 @@ def test_a_nodule_free_study_gets_a_negative_report(orthanc: OrthancServer, tmp_
     series = series_by_modality(store, study_uid)
     assert "SEG" not in series and [s.number_of_instances for s in series["SR"]] == [1]
     [sr] = store.retrieve_series(study_uid, series["SR"][0].series_uid, tmp_path / "sr")
-    report = run_dciodvfy(sr)
-    assert report.ok, report.errors
+    _assert_valid(sr)
     assert read_tracking_sr(sr) == [] and read_exam_lung_rads(sr) == "1" and read_reading_priority(sr) == 5
     client = OrthancClient(orthanc.url)
     assert client.get_metadata(client.study_id(study_uid), "MedAIPriority") == "5"
