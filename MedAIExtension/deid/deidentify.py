@@ -31,7 +31,7 @@ import datetime as _dt
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ from typing import Any
 from MedAIExtension.deid.profile import Action, ProfileTable, attribute_type, load_profile, resolve_action
 from MedAIExtension.deid.uids import is_standard_uid, pseudonym, remap_uid
 from MedAIExtension.errors import InputError, OutputError
+from MedAIExtension.io.dicom_series import walk_files
 
 __all__ = [
     "DUMMY_DATE",
@@ -422,21 +423,6 @@ class _Candidate:
     explicit: bool
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            yield Path(root) / name
-
-
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.relative_to(parent)
-    except ValueError:
-        return False
-    return True
-
-
 def _collect(inputs: Sequence[str | os.PathLike[str]], output_dir: Path) -> list[_Candidate]:
     if isinstance(inputs, str | os.PathLike):
         inputs = [inputs]
@@ -450,12 +436,12 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], output_dir: Path) -> list
             raise InputError(f"The input {path} does not exist. Check the path of the DICOM file or folder.")
         resolved = path.resolve()
         if path.is_dir():
-            if resolved == output_dir or _inside(output_dir, resolved):
+            if output_dir.is_relative_to(resolved):
                 raise InputError(
                     f"The output folder {output_dir} is inside the input folder {path}; its files would be read as "
                     "input next time. Choose an output folder outside the input with --output."
                 )
-            files = [(p, False) for p in _walk(path)]
+            files = [(p, False) for p in walk_files(path)]
         else:
             files = [(path, True)]
         for file, explicit in files:

@@ -85,20 +85,21 @@ def _prior_report(store: Any, prior_study: str, folder: Path) -> tuple[Path, Pat
 
     series = store.search_series(prior_study)
     reports = [s for s in series if s.modality == "SR" and s.description == TRACKING_SR_DESCRIPTION]
-    segs = [s for s in series if s.modality == "SEG"]
+    if not reports:
+        return None
+    segs: dict[str, Path] = {}  # SOPInstanceUID -> file, each SEG series retrieved once
+    for seg in (s for s in series if s.modality == "SEG"):
+        for path in store.retrieve_series(prior_study, seg.series_uid, _fresh(folder / "seg" / seg.series_uid)):
+            segs[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = path
     for report in reversed(reports):
-        sr_files = store.retrieve_series(prior_study, report.series_uid, _fresh(folder / "sr" / report.series_uid))
-        for sr_file in sr_files:
+        for sr_file in store.retrieve_series(prior_study, report.series_uid, _fresh(folder / "sr" / report.series_uid)):
             try:
                 groups = read_tracking_sr(sr_file)
             except InputError:
                 continue
-            wanted = {g["seg_sop_instance_uid"] for g in groups if g["seg_sop_instance_uid"]}
-            for seg in segs:
-                seg_files = store.retrieve_series(prior_study, seg.series_uid, _fresh(folder / "seg" / seg.series_uid))
-                for seg_file in seg_files:
-                    if str(pydicom.dcmread(seg_file, stop_before_pixels=True).SOPInstanceUID) in wanted:
-                        return sr_file, seg_file
+            referenced = [g["seg_sop_instance_uid"] for g in groups if g["seg_sop_instance_uid"] in segs]
+            if referenced:
+                return sr_file, segs[referenced[0]]
     return None
 
 

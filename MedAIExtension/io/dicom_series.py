@@ -27,6 +27,7 @@ __all__ = [
     "read_dicom_files",
     "read_dicom_series",
     "series_metadata",
+    "walk_files",
     "write_dicom_series",
 ]
 
@@ -65,8 +66,10 @@ class SeriesInfo:
         return f"{self.series_uid}  {self.modality or '?'}  {len(self.files)} file(s)  {self.description!r}"
 
 
-def _iter_files(folder: Path) -> Iterable[Path]:
-    for root, _dirs, files in os.walk(folder):
+def walk_files(folder: Path) -> Iterable[Path]:
+    """Every file under ``folder``, recursively, in a stable (sorted) order."""
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
         for name in sorted(files):
             yield Path(root) / name
 
@@ -86,7 +89,7 @@ def list_series(folder: str | os.PathLike[str]) -> tuple[list[SeriesInfo], list[
     groups: dict[str, list[Path]] = {}
     meta: dict[str, tuple[str, str]] = {}
     skipped: list[Path] = []
-    for path in _iter_files(folder):
+    for path in walk_files(folder):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError):

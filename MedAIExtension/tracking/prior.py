@@ -52,16 +52,15 @@ def adopt_prior_tracking(
     Raises:
         InputError: the files are not a readable tracking SR / SEG, or the SEG is not on the baseline's frame.
     """
-    import pydicom
+    import highdicom as hd
 
     from MedAIExtension.dicom import read_dicom_seg, segment_value_map
     from MedAIExtension.dicom.sr import read_tracking_sr, tracking_uid_for
 
     groups = read_tracking_sr(prior_sr)
-    seg_uid = str(pydicom.dcmread(prior_seg, stop_before_pixels=True).SOPInstanceUID)
-    import highdicom as hd
-
-    values = segment_value_map(hd.seg.segread(prior_seg))
+    header = hd.seg.segread(prior_seg, lazy_frame_retrieval=True)  # UID and segments only; pixels read below
+    seg_uid = str(header.SOPInstanceUID)
+    values = segment_value_map(header)
     by_value = {}
     for group in groups:
         if group["tracking_uid"] and group["seg_sop_instance_uid"] == seg_uid and group["segment_number"] in values:

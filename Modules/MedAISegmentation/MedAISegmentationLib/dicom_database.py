@@ -18,6 +18,7 @@ import slicer
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.pacs.errors import PacsUnavailableError
+from MedAIExtension.pacs.folder_store import read_header
 from MedAIExtension.pacs.stores import SeriesRecord, StoreOutcome, StudyRecord
 from MedAISegmentationLib.staging import temporaryFolder
 
@@ -140,17 +141,12 @@ class SlicerDicomDatabaseStore:
 
     def store(self, files: Sequence[Path]) -> StoreOutcome:
         """Import ``files`` (copied into the database folder); instances it already holds are not imported again."""
-        import pydicom
-
         self.check()
         new, present = [], []
         for path in files:
-            try:
-                uid = str(
-                    pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
-                )
-            except (OSError, pydicom.errors.InvalidDicomError, AttributeError):
-                raise InputError(f"{Path(path).name} is not a DICOM file; only DICOM objects can be stored.") from None
+            uid = str(read_header(Path(path)).get("SOPInstanceUID", ""))  # InputError when not DICOM
+            if not uid:
+                raise InputError(f"{Path(path).name} has no SOPInstanceUID; only DICOM instances can be stored.")
             (present if self.database.fileForInstance(uid) else new).append((uid, Path(path)))
         if new:
             staging = Path(tempfile.mkdtemp(prefix="MedAI-DICOM-", dir=temporaryFolder()))
