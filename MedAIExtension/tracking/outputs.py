@@ -186,7 +186,8 @@ def write_tracking_outputs(
 ) -> dict[str, Path]:
     """Write everything about ``result`` into ``output_dir``; returns ``{kind: path}``.
 
-    ``dicom``: write SEG + SR per study (default: when both studies were read from DICOM).
+    ``dicom``: write SEG + SR per study (default: when both studies were read from DICOM); a study without
+    nodules gets only its SR, which states the nodule-free exam and its Lung-RADS category.
     """
     from MedAIExtension.io.volume_files import write_volume_file
     from MedAIExtension.tracking.report import nodule_picture, tracking_html
@@ -211,7 +212,7 @@ def write_tracking_outputs(
             write_volume_file(labelmap, staging / f"{timepoint}_nodules.nii.gz")
             names[f"{timepoint}_labels"] = f"{timepoint}_nodules.nii.gz"
             if dicom:
-                _write_dicom(result, labelmap, timepoint, staging, names)
+                _write_dicom(result, labelmap, timepoint, staging, names, negative_report=True)
         transform = getattr(result.registration, "sitk_transform", None)
         if transform is not None:
             import SimpleITK as sitk

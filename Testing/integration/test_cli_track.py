@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
 
 from MedAIExtension.cli import main
-from MedAIExtension.dicom import read_dicom_seg, read_tracking_sr, run_dciodvfy, run_dsr2xml
+from MedAIExtension.dicom import read_dicom_seg, read_exam_lung_rads, read_tracking_sr, run_dciodvfy, run_dsr2xml
 from MedAIExtension.io import read_dicom_series
 from MedAIExtension.phantom import AnatomySpec, NoduleSpec, PhantomSpec
 from MedAIExtension.phantom.followup import write_phantom_pair
@@ -183,5 +184,13 @@ def test_no_nodules_gives_a_valid_empty_report(tmp_path: Path, capsys: pytest.Ca
         "baseline": "1",
         "followup": "1",
     }
-    assert not list(out.glob("*.dcm"))  # nothing to segment: no SEG, and highdicom's SR needs a measurement
+    # nothing segmented, so no SEG; each study gets an SR stating the nodule-free exam and its category
+    assert sorted(p.name for p in out.glob("*.dcm")) == ["baseline_sr.dcm", "followup_sr.dcm"]
+    for timepoint in ("baseline", "followup"):
+        path = out / f"{timepoint}_sr.dcm"
+        report = run_dciodvfy(path)
+        assert report.ok, report.errors
+        assert read_tracking_sr(path) == [] and read_exam_lung_rads(path) == "1"
+        study = read_dicom_series(tmp_path / f"pair/{timepoint}/ct").metadata["StudyInstanceUID"]
+        assert pydicom.dcmread(path).StudyInstanceUID == study
     assert (out / "report.html").is_file() and (out / "tracking.csv").read_text().startswith("tracking_id")
