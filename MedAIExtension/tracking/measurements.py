@@ -5,11 +5,24 @@ the boundary layer whose HU lies on the partial-volume ramp says how far its cen
 (``d = w (0.5 - f)``, ``f`` its nodule fraction, ``w`` the voxel's extent along the surface normal), which gives
 one sub-voxel surface point per voxel. A star-shaped surface ``r(direction)`` is fitted through these points
 around the nodule centre with a robust angular smoother, so a vessel touching the nodule (whose voxels give
-points off the smooth surface, or are left out as leaving the nodule) does not add volume; boundary voxels
-with denser-than-parenchyma tissue just outside them (a thin vessel along the surface, whose partial volume
-only ever pushes points outwards) are left out too, and so is a whole cap of directions whose points stand
-outwards from the surface fitted to the rest while the tissue outside it is denser than around the other caps
-(a vessel lying flat along one side). Where the lung field ends (a juxta-pleural nodule against
+points off the smooth surface, or are left out as leaving the nodule) does not add volume.
+
+A thin vessel lying along the surface is subtler: it shares the partial volume of the nodule's boundary
+voxels next to it, which only ever raises their HU and so pushes their points outwards, by up to half a voxel,
+in an elongated band. On a small nodule that band can cover a third of the surface, too much for a robust
+smoother. Its voxels are found from the foreign density around them: with the current surface, every voxel
+just outside it should hold the local parenchyma plus the nodule's own linear partial-volume ramp; a boundary
+voxel with an outside neighbour denser than that by more than the image noise allows (four standard
+deviations, and a tenth of the contrast) is set aside, whatever the other boundary voxels look like. The
+centre and surface are fitted to the rest; then the set-aside points that lie on that surface within the
+points' noise (1.5 standard deviations outwards: the vessel does not reach into their voxel) are taken back
+and the surface refitted, so the surface under the vessel rests on measured points where there are any and
+on the smooth continuation of the clean surface only where there are none (on a small nodule with a vessel
+along a third of it, the volume then scatters by about 1.5 % SD with noise, mostly from the centre, which
+points on part of a sphere pin down less well). Boundary voxels whose outside neighbours (lightly smoothed)
+stand out from the other boundary voxels are set aside (and may come back) the same way; a whole cap of
+directions whose points stand outwards from the surface fitted to the rest while the tissue outside it is
+denser than around the other caps is left out. Where the lung field ends (a juxta-pleural nodule against
 the chest wall) the surface stops at the lung boundary.
 
 From the surface: volume = ∫ r³/3 dΩ (independent of the voxel grid); long and short axes on RAS-axial planes
@@ -63,6 +76,12 @@ _GRID = (_N_THETA, _N_PHI)
 _N_PATCHES = 48
 _CAP_RADIUS = math.radians(35.0)
 _PATCH_POINTS = 800
+#: A ramp voxel is shadowed when an outside neighbour is denser than the surface predicts by this many noise
+#: standard deviations and this fraction of the nodule's contrast (see :func:`_shadowed`).
+_FOREIGN_NOISE = 4.0
+_FOREIGN_CONTRAST = 0.1
+#: Set-aside surface points within this many noise standard deviations outside the clean surface come back.
+_CONSISTENT_SD = 1.5
 _CUBE = np.ones((3, 3, 3), dtype=bool)
 
 
@@ -571,22 +590,66 @@ def _nodule_surface(
     if clear:
         # Second pass: pick the ramp voxels by their place relative to the first surface, not by their noisy
         # value, and keep their value unclipped: no selection bias, and every ramp voxel counts. Voxels with
-        # dense tissue just outside them (a thin vessel along the surface) are left out: its partial volume
-        # only ever pushes their points outwards. The centre is refitted without them.
+        # dense tissue next to them outside the surface (a thin vessel along it) are set aside: its partial
+        # volume only ever pushes their points outwards. The centre and surface are refitted without them, then
+        # the set-aside points that lie on that surface within the points' noise (the vessel does not reach
+        # into their voxels) are taken back, so the surface under a vessel is not left to extrapolation alone.
         contrast_level = float(np.median(contrast))
         for _ in range(2):
-            on_ramp = _expected_ramp(where, sampling, surface) & (fraction > -1.0) & (fraction < 2.0)
-            on_ramp &= ~_shadowed(region, where, on_ramp, surface, background, contrast_level)
-            second = _ramp_points(region, where, fraction, centre, on_ramp)
-            if second is None or len(second) < _MIN_POINTS:
+            ramp = _expected_ramp(where, sampling, surface) & (fraction > -1.0) & (fraction < 2.0)
+            shadowed = _shadowed(region, where, ramp, surface, background, contrast_level)[ramp]
+            ramp_points = _ramp_points(region, where, fraction, centre, ramp)
+            if ramp_points is None or np.count_nonzero(~shadowed) < _MIN_POINTS:
                 break
-            excess = _outside_excess(region, where[on_ramp], surface, background)
+            second = ramp_points[~shadowed]
+            excess = _outside_excess(region, where[ramp][~shadowed], surface, background)
             second = second[~_raised_patches(second, centre, excess, contrast_level)]
-            fitted = sphere_centre(second, centre)
-            if _inside_mask(inside, fitted, sampling):
-                centre = fitted
+            centre = _refit_centre(second, centre, inside, sampling)
+            aside = ramp_points[shadowed]
+            back = _consistent(aside, second, centre)
+            if back.any():
+                second = np.concatenate([second, aside[back]])
+                centre = _refit_centre(second, centre, inside, sampling)
             surface = fit_radial_surface(second, centre)
     return surface
+
+
+def _refit_centre(points: np.ndarray, centre: np.ndarray, inside: np.ndarray, sampling: np.ndarray) -> np.ndarray:
+    """The centre of the sphere through ``points`` if it lies in the mask, else ``centre``."""
+    fitted = sphere_centre(points, centre)
+    return fitted if _inside_mask(inside, fitted, sampling) else centre
+
+
+def _consistent(candidates: np.ndarray, points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Which ``candidates`` (set-aside surface points) lie on the surface fitted to ``points`` within their noise.
+
+    The surface is that of :func:`fit_radial_surface` around ``centre``, evaluated at the points' own
+    directions only (a robust angular median, then the mean of the points within 2.5 robust standard
+    deviations of it). The noise is the robust standard deviation of ``points`` about it (at least 0.01 mm).
+    Foreign partial volume only moves a point outwards, so a set-aside point counts as clean when it stands out
+    by no more than ``_CONSISTENT_SD`` of that noise (and lies inside by no more than the fit's own 2.5).
+    """
+    back = np.zeros(len(candidates), dtype=bool)
+    offsets = points - centre
+    radii = np.linalg.norm(offsets, axis=1)
+    aside = candidates - centre
+    aside_radii = np.linalg.norm(aside, axis=1)
+    if len(candidates) == 0 or len(radii) < _MIN_POINTS or np.any(radii < 1e-6) or np.any(aside_radii < 1e-6):
+        return back
+    directions = offsets / radii[:, None]
+    queries = np.concatenate([directions, aside / aside_radii[:, None]])
+    alpha = float(np.clip(math.sqrt(80.0 / len(radii)), 0.12, 0.6))
+    base = float(np.median(radii))
+    first = base + _smooth(directions, directions, radii - base, alpha, median=True)
+    residual = radii - first
+    good = np.abs(residual) <= max(2.5 * robust_std(residual), 0.1)
+    if np.count_nonzero(good) < _MIN_POINTS:
+        return back
+    base = float(np.mean(radii[good]))
+    fitted = base + _smooth(queries, directions[good], radii[good] - base, alpha, median=False, prior=2.0)
+    spread = max(robust_std(radii[good] - fitted[: len(radii)][good]), 0.01)
+    offset = aside_radii - fitted[len(radii) :]
+    return (offset <= _CONSISTENT_SD * spread) & (offset >= -2.5 * spread)
 
 
 def _expected_ramp(where: np.ndarray, sampling: np.ndarray, surface: RadialSurface) -> np.ndarray:
@@ -606,18 +669,31 @@ def _shadowed(
     background: _Background,
     contrast: float,
 ) -> np.ndarray:
-    """Which ``candidates`` of the voxels ``where`` have tissue denser than parenchyma just outside the surface.
+    """Which ``candidates`` of the voxels ``where`` have foreign dense tissue next to them, outside the surface.
 
-    The outside neighbours (26-neighbourhood, centres at least half their width beyond the surface) of a ramp
-    voxel should be parenchyma plus the nodule's own blur, the same all round the nodule. Where their largest
-    excess over the local parenchyma stands out from that of the other ramp voxels (beyond three one-sided
-    robust standard deviations and a tenth of the contrast), something dense - a thin vessel too faint for
-    :func:`_vessel_junctions` - shares the voxel's partial volume and moves its surface point outwards.
+    Two tests, either is enough:
+
+    * *Foreign density* (:func:`_foreign_excess`): the outside neighbours of a ramp voxel (26-neighbourhood,
+      centres beyond the surface) should hold parenchyma plus the nodule's own partial volume as the current
+      surface predicts it. Where one of them is denser than that prediction by more than four noise standard
+      deviations and a tenth of the contrast, a structure that is not the nodule (a vessel lying against it)
+      reaches into the voxel's neighbourhood and, through the voxel's own partial volume, pushes its surface
+      point outwards. The threshold is anchored on the model (zero foreign density) and the image noise, not on
+      the other ramp voxels, so it still holds when a vessel runs along much of a small nodule's surface. It
+      is not applied when it would leave fewer than a quarter of the candidates (and two dozen): then the
+      excess is more likely a blur wider than the linear ramp (or a nodule buried in vessels) than one vessel.
+    * *Relative excess*: the largest excess of the outside neighbours (lightly smoothed HU, centres at least
+      half their width beyond the surface) over the local parenchyma stands out from that of the other ramp
+      voxels by three one-sided robust standard deviations and a tenth of the contrast.
     """
     shadowed = np.zeros(len(where), dtype=bool)
     picked = np.nonzero(candidates)[0]
     if len(picked) < 2 * _MIN_POINTS:
         return shadowed
+    foreign = _foreign_excess(region, where[picked], surface, background, contrast)
+    dense = foreign > max(_FOREIGN_NOISE * background.noise, _FOREIGN_CONTRAST * contrast)
+    if np.count_nonzero(~dense) >= max(2 * _MIN_POINTS, len(picked) // 4):
+        shadowed[picked] = dense
     excess = _outside_excess(region, where[picked], surface, background)
     seen = np.isfinite(excess)
     if np.count_nonzero(seen) < 2 * _MIN_POINTS:
@@ -625,8 +701,40 @@ def _shadowed(
     typical = float(np.median(excess[seen]))
     below = excess[seen][excess[seen] <= typical]
     spread = 1.4826 * float(np.median(typical - below))
-    shadowed[picked[seen]] = excess[seen] > typical + max(3.0 * spread, 0.1 * contrast)
+    shadowed[picked[seen]] |= excess[seen] > typical + max(3.0 * spread, 0.1 * contrast)
     return shadowed
+
+
+def _foreign_excess(
+    region: LocalRegion, where: np.ndarray, surface: RadialSurface, background: _Background, contrast: float
+) -> np.ndarray:
+    """Largest foreign density (HU) among the outside neighbours of each voxel (N x 3 indices).
+
+    Foreign density is a voxel's HU (unsmoothed) less what the current surface predicts there: the local
+    parenchyma plus ``contrast`` times the nodule fraction of the linear partial-volume ramp (``0.5 - d / w``
+    clipped to [0, 1], ``d`` the signed distance, ``w`` the voxel's extent along the radial direction).
+    Outside neighbours are those of the 26-neighbourhood whose centres lie beyond the surface; ``-inf`` where
+    a voxel has none.
+    """
+    sampling = region.sampling
+    neighbours, inbox = _neighbours(where, region.hu.shape)
+    positions = neighbours * sampling
+    offsets = positions - surface.centre
+    directions = offsets / np.maximum(np.linalg.norm(offsets, axis=1), 1e-9)[:, None]
+    distance = surface.signed_distance(positions)
+    fraction = np.clip(0.5 - distance / (np.abs(directions) @ sampling), 0.0, 1.0)
+    predicted = background.terms(neighbours) @ background.coefficients + contrast * fraction
+    foreign = region.hu[tuple(neighbours.T)] - predicted
+    return np.where(inbox & (distance > 0.0), foreign, -np.inf).reshape(len(where), -1).max(axis=1)
+
+
+def _neighbours(where: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The 26 neighbours of each voxel (N*26 x 3 indices, clipped to the box) and whether each lies in the box."""
+    steps = np.argwhere(_CUBE) - 1
+    steps = steps[np.any(steps != 0, axis=1)]
+    neighbours = (where[:, None, :] + steps[None, :, :]).reshape(-1, 3)
+    inbox = np.all((neighbours >= 0) & (neighbours < shape), axis=1)
+    return np.clip(neighbours, 0, np.asarray(shape) - 1), inbox
 
 
 def _outside_excess(
@@ -638,11 +746,7 @@ def _outside_excess(
     surface; ``-inf`` where a voxel has none.
     """
     sampling = region.sampling
-    steps = np.argwhere(_CUBE) - 1
-    steps = steps[np.any(steps != 0, axis=1)]
-    neighbours = (where[:, None, :] + steps[None, :, :]).reshape(-1, 3)
-    inbox = np.all((neighbours >= 0) & (neighbours < region.hu.shape), axis=1)
-    neighbours = np.clip(neighbours, 0, np.asarray(region.hu.shape) - 1)
+    neighbours, inbox = _neighbours(where, region.hu.shape)
     positions = neighbours * sampling
     offsets = positions - surface.centre
     directions = offsets / np.maximum(np.linalg.norm(offsets, axis=1), 1e-9)[:, None]

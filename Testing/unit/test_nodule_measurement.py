@@ -293,9 +293,9 @@ def test_thin_vessel_along_a_small_solid_nodule_adds_no_volume(name: str, seed: 
     assert result.kind is NoduleKind.SOLID, line
 
 
-@functools.lru_cache(maxsize=1)
-def _moved_nodule_errors() -> tuple[float, ...]:
-    """Volume errors (%) of the pair's moved 6 mm nodule over eight noise realisations (see the tests below)."""
+def _moved_nodule_spec(noise_seed: int) -> PhantomSpec:
+    """A small field of view, on the study's own voxel grid, around the moved 6 mm nodule of a phantom pair's
+    follow-up (patient turned 5 degrees, 0.85 x 0.85 x 1.25 mm, 20 HU), one noise realisation of it."""
     from MedAIExtension.phantom.followup import followup_spec
 
     baseline = PhantomSpec(
@@ -317,28 +317,35 @@ def _moved_nodule_errors() -> tuple[float, ...]:
     size = np.array([28, 28, 20])
     corner = np.rint(np.linalg.solve(affine[:3, :3], centre - affine[:3, 3])).astype(int) - size // 2
     middle = affine[:3, :3] @ (corner + (size - 1) / 2.0) + affine[:3, 3]  # the study's own voxel grid
-    errors = []
-    for noise_seed in range(8):
-        spec = dataclasses.replace(
-            followup,
-            size_ijk=tuple(int(v) for v in size),
-            center_ras=tuple(float(v) for v in middle),
-            nodules=(nodule,),
-            noise_seed=100 + noise_seed,
-        )
-        phantom = generate_chest_phantom(spec)
-        truth = phantom.truth["nodules"][0]
-        _, result = _run(phantom, phantom.labels.array > 0)
-        errors.append(100.0 * (result.volume_mm3 / truth["volume_mm3"] - 1.0))
-        assert result.kind is NoduleKind.SOLID
-    return tuple(errors)
+    return dataclasses.replace(
+        followup,
+        size_ijk=tuple(int(v) for v in size),
+        center_ras=tuple(float(v) for v in middle),
+        nodules=(nodule,),
+        noise_seed=100 + noise_seed,
+    )
+
+
+def _volume_error(phantom: Phantom) -> float:
+    """Volume error (%) of the phantom's one nodule, segmented from its true centre and measured."""
+    truth = phantom.truth["nodules"][0]
+    _, result = _run(phantom, phantom.labels.array > 0)
+    assert result.kind is NoduleKind.SOLID
+    return 100.0 * (result.volume_mm3 / truth["volume_mm3"] - 1.0)
+
+
+@functools.lru_cache(maxsize=1)
+def _moved_nodule_errors() -> tuple[float, ...]:
+    """Volume errors (%) of the pair's moved 6 mm nodule over eight noise realisations (see the tests below)."""
+    return tuple(_volume_error(generate_chest_phantom(_moved_nodule_spec(seed))) for seed in range(8))
 
 
 def test_vessel_lying_along_a_moved_patients_nodule_adds_no_volume() -> None:
     """The 6 mm solid nodule of the follow-up of a phantom pair (patient turned 5 degrees, clinical grid, 20 HU)
     has a vessel lying flat along one side: its partial volume raised that whole side of the surface (+6 % on the
     full study). Over eight noise realisations of a small field of view around it the volume must be unbiased
-    within 3 % (it was +4.2 % on average before the leave-one-cap-out check of the surface, +2.7 % with it)."""
+    within 3 % (it was +4.2 % on average before the leave-one-cap-out check of the surface, +2.7 % with it, and
+    +0.3 % with the foreign-density check of the boundary voxels)."""
     errors = _moved_nodule_errors()
     mean, median = float(np.mean(errors)), float(np.median(errors))
     line = f"volume errors {np.round(errors, 2).tolist()} %: mean {mean:+.2f} %, median {median:+.2f} %"
@@ -347,7 +354,17 @@ def test_vessel_lying_along_a_moved_patients_nodule_adds_no_volume() -> None:
     assert max(abs(e) for e in errors) <= 8.0, line
 
 
-@pytest.mark.xfail(strict=True, reason="5 of 8 noise realisations of this vessel-contact 6 mm nodule read +3.1..6.4 %")
 def test_every_noise_realisation_of_the_moved_nodule_within_3_percent() -> None:
-    """Issue 3's target per nodule: not met yet for a thin vessel lying flat along a 6 mm nodule."""
-    assert max(abs(e) for e in _moved_nodule_errors()) <= 3.0
+    """Issue 3's target per nodule, for a thin vessel lying flat along a 6 mm nodule: every realisation within
+    3 % (5 of the 8 read +3.1..+6.4 % before the foreign-density check)."""
+    errors = _moved_nodule_errors()
+    assert max(abs(e) for e in errors) <= 3.0, f"volume errors {np.round(errors, 2).tolist()} %"
+
+
+def test_moved_nodule_without_noise_shows_no_vessel_bias() -> None:
+    """Without image noise only the vessel's partial volume can move the surface: the volume must be within 1 %
+    (it read +2.9 % before the foreign-density check of the boundary voxels)."""
+    spec = dataclasses.replace(_moved_nodule_spec(0), noise_hu=0.0)
+    error = _volume_error(generate_chest_phantom(spec))
+    print(f"noise-free moved nodule: volume error {error:+.2f} %")
+    assert abs(error) <= 1.0, f"{error:+.2f} %"
