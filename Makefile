@@ -57,7 +57,9 @@ bench: dev-deps
 	$(PY) bench/gateway.py
 
 train: venv
-	$(PY) -m MedAIExtension.training.train
+	$(PY) -m MedAIExtension.training.train --iterations 1800 --train-cases 24
+	$(PY) -m MedAIExtension.training.train --init Resources/Models/chest-ct-lung-nodule-bundle/models/model.pt \
+		--iterations 1500 --train-cases 32 --case-seed 3000 --lr 1e-3 --nodule-weight 3 --nodule-share 0.45 --version 1.1.0
 	$(PY) -m MedAIExtension.training.train_classifier
 
 clean:

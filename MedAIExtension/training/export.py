@@ -153,6 +153,10 @@ def update_catalog(catalog_path: Path, entry: dict[str, Any], model_dir: Path) -
     data.setdefault("$schema", "./catalog.schema.json")
     entry = dict(entry)
     entry["files"] = [{**f, "sha256": sha256_of(model_dir / f["path"])} for f in entry["files"]]
-    data["models"] = [m for m in data["models"] if m["name"] != entry["name"]] + [entry]
+    names = [m["name"] for m in data["models"]]
+    if entry["name"] in names:  # replaced where it was, so the catalogue's order stays the same
+        data["models"][names.index(entry["name"])] = entry
+    else:
+        data["models"].append(entry)
     with atomic_path(catalog_path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

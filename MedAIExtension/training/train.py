@@ -1,6 +1,12 @@
-"""Train the shipped lung + nodule model on generated phantoms (CPU, a few minutes), export and catalogue it.
+r"""Train the shipped lung + nodule model on generated phantoms (CPU, ~20 min per run), export and catalogue it.
 
-    python -m MedAIExtension.training.train [--iterations 900] [--output Resources/Models]
+    python -m MedAIExtension.training.train --iterations 1800 --train-cases 24 [--catalog CATALOG]
+    python -m MedAIExtension.training.train --init Resources/Models/chest-ct-lung-nodule-bundle/models/model.pt \
+        --iterations 1500 --train-cases 32 --case-seed 3000 --lr 1e-3 --nodule-weight 3 --nodule-share 0.45 \
+        --version 1.1.0
+
+The second form fine-tunes existing weights (loaded with ``weights_only=True``) on new phantoms; the catalogue
+entry records every argument, so the shipped weights can be rebuilt from a clean clone.
 
 Writes ``chest-ct-lung-nodule.onnx`` (ONNX, default exporter), a MONAI bundle ``chest-ct-lung-nodule-bundle/``
 (the same weights, used to run the network in torch), and the catalogue entry with sha256 and the Dice measured
@@ -124,14 +130,18 @@ def _random_native_grid(rng: np.random.Generator) -> tuple[tuple[int, int, int],
     return (n, n, int(round(z_extent / slice_mm))), (in_plane, in_plane, slice_mm)
 
 
-def _make_cases(seeds: Sequence[int], log: Any) -> list[TrainingCase]:
+def _make_cases(
+    seeds: Sequence[int], log: Any, diameter_range_mm: tuple[float, float] = (4.0, 20.0)
+) -> list[TrainingCase]:
     from MedAIExtension.phantom import random_phantom_spec
 
     cases = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
         size, spacing = _random_native_grid(rng)
-        spec = random_phantom_spec(seed, size_ijk=size, spacing=spacing, max_nodules=6, diameter_range_mm=(4.0, 20.0))
+        spec = random_phantom_spec(
+            seed, size_ijk=size, spacing=spacing, max_nodules=6, diameter_range_mm=diameter_range_mm
+        )
         cases.append(TrainingCase.from_arrays(*prepare_case(spec), np.random.default_rng(seed)))
         log(
             f"  case seed {seed}: native {size} @ {tuple(round(s, 2) for s in spacing)} "
@@ -165,21 +175,21 @@ class TrainingCase:
 
 
 def _sample_patch(
-    case: TrainingCase, rng: np.random.Generator, patch: tuple[int, int, int]
+    case: TrainingCase, rng: np.random.Generator, patch: tuple[int, int, int], nodule_share: float = 0.3
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A training patch: 30 % centred on a nodule chosen uniformly (small ones count as much as big ones), 20 % on
-    a nodule voxel (big ones count more), 20 % on lung, 30 % anywhere."""
+    """A training patch: ``nodule_share`` (default 30 %) centred on a nodule chosen uniformly (small ones count as
+    much as big ones), 20 % on a nodule voxel (big ones count more), 20 % on lung, the rest anywhere."""
     image, label = case.image, case.label
     draw = rng.random()
     flat_index = None
-    if draw < 0.5 and case.nodules:
-        if draw < 0.3:
+    if draw < nodule_share + 0.2 and case.nodules:
+        if draw < nodule_share:
             voxels = case.nodules[int(rng.integers(len(case.nodules)))]
         else:
             sizes = np.array([n.size for n in case.nodules], dtype=float)
             voxels = case.nodules[int(rng.choice(len(case.nodules), p=sizes / sizes.sum()))]
         flat_index = int(voxels[int(rng.integers(voxels.size))])
-    elif draw < 0.7 and case.lung_sample.size:
+    elif draw < nodule_share + 0.4 and case.lung_sample.size:
         flat_index = int(case.lung_sample[int(rng.integers(case.lung_sample.size))])
     if flat_index is not None:
         centre = np.array(np.unravel_index(flat_index, label.shape))
@@ -207,27 +217,61 @@ def train(
     batch_size: int = 4,
     seed: int = 0,
     log: Any = print,
+    *,
+    init_weights: Path | None = None,
+    lr: float = 3e-3,
+    case_seed: int = 1000,
+    max_diameter_mm: float = 20.0,
+    nodule_weight: float = 2.0,
+    nodule_share: float = 0.3,
 ) -> Any:
-    """Train the network on ``n_train`` random phantoms; returns the trained network (eval mode)."""
+    """Train the network on ``n_train`` random phantoms; returns the trained network (eval mode).
+
+    Args:
+        iterations: optimiser steps (batches of ``batch_size`` 64³ patches).
+        n_train: number of training phantoms (seeds ``case_seed`` … ``case_seed + n_train - 1``).
+        batch_size: patches per step.
+        seed: seed of the patch sampling and the weight initialisation.
+        log: where progress lines go.
+        init_weights: a ``state_dict`` file (e.g. the bundle's ``models/model.pt``) to fine-tune instead of
+            starting from random weights; loaded with ``weights_only=True``.
+        lr: peak learning rate (cosine decay to a tenth of it, at most 1e-4).
+        case_seed: first phantom seed (held-out phantoms use 9000 and up).
+        max_diameter_mm: largest nodule diameter in the training phantoms (smallest: 4 mm).
+        nodule_weight: cross-entropy weight of the nodule class (background and lung: 1).
+        nodule_share: share of patches centred on a nodule chosen uniformly (at most 0.6).
+    """
     import torch
     from monai.losses import DiceCELoss
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     log(f"generating {n_train} training phantoms")
-    cases = _make_cases([1000 + i for i in range(n_train)], log)
+    cases = _make_cases([case_seed + i for i in range(n_train)], log, (4.0, max_diameter_mm))
     network = build_network()
+    if init_weights is not None:
+        network.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
+        log(f"fine-tuning the weights in {init_weights}")
     # batch Dice (stable when a patch has no nodule) and a heavier weight on the small nodule class
     loss_fn = DiceCELoss(
-        to_onehot_y=True, softmax=True, include_background=True, batch=True, weight=torch.tensor([1.0, 1.0, 2.0])
+        to_onehot_y=True,
+        softmax=True,
+        include_background=True,
+        batch=True,
+        weight=torch.tensor([1.0, 1.0, float(nodule_weight)]),
     )
-    optimizer = torch.optim.AdamW(network.parameters(), lr=3e-3, weight_decay=1e-5)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(iterations, 1), eta_min=1e-4)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-5)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=max(iterations, 1), eta_min=min(1e-4, lr / 10.0)
+    )
     network.train()
     started = time.perf_counter()
     running = 0.0
     for step in range(1, iterations + 1):
-        patches = [_sample_patch(cases[int(rng.integers(len(cases)))], rng, TRAIN_PATCH) for _ in range(batch_size)]
+        patches = [
+            _sample_patch(cases[int(rng.integers(len(cases)))], rng, TRAIN_PATCH, nodule_share)
+            for _ in range(batch_size)
+        ]
         x = torch.from_numpy(np.stack([p[0] for p in patches])[:, None].astype(np.float32))
         y = torch.from_numpy(np.stack([p[1] for p in patches])[:, None].astype(np.int64))
         optimizer.zero_grad(set_to_none=True)
@@ -302,6 +346,20 @@ def bundle_entry(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _training_record(catalog: Path) -> dict[str, Any] | None:
+    """The catalogue's training record of the shipped model (what the weights being fine-tuned came from)."""
+    try:
+        models = json.loads(catalog.read_text())["models"]
+    except (OSError, ValueError, KeyError):
+        return None
+    record = next((m.get("training") for m in models if m.get("name") == MODEL_NAME), None)
+    if not record:
+        return None
+    return {key: value for key, value in record.items() if key != "heldout"} | {
+        "version": next(m.get("version") for m in models if m.get("name") == MODEL_NAME)
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Train, export (ONNX + MONAI bundle), catalogue and evaluate the shipped model."""
     import torch
@@ -316,20 +374,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--heldout", type=int, default=4)
     parser.add_argument("--catalog", type=Path, default=DEFAULT_CATALOG)
+    parser.add_argument("--init", type=Path, default=None, help="state_dict to fine-tune (weights_only load)")
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--case-seed", type=int, default=1000)
+    parser.add_argument("--max-diameter", type=float, default=20.0)
+    parser.add_argument("--nodule-weight", type=float, default=2.0)
+    parser.add_argument("--nodule-share", type=float, default=0.3)
+    parser.add_argument("--version", default="1.0.0")
     args = parser.parse_args(argv)
     torch.set_num_threads(cpu_threads())
     started = time.perf_counter()
-    network = train(args.iterations, args.train_cases, args.batch_size)
+    previous = None
+    if args.init is not None:
+        if not args.init.is_file():
+            parser.error(f"--init {args.init}: no such file")
+        previous = _training_record(args.catalog)
+    network = train(
+        args.iterations,
+        args.train_cases,
+        args.batch_size,
+        init_weights=args.init,
+        lr=args.lr,
+        case_seed=args.case_seed,
+        max_diameter_mm=args.max_diameter,
+        nodule_weight=args.nodule_weight,
+        nodule_share=args.nodule_share,
+    )
     model_dir = args.catalog.parent
-    entry = model_entry()
+    entry = model_entry(args.version)
     onnx_path = export_onnx(network, model_dir / f"{MODEL_NAME}.onnx", PATCH, entry)
     write_monai_bundle(network, model_dir / f"{MODEL_NAME}-bundle", NETWORK_ARGS, entry)
     entry["training"] = {
         "script": "python -m MedAIExtension.training.train",
         "iterations": args.iterations,
         "train_cases": args.train_cases,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "case_seed": args.case_seed,
+        "max_diameter_mm": args.max_diameter,
+        "nodule_weight": args.nodule_weight,
+        "nodule_share": args.nodule_share,
         "seconds": round(time.perf_counter() - started, 1),
     }
+    if previous is not None:
+        # the stages that made the starting weights, oldest first, so the shipped file can be rebuilt
+        entry["training"]["fine_tuned_from"] = previous
     update_catalog(args.catalog, entry, model_dir)
     catalogued = ModelEntry.from_dict(
         next(m for m in json.loads(args.catalog.read_text())["models"] if m["name"] == MODEL_NAME), model_dir

@@ -1,9 +1,8 @@
 """The shipped model on held-out phantoms (seeds never used in training): Dice printed and checked.
 
-Targets (issue 2): Dice ≥ 0.90 for the lungs and ≥ 0.70 for nodules of 6 mm or more. The lung target is met.
-The nodule target is not met yet by the shipped model (about 0.58 to 0.76 depending on the held-out set, because
-nodules of about 6 mm are often missed); that check is marked as an expected failure, strict, so the marker has
-to be removed as soon as a better model reaches the target.
+Targets (issue 2): Dice ≥ 0.90 for the lungs and ≥ 0.70 for nodules of 6 mm or more, each nodule's Dice measured
+in a box of twice its diameter around it and averaged over the nodules (a missed nodule counts 0). Fifteen
+held-out phantoms with random grids (0.9–2 mm in-plane, 1–3 mm slices) give about 36 such nodules.
 """
 
 from __future__ import annotations
@@ -15,8 +14,8 @@ import pytest
 from MedAIExtension.models.catalog import load_catalog
 from MedAIExtension.training.train import MODEL_NAME, evaluate_on_heldout
 
-#: The training script's own held-out seeds plus three more; training uses seeds 1000..1023.
-HELDOUT_SEEDS = [9000, 9001, 9002, 9003, 9100, 9101, 9102]
+#: The training script's own held-out seeds plus eleven more; training used seeds 1000..1023 and 3000..3031.
+HELDOUT_SEEDS = [9000, 9001, 9002, 9003, 9100, 9101, 9102, *range(9200, 9208)]
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +37,11 @@ def test_lung_dice_on_heldout_phantoms(heldout_metrics: dict[str, Any]) -> None:
     assert heldout_metrics["dice_lung"] >= 0.90
 
 
-def test_nodule_dice_does_not_regress(heldout_metrics: dict[str, Any]) -> None:
-    assert heldout_metrics["nodules_ge_6mm"] >= 10
-    assert heldout_metrics["dice_nodule_label"] >= 0.55
-    assert heldout_metrics["dice_nodules_ge_6mm"] >= 0.60
-
-
-@pytest.mark.xfail(strict=True, reason="shipped model misses many ~6 mm nodules; issue 2 target not met yet")
 def test_nodule_dice_reaches_the_target(heldout_metrics: dict[str, Any]) -> None:
+    assert heldout_metrics["nodules_ge_6mm"] >= 30  # enough nodules for the mean to mean something
     assert heldout_metrics["dice_nodules_ge_6mm"] >= 0.70
+
+
+def test_nodule_label_has_few_false_positives(heldout_metrics: dict[str, Any]) -> None:
+    """Dice of the whole nodule label (false positives anywhere in the lungs count against it)."""
+    assert heldout_metrics["dice_nodule_label"] >= 0.65
