@@ -29,7 +29,7 @@ from MedAIExtension.dicom.source import check_frame_of_reference, load_source_da
 from MedAIExtension.dicom.tools import find_dcmqi_tool
 from MedAIExtension.errors import GeometryError, InputError, OutputError
 from MedAIExtension.io.image import Image
-from MedAIExtension.labels import CodedTerm, SegmentLabel
+from MedAIExtension.labels import CodedTerm, SegmentLabel, label_counts
 
 __all__ = [
     "EmptySegmentationError",
@@ -84,10 +84,7 @@ def _label_array(labelmap: Image, labels: Sequence[SegmentLabel]) -> tuple[np.nd
             "label values 1..255 and 0 for background."
         )
     array = array.astype(np.uint8, copy=False)
-    counts = np.zeros(256, dtype=np.int64)
-    for slab in range(0, array.shape[0], 16):  # bincount copies to intp; slabs keep that copy small
-        counts += np.bincount(array[slab : slab + 16].ravel(), minlength=256)
-    present = {int(v) for v in np.flatnonzero(counts[1:]) + 1}
+    present = set(label_counts(array)) - {0}
     unknown = sorted(present - known)
     if unknown:
         raise InputError(

@@ -23,7 +23,7 @@ import numpy as np
 
 from MedAIExtension.errors import GeometryError, InputError
 from MedAIExtension.io.image import Image
-from MedAIExtension.labels import CodedTerm, SegmentLabel
+from MedAIExtension.labels import CodedTerm, SegmentLabel, label_counts
 from MedAIExtension.mrml._vtk import added_to_scene, array_from_image_data, oriented_image
 
 __all__ = [
@@ -101,8 +101,8 @@ def _label_array(labelmap: Image, labels: tuple[SegmentLabel, ...]) -> np.ndarra
             f"The label map has voxel type {array.dtype}; label maps hold integer label values. "
             "Round and cast it to an integer type first."
         )
-    present = np.unique(array)
-    unknown = sorted(set(present.tolist()) - {0} - {label.value for label in labels})
+    present = label_counts(array)
+    unknown = sorted(set(present) - {0} - {label.value for label in labels})
     if unknown:
         shown = ", ".join(str(v) for v in unknown[:10]) + (" ..." if len(unknown) > 10 else "")
         raise InputError(
