@@ -244,6 +244,8 @@ def train(
     import torch
     from monai.losses import DiceCELoss
 
+    if not 0.0 <= nodule_share <= 0.6:
+        raise ValueError(f"nodule_share must be in [0, 0.6] (20 % of patches go to lung), got {nodule_share}")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     log(f"generating {n_train} training phantoms")
@@ -384,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(cpu_threads())
     started = time.perf_counter()
+    if not 0.0 <= args.nodule_share <= 0.6:
+        parser.error(f"--nodule-share {args.nodule_share}: must be between 0 and 0.6")
     previous = None
     if args.init is not None:
         if not args.init.is_file():
