@@ -190,17 +190,41 @@ def fit_radial_surface(points: np.ndarray, centre: np.ndarray) -> RadialSurface:
         pick = np.linspace(0, len(radii) - 1, _MAX_POINTS).astype(int)
         offsets, radii = offsets[pick], radii[pick]
     directions = offsets / radii[:, None]
-    alpha = float(np.clip(math.sqrt(80.0 / max(len(radii), 1)), 0.12, 0.6))
+    alpha = _kernel_width(len(radii))
     queries = _polar_directions()
     base = float(np.median(radii))
     first = RadialSurface(centre, base + _smooth(queries, directions, radii - base, alpha, median=True).reshape(_GRID))
-    residual = radii - first.towards(directions)
-    good = np.abs(residual) <= max(2.5 * robust_std(residual), 0.1)
-    if np.count_nonzero(good) < _MIN_POINTS:
+    refined = _trimmed_mean_fit(queries, directions, radii, first.towards(directions), alpha)
+    if refined is None:
         return first
+    return RadialSurface(centre, refined[0].reshape(_GRID))
+
+
+def _kernel_width(count: int) -> float:
+    """Angular kernel width (radians) of the surface fit for ``count`` points: about 40 points under it."""
+    return float(np.clip(math.sqrt(80.0 / max(count, 1)), 0.12, 0.6))
+
+
+def _within_noise(residual: np.ndarray) -> np.ndarray:
+    """Points whose residual from a first surface is within 2.5 robust standard deviations (at least 0.1 mm)."""
+    return np.abs(residual) <= max(2.5 * robust_std(residual), 0.1)
+
+
+def _trimmed_mean_fit(
+    queries: np.ndarray, directions: np.ndarray, radii: np.ndarray, first: np.ndarray, alpha: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Second pass of the surface fit: radii at ``queries`` and which points were kept, or None if too few.
+
+    Points further than 2.5 robust standard deviations (at least 0.1 mm) from the first surface (``first``, its
+    radius in each point's direction) are dropped; the rest give a Gaussian-weighted mean deviation from their
+    mean radius with a pull towards the sphere of two points' worth.
+    """
+    good = _within_noise(radii - first)
+    if np.count_nonzero(good) < _MIN_POINTS:
+        return None
     base = float(np.mean(radii[good]))
     deviation = _smooth(queries, directions[good], radii[good] - base, alpha, median=False, prior=2.0)
-    return RadialSurface(centre, base + deviation.reshape(_GRID))
+    return base + deviation, good
 
 
 def _smooth(
@@ -288,12 +312,11 @@ def _raised_patches(points: np.ndarray, centre: np.ndarray, excess: np.ndarray, 
     check = np.arange(len(radii))
     if len(check) > _PATCH_POINTS:
         check = np.linspace(0, len(radii) - 1, _PATCH_POINTS).astype(int)
-    alpha = float(np.clip(math.sqrt(80.0 / len(check)), 0.12, 0.6))
+    alpha = _kernel_width(len(check))
     sub_dirs, sub_radii = directions[check], radii[check]
     base = float(np.median(sub_radii))
     first = base + _smooth(sub_dirs, sub_dirs, sub_radii - base, alpha, median=True)
-    residual = sub_radii - first
-    good = np.abs(residual) <= max(2.5 * robust_std(residual), 0.1)
+    good = _within_noise(sub_radii - first)
     caps = _fibonacci_directions(_N_PATCHES)
     member = directions @ caps.T >= math.cos(_CAP_RADIUS)
     sub_member = member[check]
@@ -638,15 +661,13 @@ def _consistent(candidates: np.ndarray, points: np.ndarray, centre: np.ndarray) 
         return back
     directions = offsets / radii[:, None]
     queries = np.concatenate([directions, aside / aside_radii[:, None]])
-    alpha = float(np.clip(math.sqrt(80.0 / len(radii)), 0.12, 0.6))
+    alpha = _kernel_width(len(radii))
     base = float(np.median(radii))
     first = base + _smooth(directions, directions, radii - base, alpha, median=True)
-    residual = radii - first
-    good = np.abs(residual) <= max(2.5 * robust_std(residual), 0.1)
-    if np.count_nonzero(good) < _MIN_POINTS:
+    refined = _trimmed_mean_fit(queries, directions, radii, first, alpha)
+    if refined is None:
         return back
-    base = float(np.mean(radii[good]))
-    fitted = base + _smooth(queries, directions[good], radii[good] - base, alpha, median=False, prior=2.0)
+    fitted, good = refined
     spread = max(robust_std(radii[good] - fitted[: len(radii)][good]), 0.01)
     offset = aside_radii - fitted[len(radii) :]
     return (offset <= _CONSISTENT_SD * spread) & (offset >= -2.5 * spread)
