@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CodedTerm", "SegmentLabel", "label_counts", "label_statistics"]
+__all__ = ["CodedTerm", "SegmentLabel", "label_boxes", "label_counts", "label_statistics"]
 
 
 @dataclass(frozen=True)
@@ -117,6 +117,43 @@ def label_counts(array: Any) -> dict[int, int]:
         return {int(v): int(counts[v]) for v in present}
     values, counts = np.unique(array, return_counts=True)
     return {int(v): int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+
+
+def label_boxes(array: Any, values: Sequence[int]) -> dict[int, tuple[slice, ...] | None]:
+    """The tight bounding box (one slice per axis) of each of ``values`` in an integer label array; None if absent.
+
+    For a few values, each box comes from the value's mask projected on the first axis and then, inside that
+    range, on the others: several times faster on a whole CT than ``scipy.ndimage.find_objects``, which is used
+    for many values (one pass finds them all).
+    """
+    import numpy as np
+
+    array = np.asarray(array)
+    if array.dtype == bool:
+        array = array.view(np.uint8)
+    wanted = sorted({int(v) for v in values if int(v) > 0})
+    if not wanted or array.size == 0:
+        return dict.fromkeys(wanted)
+    if len(wanted) > 4 or array.ndim < 2:
+        from scipy import ndimage
+
+        found = ndimage.find_objects(array, max_label=max(wanted))
+        return {v: found[v - 1] for v in wanted}
+    boxes: dict[int, tuple[slice, ...] | None] = {}
+    other_axes = tuple(range(1, array.ndim))
+    for value in wanted:
+        mask = array == value
+        first = np.flatnonzero(mask.any(axis=other_axes))
+        if first.size == 0:
+            boxes[value] = None
+            continue
+        inside = mask[first[0] : first[-1] + 1]
+        box = [slice(int(first[0]), int(first[-1]) + 1)]
+        for axis in other_axes:
+            hits = np.flatnonzero(inside.any(axis=tuple(a for a in range(array.ndim) if a != axis)))
+            box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+        boxes[value] = tuple(box)
+    return boxes
 
 
 def label_statistics(labelmap: Any, labels: Sequence[SegmentLabel]) -> list[dict[str, Any]]:

@@ -57,7 +57,14 @@ class OnnxBackend:
 
 
 class TorchBackend:
-    """A torch module (TorchScript file, or a MONAI bundle network with a weights-only state dict)."""
+    """A torch module (TorchScript file, or a MONAI bundle network with a weights-only state dict).
+
+    On the CPU, :meth:`predict` runs the network's inference form
+    (:func:`~MedAIExtension.models.torch_inference.cpu_inference_module`: batch norms folded into convolutions,
+    channels-last-3d layout), which is faster and agrees to float rounding; :attr:`module` stays the network as
+    loaded, for methods that hook its layers. While any layer of :attr:`module` is in training mode (MC dropout
+    switches its dropout layers on), :meth:`predict` runs :attr:`module` itself, so such switches take effect.
+    """
 
     def __init__(self, module: Any, device: Device | str = Device.AUTO) -> None:
         import torch
@@ -70,6 +77,13 @@ class TorchBackend:
         if not use_cuda:
             torch.set_num_threads(cpu_threads())
         self.module = module.to(self.torch_device).eval()
+        self.channels_last = False
+        self._runner = self.module
+        if not use_cuda:
+            from MedAIExtension.models.torch_inference import cpu_inference_module
+
+            prepared = cpu_inference_module(self.module)
+            self._runner, self.channels_last = prepared.module, prepared.channels_last
         self.provider = f"torch:{self.torch_device.type}"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -77,10 +91,16 @@ class TorchBackend:
         import torch
 
         with torch.inference_mode():
-            out = self.module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.torch_device))
+            tensor = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.torch_device)
+            if self.channels_last and tensor.dim() == 5:
+                tensor = tensor.contiguous(memory_format=torch.channels_last_3d)
+            runner = self._runner
+            if runner is not self.module and any(layer.training for layer in self.module.modules()):
+                runner, tensor = self.module, tensor.contiguous()
+            out = runner(tensor)
             if isinstance(out, (tuple, list)):
                 out = out[0]
-            return out.float().cpu().numpy()
+            return out.float().cpu().contiguous().numpy()
 
 
 def load_bundle_module(entry: ModelEntry) -> Any:

@@ -19,6 +19,7 @@ import numpy as np
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
+from MedAIExtension.labels import label_boxes
 from MedAIExtension.models.backends import Backend
 from MedAIExtension.models.catalog import ModelEntry
 from MedAIExtension.models.preprocessing import (
@@ -29,7 +30,7 @@ from MedAIExtension.models.preprocessing import (
     model_grid,
     normalize_intensity,
     resample_array,
-    resample_to_grid,
+    resample_normalized,
 )
 from MedAIExtension.models.resample_scores import channel_argmax, scores_to_labels
 from MedAIExtension.progress import Progress
@@ -178,14 +179,12 @@ def postprocess_labelmap(labelmap: np.ndarray, entry: ModelEntry, voxel_volume_m
     post = entry.postprocessing
     keep = dict(post.keep_largest_component)
     structure = ndimage.generate_binary_structure(3, 1)
-    boxes = ndimage.find_objects(labelmap) if labelmap.size else []
-    for label in entry.labels:
-        value = label.value
-        if value not in keep and post.min_component_mm3 <= 0:
+    values = [label.value for label in entry.labels if label.value in keep or post.min_component_mm3 > 0]
+    boxes = label_boxes(labelmap, values)
+    for value in values:
+        if boxes.get(value) is None:
             continue
-        if value < 1 or value > len(boxes) or boxes[value - 1] is None:
-            continue
-        region = labelmap[boxes[value - 1]]  # a view: edits land in ``labelmap``
+        region = labelmap[boxes[value]]  # a view: edits land in ``labelmap``
         mask = region == value
         components, count = ndimage.label(mask, structure=structure)
         sizes = np.bincount(components.ravel(), minlength=count + 1)
@@ -201,7 +200,10 @@ def postprocess_labelmap(labelmap: np.ndarray, entry: ModelEntry, voxel_volume_m
             kept[0] = True
             if kept.all():
                 continue
-        region[~kept[components]] = 0  # component 0 is outside the mask and is kept as it is
+        # component 0 is outside the mask and is kept as it is; dropped voxels are few, so find them by index
+        # (a boolean-mask write over the whole box is far slower on this strided view)
+        dropped = np.flatnonzero(~kept[components])
+        region[np.unravel_index(dropped, region.shape)] = 0
     return labelmap
 
 
@@ -273,16 +275,19 @@ def prepare_input(
         grid = _snap_to_windows(*grid, *crop_grid(*grid, work), roi_kji, overlap)
         box = _raw_box(image, *grid)
         work = crop_image(image, box)
-    model_image = resample_to_grid(work, *grid) if grid is not None else work
-    prep(0.6, "normalising intensities")
-    data = normalize_intensity(model_image.array, spec.normalization)
+    if grid is not None:
+        model_ijk_to_ras, model_shape = grid
+        data = resample_normalized(work, model_ijk_to_ras, model_shape, spec.normalization)
+    else:
+        model_ijk_to_ras, model_shape = work.ijk_to_ras, work.shape
+        data = normalize_intensity(work.array, spec.normalization)
     if spec.axis_order == "ijk":
         data = np.ascontiguousarray(data.transpose(2, 1, 0))
     prep(1.0, "input ready")
     return PreparedInput(
         data=data,
-        model_ijk_to_ras=model_image.ijk_to_ras,
-        model_shape=tuple(int(n) for n in model_image.shape),  # type: ignore[arg-type]
+        model_ijk_to_ras=model_ijk_to_ras,
+        model_shape=tuple(int(n) for n in model_shape),  # type: ignore[arg-type]
         region=work,
         box=box,
         resampled=grid is not None,
@@ -360,7 +365,7 @@ def scores_to_labelmap(
     if postprocess:
         post(0.0, "cleaning up the label map")
         postprocess_labelmap(sub_labels, entry, image.voxel_volume_mm3)
-    if prepared.box is None:
+    if prepared.box is None or sub_labels.shape == image.shape:
         labelmap = sub_labels
     else:
         labelmap = np.zeros(image.shape, dtype=np.uint8)

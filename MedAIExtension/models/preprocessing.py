@@ -20,6 +20,7 @@ __all__ = [
     "normalize_intensity",
     "orientation_direction_lps",
     "resample_array",
+    "resample_normalized",
     "resample_to_grid",
 ]
 
@@ -104,6 +105,37 @@ def crop_grid(
     return affine, (int(size[2]), int(size[1]), int(size[0]))
 
 
+def _resampled_sitk(
+    source: Image | Any,
+    ijk_to_ras: np.ndarray,
+    shape_kji: tuple[int, int, int],
+    linear: bool,
+    fill: float | None,
+) -> Any:
+    """The SimpleITK image of ``source`` resampled onto the grid (see :func:`resample_array`)."""
+    import SimpleITK as sitk
+
+    if isinstance(source, Image):
+        default = float(source.array.min()) if fill is None else float(fill)
+        source = source.to_sitk()
+    else:
+        default = 0.0 if fill is None else float(fill)
+    origin, spacing, direction = affine_parts(LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=float))
+    pixel_type = source.GetPixelID()
+    if linear and pixel_type not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        # ITK interpolates in double whatever the input type; writing float32 directly equals casting first
+        pixel_type = sitk.sitkFloat32
+    resampler = sitk.ResampleImageFilter()
+    resampler.SetSize([int(shape_kji[2]), int(shape_kji[1]), int(shape_kji[0])])
+    resampler.SetOutputOrigin([float(v) for v in origin])
+    resampler.SetOutputSpacing([float(v) for v in spacing])
+    resampler.SetOutputDirection([float(v) for v in direction.flatten()])
+    resampler.SetInterpolator(sitk.sitkLinear if linear else sitk.sitkNearestNeighbor)
+    resampler.SetDefaultPixelValue(default)
+    resampler.SetOutputPixelType(pixel_type)
+    return resampler.Execute(source)
+
+
 def resample_array(
     source: Image | Any,
     ijk_to_ras: np.ndarray,
@@ -118,23 +150,21 @@ def resample_array(
     """
     import SimpleITK as sitk
 
-    if isinstance(source, Image):
-        default = float(source.array.min()) if fill is None else float(fill)
-        source = source.to_sitk()
-    else:
-        default = 0.0 if fill is None else float(fill)
-    origin, spacing, direction = affine_parts(LPS_TO_RAS @ np.asarray(ijk_to_ras, dtype=float))
-    if linear and source.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
-        source = sitk.Cast(source, sitk.sitkFloat32)
-    resampler = sitk.ResampleImageFilter()
-    resampler.SetSize([int(shape_kji[2]), int(shape_kji[1]), int(shape_kji[0])])
-    resampler.SetOutputOrigin([float(v) for v in origin])
-    resampler.SetOutputSpacing([float(v) for v in spacing])
-    resampler.SetOutputDirection([float(v) for v in direction.flatten()])
-    resampler.SetInterpolator(sitk.sitkLinear if linear else sitk.sitkNearestNeighbor)
-    resampler.SetDefaultPixelValue(default)
-    resampler.SetOutputPixelType(source.GetPixelID())
-    return sitk.GetArrayFromImage(resampler.Execute(source))
+    return sitk.GetArrayFromImage(_resampled_sitk(source, ijk_to_ras, shape_kji, linear, fill))
+
+
+def resample_normalized(
+    image: Image, ijk_to_ras: np.ndarray, shape_kji: tuple[int, int, int], normalization: Mapping[str, Any]
+) -> np.ndarray:
+    """``normalize_intensity(resample_array(image, ...))`` (linear) without the intermediate copy.
+
+    The normalisation reads the resampled voxels in place (a view of SimpleITK's buffer) and writes the only
+    float32 copy.
+    """
+    import SimpleITK as sitk
+
+    resampled = _resampled_sitk(image, ijk_to_ras, shape_kji, True, None)
+    return normalize_intensity(sitk.GetArrayViewFromImage(resampled), normalization)
 
 
 def resample_to_grid(

@@ -86,17 +86,26 @@ def _axis_aligned(scores: np.ndarray, cells: np.ndarray, mapping: np.ndarray, ta
     # cells are indexed (k', j', i'); reorder them to the target's (k, j, i)
     cell_axis = {0: 2, 1: 1, 2: 0}  # model i'/j'/k' -> array axis of `cells`
     order = [cell_axis[axes[2]], cell_axis[axes[1]], cell_axis[axes[0]]]
-    labels = cells.transpose(order)[np.ix_(cell_idx[2], cell_idx[1], cell_idx[0])]
-    outside = ~(inside[2][:, None, None] & inside[1][None, :, None] & inside[0][None, None, :])
-    labels[outside] = 0
-    mixed = np.nonzero(labels == _MIXED)
-    if mixed[0].size:
+    # separable gather: rows and columns first (a model-sized array), then the long axis slab by slab, so
+    # each step streams through memory instead of one 3-D fancy index over every target voxel
+    rows = np.take(np.take(cells.transpose(order), cell_idx[2], axis=0), cell_idx[1], axis=1)
+    labels = np.empty(target.shape, dtype=np.uint8)
+    for k0 in range(0, labels.shape[0], 8):
+        np.take(rows[k0 : k0 + 8], cell_idx[0], axis=2, out=labels[k0 : k0 + 8], mode="clip")
+    del rows
+    labels[~inside[2]] = 0
+    labels[:, ~inside[1]] = 0
+    labels[:, :, ~inside[0]] = 0
+    flat = np.flatnonzero(labels == _MIXED)
+    if flat.size:
+        mixed = np.unravel_index(flat, labels.shape)
         # model coordinates (k', j', i') of the mixed target voxels
         per_target = {2: coords[2][mixed[0]], 1: coords[1][mixed[1]], 0: coords[0][mixed[2]]}
         model_coords = [None, None, None]
         for target_axis, model_axis in enumerate(axes):
             model_coords[2 - model_axis] = per_target[target_axis]
         points = np.stack(model_coords)
+        del mixed, per_target, model_coords
         best = map_coordinates(scores[0], points, order=1, mode="nearest", prefilter=False)
         winner = np.zeros(best.shape, dtype=np.uint8)
         for channel in range(1, scores.shape[0]):
@@ -104,7 +113,7 @@ def _axis_aligned(scores: np.ndarray, cells: np.ndarray, mapping: np.ndarray, ta
             better = value > best
             winner[better] = channel
             np.maximum(best, value, out=best)
-        labels[mixed] = winner
+        labels.reshape(-1)[flat] = winner
     return labels
 
 

@@ -1,4 +1,4 @@
-"""``label_counts``: the voxel count of every value in a label array, as ``np.unique`` gives it, on every dtype."""
+"""``label_counts`` (voxel count of every value, as ``np.unique`` gives it, on every dtype) and ``label_boxes``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from MedAIExtension.io.image import Image
-from MedAIExtension.labels import SegmentLabel, label_counts, label_statistics
+from MedAIExtension.labels import SegmentLabel, label_boxes, label_counts, label_statistics
 
 
 def _unique_counts(array: np.ndarray) -> dict[int, int]:
@@ -41,3 +41,30 @@ def test_statistics_count_absent_labels_as_zero() -> None:
     rows = label_statistics(image, labels)
     assert [(r["label"], r["voxel_count"]) for r in rows] == [(1, 0), (2, 8)]
     assert rows[1]["volume_ml"] == pytest.approx(8 * 0.5 / 1000.0)
+
+
+@pytest.mark.parametrize("values", [(1, 2), (1, 2, 3, 4, 5, 6, 9)], ids=["few-projections", "many-find-objects"])
+def test_label_boxes_equal_scipy_find_objects(values: tuple[int, ...]) -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    array = np.zeros((30, 40, 50), dtype=np.uint8)
+    for value in values[:-1]:  # the last value is absent
+        k, j, i = rng.integers(0, 20, 3)
+        dk, dj, di = rng.integers(1, 10, 3)
+        array[k : k + dk, j : j + dj, i : i + di] = value
+        array[rng.integers(0, 30), rng.integers(0, 40), rng.integers(0, 50)] = value  # a stray voxel
+    expected = ndimage.find_objects(array, max_label=max(values))
+    boxes = label_boxes(array, values)
+    assert set(boxes) == set(values)
+    for value in values:
+        assert boxes[value] == expected[value - 1], value
+    assert boxes[values[-1]] is None
+
+
+def test_label_boxes_of_masks_and_empty_requests() -> None:
+    mask = np.zeros((6, 7, 8), dtype=bool)
+    mask[2:4, 1, 3:8] = True
+    assert label_boxes(mask, [1]) == {1: (slice(2, 4), slice(1, 2), slice(3, 8))}
+    assert label_boxes(mask, [0]) == {}
+    assert label_boxes(np.zeros((3, 3, 3), np.uint8), [1]) == {1: None}
