@@ -4,6 +4,7 @@
 
 set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/__init__.py
+  MedAIExtension/allocator.py
   MedAIExtension/atomic.py
   MedAIExtension/cli.py
   MedAIExtension/deid/__init__.py

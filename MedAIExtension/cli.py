@@ -172,12 +172,14 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 def _cmd_models(args: argparse.Namespace) -> int:
     from MedAIExtension.models.catalog import load_catalog
     from MedAIExtension.models.devices import Device, cuda_available
+    from MedAIExtension.segmentation.pipeline import runtime_entry
 
     catalog = load_catalog(args.catalog, models_dirs=args.models_dir or ())
     rows = []
     for entry in catalog.entries():
         backend = "onnx" if entry.backend == "onnx" else "torch"
         device = "cuda" if cuda_available(backend) else Device.CPU.value
+        runs_as = runtime_entry(entry, Device.AUTO, catalog)
         rows.append(
             {
                 "name": entry.name,
@@ -186,6 +188,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 "task": entry.task,
                 "backend": entry.backend,
                 "device": device,
+                "runs_as": runs_as.name,
                 "labels": [label.name for label in entry.labels],
                 "source": entry.source,
             }
@@ -194,7 +197,10 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(json.dumps({"models": rows, "problems": catalog.problems}, indent=2))
         return 0
     for row in rows:
-        print(f"{row['name']}  ({row['task']}, {row['version']}, {row['backend']}, would run on {row['device']})")
+        where = f"would run on {row['device']}"
+        if row["runs_as"] != row["name"]:
+            where += f" as {row['runs_as']}: the same weights, faster there"
+        print(f"{row['name']}  ({row['task']}, {row['version']}, {row['backend']}, {where})")
         print(f"    {row['title']}")
         print(f"    labels: {', '.join(row['labels'])}   [{row['source']}]")
     for problem in catalog.problems:
@@ -354,7 +360,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``medai``; returns the exit status."""
+    """Entry point of ``medai``; returns the exit status.
+
+    Run as the ``medai`` program (``argv`` None), the process keeps freed memory for reuse
+    (:func:`~MedAIExtension.allocator.keep_freed_memory`); called with arguments from other code, it changes
+    nothing process-wide.
+    """
+    if argv is None:
+        from MedAIExtension.allocator import keep_freed_memory
+
+        keep_freed_memory()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "command", None) == "segment":

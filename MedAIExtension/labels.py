@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CodedTerm", "SegmentLabel", "label_boxes", "label_counts", "label_statistics"]
+__all__ = ["CodedTerm", "SegmentLabel", "bincount_slabs", "label_boxes", "label_counts", "label_statistics"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,28 @@ class SegmentLabel:
         return out
 
 
+def bincount_slabs(array: Any, minlength: int = 0) -> Any:
+    """``np.bincount(array.ravel(), minlength=minlength)`` for a non-negative integer array of any shape.
+
+    Counted over slabs of about 4 M values: ``np.bincount`` first copies its input to 64-bit integers, and slab by
+    slab that copy stays small instead of being 2-8 times the array.
+    """
+    import numpy as np
+
+    array = np.asarray(array)
+    counts = np.zeros(max(int(minlength), 1), dtype=np.int64)
+    if array.size == 0:
+        return counts[: max(int(minlength), 0)]
+    slabs = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(1, -1)
+    step = max(1, (1 << 22) // max(slabs.shape[1], 1))
+    for start in range(0, slabs.shape[0], step):
+        part = np.bincount(slabs[start : start + step].ravel())
+        if part.size > counts.size:
+            counts = np.concatenate([counts, np.zeros(part.size - counts.size, dtype=np.int64)])
+        counts[: part.size] += part
+    return counts
+
+
 def label_counts(array: Any) -> dict[int, int]:
     """Voxel count of every value present in an integer (or boolean) label array, background 0 included.
 
@@ -108,11 +130,7 @@ def label_counts(array: Any) -> dict[int, int]:
     if array.dtype == bool:
         array = array.view(np.uint8)
     if array.size and np.issubdtype(array.dtype, np.integer) and 0 <= array.min() and array.max() <= 65535:
-        counts = np.zeros(int(array.max()) + 1, dtype=np.int64)
-        slabs = array.reshape(array.shape[0], -1) if array.ndim > 1 else array.reshape(1, -1)
-        step = max(1, (1 << 22) // max(slabs.shape[1], 1))  # ~4 M voxels per bincount
-        for start in range(0, slabs.shape[0], step):
-            counts += np.bincount(slabs[start : start + step].ravel(), minlength=counts.size)
+        counts = bincount_slabs(array, int(array.max()) + 1)
         present = np.flatnonzero(counts)
         return {int(v): int(counts[v]) for v in present}
     values, counts = np.unique(array, return_counts=True)

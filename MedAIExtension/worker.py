@@ -153,4 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from MedAIExtension.allocator import keep_freed_memory
+
+    keep_freed_memory()  # a job process: keep freed memory for reuse (see MedAIExtension.allocator)
     sys.exit(main())

@@ -137,6 +137,8 @@ class ModelEntry:
     training: Mapping[str, Any] = field(default_factory=dict)
     #: Explainability defaults from the catalogue (``target_layer``, ``target_label``).
     explain: Mapping[str, Any] = field(default_factory=dict)
+    #: Another entry with the same weights that runs faster on the CPU (segmentation loads it there).
+    cpu_variant: str | None = None
 
     def __post_init__(self) -> None:
         values = [label.value for label in self.labels]
@@ -214,6 +216,7 @@ class ModelEntry:
             source=source,
             training=dict(data.get("training", {})),
             explain=dict(data.get("explain", {})),
+            cpu_variant=data.get("cpu_variant"),
         )
 
 
@@ -262,6 +265,9 @@ class Catalog:
             self._entries[entry.name] = entry
         #: Messages about user models that could not be listed (shown by ``medai models``).
         self.problems: list[str] = list(problems)
+        for entry in self._entries.values():
+            if entry.cpu_variant in self._entries:
+                _check_cpu_variant(entry, self._entries[entry.cpu_variant])
 
     def names(self) -> list[str]:
         """Model names in catalogue order."""
@@ -286,6 +292,26 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _check_cpu_variant(entry: ModelEntry, variant: ModelEntry) -> None:
+    """Refuse a ``cpu_variant`` that is not the same model (task, version, input, labels) in another form."""
+
+    def names(model: ModelEntry) -> list[tuple[int, str]]:
+        return [(label.value, label.name) for label in model.labels]
+
+    same = (
+        variant.name != entry.name
+        and variant.task == entry.task
+        and variant.version == entry.version
+        and variant.input == entry.input
+        and names(variant) == names(entry)
+    )
+    if not same:
+        raise CatalogError(
+            f"Model {entry.name}: its cpu_variant {variant.name!r} is not the same model in another form (task, "
+            "version, input and labels must match). Fix cpu_variant in the catalogue or remove it."
+        )
 
 
 def _read_catalog_file(path: Path) -> list[ModelEntry]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
-from MedAIExtension.labels import label_boxes
+from MedAIExtension.labels import bincount_slabs, label_boxes
 from MedAIExtension.models.backends import Backend
 from MedAIExtension.models.catalog import ModelEntry
 from MedAIExtension.models.preprocessing import (
@@ -187,7 +187,7 @@ def postprocess_labelmap(labelmap: np.ndarray, entry: ModelEntry, voxel_volume_m
         region = labelmap[boxes[value]]  # a view: edits land in ``labelmap``
         mask = region == value
         components, count = ndimage.label(mask, structure=structure)
-        sizes = np.bincount(components.ravel(), minlength=count + 1)
+        sizes = bincount_slabs(components, count + 1)
         sizes[0] = 0
         if value in keep:
             if count <= keep[value]:
@@ -202,7 +202,7 @@ def postprocess_labelmap(labelmap: np.ndarray, entry: ModelEntry, voxel_volume_m
                 continue
         # component 0 is outside the mask and is kept as it is; dropped voxels are few, so find them by index
         # (a boolean-mask write over the whole box is far slower on this strided view)
-        dropped = np.flatnonzero(~kept[components])
+        dropped = np.flatnonzero(np.logical_not(kept)[components])
         region[np.unravel_index(dropped, region.shape)] = 0
     return labelmap
 

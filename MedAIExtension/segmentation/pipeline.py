@@ -10,11 +10,11 @@ from MedAIExtension.io.image import Image
 from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.models.backends import load_backend
 from MedAIExtension.models.catalog import Catalog, ModelEntry, load_catalog
-from MedAIExtension.models.devices import Device
+from MedAIExtension.models.devices import Device, cuda_available, parse_device
 from MedAIExtension.models.inference import InferenceOptions, run_inference
 from MedAIExtension.progress import CancelToken, Progress
 
-__all__ = ["SegmentationResult", "resolve_model", "segment_image"]
+__all__ = ["SegmentationResult", "resolve_model", "runtime_entry", "segment_image"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,24 @@ def resolve_model(model: str | ModelEntry, catalog: Catalog | None = None) -> Mo
     if isinstance(model, ModelEntry):
         return model
     return (catalog or load_catalog()).get(model)
+
+
+def runtime_entry(entry: ModelEntry, device: Device | str, catalog: Catalog | None = None) -> ModelEntry:
+    """The entry whose files run ``entry`` on ``device``.
+
+    That is the entry's ``cpu_variant`` (the same weights in a form that is faster on the CPU, e.g. the torch
+    build of an ONNX model) when the run is on the CPU and the variant is in ``catalog`` (default: the shipped
+    catalogue plus user models); otherwise ``entry`` itself.
+    """
+    if not entry.cpu_variant:
+        return entry
+    chosen = parse_device(device)
+    if chosen == Device.CUDA:
+        return entry
+    if chosen == Device.AUTO and cuda_available("onnx" if entry.backend == "onnx" else "torch"):
+        return entry
+    catalog = catalog or load_catalog()
+    return catalog.get(entry.cpu_variant) if entry.cpu_variant in catalog else entry
 
 
 def _check_modality(image: Image, entry: ModelEntry) -> None:
@@ -82,7 +100,7 @@ def segment_image(
     _check_modality(image, entry)
     reporter = Progress(progress, token)
     reporter(0.0, f"loading model {entry.name}")
-    backend = load_backend(entry, device)
+    backend = load_backend(runtime_entry(entry, device, catalog), device)
     reporter(0.02, f"model loaded ({backend.provider})")
     result = run_inference(image, entry, backend, options, reporter.stage(0.02, 1.0))
     return SegmentationResult(result.labelmap, entry, result.provider, result.seconds, result.windows)

@@ -56,6 +56,7 @@ def model_entry(version: str = "1.0.0") -> dict[str, Any]:
             "Small 3D U-Net (MONAI) trained on MedAI's synthetic chest CT phantoms with "
             "MedAIExtension.training.train. Research/demo use only; not validated on patient data."
         ),
+        "cpu_variant": f"{MODEL_NAME}-torch",  # torch runs this network faster than ONNX Runtime on the CPU
         "files": [{"path": f"{MODEL_NAME}.onnx", "role": "model"}],
         "input": {
             "modality": "CT",
@@ -329,7 +330,7 @@ def bundle_entry(entry: dict[str, Any]) -> dict[str, Any]:
     """The catalogue entry of the same weights as a MONAI bundle run in torch (gradients for Grad-CAM / IG)."""
     bundle = f"{MODEL_NAME}-bundle"
     return {
-        **entry,
+        **{key: value for key, value in entry.items() if key != "cpu_variant"},
         "name": f"{MODEL_NAME}-torch",
         "title": f"{entry['title']} — MONAI bundle (torch)",
         "backend": "monai_bundle",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from MedAIExtension.io.image import Image
-from MedAIExtension.labels import SegmentLabel, label_boxes, label_counts, label_statistics
+from MedAIExtension.labels import SegmentLabel, bincount_slabs, label_boxes, label_counts, label_statistics
 
 
 def _unique_counts(array: np.ndarray) -> dict[int, int]:
@@ -68,3 +68,10 @@ def test_label_boxes_of_masks_and_empty_requests() -> None:
     assert label_boxes(mask, [1]) == {1: (slice(2, 4), slice(1, 2), slice(3, 8))}
     assert label_boxes(mask, [0]) == {}
     assert label_boxes(np.zeros((3, 3, 3), np.uint8), [1]) == {1: None}
+
+
+@pytest.mark.parametrize("shape", [(0,), (7,), (3, 1_500_000), (40, 300, 400)])
+@pytest.mark.parametrize("minlength", [0, 5, 70000])
+def test_bincount_slabs_equals_numpy_bincount(shape: tuple[int, ...], minlength: int) -> None:
+    array = np.random.default_rng(1).integers(0, 9, size=shape).astype(np.int32)
+    np.testing.assert_array_equal(bincount_slabs(array, minlength), np.bincount(array.ravel(), minlength=minlength))

@@ -204,3 +204,42 @@ def test_bundle_with_pickled_objects_is_refused(tmp_path: Path) -> None:
     entry = load_catalog(models_dirs=[tmp_path]).get("toy-bundle")
     with pytest.raises(ModelError, match="not a weights-only checkpoint"):
         load_backend(entry, "cpu")
+
+
+def test_cpu_variant_runs_the_same_weights_in_torch_on_the_cpu(tmp_path: Path) -> None:
+    from MedAIExtension.models.devices import cuda_available
+    from MedAIExtension.segmentation.pipeline import runtime_entry
+
+    catalog = load_catalog(include_user_models=False)
+    onnx = catalog.get("chest-ct-lung-nodule")
+    torch_build = catalog.get("chest-ct-lung-nodule-torch")
+    assert onnx.cpu_variant == torch_build.name and torch_build.cpu_variant is None
+    assert runtime_entry(onnx, "cpu", catalog) is torch_build
+    assert runtime_entry(onnx, "cuda", catalog) is onnx  # on a GPU the ONNX model runs as itself
+    assert runtime_entry(onnx, "auto", catalog) is (onnx if cuda_available("onnx") else torch_build)
+    assert runtime_entry(torch_build, "cpu", catalog) is torch_build
+    # a catalogue without the variant runs the entry itself
+    path = _copy_catalog(tmp_path)
+    data = json.loads(path.read_text())
+    data["models"] = [m for m in data["models"] if m["name"] != torch_build.name]
+    path.write_text(json.dumps(data))
+    alone = load_catalog(path, include_user_models=False)
+    assert runtime_entry(alone.get(onnx.name), "cpu", alone).name == onnx.name
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m["labels"][1].update(name="Vessel"),
+        lambda m: m["input"].update(spacing=[1.0, 1.0, 1.0]),
+        lambda m: m.update(version="9.9.9"),
+    ],
+    ids=["labels", "input", "version"],
+)
+def test_cpu_variant_that_is_not_the_same_model_is_refused(tmp_path: Path, change) -> None:
+    path = _copy_catalog(tmp_path)
+    data = json.loads(path.read_text())
+    change(next(m for m in data["models"] if m["name"] == "chest-ct-lung-nodule-torch"))
+    path.write_text(json.dumps(data))
+    with pytest.raises(CatalogError, match="cpu_variant 'chest-ct-lung-nodule-torch' is not the same model"):
+        load_catalog(path, include_user_models=False)
