@@ -81,7 +81,14 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     )
     bar = _ProgressBar(not args.quiet)
     try:
-        result = segment_image(image, entry, device=args.device, options=options, progress=lambda f, m: bar(f * 0.9, m))
+        result = segment_image(
+            image,
+            entry,
+            device=args.device,
+            catalog=catalog,
+            options=options,
+            progress=lambda f, m: bar(f * 0.9, m),
+        )
         files = write_outputs(
             result.labelmap,
             result.labels,

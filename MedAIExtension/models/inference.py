@@ -1,11 +1,13 @@
 """The inference engine: prepare the input, MONAI sliding-window inference, map the result back, clean it up.
 
-Speed comes from four things, all exact up to window-blending effects at the crop border: the input is
-cropped to the body (largest region above the catalogue's ``crop_foreground_above``) *before* resampling,
-windows are batched, ONNX Runtime runs the graph with full optimisation, and the scores are mapped back onto
-the (cropped) input grid by :func:`~MedAIExtension.models.resample_scores.scores_to_labels`, which equals
-per-channel linear resampling + arg-max (sub-voxel boundaries for small structures) but only interpolates
-near label boundaries. Post-processing runs on the crop.
+Speed comes from these, all exact up to float rounding: the input is cropped to the body (largest region above
+the catalogue's ``crop_foreground_above``) *before* resampling, on the whole model grid's window lattice so the
+windows fall where they would without the crop; windows are batched; the network runs in its fastest form (ONNX
+Runtime with full graph optimisation, or on the CPU torch with batch norms folded and the channels-last-3d layout,
+see :mod:`MedAIExtension.models.torch_inference`); the scores are mapped back onto the (cropped) input grid by
+:func:`~MedAIExtension.models.resample_scores.scores_to_labels`, which equals per-channel linear resampling +
+arg-max (sub-voxel boundaries for small structures) but only interpolates near label boundaries; post-processing
+runs on the crop, inside each label's bounding box.
 """
 
 from __future__ import annotations

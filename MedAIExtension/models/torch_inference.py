@@ -90,6 +90,44 @@ def _suits_channels_last_3d(module: Any) -> bool:
     return 5 in ranks and 4 not in ranks
 
 
+def _fold_in_graph(graph_module: Any, convolutions: tuple[type, ...], norms: tuple[type, ...]) -> int:
+    """Fold the foldable batch norms of a traced network into their convolutions (in place); returns how many."""
+    transposed = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    layers = dict(graph_module.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph_module.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    folded = 0
+    for node in list(graph_module.graph.nodes):
+        norm = layers.get(node.target) if node.op == "call_module" else None
+        if not isinstance(norm, norms) or norm.running_mean is None or len(node.args) != 1 or node.kwargs:
+            continue
+        source = node.args[0]
+        if not isinstance(source, fx.Node) or source.op != "call_module" or len(source.users) != 1:
+            continue
+        conv = layers.get(source.target)
+        if not isinstance(conv, convolutions) or calls[source.target] != 1:
+            continue
+        if isinstance(conv, transposed) and conv.groups != 1:
+            continue  # a grouped transposed weight is laid out (in, out / groups, ...): not folded here
+        weight, bias = fuse_conv_bn_weights(
+            conv.weight,
+            conv.bias,
+            norm.running_mean,
+            norm.running_var,
+            norm.eps,
+            norm.weight,
+            norm.bias,
+            transpose=isinstance(conv, transposed),
+        )
+        conv.weight, conv.bias = weight, bias
+        node.replace_all_uses_with(source)
+        graph_module.graph.erase_node(node)
+        folded += 1
+    return folded
+
+
 def fold_batch_norms(module: Any) -> tuple[Any, int]:
     """A copy of an ``nn.Module`` (in eval mode) with each batch norm folded into the convolution feeding it.
 
@@ -108,39 +146,12 @@ def fold_batch_norms(module: Any) -> tuple[Any, int]:
         graph_module = fx.symbolic_trace(copy.deepcopy(module).eval())
     except Exception:  # noqa: BLE001 - any tracing failure means: leave the network as it is
         return module, 0
-    layers = dict(graph_module.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph_module.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    folded = 0
-    for node in list(graph_module.graph.nodes):
-        norm = layers.get(node.target) if node.op == "call_module" else None
-        if not isinstance(norm, norms) or norm.running_mean is None or len(node.args) != 1:
-            continue
-        source = node.args[0]
-        if not isinstance(source, fx.Node) or source.op != "call_module" or len(source.users) != 1:
-            continue
-        conv = layers.get(source.target)
-        if not isinstance(conv, convolutions) or calls[source.target] != 1:
-            continue
-        weight, bias = fuse_conv_bn_weights(
-            conv.weight,
-            conv.bias,
-            norm.running_mean,
-            norm.running_var,
-            norm.eps,
-            norm.weight,
-            norm.bias,
-            transpose=isinstance(conv, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)),
-        )
-        conv.weight, conv.bias = weight, bias
-        node.replace_all_uses_with(source)
-        graph_module.graph.erase_node(node)
-        folded += 1
+    try:
+        folded = _fold_in_graph(graph_module, convolutions, norms)
+    except Exception:  # noqa: BLE001 - an older torch or an odd graph: the copy is dropped, the network kept
+        return module, 0
     if not folded:
         return module, 0
-    graph_module.graph.eliminate_dead_code()
     graph_module.graph.lint()
     graph_module.recompile()
     graph_module.delete_all_unused_submodules()

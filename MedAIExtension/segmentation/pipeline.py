@@ -45,7 +45,8 @@ def runtime_entry(entry: ModelEntry, device: Device | str, catalog: Catalog | No
 
     That is the entry's ``cpu_variant`` (the same weights in a form that is faster on the CPU, e.g. the torch
     build of an ONNX model) when the run is on the CPU and the variant is in ``catalog`` (default: the shipped
-    catalogue plus user models); otherwise ``entry`` itself.
+    catalogue plus user models) with its files present; otherwise ``entry`` itself. (A variant whose files are
+    present but altered is not skipped: loading it fails on its sha256.)
     """
     if not entry.cpu_variant:
         return entry
@@ -55,7 +56,10 @@ def runtime_entry(entry: ModelEntry, device: Device | str, catalog: Catalog | No
     if chosen == Device.AUTO and cuda_available("onnx" if entry.backend == "onnx" else "torch"):
         return entry
     catalog = catalog or load_catalog()
-    return catalog.get(entry.cpu_variant) if entry.cpu_variant in catalog else entry
+    if entry.cpu_variant not in catalog:
+        return entry
+    variant = catalog.get(entry.cpu_variant)
+    return variant if all(item.path.is_file() for item in variant.files) else entry
 
 
 def _check_modality(image: Image, entry: ModelEntry) -> None:
@@ -100,7 +104,10 @@ def segment_image(
     _check_modality(image, entry)
     reporter = Progress(progress, token)
     reporter(0.0, f"loading model {entry.name}")
-    backend = load_backend(runtime_entry(entry, device, catalog), device)
+    runs_as = runtime_entry(entry, device, catalog)
+    if runs_as is not entry:
+        entry.verify_files()  # the requested model's files must be intact even when its CPU variant runs
+    backend = load_backend(runs_as, device)
     reporter(0.02, f"model loaded ({backend.provider})")
     result = run_inference(image, entry, backend, options, reporter.stage(0.02, 1.0))
     return SegmentationResult(result.labelmap, entry, result.provider, result.seconds, result.windows)

@@ -186,6 +186,19 @@ def test_model_file_with_wrong_sha256(phantom_study: dict[str, Path], tmp_path: 
     _assert_clean_failure(code, err, tmp_path / "out", "sha256")
 
 
+def test_cpu_variant_with_wrong_sha256(phantom_study: dict[str, Path], tmp_path: Path, capsys) -> None:
+    from MedAIExtension.models.catalog import DEFAULT_CATALOG
+
+    catalog = _catalog_copy(tmp_path)
+    shutil.copytree(DEFAULT_CATALOG.parent / f"{MODEL}-bundle", catalog.parent / f"{MODEL}-bundle")
+    weights = catalog.parent / f"{MODEL}-bundle" / "models" / "model.pt"
+    weights.write_bytes(weights.read_bytes() + b"\0")
+    code, _, err = _segment(
+        capsys, phantom_study["nifti"], tmp_path / "out", "--catalog", str(catalog), "--device", "cpu"
+    )
+    _assert_clean_failure(code, err, tmp_path / "out", "sha256", "model.pt")
+
+
 def test_catalogue_failing_its_schema(phantom_study: dict[str, Path], tmp_path: Path, capsys) -> None:
     catalog = _catalog_copy(tmp_path)
     data = json.loads(catalog.read_text())

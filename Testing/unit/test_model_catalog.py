@@ -218,7 +218,10 @@ def test_cpu_variant_runs_the_same_weights_in_torch_on_the_cpu(tmp_path: Path) -
     assert runtime_entry(onnx, "cuda", catalog) is onnx  # on a GPU the ONNX model runs as itself
     assert runtime_entry(onnx, "auto", catalog) is (onnx if cuda_available("onnx") else torch_build)
     assert runtime_entry(torch_build, "cpu", catalog) is torch_build
-    # a catalogue without the variant runs the entry itself
+    # a copy whose variant's files are absent (the bundle folder was not copied) runs the entry itself
+    copied = load_catalog(_copy_catalog(tmp_path / "without-bundle"), include_user_models=False)
+    assert runtime_entry(copied.get(onnx.name), "cpu", copied).name == onnx.name
+    # and so does a catalogue without the variant
     path = _copy_catalog(tmp_path)
     data = json.loads(path.read_text())
     data["models"] = [m for m in data["models"] if m["name"] != torch_build.name]

@@ -112,7 +112,23 @@ def test_transposed_convolution_folds_too() -> None:
         _close(prepared.module(x.contiguous(memory_format=torch.channels_last_3d)), expected)
 
 
-@pytest.mark.parametrize("network", [_SharedConvOutput, _DataDependent], ids=["shared-output", "untraceable"])
+class _GroupedTransposed(nn.Module):
+    """A grouped transposed convolution's weight is (in, out / groups, ...): left unfolded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.ConvTranspose3d(4, 6, 3, padding=1, groups=2)
+        self.norm = nn.BatchNorm3d(6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.conv(x))
+
+
+@pytest.mark.parametrize(
+    "network",
+    [_SharedConvOutput, _DataDependent, _GroupedTransposed],
+    ids=["shared-output", "untraceable", "grouped-transposed"],
+)
 def test_networks_that_cannot_be_folded_stay_as_they_are(network: type[nn.Module]) -> None:
     torch.manual_seed(2)
     net = _with_running_stats(network(), seed=2)
