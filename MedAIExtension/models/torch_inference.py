@@ -16,13 +16,14 @@ The original module is never modified (it is copied first): explanation methods 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import fx, nn
+from torch import nn
 from torch.nn import functional
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
@@ -90,72 +91,78 @@ def _suits_channels_last_3d(module: Any) -> bool:
     return 5 in ranks and 4 not in ranks
 
 
-def _fold_in_graph(graph_module: Any, convolutions: tuple[type, ...], norms: tuple[type, ...]) -> int:
-    """Fold the foldable batch norms of a traced network into their convolutions (in place); returns how many."""
-    transposed = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-    layers = dict(graph_module.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph_module.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-    folded = 0
-    for node in list(graph_module.graph.nodes):
-        norm = layers.get(node.target) if node.op == "call_module" else None
-        if not isinstance(norm, norms) or norm.running_mean is None or len(node.args) != 1 or node.kwargs:
-            continue
-        source = node.args[0]
-        if not isinstance(source, fx.Node) or source.op != "call_module" or len(source.users) != 1:
-            continue
-        conv = layers.get(source.target)
-        if not isinstance(conv, convolutions) or calls[source.target] != 1:
-            continue
-        if isinstance(conv, transposed) and conv.groups != 1:
-            continue  # a grouped transposed weight is laid out (in, out / groups, ...): not folded here
-        weight, bias = fuse_conv_bn_weights(
-            conv.weight,
-            conv.bias,
-            norm.running_mean,
-            norm.running_var,
-            norm.eps,
-            norm.weight,
-            norm.bias,
-            transpose=isinstance(conv, transposed),
-        )
-        conv.weight, conv.bias = weight, bias
-        node.replace_all_uses_with(source)
-        graph_module.graph.erase_node(node)
-        folded += 1
-    return folded
+def _chain(container: nn.Sequential) -> list[tuple[nn.Module, str, nn.Module]]:
+    """The leaves of a sequential container in the order data flows through them, as (parent, name, leaf).
+
+    Nested containers are followed only when they are ``nn.Sequential`` (or a subclass that keeps its forward,
+    such as MONAI's ``Convolution`` and ``ADN``); any other module ends the chain as one opaque step.
+    """
+    steps: list[tuple[nn.Module, str, nn.Module]] = []
+    for name, child in container.named_children():
+        if isinstance(child, nn.Sequential) and type(child).forward is nn.Sequential.forward:
+            steps.extend(_chain(child))
+        else:
+            steps.append((container, name, child))
+    return steps
 
 
 def fold_batch_norms(module: Any) -> tuple[Any, int]:
     """A copy of an ``nn.Module`` (in eval mode) with each batch norm folded into the convolution feeding it.
 
-    A batch norm is folded when its only input is a convolution or transposed convolution module that is called
-    once in the whole network and whose output goes nowhere else. Returns ``(module, count)``; when the network
-    cannot be traced symbolically (data-dependent control flow, TorchScript), the module is returned unchanged
-    with a count of 0.
+    A batch norm is folded when it directly follows a convolution or transposed convolution inside a sequential
+    container (so the convolution's output goes nowhere else) and that convolution appears once in the network.
+    The batch norm is replaced by ``nn.Identity``. Works on the module structure, without tracing, so it is safe
+    while other threads run networks. Returns ``(module, count)``; with nothing to fold (or a TorchScript
+    module), ``module`` itself and 0.
     """
     if isinstance(module, torch.jit.ScriptModule) or not isinstance(module, nn.Module):
         return module, 0
-    convolutions = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
     norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
     if not any(isinstance(m, norms) for m in module.modules()):
         return module, 0
+    copied = copy.deepcopy(module).eval()
     try:
-        graph_module = fx.symbolic_trace(copy.deepcopy(module).eval())
-    except Exception:  # noqa: BLE001 - any tracing failure means: leave the network as it is
+        folded = _fold_sequences(copied, norms)
+    except Exception:  # noqa: BLE001 - an older torch or an odd layer: the copy is dropped, the network kept
         return module, 0
-    try:
-        folded = _fold_in_graph(graph_module, convolutions, norms)
-    except Exception:  # noqa: BLE001 - an older torch or an odd graph: the copy is dropped, the network kept
-        return module, 0
-    if not folded:
-        return module, 0
-    graph_module.graph.lint()
-    graph_module.recompile()
-    graph_module.delete_all_unused_submodules()
-    return graph_module.eval(), folded
+    return (copied, folded) if folded else (module, 0)
+
+
+def _fold_sequences(module: nn.Module, norms: tuple[type, ...]) -> int:
+    """Fold batch norms that follow a convolution in every sequential chain of ``module`` (in place)."""
+    transposed = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    convolutions = (nn.Conv1d, nn.Conv2d, nn.Conv3d, *transposed)
+    uses: dict[int, int] = {}
+    for _, layer in module.named_modules(remove_duplicate=False):
+        uses[id(layer)] = uses.get(id(layer), 0) + 1
+    chains = [
+        _chain(layer)
+        for layer in module.modules()
+        if isinstance(layer, nn.Sequential) and type(layer).forward is nn.Sequential.forward
+    ]
+    folded: set[int] = set()  # a nested container's pairs also appear in its parents' chains: fold each once
+    for steps in chains:
+        for (_, _, conv), (parent, name, norm) in itertools.pairwise(steps):
+            if not isinstance(conv, convolutions) or not isinstance(norm, norms) or id(norm) in folded:
+                continue
+            if norm.running_mean is None or uses[id(conv)] != 1 or uses[id(norm)] != 1:
+                continue
+            if isinstance(conv, transposed) and conv.groups != 1:
+                continue  # a grouped transposed weight is laid out (in, out / groups, ...): not folded here
+            weight, bias = fuse_conv_bn_weights(
+                conv.weight,
+                conv.bias,
+                norm.running_mean,
+                norm.running_var,
+                norm.eps,
+                norm.weight,
+                norm.bias,
+                transpose=isinstance(conv, transposed),
+            )
+            conv.weight, conv.bias = weight, bias
+            setattr(parent, name, nn.Identity())
+            folded.add(id(norm))
+    return len(folded)
 
 
 def cpu_inference_module(module: Any) -> CpuInferenceModule:
