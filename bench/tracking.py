@@ -29,6 +29,9 @@ TARGET_SECONDS = 60.0
 
 
 def _child(pair: Path, output: Path, model: str | None, device: str) -> None:
+    from MedAIExtension.allocator import keep_freed_memory
+
+    keep_freed_memory()  # the child is set up as the medai program sets itself up
     from MedAIExtension.io.loader import load_image
     from MedAIExtension.tracking.outputs import write_tracking_outputs
     from MedAIExtension.tracking.pipeline import TrackingOptions, track_nodules
