@@ -366,19 +366,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_JOB_COMMANDS = frozenset({"segment", "track", "explain", "demo"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``medai``; returns the exit status.
 
-    Run as the ``medai`` program (``argv`` None), the process keeps freed memory for reuse
-    (:func:`~MedAIExtension.allocator.keep_freed_memory`); called with arguments from other code, it changes
-    nothing process-wide.
+    Run as the ``medai`` program (``argv`` None) for one job (segment, track, explain, demo), the process keeps
+    freed memory for reuse (:func:`~MedAIExtension.allocator.keep_freed_memory`); not for the long-running gateway,
+    and not when called with arguments from other code.
     """
-    if argv is None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if argv is None and getattr(args, "command", None) in _JOB_COMMANDS:
         from MedAIExtension.allocator import keep_freed_memory
 
         keep_freed_memory()
-    parser = build_parser()
-    args = parser.parse_args(argv)
     if getattr(args, "command", None) == "segment":
         args.format_given = args.format is not None
         if args.format is None:

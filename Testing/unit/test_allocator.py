@@ -54,3 +54,35 @@ def test_freed_memory_is_reused_without_new_page_faults() -> None:
 
 def test_it_can_be_switched_off() -> None:
     assert _run("keep", MEDAI_KEEP_FREED_MEMORY="0")["applied"] is False
+
+
+_CLI_SCRIPT = """
+import sys
+import MedAIExtension.allocator as allocator
+calls = []
+allocator.keep_freed_memory = lambda: calls.append(1) or True
+from MedAIExtension.cli import main
+sys.argv = ["medai", *sys.argv[1:]]
+code = main()
+print("applied" if calls else "not applied", code)
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "applied"),
+    [
+        (["models", "--json"], False),
+        (["segment", "--input", "/nonexistent", "--model", "x", "--output", "/tmp/x"], True),
+    ],
+    ids=["models", "segment"],
+)
+def test_the_medai_program_keeps_freed_memory_for_jobs_only(argv: list[str], applied: bool) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _CLI_SCRIPT, *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert out.stdout.strip().splitlines()[-1].startswith("applied" if applied else "not applied"), out
