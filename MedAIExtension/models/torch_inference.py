@@ -2,9 +2,9 @@
 
 Three rewrites, all exact in arithmetic (only float rounding differs, ~1e-6 relative):
 
-* batch norms in eval mode are folded into the convolution (or transposed convolution) right before them, so
-  a per-channel scale and shift over the whole activation disappears (MONAI's UNet has one after every
-  convolution but the last);
+* batch norms are folded (with their running statistics) into the convolution or transposed convolution right
+  before them in a sequential container, so a per-channel scale and shift over the whole activation disappears
+  (MONAI's UNet has one after every convolution but the last);
 * 3-D networks get torch's channels-last-3d memory layout, in which oneDNN's 3-D convolutions are much faster
   on x86 than in the default layout;
 * in that layout, per-channel PReLUs run on a flat view whose rows hold many voxels' channels (the weight
@@ -170,13 +170,12 @@ def cpu_inference_module(module: Any) -> CpuInferenceModule:
 
     ``module`` itself is left as it is (the rewrites work on a copy).
     """
-    module = module.eval()
     prepared, folded = fold_batch_norms(module)
     channels_last = _suits_channels_last_3d(prepared)
     prelus = 0
     if channels_last:
         if prepared is module:
-            prepared = copy.deepcopy(module)
+            prepared = copy.deepcopy(module).eval()
         with warnings.catch_warnings():  # ScriptModule.to reads .grad of non-leaf tensors and warns about it
             warnings.simplefilter("ignore", UserWarning)
             prepared = prepared.to(memory_format=torch.channels_last_3d)
