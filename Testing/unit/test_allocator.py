@@ -72,13 +72,13 @@ print("applied" if calls else "not applied", code)
     ("argv", "applied"),
     [
         (["models", "--json"], False),
-        (["segment", "--input", "/nonexistent", "--model", "x", "--output", "/tmp/x"], True),
+        (["segment", "--input", "/nonexistent", "--model", "x", "--output", "{tmp}/out"], True),
     ],
     ids=["models", "segment"],
 )
-def test_the_medai_program_keeps_freed_memory_for_jobs_only(argv: list[str], applied: bool) -> None:
+def test_the_medai_program_keeps_freed_memory_for_jobs_only(argv: list[str], applied: bool, tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-c", _CLI_SCRIPT, *argv],
+        [sys.executable, "-c", _CLI_SCRIPT, *(arg.format(tmp=tmp_path) for arg in argv)],
         capture_output=True,
         text=True,
         check=False,
