@@ -7,17 +7,19 @@ PIP := $(PY) -m pip
 # Use the CPU build of torch from a local wheel folder when the machine has one.
 WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
-DEBIAN_TOOLS := dicom3tools:dciodvfy dcmtk:dsr2xml orthanc:Orthanc orthanc-dicomweb:/usr/share/orthanc/plugins/libOrthancDicomWeb.so
+DEBIAN_TOOLS := dicom3tools:dciodvfy dcmtk:dsr2xml libgdcm-tools:gdcmconv orthanc:Orthanc orthanc-dicomweb:/usr/share/orthanc/plugins/libOrthancDicomWeb.so
 
 .PHONY: all venv dev-deps system-deps demo test lint bench train clean
 
 all: test
 
-$(VENV)/.installed: Resources/requirements.txt pyproject.toml
+# Everything `make demo` and the medai CLI need at run time (requirements.txt is also what Slicer installs;
+# requirements-headless.txt adds what only the headless install needs: slicer-core's MRML).
+$(VENV)/.installed: Resources/requirements.txt Resources/requirements-headless.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install $(PIP_FLAGS) "torch==2.13.0"
-	$(PIP) install $(PIP_FLAGS) -r Resources/requirements.txt
+	$(PIP) install $(PIP_FLAGS) -r Resources/requirements.txt -r Resources/requirements-headless.txt
 	$(PIP) install --no-deps -e .
 	touch $@
 
@@ -29,7 +31,7 @@ $(VENV)/.dev-installed: $(VENV)/.installed Resources/requirements-dev.txt
 
 dev-deps: $(VENV)/.dev-installed
 
-# Debian packages the tests need (dciodvfy, dsr2xml, Orthanc + its DICOMweb plugin); installed only when missing.
+# Debian packages the tests need (dciodvfy, dsr2xml, dcmtk/gdcm re-encoders, Orthanc + its DICOMweb plugin); installed only when missing.
 system-deps:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do pkg=$${pair%%:*}; tool=$${pair##*:}; \
 	  { command -v $$tool >/dev/null 2>&1 || test -e $$tool; } || missing="$$missing $$pkg"; done; \
