@@ -124,6 +124,11 @@ def _cmd_track(args: argparse.Namespace) -> int:
     check_output_directory(args.output)
     baseline = load_image(args.baseline, warn=_warn)
     followup = load_image(args.followup, warn=_warn)
+    if baseline.source_files and followup.source_files:  # DICOM in: the SEG and SR are written, checked up front
+        from MedAIExtension.dicom.source import require_single_frame_source
+
+        for image in (baseline, followup):
+            require_single_frame_source(image, "tracking SR")
     options = TrackingOptions.from_arguments(args)
     bar = _ProgressBar(not args.quiet)
     try:

@@ -73,6 +73,11 @@ def _track(args: argparse.Namespace) -> dict[str, object]:
     baseline = load_image(args.baseline, warn=warn)
     _emit(WorkerEvent("progress", 0.01, "reading the follow-up study"))
     followup = load_image(args.followup, warn=warn)
+    if baseline.source_files and followup.source_files:  # DICOM in: the SEG and SR are written, checked up front
+        from MedAIExtension.dicom.source import require_single_frame_source
+
+        for image in (baseline, followup):
+            require_single_frame_source(image, "tracking SR")
     result = track_nodules(
         baseline, followup, options, progress=lambda f, m: _emit(WorkerEvent("progress", 0.02 + 0.88 * f, m))
     )

@@ -25,7 +25,12 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.atomic import atomic_path
-from MedAIExtension.dicom.source import check_frame_of_reference, load_source_datasets, reference_sop_uids
+from MedAIExtension.dicom.source import (
+    check_frame_of_reference,
+    load_source_datasets,
+    reference_frames,
+    reference_sop_uids,
+)
 from MedAIExtension.dicom.tools import find_dcmqi_tool
 from MedAIExtension.errors import GeometryError, InputError, OutputError
 from MedAIExtension.io.image import Image
@@ -170,13 +175,19 @@ def write_dicom_seg(
             "The label map contains no segmented voxel, so there is no segment to store in a DICOM SEG. "
             "Report the empty result instead (e.g. in a Structured Report) or skip the SEG export."
         )
-    source_datasets = load_source_datasets(source, "DICOM SEG")
+    source_datasets = load_source_datasets(source, "DICOM SEG", multiframe=True)
 
     # Map label values to consecutive segment numbers 1..n (a lookup table keeps this one pass over the voxels).
     lookup = np.zeros(256, dtype=np.uint8)
     for number, label in enumerate(written, start=1):
         lookup[label.value] = number
     pixel_array = lookup[array]
+    if source.source_frames:
+        # One multi-frame source: highdicom takes the frames in the source's frame order (frame n = index n - 1)
+        # and writes each SEG frame's Referenced Frame Number from that order.
+        in_frame_order = np.zeros((int(source_datasets[0].NumberOfFrames), *pixel_array.shape[1:]), np.uint8)
+        in_frame_order[np.asarray(source.source_frames) - 1] = pixel_array
+        pixel_array = in_frame_order
 
     algorithm = hd.AlgorithmIdentificationSequence(
         name=_lo(algorithm_name),
@@ -294,8 +305,9 @@ def read_dicom_seg(path: str | os.PathLike[str], reference: Image) -> Image:
     """Read a DICOM SEG with highdicom into a label map on the grid of ``reference``.
 
     When ``reference`` was read from the SEG's source series, frames are matched by source SOP instance
-    (exact, any orientation); otherwise the SEG volume is resampled onto the reference grid in physical space
-    (nearest neighbour). Segment numbers are mapped back to label values (see :func:`segment_value_map`).
+    (exact, any orientation), or by source frame number for a source read from one multi-frame object;
+    otherwise the SEG volume is resampled onto the reference grid in physical space (nearest neighbour).
+    Segment numbers are mapped back to label values (see :func:`segment_value_map`).
 
     Args:
         path: the SEG file.
@@ -313,8 +325,19 @@ def read_dicom_seg(path: str | os.PathLike[str], reference: Image) -> Image:
     seg = _open_seg(path)
     mapping = segment_value_map(seg)
     reference_uids = reference_sop_uids(reference)
+    multiframe = reference_frames(reference)
     referenced = {uids[2] for uids in seg.get_source_image_uids()}
     try:
+        if multiframe is not None and referenced == {multiframe[0]}:
+            numbers = seg.get_pixels_by_source_frame(
+                source_sop_instance_uid=multiframe[0],
+                source_frame_numbers=multiframe[1],
+                combine_segments=True,
+                relabel=False,
+                assert_missing_frames_are_empty=True,
+                dtype=np.uint16,
+            )
+            return reference.with_array(_relabel(np.asarray(numbers), mapping), source_files=(), modality="")
         if reference_uids is not None and referenced and referenced <= set(reference_uids):
             numbers = seg.get_pixels_by_source_instance(
                 source_sop_instance_uids=reference_uids,

@@ -378,6 +378,10 @@ def explain_to_folder(
     reporter = Progress(progress, token)
     reporter(0.0, "reading the input")
     image = load_image(request.input, series_uid=request.series, warn=warn)
+    if request.write_dicom:  # the Parametric Map cannot reference a multi-frame source yet: say so before the work
+        from MedAIExtension.dicom.source import require_single_frame_source
+
+        require_single_frame_source(image, "DICOM Parametric Map")
     catalog = load_catalog(models_dirs=request.models_dirs)
     explanation = explain_image(
         image,

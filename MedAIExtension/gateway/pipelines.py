@@ -106,6 +106,7 @@ def _prior_report(store: Any, prior_study: str, folder: Path) -> tuple[Path, Pat
 def _nodule_tracking(
     rule: Rule, store: Any, study_uid: str, image: Any, job_dir: Path, device: str, token: CancelToken | None
 ) -> PipelineOutput:
+    from MedAIExtension.dicom.source import require_single_frame_source
     from MedAIExtension.tracking import (
         TrackingOptions,
         adopt_prior_tracking,
@@ -114,6 +115,7 @@ def _nodule_tracking(
         write_study_dicom,
     )
 
+    require_single_frame_source(image, "tracking SR")  # before the model runs: the SR cannot reference it yet
     options = TrackingOptions(model=rule.model, device=device)
     out = _fresh(job_dir / "results")
     summary: dict[str, Any] = {"pipeline": rule.pipeline.value, "prior": False}

@@ -26,6 +26,8 @@ class Image:
         modality: DICOM modality when known (``"CT"``, ``"MR"``), else ``""``.
         source_files: for images read from DICOM, the file of each slice ``k`` (``source_files[k]``).
         metadata: free-form extra facts (patient, study, series UIDs, description).
+        source_frames: for images read from one multi-frame (enhanced) DICOM object, the 1-based frame number in
+            ``source_files[k]`` of each slice ``k`` (``source_files`` then repeats the one file); empty otherwise.
 
     The constructor validates shape, affine and voxel values so an ``Image`` is never half-valid.
     """
@@ -35,6 +37,7 @@ class Image:
     modality: str = ""
     source_files: tuple[Path, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    source_frames: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         array = np.asarray(self.array)
@@ -64,6 +67,21 @@ class Image:
         object.__setattr__(self, "array", array)
         object.__setattr__(self, "ijk_to_ras", affine)
         object.__setattr__(self, "source_files", tuple(Path(p) for p in self.source_files))
+        self._check_source_frames(array.shape[0])
+
+    def _check_source_frames(self, slices: int) -> None:
+        """Validate ``source_frames``: empty, or one positive frame number per slice of a file per slice."""
+        frames = tuple(self.source_frames)
+        if frames and (len(frames) != slices or len(self.source_files) != slices):
+            raise InputError(
+                f"The image has {slices} slices but {len(frames)} source frame number(s) for "
+                f"{len(self.source_files)} source file(s); give one frame number per slice (or none)."
+            )
+        if any(isinstance(f, bool) or not isinstance(f, (int, np.integer)) or int(f) < 1 for f in frames):
+            raise InputError("Source frame numbers are 1-based whole numbers (DICOM frame numbers start at 1).")
+        if len(set(frames)) != len(frames):
+            raise InputError("Each slice must come from its own source frame; the frame numbers repeat.")
+        object.__setattr__(self, "source_frames", tuple(int(f) for f in frames))
 
     # ---- geometry -------------------------------------------------------------------------------------------
     @property
@@ -112,10 +130,16 @@ class Image:
         return self.shape == other.shape and bool(np.allclose(self.ijk_to_ras, other.ijk_to_ras, atol=atol))
 
     def with_array(self, array: np.ndarray, **changes: Any) -> Image:
-        """A new image on the same grid with other voxels (e.g. a label map); keeps metadata."""
+        """A new image on the same grid with other voxels (e.g. a label map); keeps metadata.
+
+        Changing ``source_files`` without giving ``source_frames`` drops the frame numbers (they belong to the
+        old files).
+        """
         array = np.asarray(array)
         if array.shape != self.array.shape:
             raise ValueError(f"array shape {array.shape} differs from the image grid {self.array.shape}")
+        if "source_files" in changes and "source_frames" not in changes:
+            changes["source_frames"] = ()
         return replace(self, array=array, **changes)
 
     # ---- SimpleITK ------------------------------------------------------------------------------------------

@@ -1,0 +1,461 @@
+"""Reading one multi-frame (enhanced) CT or MR DICOM object into an :class:`Image`.
+
+Enhanced CT/MR and Legacy Converted Enhanced CT/MR store a whole volume in one file. The geometry of each frame
+lives in functional groups: a per-frame item (PerFrameFunctionalGroupsSequence) overrides the shared item
+(SharedFunctionalGroupsSequence), which overrides the top-level attribute some writers add as well. The frames
+are sorted along the slice normal and checked like the slices of a classic series (one orientation, one stack,
+one time point, no duplicate positions, even spacing, stacked along the normal); each slice ``k`` of the image
+remembers its frame number in :attr:`Image.source_frames`, so derived objects (DICOM SEG) can reference it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from MedAIExtension.errors import GeometryError, InputError
+from MedAIExtension.io.geometry import LPS_TO_RAS
+from MedAIExtension.io.image import Image
+
+__all__ = [
+    "MULTIFRAME_VOLUME_SOP_CLASSES",
+    "FrameGeometry",
+    "frame_geometry",
+    "is_multiframe_file",
+    "is_multiframe_volume",
+    "read_multiframe",
+    "read_multiframe_files",
+    "stack_order",
+]
+
+#: SOP classes of multi-frame cross-sectional images whose frames form a volume (Enhanced and Legacy Converted
+#: Enhanced CT, MR and PET).
+MULTIFRAME_VOLUME_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT",
+    "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR",
+    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR",
+    "1.2.840.10008.5.1.4.1.1.128.1": "Legacy Converted Enhanced PET",
+    "1.2.840.10008.5.1.4.1.1.130": "Enhanced PET",
+}
+
+_ORIENTATION_TOLERANCE = 1e-4
+_SPACING_TOLERANCE = 0.01  # relative
+_DUPLICATE_MM = 1e-3
+
+# (functional group sequence, attribute) pairs read per frame
+_POSITION = ("PlanePositionSequence", "ImagePositionPatient")
+_ORIENTATION = ("PlaneOrientationSequence", "ImageOrientationPatient")
+_SPACING = ("PixelMeasuresSequence", "PixelSpacing")
+_SLOPE = ("PixelValueTransformationSequence", "RescaleSlope")
+_INTERCEPT = ("PixelValueTransformationSequence", "RescaleIntercept")
+
+
+def is_multiframe_volume(dataset: Any) -> bool:
+    """Whether ``dataset`` (headers are enough) is an Enhanced / Legacy Converted Enhanced CT, MR or PET image."""
+    return str(dataset.get("SOPClassUID", "")) in MULTIFRAME_VOLUME_SOP_CLASSES
+
+
+def is_multiframe_file(dataset: Any) -> bool:
+    """Whether ``dataset`` is a multi-frame image: an enhanced volume SOP class, or more than one frame."""
+    try:
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        frames = 2  # a broken NumberOfFrames: read_multiframe names it
+    return is_multiframe_volume(dataset) or frames > 1
+
+
+def _number_of_frames(dataset: Any) -> int:
+    try:
+        return int(dataset.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        raise InputError(
+            f"NumberOfFrames {dataset.get('NumberOfFrames')!r} is not a whole number; the file's header is broken. "
+            "Re-export the image from the scanner or PACS."
+        ) from None
+
+
+class _FrameGroups:
+    """Per-frame lookup of functional-group attributes: per-frame item, then shared item, then top level."""
+
+    def __init__(self, dataset: Any, frames: int) -> None:
+        self.dataset = dataset
+        shared = dataset.get("SharedFunctionalGroupsSequence") or []
+        self.shared = shared[0] if len(shared) else None
+        per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
+        if per_frame is not None and len(per_frame) != frames:
+            raise GeometryError(
+                f"The file declares {frames} frames but its PerFrameFunctionalGroupsSequence has {len(per_frame)} "
+                "item(s), so the frames cannot be placed in space. Re-export the image from the scanner or PACS."
+            )
+        self.per_frame = per_frame
+
+    @staticmethod
+    def _from_item(item: Any, sequence: str, keyword: str) -> Any:
+        if item is None:
+            return None
+        macro = item.get(sequence)
+        if not macro:
+            return None
+        value = macro[0].get(keyword)
+        return None if value is None or value == "" else value
+
+    def get(self, frame: int, sequence: str, keyword: str) -> Any:
+        """The value of ``keyword`` for ``frame`` (0-based), or None when the file has it nowhere."""
+        if self.per_frame is not None:
+            value = self._from_item(self.per_frame[frame], sequence, keyword)
+            if value is not None:
+                return value
+        value = self._from_item(self.shared, sequence, keyword)
+        if value is not None:
+            return value
+        value = self.dataset.get(keyword)
+        return None if value is None or value == "" else value
+
+    def frame_content(self, frame: int, keyword: str) -> Any:
+        """A Frame Content attribute (stack, temporal position, dimension index values) of ``frame``."""
+        return self.get(frame, "FrameContentSequence", keyword)
+
+
+class FrameGeometry:
+    """Position (LPS mm), orientation and pixel spacing of every frame of a multi-frame image.
+
+    Attributes:
+        positions: (N, 3) ImagePositionPatient of frame ``n + 1``.
+        orientation: the 6 direction cosines shared by every frame.
+        pixel_spacing: (row spacing, column spacing) in mm, shared by every frame.
+    """
+
+    def __init__(self, positions: np.ndarray, orientation: np.ndarray, pixel_spacing: np.ndarray) -> None:
+        self.positions = positions
+        self.orientation = orientation
+        self.pixel_spacing = pixel_spacing
+
+    @property
+    def normal(self) -> np.ndarray:
+        """Unit slice normal (row direction × column direction)."""
+        normal = np.cross(self.orientation[:3], self.orientation[3:])
+        return normal / np.linalg.norm(normal)
+
+
+def _floats(value: Any, count: int, what: str) -> np.ndarray:
+    try:
+        items = value if isinstance(value, Sequence | np.ndarray) and not isinstance(value, str) else [value]
+        numbers = np.array([float(v) for v in items])
+    except (TypeError, ValueError):
+        numbers = np.array([])
+    if numbers.shape != (count,) or not np.isfinite(numbers).all():
+        raise GeometryError(
+            f"{what} is {value!r}, not {count} numbers: the frames cannot be placed in space. "
+            "Re-export the image from the scanner or PACS with its geometry."
+        )
+    return numbers
+
+
+def frame_geometry(dataset: Any) -> FrameGeometry:
+    """Read and check the geometry of every frame of a multi-frame image (headers are enough).
+
+    Raises:
+        GeometryError: a frame has no position, orientation or pixel spacing (named), or the frames differ in
+            orientation or pixel spacing.
+    """
+    frames = _number_of_frames(dataset)
+    groups = _FrameGroups(dataset, frames)
+    positions, orientations, spacings = [], [], []
+    for frame in range(frames):
+        for (sequence, keyword), store, count in (
+            (_POSITION, positions, 3),
+            (_ORIENTATION, orientations, 6),
+            (_SPACING, spacings, 2),
+        ):
+            value = groups.get(frame, sequence, keyword)
+            if value is None:
+                raise GeometryError(
+                    f"Frame {frame + 1} of this multi-frame image has no {keyword} (neither in the per-frame nor "
+                    f"in the shared functional groups' {sequence}, nor at the top level), so its frames cannot "
+                    "be placed in space. Export the image with its geometry (plane position, plane orientation "
+                    "and pixel measures functional groups)."
+                )
+            store.append(_floats(value, count, f"{keyword} of frame {frame + 1}"))
+    orientation = orientations[0]
+    for frame, other in enumerate(orientations):
+        if not np.allclose(other, orientation, atol=_ORIENTATION_TOLERANCE):
+            raise GeometryError(
+                f"The frames of this multi-frame image have different orientations (frame 1 {orientation.round(4)}, "
+                f"frame {frame + 1} {other.round(4)}): it is not one volume (e.g. a localizer with several planes). "
+                "Export one orientation as its own series."
+            )
+    row, col = orientation[:3], orientation[3:]
+    if abs(np.linalg.norm(row) - 1) > 1e-3 or abs(np.linalg.norm(col) - 1) > 1e-3 or abs(float(row @ col)) > 1e-3:
+        raise GeometryError(
+            f"ImageOrientationPatient {orientation.round(4).tolist()} is not two perpendicular unit vectors; the "
+            "file's geometry is broken. Re-export the image from the scanner or PACS."
+        )
+    spacing = spacings[0]
+    if np.any(spacing <= 0):
+        raise GeometryError(f"PixelSpacing {spacing.tolist()} is not positive; fix the pixel measures in the file.")
+    for frame, other in enumerate(spacings):
+        if not np.allclose(other, spacing, rtol=_SPACING_TOLERANCE, atol=1e-6):
+            raise GeometryError(
+                f"The frames of this multi-frame image have different pixel spacings (frame 1 {spacing.tolist()} "
+                f"mm, frame {frame + 1} {other.tolist()} mm): it is not one volume. Resample it to one grid first."
+            )
+    return FrameGeometry(np.array(positions), orientation, spacing)
+
+
+def _dimension_names(dataset: Any) -> list[str]:
+    """Names of the dimension indices (DimensionIndexSequence), in the order of DimensionIndexValues."""
+    from pydicom.datadict import keyword_for_tag
+
+    names = []
+    for item in dataset.get("DimensionIndexSequence") or []:
+        label = str(item.get("DimensionDescriptionLabel", "") or "")
+        pointer = item.get("DimensionIndexPointer")
+        names.append(label or (keyword_for_tag(pointer) if pointer is not None else "") or "unnamed dimension")
+    return names
+
+
+def _check_one_stack_and_time(groups: _FrameGroups, frames: int) -> None:
+    """GeometryError when the frames belong to several stacks or temporal positions (not one volume)."""
+    for keyword, what, hint in (
+        ("StackID", "stacks", "Export each stack as its own series (or pick one in the viewer) and give that."),
+        (
+            "TemporalPositionIndex",
+            "temporal positions (a dynamic or 4D acquisition)",
+            "Export the time point to analyse as its own series and give that.",
+        ),
+    ):
+        values = {str(groups.frame_content(f, keyword)) for f in range(frames)} - {"None"}
+        if len(values) > 1:
+            shown = ", ".join(sorted(values, key=lambda v: (len(v), v))[:6])
+            raise GeometryError(
+                f"This multi-frame image holds {len(values)} {what} ({keyword} {shown}); MedAI reads one volume. "
+                + hint
+            )
+
+
+def _duplicate_message(dataset: Any, groups: _FrameGroups, frames: Sequence[int]) -> str:
+    """What differs between frames that share one position: the dimension indices that tell them apart."""
+    names = _dimension_names(dataset)
+    values = []
+    for frame in frames:
+        raw = groups.frame_content(frame, "DimensionIndexValues")
+        values.append(tuple(int(v) for v in (raw if isinstance(raw, Sequence) else [raw])) if raw is not None else ())
+    differing = sorted(
+        {
+            names[i] if i < len(names) else f"dimension {i + 1}"
+            for i in range(min((len(v) for v in values), default=0))
+            if len({v[i] for v in values}) > 1
+        }
+    )
+    shown = ", ".join(str(f + 1) for f in frames[:6])
+    what = f"; they differ in {', '.join(differing)}" if differing else ""
+    return (
+        f"Frames {shown} of this multi-frame image share the same position{what}. It holds several volumes "
+        "(e.g. echoes, phases or repeated acquisitions); export the one to analyse as its own series."
+    )
+
+
+def stack_order(positions: np.ndarray, normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort slice positions along ``normal`` and check they form one evenly spaced stack along it.
+
+    Args:
+        positions: (N, 3) slice positions (ImagePositionPatient, LPS mm), N ≥ 2.
+        normal: unit slice normal.
+
+    Returns:
+        The sorting order (indices into ``positions``) and the step vector from one sorted slice to the next.
+
+    Raises:
+        GeometryError: duplicate positions, missing slices, uneven spacing, or slices not stacked along their
+            normal.
+    """
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    along = along[order]
+    steps = np.diff(along)
+    if np.any(steps < _DUPLICATE_MM):
+        raise GeometryError("Two or more frames share the same position; it is not one volume.")
+    median = float(np.median(steps))
+    if np.any(np.abs(steps - median) > _SPACING_TOLERANCE * median + 1e-3):
+        worst = int(np.argmax(np.abs(steps - median)))
+        if steps[worst] > 1.5 * median:
+            missing = round(steps[worst] / median) - 1
+            raise GeometryError(
+                f"The multi-frame image is missing about {missing} frame(s) between positions {along[worst]:.2f} "
+                f"and {along[worst + 1]:.2f} mm (gap {steps[worst]:.2f} mm, usual spacing {median:.2f} mm). "
+                "Re-export the complete image."
+            )
+        raise GeometryError(
+            f"The frame spacing is uneven (from {steps.min():.3f} to {steps.max():.3f} mm). MedAI needs evenly "
+            "spaced slices; resample the image to a regular grid (e.g. in Slicer) first."
+        )
+    sorted_positions = positions[order]
+    step_vector = (sorted_positions[-1] - sorted_positions[0]) / (len(order) - 1)
+    if np.linalg.norm(np.cross(step_vector / np.linalg.norm(step_vector), normal)) > 1e-3:
+        raise GeometryError(
+            "The frames are not stacked along their normal (gantry tilt or sheared stack). "
+            "Correct the tilt / resample the image to a regular grid first."
+        )
+    return order, step_vector
+
+
+def _decoded_frames(dataset: Any, path: Path, frames: int) -> np.ndarray:
+    """The stored pixel values of every frame as an (N, rows, columns) array.
+
+    Raises:
+        InputError: no or incomplete pixel data, no decoder for the transfer syntax, a damaged codestream, or
+            pixel data of another shape than the header declares (e.g. colour).
+    """
+    meta = getattr(dataset, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    syntax_name = f"{getattr(syntax, 'name', '') or syntax or 'unknown'}"
+    if "PixelData" not in dataset and "FloatPixelData" not in dataset and "DoubleFloatPixelData" not in dataset:
+        raise InputError(f"{path.name} has no pixel data. Export the image again with its pixels.")
+    element = dataset["PixelData"] if "PixelData" in dataset else None
+    if element is not None and syntax is not None and not syntax.is_compressed and not element.is_undefined_length:
+        rows, columns, bits = int(dataset.Rows), int(dataset.Columns), int(dataset.BitsAllocated)
+        need = (rows * columns * int(dataset.get("SamplesPerPixel", 1) or 1) * frames * bits + 7) // 8
+        have = len(element.value or b"")
+        if have < need:
+            raise InputError(
+                f"{path.name}: its pixel data is incomplete ({have} of {need} bytes for {frames} frames); the file "
+                "was cut short when it was copied or sent. Copy or retrieve it again."
+            )
+    try:
+        pixels = np.asarray(dataset.pixel_array)
+    except NotImplementedError as exc:
+        raise InputError(
+            f"{path.name} is stored as {syntax_name}, which no installed decoder reads ({exc}). Install the "
+            "decoders in Resources/requirements.txt, or re-send the image uncompressed."
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - decoders (pydicom, GDCM, Pillow) raise many types on damaged data
+        raise InputError(
+            f"{path.name}: its pixel data ({syntax_name}) cannot be decoded ({str(exc)[:200]}); the file is damaged "
+            "or was cut short during transfer. Copy or retrieve it again."
+        ) from None
+    if frames == 1 and pixels.ndim == 2:
+        pixels = pixels[np.newaxis]
+    if pixels.shape != (frames, int(dataset.Rows), int(dataset.Columns)):
+        raise InputError(
+            f"{path.name} decodes to pixel data of shape {pixels.shape}, not {frames} grey-scale frames of "
+            f"{dataset.Rows}×{dataset.Columns}: the file is damaged or not grey-scale. Give a grey-scale CT or MR "
+            "image, exported again."
+        )
+    return pixels
+
+
+def _rescale(groups: _FrameGroups, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rescale slope and intercept of every frame (1 and 0 where the file has none)."""
+    slopes, intercepts = np.ones(frames), np.zeros(frames)
+    for frame in range(frames):
+        for (sequence, keyword), store in ((_SLOPE, slopes), (_INTERCEPT, intercepts)):
+            value = groups.get(frame, sequence, keyword)
+            if value is not None:
+                store[frame] = _floats(value, 1, f"{keyword} of frame {frame + 1}")[0]
+    if np.any(slopes == 0):
+        raise InputError("A frame has RescaleSlope 0, which would erase every voxel; fix the file's rescale values.")
+    return slopes, intercepts
+
+
+def read_multiframe(dataset: Any, path: str | Path) -> Image:
+    """Read one multi-frame (Enhanced / Legacy Converted Enhanced) CT or MR object into an :class:`Image`.
+
+    Args:
+        dataset: the whole pydicom dataset (pixel data included).
+        path: the file it was read from (every slice refers to it, with its frame number in ``source_frames``).
+
+    Returns:
+        The volume with slices sorted along the slice normal and Modality LUT (rescale slope/intercept, per
+        frame) applied: int16 when every value is a whole number in range, else float32.
+
+    Raises:
+        InputError: a single frame (2D image), a colour image, undecodable pixel data, broken rescale values.
+        GeometryError: missing or inconsistent frame geometry, several stacks / time points / volumes in one
+            file, missing frames, uneven spacing, tilted stacks.
+    """
+    from MedAIExtension.io.dicom_series import series_metadata
+
+    path = Path(path)
+    frames = _number_of_frames(dataset)
+    if frames < 2:
+        raise InputError(
+            f"{path.name} is a multi-frame object with a single frame: that is a 2D image. MedAI needs a 3D volume "
+            "(a series of slices, or a multi-frame image with one frame per slice)."
+        )
+    if int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
+        raise InputError(
+            f"{path.name} is a colour image ({dataset.get('PhotometricInterpretation', '?')}); MedAI segments "
+            "grey-scale CT and MR. Give the original grey-scale image."
+        )
+    geometry = frame_geometry(dataset)
+    groups = _FrameGroups(dataset, frames)
+    _check_one_stack_and_time(groups, frames)
+    normal = geometry.normal
+    along = geometry.positions @ normal
+    sorted_frames = np.argsort(along, kind="stable")
+    close = np.flatnonzero(np.diff(along[sorted_frames]) < _DUPLICATE_MM)
+    if close.size:
+        first = close[0]
+        same = [int(f) for f in sorted_frames if abs(along[f] - along[sorted_frames[first]]) < _DUPLICATE_MM]
+        raise GeometryError(_duplicate_message(dataset, groups, same))
+    order, step_vector = stack_order(geometry.positions, normal)
+
+    pixels = _decoded_frames(dataset, path, frames)
+    slopes, intercepts = _rescale(groups, frames)
+    integral = bool(np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts)))
+    out_dtype: type = np.float32
+    if integral and np.issubdtype(pixels.dtype, np.integer):
+        lows = pixels.reshape(frames, -1).min(axis=1).astype(float)
+        highs = pixels.reshape(frames, -1).max(axis=1).astype(float)
+        ends = np.stack([lows * slopes + intercepts, highs * slopes + intercepts])
+        if ends.min() >= -32768 and ends.max() <= 32767:
+            out_dtype = np.int16
+    array = np.empty((frames, *pixels.shape[1:]), dtype=out_dtype)
+    for k, frame in enumerate(order):
+        if out_dtype == np.int16:
+            array[k] = pixels[frame].astype(np.int32) * int(slopes[frame]) + int(intercepts[frame])
+        else:
+            array[k] = pixels[frame].astype(np.float64) * slopes[frame] + intercepts[frame]
+
+    row_dir, col_dir = geometry.orientation[:3], geometry.orientation[3:]
+    lps = np.eye(4)
+    lps[:3, 0] = row_dir * geometry.pixel_spacing[1]
+    lps[:3, 1] = col_dir * geometry.pixel_spacing[0]
+    lps[:3, 2] = step_vector
+    lps[:3, 3] = geometry.positions[order[0]]
+    return Image(
+        array=array,
+        ijk_to_ras=LPS_TO_RAS @ lps,
+        modality=str(dataset.get("Modality", "")),
+        source_files=(path,) * frames,
+        metadata=series_metadata(dataset),
+        source_frames=tuple(int(f) + 1 for f in order),
+    )
+
+
+def read_multiframe_files(datasets: Sequence[Any], files: Sequence[str | Path]) -> Image:
+    """Read the files of one series when at least one of them is a multi-frame image.
+
+    A series stored as one multi-frame object is read with :func:`read_multiframe`; several multi-frame objects
+    in one series (or multi-frame and single-frame files mixed) are refused with a message saying what to give.
+
+    Raises:
+        InputError: several files, or any error of :func:`read_multiframe`.
+    """
+    if len(datasets) != len(files) or not datasets:
+        raise InputError("Give one file per dataset: the multi-frame image's file was not named.")
+    if len(datasets) > 1:
+        multi = [Path(f).name for f, ds in zip(files, datasets, strict=True) if is_multiframe_file(ds)]
+        single = len(datasets) - len(multi)
+        mixed = f" and {single} single-frame file(s)" if single else ""
+        raise InputError(
+            f"This series is stored in {len(multi)} multi-frame file(s){mixed} (e.g. {multi[0]}); MedAI reads a "
+            "series stored as one multi-frame object, or as single-frame files. Give a folder holding only the "
+            "one multi-frame file of the volume to analyse, or convert the series to single-frame files (e.g. "
+            "export it from Slicer's DICOM module)."
+        )
+    return read_multiframe(datasets[0], files[0])
