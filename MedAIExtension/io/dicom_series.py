@@ -17,8 +17,15 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.errors import GeometryError, InputError
+from MedAIExtension.io.dicom_checks import (
+    check_image_headers,
+    check_single_reconstruction,
+    drop_localizers,
+    lossy_compression,
+)
 from MedAIExtension.io.geometry import LPS_TO_RAS, affine_parts
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.pixel_decoding import decode_pixels, read_dataset
 
 __all__ = [
     "SERIES_METADATA_KEYS",
@@ -74,6 +81,30 @@ def walk_files(folder: Path) -> Iterable[Path]:
             yield Path(root) / name
 
 
+#: SOP classes of objects derived from images (segmentations, reports, maps, states): never a volume to read.
+_DERIVED_SOP_CLASS_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data, spatial registration, fiducials, segmentation, surface segmentation
+    "1.2.840.10008.5.1.4.1.1.88.",  # structured reports, key object selection
+    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
+    "1.2.840.10008.5.1.4.1.1.30",  # parametric map
+    "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated documents
+    "1.2.840.10008.5.1.4.1.1.481.",  # radiotherapy objects
+)
+
+
+def _is_volume_image(dataset: Any) -> bool:
+    """Whether a header (read without pixels) describes an image that may be part of a volume.
+
+    A file counts when it declares an image matrix (Rows) and is not a derived object (SEG, SR, Parametric Map,
+    presentation state, ...). Files missing geometry attributes still count, so that reading the series can say
+    which attribute is missing instead of reporting no series at all.
+    """
+    if "Rows" not in dataset:
+        return False
+    sop_class = str(dataset.get("SOPClassUID", ""))
+    return not any(sop_class.startswith(prefix) for prefix in _DERIVED_SOP_CLASS_PREFIXES)
+
+
 def list_series(folder: str | os.PathLike[str]) -> tuple[list[SeriesInfo], list[Path]]:
     """Find the image series in ``folder`` (recursively).
 
@@ -82,6 +113,8 @@ def list_series(folder: str | os.PathLike[str]) -> tuple[list[SeriesInfo], list[
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
+
+    from MedAIExtension.io.multiframe import is_multiframe_volume
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -92,10 +125,10 @@ def list_series(folder: str | os.PathLike[str]) -> tuple[list[SeriesInfo], list[
     for path in walk_files(folder):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, ValueError, EOFError, TypeError, AttributeError):
+        except (InvalidDicomError, Exception):  # noqa: BLE001 - any unreadable file is skipped and counted
             skipped.append(path)
             continue
-        if "PixelData" not in ds and "ImagePositionPatient" not in ds:
+        if not (_is_volume_image(ds) or is_multiframe_volume(ds)):
             skipped.append(path)
             continue
         uid = str(ds.get("SeriesInstanceUID", ""))
@@ -121,8 +154,6 @@ def read_dicom_series(
         InputError: no series, several series and none chosen, or a 2D image.
         GeometryError: mixed orientation, missing slices, uneven spacing, duplicate positions.
     """
-    import pydicom
-
     series, skipped = list_series(folder)
     if not series:
         raise InputError(f"No DICOM image series found in {folder}. Point --input at a folder of DICOM image files.")
@@ -142,47 +173,46 @@ def read_dicom_series(
     else:
         info = series[0]
 
-    datasets = [pydicom.dcmread(p) for p in info.files]
-    return _assemble(datasets, list(info.files))
+    datasets = [read_dataset(p) for p in info.files]
+    return _assemble(datasets, list(info.files), warn)
 
 
-def read_dicom_files(files: Iterable[str | os.PathLike[str]]) -> Image:
+def read_dicom_files(
+    files: Iterable[str | os.PathLike[str]], warn: Callable[[str], None] | None = None
+) -> Image:
     """Read the given files (one series, any order) into an :class:`Image`, e.g. from Slicer's DICOM database."""
-    import pydicom
-
     paths = [Path(f) for f in files]
     if not paths:
         raise InputError("No DICOM files were given; select a volume loaded from DICOM.")
-    datasets = [pydicom.dcmread(p) for p in paths]
+    datasets = [read_dataset(p) for p in paths]
     if len({str(ds.get("SeriesInstanceUID", "")) for ds in datasets}) > 1:
         raise InputError("The files belong to more than one series; give the files of a single series.")
-    return _assemble(datasets, paths)
+    return _assemble(datasets, paths, warn)
 
 
-def _assemble(datasets: list, files: list[Path]) -> Image:
+def _assemble(datasets: list, files: list[Path], warn: Callable[[str], None] | None = None) -> Image:
+    """One volume from the datasets of one series: headers checked first, then geometry, then pixels."""
+    from MedAIExtension.io.multiframe import is_multiframe_file, read_multiframe_files
+
     first = datasets[0]
-    if int(first.get("NumberOfFrames", 1) or 1) > 1:
-        raise InputError(
-            "This series is stored as one multi-frame (enhanced) DICOM object, which MedAI does not read yet. "
-            "Convert it to a classic single-frame series (e.g. with dcmtk's dcmconv or Slicer) first."
-        )
+    if any(is_multiframe_file(ds) for ds in datasets):  # Enhanced / Legacy Converted CT, MR: one file, many frames
+        return read_multiframe_files(datasets, files)
+    datasets, files = drop_localizers(datasets, files, warn)
     if len(datasets) < 2:
         raise InputError(
             "The series has a single slice: that is a 2D image. MedAI needs a 3D volume (a series of slices)."
         )
-    orientations = []
-    for ds in datasets:
-        if "ImageOrientationPatient" not in ds or "ImagePositionPatient" not in ds:
-            raise GeometryError(
-                f"{files[datasets.index(ds)].name} has no ImageOrientationPatient/ImagePositionPatient, "
-                "so the slices cannot be placed in space. Export the series with its geometry tags."
-            )
-        orientations.append(np.array(ds.ImageOrientationPatient, dtype=float))
+    check_image_headers(datasets, files)
+    check_single_reconstruction(datasets, files, str(first.get("SeriesInstanceUID", "")))
+    orientations = [np.array(ds.ImageOrientationPatient, dtype=float) for ds in datasets]
     iop = orientations[0]
-    if any(not np.allclose(o, iop, atol=_ORIENTATION_TOLERANCE) for o in orientations):
+    other = [files[i] for i, o in enumerate(orientations) if not np.allclose(o, iop, atol=_ORIENTATION_TOLERANCE)]
+    if other:
         raise GeometryError(
-            "The slices of this series have different orientations (mixed ImageOrientationPatient); "
-            "it is not one volume. Select a series with a single orientation (e.g. split localisers out)."
+            f"The slices of this series have different orientations (mixed ImageOrientationPatient: "
+            f"{len(other)} of {len(files)} file(s) differ from {files[0].name}, e.g. {other[0].name}); it is not one "
+            "volume. Copy the slices of one orientation into a folder of their own, or re-export that "
+            "reconstruction as its own series."
         )
     row_dir, col_dir = iop[:3], iop[3:]
     normal = np.cross(row_dir, col_dir)
@@ -220,15 +250,26 @@ def _assemble(datasets: list, files: list[Path]) -> Image:
             "Correct the tilt / resample the series to a regular grid first."
         )
 
+    first = datasets[0]
     rows, cols = int(first.Rows), int(first.Columns)
     pixel_spacing = [float(v) for v in first.PixelSpacing]
+    spacings = [[float(v) for v in ds.PixelSpacing] for ds in datasets]
+    if any(not np.allclose(spacing, pixel_spacing, rtol=_SPACING_TOLERANCE) for spacing in spacings):
+        raise GeometryError(
+            "The slices of this series have different PixelSpacing; it is not one volume. Choose a series whose "
+            "slices share one pixel spacing."
+        )
     slices = []
-    for ds in datasets:
+    lossy = set()
+    for ds, path in zip(datasets, files):
         if int(ds.Rows) != rows or int(ds.Columns) != cols:
             raise GeometryError("The slices of this series have different sizes; it is not one volume.")
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        slices.append((ds.pixel_array, slope, intercept))
+        slices.append((decode_pixels(ds, path), slope, intercept))
+        method = lossy_compression(ds)
+        if method:
+            lossy.add(method)
     integer_rescale = all(float(s).is_integer() and float(b).is_integer() for _, s, b in slices)
     out_dtype = np.float32
     if integer_rescale:
@@ -250,6 +291,13 @@ def _assemble(datasets: list, files: list[Path]) -> Image:
     lps[:3, 2] = step_vector
     lps[:3, 3] = positions[0]
     metadata = series_metadata(first)
+    if lossy:
+        metadata["LossyCompression"] = ", ".join(sorted(lossy))
+        if warn:
+            warn(
+                f"The input series was lossy compressed ({metadata['LossyCompression']}): its voxels differ from "
+                "what the scanner measured, so results can differ from those on the original images."
+            )
     return Image(
         array=array,
         ijk_to_ras=LPS_TO_RAS @ lps,
