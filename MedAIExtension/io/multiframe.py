@@ -207,14 +207,18 @@ def frame_geometry(dataset: Any) -> FrameGeometry:
 
 
 def _dimension_names(dataset: Any) -> list[str]:
-    """Names of the dimension indices (DimensionIndexSequence), in the order of DimensionIndexValues."""
+    """Names of the dimension indices (DimensionIndexSequence), in the order of DimensionIndexValues.
+
+    The position dimension itself is named ``""``: frames that share a position cannot differ in it.
+    """
     from pydicom.datadict import keyword_for_tag
 
     names = []
     for item in dataset.get("DimensionIndexSequence") or []:
-        label = str(item.get("DimensionDescriptionLabel", "") or "")
         pointer = item.get("DimensionIndexPointer")
-        names.append(label or (keyword_for_tag(pointer) if pointer is not None else "") or "unnamed dimension")
+        keyword = keyword_for_tag(pointer) if pointer is not None else ""
+        label = str(item.get("DimensionDescriptionLabel", "") or "")
+        names.append("" if keyword == "ImagePositionPatient" else (keyword or label or "unnamed dimension"))
     return names
 
 
@@ -224,8 +228,8 @@ def _check_one_stack_and_time(groups: _FrameGroups, frames: int) -> None:
         ("StackID", "stacks", "Export each stack as its own series (or pick one in the viewer) and give that."),
         (
             "TemporalPositionIndex",
-            "temporal positions (a dynamic or 4D acquisition)",
-            "Export the time point to analyse as its own series and give that.",
+            "temporal positions",
+            "It is a dynamic (4D) acquisition: export the time point to analyse as its own series and give that.",
         ),
     ):
         values = {str(groups.frame_content(f, keyword)) for f in range(frames)} - {"None"}
@@ -250,6 +254,7 @@ def _duplicate_message(dataset: Any, groups: _FrameGroups, frames: Sequence[int]
             for i in range(min((len(v) for v in values), default=0))
             if len({v[i] for v in values}) > 1
         }
+        - {""}
     )
     shown = ", ".join(str(f + 1) for f in frames[:6])
     what = f"; they differ in {', '.join(differing)}" if differing else ""
