@@ -60,6 +60,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
     from MedAIExtension.models.inference import InferenceOptions
     from MedAIExtension.segmentation import segment_image, write_outputs
     from MedAIExtension.segmentation.outputs import parse_formats
+    from MedAIExtension.segmentation.plausibility import plausibility_warnings
 
     formats = parse_formats(args.format)
     catalog = load_catalog(args.catalog, models_dirs=args.models_dir or ())
@@ -68,14 +69,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
     check_output_directory(args.output)
     image = load_image(args.input, series_uid=args.series, warn=_warn)
-    if "dicom-seg" in formats and not image.source_files:
-        if args.format_given:
-            from MedAIExtension.errors import InputError
-
-            raise InputError(
-                "DICOM SEG output needs a DICOM series as input. Use --format seg.nrrd,nii.gz for NIfTI/NRRD input."
-            )
-        formats.remove("dicom-seg")
+    _check_dicom_seg_source(image, formats, args.format_given)
     options = InferenceOptions(
         overlap=args.overlap, batch_size=args.batch_size, roi_size=tuple(args.roi) if args.roi else None
     )
@@ -89,6 +83,7 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             options=options,
             progress=lambda f, m: bar(f * 0.9, m),
         )
+        warnings = plausibility_warnings(result.labelmap, result.labels)
         files = write_outputs(
             result.labelmap,
             result.labels,
@@ -97,7 +92,13 @@ def _cmd_segment(args: argparse.Namespace) -> int:
             source=image,
             algorithm_name=entry.name,
             algorithm_version=entry.version,
-            extra_summary={"provider": result.provider, "seconds": round(result.seconds, 3), "input": str(args.input)},
+            extra_summary={
+                "provider": result.provider,
+                "seconds": round(result.seconds, 3),
+                "input": str(args.input),
+                "input_lossy_compressed": image.metadata.get("LossyCompression") or False,
+                "plausibility_warnings": warnings,
+            },
             progress=lambda f, m: bar(0.9 + 0.1 * f, m),
         )
     finally:
@@ -112,7 +113,36 @@ def _cmd_segment(args: argparse.Namespace) -> int:
         print(f"  {row['name']:<20} {row['volume_ml']:10.2f} mL  ({row['voxel_count']} voxels)")
     for fmt, path in files.items():
         print(f"  {fmt:<10} {path}")
+    for message in warnings:
+        _warn(message)
     return 0
+
+
+def _check_dicom_seg_source(image: Any, formats: list[str], format_given: bool) -> None:
+    """Before inference: can a DICOM SEG reference ``image``? Drop it with a warning, or refuse if it was asked for."""
+    from MedAIExtension.errors import InputError
+
+    if "dicom-seg" not in formats:
+        return
+    if not image.source_files:
+        problem = "DICOM SEG output needs a DICOM series as input. Use --format seg.nrrd,nii.gz for NIfTI/NRRD input."
+    elif not str(image.metadata.get("FrameOfReferenceUID", "") or "").strip():
+        problem = (
+            "The input series has no FrameOfReferenceUID, which a DICOM SEG must share with its source images, so "
+            "no DICOM SEG can be written for it. Re-export the series with its Frame of Reference module, or use "
+            "--format seg.nrrd,nii.gz."
+        )
+    else:
+        return
+    if format_given:
+        raise InputError(problem)
+    formats.remove("dicom-seg")
+    if image.source_files:
+        _warn(
+            "The input series has no FrameOfReferenceUID, which a DICOM SEG must share with its source images: the "
+            "DICOM SEG is left out, the other formats are written. Re-export the series with its Frame of Reference "
+            "module to get one."
+        )
 
 
 def _cmd_track(args: argparse.Namespace) -> int:
@@ -383,6 +413,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and getattr(args, "command", None) != "gateway":  # the gateway stops gracefully on its own
+        from MedAIExtension.interrupts import interrupt_on_termination
+
+        interrupt_on_termination()
     if argv is None and getattr(args, "command", None) in _JOB_COMMANDS:
         from MedAIExtension.allocator import keep_freed_memory
 
@@ -398,9 +432,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except OSError as exc:  # a file-system failure no writer anticipated: one line, not a traceback
+        if args.debug:
+            raise
+        from MedAIExtension.atomic import disk_full_error
+
+        full = disk_full_error(exc, Path(getattr(args, "output", None) or "."))
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {full or f'{exc.strerror or exc}{where}. Check the path and its permissions.'}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            raise
         print("error: interrupted; no output was written.", file=sys.stderr)
-        return 130
+        return 128 + int(getattr(exc, "signum", 2))
 
 
 if __name__ == "__main__":

@@ -10,14 +10,11 @@ import csv
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from MedAIExtension.atomic import ensure_writable_directory
-from MedAIExtension.errors import OutputError
+from MedAIExtension.atomic import staged_output
 from MedAIExtension.explain.overlay_png import key_slices
 from MedAIExtension.explain.pipeline import Explanation
 from MedAIExtension.io.image import Image
@@ -101,12 +98,11 @@ def write_explanation_outputs(
     from MedAIExtension.io.volume_files import write_volume_file
 
     reporter = Progress(progress)
-    out = ensure_writable_directory(output_dir)
     stem = output_stem(input_label or str(image.metadata.get("SourceFile", "image")))
     method = explanation.method.value
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=".medai-staging-"))
     files: dict[str, Any] = {}
-    try:
+    with staged_output(output_dir) as staged:
+        staging = staged.folder
         reporter(0.0, "writing the map")
         files["map_nrrd"] = f"{stem}_{method}.nrrd"
         write_volume_file(explanation.map, staging / files["map_nrrd"])
@@ -134,14 +130,6 @@ def write_explanation_outputs(
         (staging / "explanation.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
         reporter(0.95, "moving results into place")
         written = [v for v in files.values() if isinstance(v, str)] + list(files.get("overlay_pngs", []))
-        for name in [*written, "explanation.json"]:  # file by file: other runs' results in the folder stay
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            if (out / name).is_dir():
-                shutil.rmtree(out / name)
-            os.replace(staging / name, out / name)
+        staged.commit([*written, "explanation.json"])  # file by file: other runs' results in the folder stay
         reporter(1.0, "done")
         return document
-    except OSError as exc:
-        raise OutputError(f"Writing results into {out} failed ({exc.strerror or exc}); nothing was written.") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)

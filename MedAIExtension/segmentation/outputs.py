@@ -1,22 +1,21 @@
 """Writing a segmentation result: .seg.nrrd (via real MRML), NIfTI label map, DICOM SEG, summary JSON.
 
 All files are first written into a hidden staging folder inside the output folder and moved into place only
-when every requested format succeeded, so an error or a cancel leaves no partial output.
+when every requested format succeeded (:func:`~MedAIExtension.atomic.staged_output`), so an error, a cancel or
+an interrupt leaves no partial output.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from MedAIExtension.atomic import ensure_writable_directory
-from MedAIExtension.errors import InputError, OutputError
+from MedAIExtension.atomic import staged_output
+from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import SegmentLabel, label_statistics
 from MedAIExtension.progress import Progress
@@ -73,10 +72,9 @@ def write_outputs(
             "DICOM SEG output needs a DICOM series as input (it references the source images). "
             "Use --format seg.nrrd,nii.gz for NIfTI/NRRD input, or give the DICOM folder."
         )
-    out = ensure_writable_directory(output_dir)
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=".medai-staging-"))
-    written: dict[str, Path] = {}
-    try:
+    with staged_output(output_dir) as staged:
+        staging = staged.folder
+        written: dict[str, str] = {}
         names = {"seg.nrrd": f"{stem}.seg.nrrd", "nii.gz": f"{stem}.nii.gz", "dicom-seg": f"{stem}.dcm"}
         for index, fmt in enumerate(formats):
             reporter(index / (len(formats) + 1), f"writing {fmt}")
@@ -105,12 +103,5 @@ def write_outputs(
         (staging / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
         written["summary"] = "summary.json"
         reporter(1.0, "moving results into place")
-        final: dict[str, Path] = {}
-        for fmt, name in written.items():
-            os.replace(staging / name, out / name)
-            final[fmt] = out / name
-        return final
-    except OSError as exc:
-        raise OutputError(f"Writing results into {out} failed ({exc.strerror or exc}); nothing was written.") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        final = staged.commit(written.values())
+        return {fmt: final[name] for fmt, name in written.items()}

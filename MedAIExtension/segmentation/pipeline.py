@@ -13,6 +13,7 @@ from MedAIExtension.models.catalog import Catalog, ModelEntry, load_catalog
 from MedAIExtension.models.devices import Device, cuda_available, parse_device
 from MedAIExtension.models.inference import InferenceOptions, run_inference
 from MedAIExtension.progress import CancelToken, Progress
+from MedAIExtension.segmentation.plausibility import check_field_of_view
 
 __all__ = ["SegmentationResult", "resolve_model", "runtime_entry", "segment_image"]
 
@@ -102,6 +103,8 @@ def segment_image(
             "('medai models' lists each model's task); explain a classifier with 'medai explain'."
         )
     _check_modality(image, entry)
+    patch = entry.input.patch_size if entry.input.axis_order == "ijk" else entry.input.patch_size[::-1]
+    check_field_of_view(image, patch, entry.input.spacing, entry.name)
     reporter = Progress(progress, token)
     reporter(0.0, f"loading model {entry.name}")
     runs_as = runtime_entry(entry, device, catalog)

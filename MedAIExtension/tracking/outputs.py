@@ -9,16 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from MedAIExtension.atomic import ensure_writable_directory
+from MedAIExtension.atomic import ensure_writable_directory, staged_output
 from MedAIExtension.errors import OutputError
 from MedAIExtension.progress import Progress
 from MedAIExtension.tracking.pipeline import StudyResult, TrackingResult
@@ -97,6 +95,7 @@ def _write_dicom(
     names: dict[str, str],
     reading_priority: int | None = None,
     negative_report: bool = False,
+    comments: Sequence[str] = (),
 ) -> None:
     from MedAIExtension.dicom import write_dicom_seg
     from MedAIExtension.dicom.sr import write_tracking_sr
@@ -115,6 +114,7 @@ def _write_dicom(
                 exam_lung_rads=str(result.exam_lung_rads[timepoint].category),
                 algorithm_name="MedAI nodule tracking",
                 reading_priority=reading_priority,
+                comments=comments,
             )
             names[f"{timepoint}_sr"] = sr_path.name
         return  # the JSON/HTML report states the nodule-free exam (Lung-RADS 1)
@@ -147,6 +147,7 @@ def _write_dicom(
         exam_lung_rads=str(exam.category),
         algorithm_name="MedAI nodule tracking",
         reading_priority=reading_priority,
+        comments=comments,
     )
     names[f"{timepoint}_sr"] = sr_path.name
 
@@ -156,11 +157,13 @@ def write_study_dicom(
     timepoint: str,
     folder: str | os.PathLike[str],
     reading_priority: int | None = None,
+    comments: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write the DICOM SEG and tracking SR of one time point of ``result`` into ``folder``.
 
     ``timepoint`` is ``"baseline"`` or ``"followup"`` (a :class:`StudyResult` has only ``"baseline"``).
-    ``reading_priority`` (1 most urgent .. 5) is written into the SR next to the exam's Lung-RADS category.
+    ``reading_priority`` (1 most urgent .. 5) is written into the SR next to the exam's Lung-RADS category, and
+    ``comments`` (free text, e.g. that the prior-study search cannot be trusted) as exam-level comments.
 
     Returns:
         ``{"<timepoint>_seg": path, "<timepoint>_sr": path}``; for a study without nodules only the SR, which
@@ -172,7 +175,16 @@ def write_study_dicom(
     out = ensure_writable_directory(folder)
     names: dict[str, str] = {}
     try:
-        _write_dicom(result, result.labelmap(timepoint), timepoint, out, names, reading_priority, negative_report=True)
+        _write_dicom(
+            result,
+            result.labelmap(timepoint),
+            timepoint,
+            out,
+            names,
+            reading_priority,
+            negative_report=True,
+            comments=comments,
+        )
     except OSError as exc:
         raise OutputError(f"Writing the {timepoint} SEG/SR into {out} failed ({exc.strerror or exc}).") from None
     return {kind: out / name for kind, name in names.items()}
@@ -196,10 +208,9 @@ def write_tracking_outputs(
     both_dicom = bool(result.baseline.image.source_files and result.followup.image.source_files)
     if dicom is None:
         dicom = both_dicom
-    out = ensure_writable_directory(output_dir)
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=".medai-staging-"))
     names: dict[str, str] = {}
-    try:
+    with staged_output(output_dir) as staged:
+        staging = staged.folder
         rows = result.rows()
         reporter(0.05, "writing the nodule table")
         _write_csv(rows, staging / "tracking.csv")
@@ -251,16 +262,7 @@ def write_tracking_outputs(
         (staging / "tracking.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
         names["table_json"] = "tracking.json"
         reporter(0.95, "moving results into place")
-        final: dict[str, Path] = {}
-        for kind, name in [*names.items(), ("pictures", "nodules")]:
-            target = out / name.split("/")[0]
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(staging / name.split("/")[0], target)
-            final[kind] = out / name
+        entries = {**names, "pictures": "nodules"}
+        staged.commit(name.split("/")[0] for name in entries.values())  # folders (nodules/) as a whole
         reporter(1.0, "done")
-        return final
-    except OSError as exc:
-        raise OutputError(f"Writing results into {out} failed ({exc.strerror or exc}); nothing was written.") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        return {kind: staged.output / name for kind, name in entries.items()}
