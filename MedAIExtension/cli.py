@@ -154,16 +154,29 @@ def _cmd_track(args: argparse.Namespace) -> int:
     check_output_directory(args.output)
     baseline = load_image(args.baseline, warn=_warn)
     followup = load_image(args.followup, warn=_warn)
-    if baseline.source_files and followup.source_files:  # DICOM in: the SEG and SR are written, checked up front
+    dicom = bool(baseline.source_files and followup.source_files)
+    if dicom:  # DICOM in: the SEG and SR are written, checked up front
         from MedAIExtension.dicom.source import require_single_frame_source
 
         for image in (baseline, followup):
             require_single_frame_source(image, "tracking SR")
+        lacking = [
+            name
+            for name, image in (("baseline", baseline), ("follow-up", followup))
+            if not str(image.metadata.get("FrameOfReferenceUID", "") or "").strip()
+        ]
+        if lacking:
+            dicom = False
+            _warn(
+                f"The {' and '.join(lacking)} series has no FrameOfReferenceUID, which DICOM SEG and SR objects must "
+                "share with their source images: they are left out, the other outputs are written. Re-export the "
+                "series with its Frame of Reference module to get them."
+            )
     options = TrackingOptions.from_arguments(args)
     bar = _ProgressBar(not args.quiet)
     try:
         result = track_nodules(baseline, followup, options, progress=lambda f, m: bar(f * 0.9, m))
-        files = write_tracking_outputs(result, args.output, progress=lambda f, m: bar(0.9 + 0.1 * f, m))
+        files = write_tracking_outputs(result, args.output, dicom=dicom, progress=lambda f, m: bar(0.9 + 0.1 * f, m))
     finally:
         bar.close()
     for message in result.warnings:
