@@ -10,7 +10,7 @@ remembers its frame number in :attr:`Image.source_frames`, so derived objects (D
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,12 @@ def frame_geometry(dataset: Any) -> FrameGeometry:
             orientation or pixel spacing.
     """
     frames = _number_of_frames(dataset)
+    if frames > 1 and "PerFrameFunctionalGroupsSequence" not in dataset:
+        raise GeometryError(
+            f"This multi-frame image has {frames} frames but no per-frame functional groups "
+            "(PerFrameFunctionalGroupsSequence), so its frames have no position of their own and cannot be placed "
+            "in space. Export it as an Enhanced CT/MR with its plane positions, or as a single-frame series."
+        )
     groups = _FrameGroups(dataset, frames)
     positions, orientations, spacings = [], [], []
     for frame in range(frames):
@@ -366,12 +372,46 @@ def _rescale(groups: _FrameGroups, frames: int) -> tuple[np.ndarray, np.ndarray]
     return slopes, intercepts
 
 
-def read_multiframe(dataset: Any, path: str | Path) -> Image:
+def _check_pixel_header(dataset: Any, path: Path) -> None:
+    """Grey-scale pixels of a size a CT or MR has, described by intact attributes (before any decoding)."""
+    from MedAIExtension.io.dicom_checks import MAX_MATRIX
+
+    def integer(keyword: str) -> int:
+        try:
+            return int(dataset.get(keyword))
+        except (TypeError, ValueError):
+            raise InputError(
+                f"{path.name} has no valid {keyword} ({dataset.get(keyword)!r}), so its pixel data cannot be "
+                "decoded. The file is damaged or not an image: export it again."
+            ) from None
+
+    samples = str(dataset.get("SamplesPerPixel", "1")).strip()
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if samples != "1" or not photometric.startswith("MONOCHROME"):
+        raise InputError(
+            f"{path.name} is a colour image ({photometric}, {samples} sample(s) per pixel); MedAI segments "
+            "grey-scale CT and MR. Give the original grey-scale image, not a screenshot or rendering."
+        )
+    rows, columns = integer("Rows"), integer("Columns")
+    if not (1 <= rows <= MAX_MATRIX and 1 <= columns <= MAX_MATRIX):
+        raise InputError(
+            f"{path.name} declares frames of {rows}×{columns} pixels (Rows×Columns); CT and MR images have 1 to "
+            f"{MAX_MATRIX} pixels a side, so the header is damaged. Export the image again."
+        )
+    if integer("BitsAllocated") not in (8, 16, 32, 64):
+        raise InputError(
+            f"{path.name} has BitsAllocated {dataset.get('BitsAllocated')}; grey-scale images use 8, 16 or 32 bits. "
+            "The header is damaged: export the image again."
+        )
+
+
+def read_multiframe(dataset: Any, path: str | Path, warn: Callable[[str], None] | None = None) -> Image:
     """Read one multi-frame (Enhanced / Legacy Converted Enhanced) CT or MR object into an :class:`Image`.
 
     Args:
         dataset: the whole pydicom dataset (pixel data included).
         path: the file it was read from (every slice refers to it, with its frame number in ``source_frames``).
+        warn: receives a warning when the pixels were lossy compressed (also kept in ``metadata``).
 
     Returns:
         The volume with slices sorted along the slice normal and Modality LUT (rescale slope/intercept, per
@@ -382,6 +422,7 @@ def read_multiframe(dataset: Any, path: str | Path) -> Image:
         GeometryError: missing or inconsistent frame geometry, several stacks / time points / volumes in one
             file, missing frames, uneven spacing, tilted stacks.
     """
+    from MedAIExtension.io.dicom_checks import lossy_compression
     from MedAIExtension.io.dicom_series import series_metadata
 
     path = Path(path)
@@ -391,11 +432,7 @@ def read_multiframe(dataset: Any, path: str | Path) -> Image:
             f"{path.name} is a multi-frame object with a single frame: that is a 2D image. MedAI needs a 3D volume "
             "(a series of slices, or a multi-frame image with one frame per slice)."
         )
-    if int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
-        raise InputError(
-            f"{path.name} is a colour image ({dataset.get('PhotometricInterpretation', '?')}); MedAI segments "
-            "grey-scale CT and MR. Give the original grey-scale image."
-        )
+    _check_pixel_header(dataset, path)
     geometry = frame_geometry(dataset)
     groups = _FrameGroups(dataset, frames)
     _check_one_stack_and_time(groups, frames)
@@ -432,17 +469,28 @@ def read_multiframe(dataset: Any, path: str | Path) -> Image:
     lps[:3, 1] = col_dir * geometry.pixel_spacing[0]
     lps[:3, 2] = step_vector
     lps[:3, 3] = geometry.positions[order[0]]
+    metadata = series_metadata(dataset)
+    lossy = lossy_compression(dataset)
+    if lossy:
+        metadata["LossyCompression"] = lossy
+        if warn:
+            warn(
+                f"The input image was lossy compressed ({lossy}): its voxels differ from what the scanner measured, "
+                "so results can differ from those on the original images."
+            )
     return Image(
         array=array,
         ijk_to_ras=LPS_TO_RAS @ lps,
         modality=str(dataset.get("Modality", "")),
         source_files=(path,) * frames,
-        metadata=series_metadata(dataset),
+        metadata=metadata,
         source_frames=tuple(int(f) + 1 for f in order),
     )
 
 
-def read_multiframe_files(datasets: Sequence[Any], files: Sequence[str | Path]) -> Image:
+def read_multiframe_files(
+    datasets: Sequence[Any], files: Sequence[str | Path], warn: Callable[[str], None] | None = None
+) -> Image:
     """Read the files of one series when at least one of them is a multi-frame image.
 
     A series stored as one multi-frame object is read with :func:`read_multiframe`; several multi-frame objects
@@ -463,4 +511,4 @@ def read_multiframe_files(datasets: Sequence[Any], files: Sequence[str | Path]) 
             "one multi-frame file of the volume to analyse, or convert the series to single-frame files (e.g. "
             "export it from Slicer's DICOM module)."
         )
-    return read_multiframe(datasets[0], files[0])
+    return read_multiframe(datasets[0], files[0], warn)

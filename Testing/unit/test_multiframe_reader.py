@@ -13,11 +13,13 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 
 from MedAIExtension.dicom.source import load_source_datasets, reference_sop_uids, require_single_frame_source
-from MedAIExtension.errors import GeometryError, InputError
+from MedAIExtension.errors import GeometryError, InputError, MedAIError
 from MedAIExtension.io import read_dicom_series, write_dicom_series
 from MedAIExtension.io.geometry import LPS_TO_RAS, affine_from_parts
 from MedAIExtension.io.image import Image
@@ -100,6 +102,9 @@ def test_per_frame_orientation_measures_and_rescale_override_shared(
         ("tilted", GeometryError, r"different orientations"),
         ("one_frame", InputError, r"single frame: that is a 2D image"),
         ("rgb", InputError, r"colour"),
+        ("palette", InputError, r"colour image \(PALETTE COLOR"),
+        ("huge", InputError, r"65535×65535 pixels"),
+        ("no_per_frame", GeometryError, r"no per-frame functional groups"),
         ("short_pixels", InputError, r"incomplete"),
     ],
 )
@@ -141,6 +146,12 @@ def test_broken_files_are_refused_by_name(
         ds.NumberOfFrames = 1
     elif change == "rgb":
         ds.SamplesPerPixel = 3
+    elif change == "palette":
+        ds.PhotometricInterpretation = "PALETTE COLOR"
+    elif change == "huge":
+        ds.Rows = ds.Columns = 65535
+    elif change == "no_per_frame":
+        del ds.PerFrameFunctionalGroupsSequence
     elif change == "short_pixels":
         ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
     with pytest.raises(error, match=pattern):
@@ -181,3 +192,56 @@ def test_source_frames_are_validated_and_dropped_with_the_files(
     swapped = image.with_array(image.array, source_files=image.source_files, source_frames=image.source_frames[::-1])
     with pytest.raises(GeometryError, match="source_frames do not match"):
         load_source_datasets(swapped, "DICOM SEG", multiframe=True)
+
+
+def test_lossy_compression_is_recorded_and_warned(enhanced: tuple[Dataset, Image], tmp_path: Path) -> None:
+    ds = copy.deepcopy(enhanced[0])
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    ds.save_as(tmp_path / "lossy.dcm", enforce_file_format=True)
+    warnings: list[str] = []
+    image = read_dicom_series(tmp_path, warn=warnings.append)
+    assert "lossy" in image.metadata["LossyCompression"]
+    assert any("lossy compressed" in w for w in warnings)
+
+
+def _elements(dataset: Dataset) -> list[tuple[Dataset, int]]:
+    """Every (dataset, tag) pair, nested functional-group items included."""
+    found = []
+    for element in dataset:
+        found.append((dataset, int(element.tag)))
+        if element.VR == "SQ":
+            for item in element.value:
+                found.extend(_elements(item))
+    return found
+
+
+_GARBAGE = ("", "x", "-1", "0", "1e400", "NaN", "1\\2\\3\\4\\5\\6\\7")
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, len(_GARBAGE))), min_size=1, max_size=3))
+def test_damaged_headers_raise_only_medai_errors(
+    enhanced: tuple[Dataset, Image], tmp_path: Path, edits: list[tuple[int, int]]
+) -> None:
+    """Deleting or garbling any attribute (functional groups included) gives a MedAI error or a valid volume."""
+    ds = copy.deepcopy(enhanced[0])
+    elements = _elements(ds)
+    for which, value in edits:
+        parent, tag = elements[which % len(elements)]
+        if tag not in parent:
+            continue
+        if value == len(_GARBAGE):
+            del parent[tag]
+        elif parent[tag].VR == "SQ":
+            parent[tag].value = []
+        elif tag != 0x7FE00010:
+            try:
+                parent[tag].value = _GARBAGE[value]
+            except (ValueError, TypeError, OverflowError):  # pydicom refuses to hold some values at all
+                continue
+    try:
+        image = read_multiframe(ds, tmp_path / "x.dcm")
+    except MedAIError:
+        return
+    assert image.shape[0] == len(image.source_frames)
