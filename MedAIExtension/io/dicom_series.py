@@ -196,7 +196,7 @@ def _assemble(datasets: list, files: list[Path], warn: Callable[[str], None] | N
 
     first = datasets[0]
     if any(is_multiframe_file(ds) for ds in datasets):  # Enhanced / Legacy Converted CT, MR: one file, many frames
-        return read_multiframe_files(datasets, files)
+        return read_multiframe_files(datasets, files, warn)
     datasets, files = drop_localizers(datasets, files, warn)
     if len(datasets) < 2:
         raise InputError(
