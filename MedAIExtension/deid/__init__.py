@@ -12,6 +12,7 @@ from MedAIExtension.deid.deidentify import (
     burned_in_reason,
     deidentify_dataset,
     deidentify_files,
+    pixel_data_problem,
 )
 from MedAIExtension.deid.uids import KEY_ENV_VAR, is_standard_uid, load_key, pseudonym, remap_uid
 
@@ -24,6 +25,7 @@ __all__ = [
     "deidentify_files",
     "is_standard_uid",
     "load_key",
+    "pixel_data_problem",
     "pseudonym",
     "remap_uid",
 ]

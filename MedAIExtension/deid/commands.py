@@ -52,6 +52,7 @@ def _cmd_deidentify(args: argparse.Namespace) -> int:
         date_shift_days=args.date_shift_days,
         skip_burned_in=args.skip_burned_in,
         keep_series_descriptions=args.keep_series_descriptions,
+        strict=args.strict,
     ).check()
     if not persistent:
         _warn(
@@ -112,6 +113,12 @@ def add_deidentify_parser(subparsers: Any) -> None:
         "--keep-series-descriptions",
         action="store_true",
         help="keep Series Description (only when it holds no identifying text)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse the whole run (nothing written) when a file is damaged — pixel data truncated or not "
+        "decodable, or a DICOM file that cannot be read — instead of leaving it out (listed as skipped)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=_cmd_deidentify)

@@ -22,16 +22,24 @@ Choices where the profile leaves room:
 * Non-DICOM files: a file named as an input must be DICOM (else :class:`InputError`); files found inside a
   folder that are not DICOM (READMEs, thumbnails, ``.DS_Store``) or are a DICOMDIR are skipped and listed in
   :attr:`DeidReport.skipped`.
+* Damaged images: before anything is written, every file's pixel data is checked — its length against Rows ×
+  Columns × Samples per Pixel × Bits Allocated × Number of Frames for native (uncompressed) transfer syntaxes, a
+  full decode for compressed ones (:func:`pixel_data_problem`). A file that fails (or cannot be read as DICOM
+  although it is one) is left out and listed in :attr:`DeidReport.skipped` with the reason, or the whole run is
+  refused with ``strict``: copying a broken image into a research export only moves the failure downstream.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import math
 import os
 import shutil
+import struct
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +56,7 @@ __all__ = [
     "burned_in_reason",
     "deidentify_dataset",
     "deidentify_files",
+    "pixel_data_problem",
 ]
 
 #: Dummy values written for action D (and for Type 1 attributes of the combined actions).
@@ -111,6 +120,11 @@ _FILE_META_REMOVED = (
     "PrivateInformation",
 )
 _MAX_SHIFT_DAYS = 100 * 366
+#: The elements that hold an image's pixels (integer, float and double float pixel data).
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+#: At most this many files are checked in parallel (compressed pixel data is decoded to check it, and the
+#: decoders release the GIL); fewer on a machine with fewer cores. Each holds one file in memory.
+_CHECK_THREADS = 4
 
 
 @dataclass
@@ -124,11 +138,14 @@ class DeidOptions:
         skip_burned_in: leave files with burned-in annotation out (listed in the report) instead of failing.
         keep_series_descriptions: keep Series Description (the profile removes it); use only when the
             descriptions are known to hold no identifying text, e.g. those MedAI writes.
+        strict: refuse the whole run (nothing written) when a file is damaged — pixel data that is truncated or
+            does not decode, or a DICOM file that cannot be read — instead of leaving it out of the export.
     """
 
     date_shift_days: int | None = None
     skip_burned_in: bool = False
     keep_series_descriptions: bool = False
+    strict: bool = False
 
     def check(self) -> DeidOptions:
         """Validate the options; raises :class:`InputError` naming the fix."""
@@ -153,7 +170,7 @@ class DeidReport:
     Attributes:
         written: the de-identified files, ``<output>/<study UID>/<series UID>/<SOP Instance UID>.dcm``.
         skipped: input files left out, each with the reason (not DICOM, DICOMDIR, burned-in annotation,
-            duplicate instance).
+            duplicate instance, damaged pixel data or an unreadable DICOM file).
         uid_count: how many distinct UIDs were remapped.
         studies: how many studies were written.
     """
@@ -453,24 +470,134 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], output_dir: Path) -> list
     return found
 
 
-def _read_header(path: Path) -> tuple[Any | None, str | None]:
-    """``(dataset, None)`` or ``(None, reason)`` for a file that is not a usable DICOM instance."""
+def pixel_data_problem(ds: Any) -> str | None:
+    """Why the pixel data of ``ds`` cannot be used, or ``None`` when it is complete (or there is none).
+
+    Native (uncompressed) transfer syntaxes: the element must hold at least the Rows × Columns × Samples per
+    Pixel × Bits Allocated × Number of Frames bits the header declares (a cut-off file still parses, with a
+    short value). Compressed (encapsulated) syntaxes: every frame is decoded with pydicom's decoders, and there
+    must be as many as Number of Frames declares.
+
+    Args:
+        ds: a pydicom ``Dataset`` read with its pixel data (a ``FileDataset``'s file meta names the syntax).
+
+    Returns:
+        ``None``, or a short reason (truncated, does not decode, no decoder installed, image attributes missing).
+    """
+    keyword = next((k for k in _PIXEL_KEYWORDS if k in ds), None)
+    if keyword is None:
+        return None
+    from pydicom.uid import UID
+
+    value = ds[keyword].value
+    if not value:
+        return f"{keyword} is empty"
+    meta = getattr(ds, "file_meta", None)
+    syntax = UID(str(meta.get("TransferSyntaxUID", "") or "")) if meta is not None else UID("")
+    if keyword == "PixelData" and syntax and syntax.is_encapsulated:
+        return _decode_problem(ds, syntax)
+    return _length_problem(ds, keyword, len(value))
+
+
+def _length_problem(ds: Any, keyword: str, actual: int) -> str | None:
+    """Native pixel data: the declared image size against the bytes present."""
+    numbers: dict[str, int] = {}
+    for name, default in (("Rows", None), ("Columns", None), ("BitsAllocated", None), ("SamplesPerPixel", 1),
+                          ("NumberOfFrames", 1)):  # fmt: skip
+        raw = ds.get(name, default)
+        try:
+            number = int(raw if raw not in (None, "") else default)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return f"{name} is missing or not a number ({raw!r}), so the image size is unknown"
+        if number <= 0:
+            return f"{name} is {number}, so the image is empty"
+        numbers[name] = number
+    rows, columns, bits = numbers["Rows"], numbers["Columns"], numbers["BitsAllocated"]
+    samples, frames = numbers["SamplesPerPixel"], numbers["NumberOfFrames"]
+    expected = math.ceil(rows * columns * samples * frames * bits / 8)
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if photometric == "YBR_FULL_422" and samples == 3:
+        expected = expected * 2 // 3  # two chroma samples shared by each pair of pixels
+    if actual < expected:
+        return (
+            f"{keyword} is truncated: {actual} of the {expected} bytes that Rows × Columns × Samples per Pixel × "
+            f"Bits Allocated × Number of Frames ({rows}×{columns}×{samples}×{bits}×{frames} bits) declare"
+        )
+    return None
+
+
+def _decode_problem(ds: Any, syntax: Any) -> str | None:
+    """Compressed pixel data: decode every frame."""
+    from pydicom.pixels import get_decoder, iter_pixels
+
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        return f"its pixel data ({syntax.name}) has no decoder in pydicom, so it cannot be checked"
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
+        return f"no decoder for {syntax.name} is installed ({missing}), so its pixel data cannot be checked"
+    try:
+        declared = int(ds.get("NumberOfFrames", 1) or 1)
+        decoded = sum(1 for _frame in iter_pixels(ds, raw=True))
+    except Exception as exc:  # noqa: BLE001 - decoders raise any type on damaged data; the reason is reported
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        if len(lines) > 1 and lines[0].startswith("Unable to decode as exceptions were raised"):
+            lines = lines[1:]  # pydicom's preamble; the lines after it name each decoder and its complaint
+        detail = "; ".join(lines) or type(exc).__name__
+        return f"its {syntax.name} pixel data does not decode ({detail[:240]})"
+    if decoded < declared:  # pydicom stops quietly when frames are missing
+        return f"its {syntax.name} pixel data holds {decoded} of the {declared} frames that Number of Frames declares"
+    return None
+
+
+@dataclass(frozen=True)
+class _Inspection:
+    """What the check of one input file found (no dataset is kept: only what the selection needs)."""
+
+    sop_instance_uid: str | None = None
+    problem: str | None = None  # why the file is left out (or refused when named / with ``strict``)
+    damaged: bool = False  # a DICOM file whose pixel data is broken (refused with ``strict``)
+    unreadable: bool = False  # a DICOM file whose header cannot be parsed (refused with ``strict``)
+    burned_in: str | None = None
+
+
+def _inspect(path: Path) -> _Inspection:
+    """Read ``path`` with its pixel data and check it: a usable DICOM instance with complete, decodable pixels."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(path)
     except InvalidDicomError:
-        return None, "not a DICOM file"
-    except (OSError, ValueError, EOFError, TypeError, AttributeError, KeyError) as exc:
-        return None, f"not a readable DICOM file ({type(exc).__name__})"
+        return _Inspection(problem="not a DICOM file")
+    except (OSError, ValueError, EOFError, TypeError, AttributeError, KeyError, IndexError, struct.error) as exc:
+        return _Inspection(problem=f"not a readable DICOM file ({type(exc).__name__})", unreadable=True)
     meta = getattr(ds, "file_meta", None)
     if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == _DICOMDIR_CLASS:
-        return None, "DICOMDIR (a media directory, not an image or document; not copied)"
+        return _Inspection(problem="DICOMDIR (a media directory, not an image or document; not copied)")
     missing = [k for k in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID") if not ds.get(k)]
     if missing:
-        return None, f"DICOM without {', '.join(missing)} (not a storable instance)"
-    return ds, None
+        return _Inspection(problem=f"DICOM without {', '.join(missing)} (not a storable instance)")
+    try:
+        damage = pixel_data_problem(ds)
+    except (ValueError, TypeError, AttributeError, KeyError, OSError) as exc:  # a header value pydicom cannot parse
+        damage = f"its image attributes cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})"
+    if damage is not None:
+        return _Inspection(problem=f"damaged image: {damage}", damaged=True)
+    return _Inspection(sop_instance_uid=str(ds.SOPInstanceUID), burned_in=burned_in_reason(ds))
+
+
+def _inspect_all(paths: list[Path]) -> Iterator[_Inspection]:
+    """:func:`_inspect` each path, in order, several at a time (decoding is the slow part)."""
+    if len(paths) < 2:
+        yield from (_inspect(p) for p in paths)
+        return
+    pool = ThreadPoolExecutor(max_workers=min(_CHECK_THREADS, os.cpu_count() or 1), thread_name_prefix="deid-check")
+    try:
+        yield from pool.map(_inspect, paths)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _summarise(paths: Sequence[Path], limit: int = 8) -> str:
@@ -487,7 +614,8 @@ def deidentify_files(
 ) -> DeidReport:
     """De-identify DICOM files and folders (recursively) into ``output_dir``.
 
-    All inputs are checked before anything is written. The files are staged in a hidden folder inside
+    All inputs are checked before anything is written, pixel data included (:func:`pixel_data_problem`;
+    damaged files are skipped, or refused with ``options.strict``). The files are staged in a hidden folder inside
     ``output_dir`` and moved into place (``<output>/<study UID>/<series UID>/<SOP Instance UID>.dcm``) at the
     end; on any error nothing is left (and ``output_dir`` is removed again if this call created it). Files
     already in ``output_dir`` (an earlier run) are kept; an instance written again with the same key replaces
@@ -505,7 +633,8 @@ def deidentify_files(
 
     Raises:
         InputError: a missing input, a named file that is not DICOM, no DICOM file at all, the output inside
-            an input folder, files with burned-in annotation (without ``skip_burned_in``), a bad option.
+            an input folder, files with burned-in annotation (without ``skip_burned_in``), damaged files (with
+            ``strict``), a bad option.
         OutputError: the output folder cannot be written.
     """
     import pydicom
@@ -521,17 +650,20 @@ def deidentify_files(
     burned: list[tuple[Path, str]] = []
     accepted: list[Path] = []
     first_of: dict[str, Path] = {}
-    for number, candidate in enumerate(candidates):
+    damaged: list[tuple[Path, str]] = []
+    inspections = _inspect_all([c.path for c in candidates])
+    for number, (candidate, found) in enumerate(zip(candidates, inspections, strict=True)):
         report_progress(0.2 * number / max(len(candidates), 1), "Checking inputs")
-        ds, why = _read_header(candidate.path)
-        if ds is None:
-            (bad if candidate.explicit else report.skipped).append((candidate.path, str(why)))
+        if found.problem is not None:
+            if found.damaged or (found.unreadable and not candidate.explicit):
+                damaged.append((candidate.path, found.problem))
+            else:
+                (bad if candidate.explicit else report.skipped).append((candidate.path, found.problem))
             continue
-        reason = burned_in_reason(ds)
-        if reason is not None:
-            burned.append((candidate.path, reason))
+        if found.burned_in is not None:
+            burned.append((candidate.path, found.burned_in))
             continue
-        sop = str(ds.SOPInstanceUID)
+        sop = str(found.sop_instance_uid)
         if sop in first_of:
             report.skipped.append((candidate.path, f"same SOP Instance UID as {first_of[sop]}"))
             continue
@@ -543,6 +675,15 @@ def deidentify_files(
             f"{len(bad)} input file(s) cannot be de-identified: {details}. Give DICOM files, or a folder (files in "
             "a folder that are not DICOM are skipped)."
         )
+    if damaged:
+        if options.strict:
+            details = "; ".join(f"{p} ({why})" for p, why in damaged[:3])
+            more = f" and {len(damaged) - 3} more" if len(damaged) > 3 else ""
+            raise InputError(
+                f"{len(damaged)} file(s) are damaged: {details}{more}. Nothing was written (--strict). Export them "
+                "again from the PACS or scanner, or run without --strict to leave them out of the export."
+            )
+        report.skipped.extend(damaged)
     if burned:
         if not options.skip_burned_in:
             raise InputError(
@@ -552,8 +693,12 @@ def deidentify_files(
             )
         report.skipped.extend((p, f"burned-in annotation: {why}") for p, why in burned)
     if not accepted:
+        left_out = ""
+        if report.skipped:
+            path, why = report.skipped[0]
+            left_out = f" ({len(report.skipped)} file(s) left out, e.g. {path}: {why})"
         raise InputError(
-            f"No DICOM file to de-identify was found in {_summarise([Path(p) for p in inputs])}. "
+            f"No DICOM file to de-identify was found in {_summarise([Path(p) for p in inputs])}{left_out}. "
             "Point the command at DICOM files or folders holding them."
         )
     check_output_directory(output)

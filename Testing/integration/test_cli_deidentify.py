@@ -157,3 +157,119 @@ def test_handler_through_its_own_parser(study: Path, tmp_path: Path, monkeypatch
         args.func(args)
     with pytest.raises(SystemExit):
         parser.parse_args(["deidentify", str(study), "--output", "x", "--date-shift-days", "soon"])
+
+
+# ---- damaged pixel data (issue 14, item 10) --------------------------------------------------------------------
+def _copy_series(study: Path, target: Path) -> list[Path]:
+    """A copy of the study's CT series in ``target`` (the tests damage files in it)."""
+    target.mkdir(parents=True)
+    for path in sorted((study / "ct").iterdir()):
+        (target / path.name).write_bytes(path.read_bytes())
+    return sorted(target.iterdir())
+
+
+def _with_cut_codestream(source: str, target: Path, sop_instance_uid: str) -> Path:
+    """A copy of one of pydicom's compressed test files with each frame's codestream cut to half its length."""
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(get_testdata_file(source))
+    frames = list(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1) or 1)))
+    ds.PixelData = encapsulate([frame[: len(frame) // 2] for frame in frames])
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
+def _assert_one_error_line(result: subprocess.CompletedProcess[str], output: Path, *words: str) -> None:
+    """Exit 2, one ``error:`` line (the last line; a decoder library may print its own complaint before it),
+    no traceback, no output folder."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert [line for line in lines if line.startswith("error: ")] == lines[-1:], result.stderr
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[-1], lines[-1]
+    assert not output.exists()
+
+
+def test_truncated_pixel_data_is_skipped_or_refused_with_strict(study: Path, tmp_path: Path) -> None:
+    """A series with one file whose PixelData is shorter than Rows × Columns × … declares: exported without it,
+    '1 file(s) skipped' with the reason; with --strict exit 2 and nothing written."""
+    files = _copy_series(study, tmp_path / "series")
+    damaged = pydicom.dcmread(files[2])
+    damaged.PixelData = damaged.PixelData[: len(damaged.PixelData) // 2]
+    damaged.save_as(files[2], enforce_file_format=True)
+    out = tmp_path / "out"
+    result = _medai(tmp_path / "series", "--output", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert f"{len(files) - 1} file(s) of 1 study(ies) de-identified" in result.stdout, result.stdout
+    assert "1 file(s) skipped" in result.stdout
+    assert f"skipped {files[2]}: damaged image: PixelData is truncated: 320 of the 640 bytes" in result.stderr
+    exported = {str(pydicom.dcmread(p).SOPInstanceUID) for p in out.rglob("*.dcm")}
+    key = KEY_TEXT.encode()
+    assert remap_uid(str(damaged.SOPInstanceUID), key) not in exported and len(exported) == len(files) - 1
+    strict_out = tmp_path / "strict"
+    _assert_one_error_line(
+        _medai(tmp_path / "series", "--output", strict_out, "--quiet", "--strict"),
+        strict_out,
+        "1 file(s) are damaged",
+        files[2].name,
+        "truncated",
+        "without --strict",
+    )
+
+
+def test_corrupt_compressed_file_is_skipped_or_refused_with_strict(study: Path, tmp_path: Path) -> None:
+    """A JPEG 2000 file (pydicom's test data) with its codestream cut is skipped or refused; intact JPEG 2000
+    (a 10-frame enhanced MR), RLE and JPEG Lossless files beside it decode and are exported."""
+    from pydicom.data import get_testdata_file
+
+    folder = tmp_path / "mixed"
+    _copy_series(study, folder)
+    for name in ("emri_small_jpeg_2k_lossless.dcm", "MR_small_RLE.dcm", "JPEG-LL.dcm"):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        ds.BurnedInAnnotation = "NO"  # JPEG-LL.dcm is a Secondary Capture; it shows no text
+        ds.save_as(folder / name, enforce_file_format=True)
+    cut = _with_cut_codestream("MR_small_jp2klossless.dcm", folder / "cut-j2k.dcm", "1.2.826.0.1.3680043.8.498.1")
+    out = tmp_path / "out"
+    result = _medai(folder, "--output", out, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "1 file(s) skipped" in result.stdout, result.stdout
+    assert f"skipped {cut}: damaged image: its JPEG 2000 Image Compression (Lossless Only) pixel data does not " \
+        "decode" in result.stderr  # fmt: skip
+    assert len(list(out.rglob("*.dcm"))) == 6 + 3
+    strict_out = tmp_path / "strict"
+    _assert_one_error_line(
+        _medai(folder, "--output", strict_out, "--quiet", "--strict"), strict_out, "cut-j2k.dcm", "does not decode"
+    )
+
+
+def test_pixel_data_problem_names_each_kind_of_damage(study: Path, tmp_path: Path) -> None:
+    """In process: a file cut in half on disk, a frame missing from a multi-frame JPEG 2000 file, missing Rows;
+    no false alarm on the CT slices, the bit-packed SEG or intact compressed files; the run with only damaged
+    files says what was left out."""
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import encapsulate, generate_frames
+
+    from MedAIExtension.deid import DeidOptions, deidentify_files, pixel_data_problem
+
+    for path in [*sorted((study / "ct").iterdir()), study / "seg" / "seg.dcm"]:
+        assert pixel_data_problem(pydicom.dcmread(path)) is None, path
+    for name in ("emri_small_jpeg_2k_lossless.dcm", "MR_small_RLE.dcm", "JPEG-LL.dcm", "MR_small.dcm"):
+        assert pixel_data_problem(pydicom.dcmread(get_testdata_file(name))) is None, name
+    (tmp_path / "bad").mkdir()
+    halved = tmp_path / "bad" / "halved.dcm"
+    raw = next((study / "ct").iterdir()).read_bytes()
+    halved.write_bytes(raw[: len(raw) - 400])
+    assert "truncated: 240 of the 640 bytes" in str(pixel_data_problem(pydicom.dcmread(halved)))
+    multi = pydicom.dcmread(get_testdata_file("emri_small_jpeg_2k_lossless.dcm"))
+    frames = list(generate_frames(multi.PixelData, number_of_frames=int(multi.NumberOfFrames)))
+    multi.PixelData = encapsulate(frames[:-1])
+    assert "holds 9 of the 10 frames" in str(pixel_data_problem(multi))
+    no_rows = pydicom.dcmread(next((study / "ct").iterdir()))
+    del no_rows.Rows
+    assert "Rows is missing" in str(pixel_data_problem(no_rows))
+    with pytest.raises(InputError, match=r"left out, e\.g\. .*halved\.dcm: damaged image"):
+        deidentify_files([halved.parent], tmp_path / "out", KEY_TEXT.encode(), DeidOptions())
+    assert not (tmp_path / "out").exists()
