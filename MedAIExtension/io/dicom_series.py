@@ -270,7 +270,10 @@ def _assemble(datasets: list, files: list[Path], warn: Callable[[str], None] | N
         method = lossy_compression(ds)
         if method:
             lossy.add(method)
-    integer_rescale = all(float(s).is_integer() and float(b).is_integer() for _, s, b in slices)
+    # int16 only for whole-number pixels and rescale; float pixel data (e.g. a Parametric Map) stays float
+    integer_rescale = all(
+        np.issubdtype(a.dtype, np.integer) and float(s).is_integer() and float(b).is_integer() for a, s, b in slices
+    )
     out_dtype = np.float32
     if integer_rescale:
         lo = min(float(a.min()) * s + b for a, s, b in slices)

@@ -173,3 +173,27 @@ def test_nan_in_nifti_is_refused_on_load(tmp_path: Path) -> None:
     sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / "nan.nrrd"))
     with pytest.raises(InputError, match="NaN"):
         load_image(tmp_path / "nan.nrrd")
+
+
+def _as_float_pixel_data(folder: Path, values: list[np.ndarray]) -> None:
+    for path, slab in zip(sorted(folder.glob("*.dcm")), values):
+        ds = pydicom.dcmread(path)
+        del ds.PixelData
+        for keyword in ("PixelRepresentation", "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.BitsAllocated = 32
+        del ds.BitsStored, ds.HighBit
+        ds.FloatPixelData = np.ascontiguousarray(slab, dtype="<f4").tobytes()
+        ds.save_as(path)
+
+
+def test_float_pixel_data_keeps_its_fractions(tmp_path: Path) -> None:
+    """Float Pixel Data (e.g. an ADC map) is read as float, not truncated to whole numbers."""
+    image = _image(np.eye(3), shape=(4, 5, 6))
+    write_dicom_series(image, tmp_path / "ct")
+    fractions = [np.full((5, 6), 0.25 + k, dtype=np.float32) for k in range(4)]
+    _as_float_pixel_data(tmp_path / "ct", fractions)
+    read = read_dicom_series(tmp_path / "ct")
+    assert read.array.dtype == np.float32
+    np.testing.assert_array_equal(read.array, np.stack(fractions))
