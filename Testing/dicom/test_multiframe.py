@@ -8,6 +8,7 @@ small phantom series. Expected geometry is computed here from the files' functio
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import highdicom as hd
@@ -135,10 +136,10 @@ def _with_geometry(ds: Dataset) -> Dataset:
 
 
 def test_enhanced_mr_without_geometry_is_refused_and_reads_in_every_syntax_with_it(tmp_path: Path) -> None:
-    """emri_small*.dcm: refused naming the missing position; with geometry, the same volume in all 5 syntaxes."""
+    """emri_small*.dcm: refused naming the missing frame geometry; with it, the same volume in all 5 syntaxes."""
     plain = Path(get_testdata_file("emri_small.dcm"))
     shutil.copy(plain, tmp_path / plain.name)
-    with pytest.raises(GeometryError, match=r"ImagePositionPatient.*PlanePositionSequence"):
+    with pytest.raises(GeometryError, match=r"10 frames but no per-frame functional groups.*plane positions"):
         read_dicom_series(tmp_path)
 
     reference = pydicom.dcmread(plain).pixel_array
@@ -170,6 +171,21 @@ def test_legacy_converted_enhanced_ct_reads_like_its_series(study: dict[str, Pat
     assert np.allclose(multi.ijk_to_ras, single.ijk_to_ras, atol=1e-5)
     assert multi.source_files == (study["file"],) * single.shape[0]
     assert sorted(multi.source_frames) == list(range(1, single.shape[0] + 1))
+
+
+@pytest.mark.skipif(shutil.which("gdcmconv") is None, reason="gdcmconv (Debian libgdcm-tools) is not installed")
+@pytest.mark.parametrize("option", ["--jpeg", "--j2k", "--jpegls", "--rle"])
+def test_reencoded_multiframe_file_reads_identically(study: dict[str, Path], tmp_path: Path, option: str) -> None:
+    """The Enhanced CT re-encoded by GDCM (JPEG lossless process 14, JPEG 2000, JPEG-LS, RLE) gives the same voxels."""
+    (tmp_path / "in").mkdir()
+    target = tmp_path / "in" / "enhanced.dcm"
+    subprocess.run(["gdcmconv", option, str(study["file"]), str(target)], check=True, capture_output=True)
+    assert pydicom.dcmread(target, stop_before_pixels=True).file_meta.TransferSyntaxUID.is_compressed
+    single = read_dicom_series(study["single"])
+    image = read_dicom_series(target.parent)
+    assert np.array_equal(image.array, single.array)
+    assert np.allclose(image.ijk_to_ras, single.ijk_to_ras, atol=1e-5)
+    assert "LossyCompression" not in image.metadata
 
 
 def _shuffled(path: Path, target: Path, seed: int) -> tuple[Path, np.ndarray]:
