@@ -426,6 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:  # libraries' warnings about odd headers are noise to a user; MedAI says what matters itself
+        import warnings
+
+        warnings.filterwarnings("ignore", module=r"(pydicom|highdicom|SimpleITK|monai|torch|onnx)")
     if argv is None and getattr(args, "command", None) != "gateway":  # the gateway stops gracefully on its own
         from MedAIExtension.interrupts import interrupt_on_termination
 
