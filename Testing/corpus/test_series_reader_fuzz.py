@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
@@ -292,6 +292,13 @@ def _only_medai_errors(call: Callable[[], object]) -> object | None:
         return None
 
 
+#: Damage found by this test before, always tried first (a wrong-length US value; a non-finite frame count).
+_KNOWN = (
+    [Corrupt(0, "Rows", b"\x00\x00\x00")],
+    [Corrupt(0, "NumberOfFrames", b"inf ")],
+    [Corrupt(i, "RescaleSlope", b"1e308 ") for i in range(SLICES)],
+)
+
 _SETTINGS = settings(
     max_examples=150,
     deadline=None,
@@ -303,6 +310,9 @@ _SETTINGS = settings(
 
 @_SETTINGS
 @given(mutations=_MUTATIONS)
+@example(mutations=_KNOWN[0])
+@example(mutations=_KNOWN[1])
+@example(mutations=_KNOWN[2])
 def test_series_reader_gives_an_image_or_a_medai_error(valid_series: list[bytes], mutations: list[Mutation]) -> None:
     """A damaged series folder is read into a valid image or refused with MedAI's own error, never a traceback."""
     with tempfile.TemporaryDirectory(prefix="medai-fuzz-") as tmp:
@@ -322,6 +332,8 @@ def test_series_reader_gives_an_image_or_a_medai_error(valid_series: list[bytes]
 
 @settings(_SETTINGS, max_examples=80)
 @given(mutations=_MUTATIONS)
+@example(mutations=_KNOWN[0])
+@example(mutations=_KNOWN[1])
 def test_read_dicom_files_gives_an_image_or_a_medai_error(valid_series: list[bytes], mutations: list[Mutation]) -> None:
     """Files handed over one by one (e.g. from Slicer's DICOM database) are read or refused with MedAI's error."""
     with tempfile.TemporaryDirectory(prefix="medai-fuzz-") as tmp:
