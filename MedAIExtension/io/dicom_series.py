@@ -26,6 +26,7 @@ from MedAIExtension.io.dicom_checks import (
 from MedAIExtension.io.geometry import LPS_TO_RAS, affine_parts
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.pixel_decoding import decode_pixels, read_dataset
+from MedAIExtension.io.slice_stack import SPACING_TOLERANCE, stack_order
 
 __all__ = [
     "SERIES_METADATA_KEYS",
@@ -56,7 +57,6 @@ def series_metadata(dataset: Any) -> dict[str, str]:
 
 
 _ORIENTATION_TOLERANCE = 1e-4
-_SPACING_TOLERANCE = 0.01  # relative
 
 
 @dataclass(frozen=True)
@@ -217,44 +217,16 @@ def _assemble(datasets: list, files: list[Path], warn: Callable[[str], None] | N
     row_dir, col_dir = iop[:3], iop[3:]
     normal = np.cross(row_dir, col_dir)
     positions = np.array([np.array(ds.ImagePositionPatient, dtype=float) for ds in datasets])
-    along = positions @ normal
-    order = np.argsort(along, kind="stable")
-    along = along[order]
-    steps = np.diff(along)
-    if np.any(steps < 1e-3):
-        raise GeometryError(
-            "Two or more slices of this series share the same position (duplicate files or several "
-            "acquisitions in one series). Remove the duplicates or pick one acquisition."
-        )
-    median = float(np.median(steps))
-    if np.any(np.abs(steps - median) > _SPACING_TOLERANCE * median + 1e-3):
-        worst = int(np.argmax(np.abs(steps - median)))
-        if steps[worst] > 1.5 * median:
-            missing = round(steps[worst] / median) - 1
-            raise GeometryError(
-                f"The series is missing about {missing} slice(s) between positions {along[worst]:.2f} and "
-                f"{along[worst + 1]:.2f} mm (gap {steps[worst]:.2f} mm, usual spacing {median:.2f} mm). "
-                "Re-export the complete series."
-            )
-        raise GeometryError(
-            f"The slice spacing is uneven (from {steps.min():.3f} to {steps.max():.3f} mm). MedAI needs evenly "
-            "spaced slices; resample the series to a regular grid (e.g. in Slicer) first."
-        )
+    order, step_vector = stack_order(positions, normal)
     datasets = [datasets[i] for i in order]
     files = [files[i] for i in order]
     positions = positions[order]
-    step_vector = (positions[-1] - positions[0]) / (len(positions) - 1)
-    if np.linalg.norm(np.cross(step_vector / np.linalg.norm(step_vector), normal)) > 1e-3:
-        raise GeometryError(
-            "The slices are not stacked along their normal (gantry tilt or sheared stack). "
-            "Correct the tilt / resample the series to a regular grid first."
-        )
 
     first = datasets[0]
     rows, cols = int(first.Rows), int(first.Columns)
     pixel_spacing = [float(v) for v in first.PixelSpacing]
     spacings = [[float(v) for v in ds.PixelSpacing] for ds in datasets]
-    if any(not np.allclose(spacing, pixel_spacing, rtol=_SPACING_TOLERANCE) for spacing in spacings):
+    if any(not np.allclose(spacing, pixel_spacing, rtol=SPACING_TOLERANCE) for spacing in spacings):
         raise GeometryError(
             "The slices of this series have different PixelSpacing; it is not one volume. Choose a series whose "
             "slices share one pixel spacing."

@@ -19,6 +19,7 @@ import numpy as np
 from MedAIExtension.errors import GeometryError, InputError
 from MedAIExtension.io.geometry import LPS_TO_RAS
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.slice_stack import DUPLICATE_MM, SPACING_TOLERANCE, stack_order
 
 __all__ = [
     "MULTIFRAME_VOLUME_SOP_CLASSES",
@@ -28,7 +29,6 @@ __all__ = [
     "is_multiframe_volume",
     "read_multiframe",
     "read_multiframe_files",
-    "stack_order",
 ]
 
 #: SOP classes of multi-frame cross-sectional images whose frames form a volume (Enhanced and Legacy Converted
@@ -43,8 +43,6 @@ MULTIFRAME_VOLUME_SOP_CLASSES: dict[str, str] = {
 }
 
 _ORIENTATION_TOLERANCE = 1e-4
-_SPACING_TOLERANCE = 0.01  # relative
-_DUPLICATE_MM = 1e-3
 
 # (functional group sequence, attribute) pairs read per frame
 _POSITION = ("PlanePositionSequence", "ImagePositionPatient")
@@ -204,7 +202,7 @@ def frame_geometry(dataset: Any) -> FrameGeometry:
     if np.any(spacing <= 0):
         raise GeometryError(f"PixelSpacing {spacing.tolist()} is not positive; fix the pixel measures in the file.")
     for frame, other in enumerate(spacings):
-        if not np.allclose(other, spacing, rtol=_SPACING_TOLERANCE, atol=1e-6):
+        if not np.allclose(other, spacing, rtol=SPACING_TOLERANCE, atol=1e-6):
             raise GeometryError(
                 f"The frames of this multi-frame image have different pixel spacings (frame 1 {spacing.tolist()} "
                 f"mm, frame {frame + 1} {other.tolist()} mm): it is not one volume. Resample it to one grid first."
@@ -268,50 +266,6 @@ def _duplicate_message(dataset: Any, groups: _FrameGroups, frames: Sequence[int]
         f"Frames {shown} of this multi-frame image share the same position{what}. It holds several volumes "
         "(e.g. echoes, phases or repeated acquisitions); export the one to analyse as its own series."
     )
-
-
-def stack_order(positions: np.ndarray, normal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort slice positions along ``normal`` and check they form one evenly spaced stack along it.
-
-    Args:
-        positions: (N, 3) slice positions (ImagePositionPatient, LPS mm), N ≥ 2.
-        normal: unit slice normal.
-
-    Returns:
-        The sorting order (indices into ``positions``) and the step vector from one sorted slice to the next.
-
-    Raises:
-        GeometryError: duplicate positions, missing slices, uneven spacing, or slices not stacked along their
-            normal.
-    """
-    along = positions @ normal
-    order = np.argsort(along, kind="stable")
-    along = along[order]
-    steps = np.diff(along)
-    if np.any(steps < _DUPLICATE_MM):
-        raise GeometryError("Two or more frames share the same position; it is not one volume.")
-    median = float(np.median(steps))
-    if np.any(np.abs(steps - median) > _SPACING_TOLERANCE * median + 1e-3):
-        worst = int(np.argmax(np.abs(steps - median)))
-        if steps[worst] > 1.5 * median:
-            missing = round(steps[worst] / median) - 1
-            raise GeometryError(
-                f"The multi-frame image is missing about {missing} frame(s) between positions {along[worst]:.2f} "
-                f"and {along[worst + 1]:.2f} mm (gap {steps[worst]:.2f} mm, usual spacing {median:.2f} mm). "
-                "Re-export the complete image."
-            )
-        raise GeometryError(
-            f"The frame spacing is uneven (from {steps.min():.3f} to {steps.max():.3f} mm). MedAI needs evenly "
-            "spaced slices; resample the image to a regular grid (e.g. in Slicer) first."
-        )
-    sorted_positions = positions[order]
-    step_vector = (sorted_positions[-1] - sorted_positions[0]) / (len(order) - 1)
-    if np.linalg.norm(np.cross(step_vector / np.linalg.norm(step_vector), normal)) > 1e-3:
-        raise GeometryError(
-            "The frames are not stacked along their normal (gantry tilt or sheared stack). "
-            "Correct the tilt / resample the image to a regular grid first."
-        )
-    return order, step_vector
 
 
 def _decoded_frames(dataset: Any, path: Path, frames: int) -> np.ndarray:
@@ -439,12 +393,12 @@ def read_multiframe(dataset: Any, path: str | Path, warn: Callable[[str], None] 
     normal = geometry.normal
     along = geometry.positions @ normal
     sorted_frames = np.argsort(along, kind="stable")
-    close = np.flatnonzero(np.diff(along[sorted_frames]) < _DUPLICATE_MM)
+    close = np.flatnonzero(np.diff(along[sorted_frames]) < DUPLICATE_MM)
     if close.size:
         first = close[0]
-        same = [int(f) for f in sorted_frames if abs(along[f] - along[sorted_frames[first]]) < _DUPLICATE_MM]
+        same = [int(f) for f in sorted_frames if abs(along[f] - along[sorted_frames[first]]) < DUPLICATE_MM]
         raise GeometryError(_duplicate_message(dataset, groups, same))
-    order, step_vector = stack_order(geometry.positions, normal)
+    order, step_vector = stack_order(geometry.positions, normal, unit="frame", whole="multi-frame image")
 
     pixels = _decoded_frames(dataset, path, frames)
     slopes, intercepts = _rescale(groups, frames)
