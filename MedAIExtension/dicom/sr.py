@@ -95,6 +95,7 @@ _LUNG_RADS_REASON = CodedTerm("LRADSWHY", PRIVATE_SCHEME, "Lung-RADS category re
 _NODULES_FOUND = CodedTerm("NODFOUND", PRIVATE_SCHEME, "Lung nodules found")
 _NONE_FOUND = CodedTerm("NONE", PRIVATE_SCHEME, "None found")
 _PRIORITY = CodedTerm("PRIORITY", PRIVATE_SCHEME, "Reading priority")
+_COMMENT = CodedTerm("121106", "DCM", "Comment")
 _PRIORITY_VALUES = re.compile(r"^PRIORITY-([1-5])$")
 
 
@@ -473,7 +474,7 @@ def _no_nodule_group(algorithm: Any, time_point: str | None, category: str | Non
     )
 
 
-def _exam_evaluations(category: str | None, priority: int | None) -> Any:
+def _exam_evaluations(category: str | None, priority: int | None, comments: Sequence[str] = ()) -> Any:
     import highdicom as hd
 
     container = hd.sr.ContainerContentItem(
@@ -486,10 +487,18 @@ def _exam_evaluations(category: str | None, priority: int | None) -> Any:
         pairs.append((_PRIORITY, _priority_value(priority)))
     container.ContentSequence = hd.sr.ContentSequence(
         [
-            hd.sr.CodeContentItem(
-                name=_concept(name), value=_concept(value), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
-            )
-            for name, value in pairs
+            *(
+                hd.sr.CodeContentItem(
+                    name=_concept(name), value=_concept(value), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+                )
+                for name, value in pairs
+            ),
+            *(
+                hd.sr.TextContentItem(
+                    name=_concept(_COMMENT), value=str(text), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+                )
+                for text in comments
+            ),
         ]
     )
     return container
@@ -512,6 +521,7 @@ def write_tracking_sr(
     manufacturer: str = "MedAI",
     include_image_library: bool = False,
     reading_priority: int | None = None,
+    comments: Sequence[str] = (),
 ) -> Path:
     """Write the nodule tracking report of one time point as a Comprehensive 3D SR (TID 1500).
 
@@ -544,6 +554,8 @@ def write_tracking_sr(
             derived from.
         reading_priority: optional triage priority of the exam, 1 (most urgent) to 5 (routine), written next to
             the exam's Lung-RADS category so a worklist reading the SR can sort by it.
+        comments: free-text remarks on the exam (e.g. that the search for a prior study cannot be trusted), each
+            a TEXT item "Comment" (DCM 121106) in the exam's qualitative evaluations.
 
     Returns:
         The written path.
@@ -610,8 +622,8 @@ def write_tracking_sr(
         imaging_measurements=groups,
         referenced_images=source_datasets if include_image_library else None,
     )
-    if exam_category is not None or reading_priority is not None:
-        report[0].ContentSequence.append(_exam_evaluations(exam_category, reading_priority))
+    if exam_category is not None or reading_priority is not None or comments:
+        report[0].ContentSequence.append(_exam_evaluations(exam_category, reading_priority, comments))
     private_scheme = CodingSchemeIdentificationItem(
         designator=PRIVATE_SCHEME,
         name="MedAI private codes",

@@ -1,4 +1,4 @@
-"""``medai gateway`` and ``medai worklist``: the command-line side of the PACS gateway."""
+"""``medai gateway``, ``medai gateway requeue`` and ``medai worklist``: the command-line side of the PACS gateway."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ __all__ = ["add_gateway_parsers"]
 
 def _open(args: argparse.Namespace) -> Any:
     from MedAIExtension.gateway.config import load_config
+
+    if args.config is None:
+        from MedAIExtension.errors import InputError
+
+        raise InputError("medai gateway needs --config gateway.yaml (the PACS, the rules and the work folder).")
 
     config = load_config(args.config)
     if getattr(args, "shadow", False):
@@ -44,55 +49,93 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_worklist(args: argparse.Namespace) -> int:
+def _journal(config: Any) -> Any:
+    from MedAIExtension.errors import InputError
     from MedAIExtension.gateway.journal import Journal
-    from MedAIExtension.gateway.worklist import worklist_rows
-    from MedAIExtension.pacs.credentials import credentials_from_config
-    from MedAIExtension.pacs.dicomweb import DicomWebStore
 
-    config = _open(args)
     journal_path = config.workdir / "journal.sqlite"
     if not journal_path.is_file():
-        from MedAIExtension.errors import InputError
-
         raise InputError(
             f"No gateway journal in {config.workdir}. Start the gateway with this configuration first "
             "(medai gateway --config ...)."
         )
-    journal = Journal(journal_path)
+    return Journal(journal_path)
+
+
+def _cmd_worklist(args: argparse.Namespace) -> int:
+    from MedAIExtension.gateway.worklist import failed_rows, worklist_rows
+    from MedAIExtension.pacs.credentials import credentials_from_config
+    from MedAIExtension.pacs.dicomweb import DicomWebStore
+
+    config = _open(args)
+    journal = _journal(config)
     try:
         store = None
         if not args.offline:
             store = DicomWebStore(config.pacs.dicomweb_url, credentials_from_config(config.pacs.section))
         rows = worklist_rows(journal, store, include_shadow=args.shadow)
+        failed = failed_rows(journal)
     finally:
         journal.close()
     if args.json:
-        print(json.dumps([row.as_dict() for row in rows], indent=2))
+        print(json.dumps([row.as_dict() for row in [*rows, *failed]], indent=2))
         return 0
     if not rows:
         print("No finished studies yet.")
-        return 0
-    print(f"{'P':<2} {'priority':<9} {'date':<9} {'patient':<16} {'accession':<12} {'rule':<16} reason")
+    else:
+        print(f"{'P':<2} {'priority':<9} {'date':<9} {'patient':<16} {'accession':<12} {'rule':<16} reason")
     for row in rows:
         print(
             f"{row.priority:<2} {row.label:<9} {row.study_date:<9} {row.patient_id[:16]:<16} "
             f"{row.accession_number[:12]:<12} {row.rule[:16]:<16} {row.reason}"
         )
+    if failed:
+        print(f"\nFailed ({len(failed)}; after fixing the cause: medai gateway requeue --study UID --config ...):")
+        for row in failed:
+            print(f"  {row.study_uid}  {row.rule[:16]:<16} {row.reason}")
+    return 0
+
+
+def _cmd_requeue(args: argparse.Namespace) -> int:
+    from MedAIExtension.dicom.uids import check_uid
+
+    study_uid = check_uid(args.study, "--study value")
+    config = _open(args)
+    journal = _journal(config)
+    try:
+        jobs = journal.requeue(study_uid, args.rule)
+    finally:
+        journal.close()
+    if not jobs:
+        from MedAIExtension.errors import InputError
+
+        raise InputError(
+            f"The gateway journal has no failed job for study {study_uid}"
+            + (f" and rule {args.rule!r}" if args.rule else "")
+            + ". `medai worklist --config ...` lists the failed ones."
+        )
+    for job in jobs:
+        print(f"re-queued job {job.id} ({job.rule}); a running gateway picks it up, or run medai gateway --once")
     return 0
 
 
 def add_gateway_parsers(sub: Any) -> None:
-    """Register ``gateway`` and ``worklist`` on the ``medai`` sub-command parser."""
+    """Register ``gateway`` (with ``gateway requeue``) and ``worklist`` on the ``medai`` sub-command parser."""
     gateway = sub.add_parser(
         "gateway", help="watch a PACS (Orthanc/DICOMweb), run pipelines by rule, store SEG/SR back"
     )
-    gateway.add_argument("--config", required=True, type=Path, help="gateway.yaml (PACS, rules, work folder)")
+    gateway.add_argument("--config", type=Path, help="gateway.yaml (PACS, rules, work folder); required")
     gateway.add_argument("--once", action="store_true", help="process what is there, then exit when idle")
     gateway.add_argument("--shadow", action="store_true", help="run and journal, but store nothing in the PACS")
     gateway.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     gateway.add_argument("--quiet", action="store_true", help="log to the work folder only, not to stderr")
     gateway.set_defaults(func=_cmd_gateway)
+    actions = gateway.add_subparsers(dest="gateway_action", metavar="{requeue}")
+    requeue = actions.add_parser("requeue", help="put a study's failed jobs back into the queue")
+    requeue.add_argument("--study", required=True, help="StudyInstanceUID of the failed study (medai worklist)")
+    requeue.add_argument("--config", required=True, type=Path, help="the gateway's gateway.yaml")
+    requeue.add_argument("--rule", default=None, help="only the job of this rule")
+    requeue.set_defaults(func=_cmd_requeue)
 
     worklist = sub.add_parser("worklist", help="studies the gateway finished, most urgent first")
     worklist.add_argument("--config", required=True, type=Path, help="the gateway's gateway.yaml")

@@ -7,7 +7,8 @@ Example ``gateway.yaml``::
       url: http://127.0.0.1:8042         # Orthanc's REST root
       dicomweb_url: http://127.0.0.1:8042/dicom-web   # default: <url>/dicom-web
       username: medai
-      password_env: MEDAI_PACS_PASSWORD  # secrets come from the environment or a file, never the command line
+      password_env: MEDAI_PACS_PASSWORD  # or password_file (chmod 600); never the command line or plain text here
+      timeout: 30                        # seconds to wait for the PACS to connect and to send each piece
     workdir: /var/lib/medai-gateway      # job journal (SQLite), outbox, scratch
     shadow: false                        # run and journal, but store nothing in the PACS
     workers: 1
@@ -106,6 +107,7 @@ class PacsSettings:
     dicomweb_url: str
     section: Mapping[str, Any] = field(repr=False, default_factory=dict)  # credentials keys, passed to the stores
     poll_seconds: float = 2.0
+    timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -180,12 +182,21 @@ def _pattern(value: Any, where: str) -> str:
     return text
 
 
-_CREDENTIAL_KEYS = {"username", "password", "password_env", "password_file", "token", "token_env", "token_file"}
+_CREDENTIAL_KEYS = {
+    "username",
+    "password",
+    "password_env",
+    "password_file",
+    "token",
+    "token_env",
+    "token_file",
+    "allow_plaintext_password",
+}
 
 
 def _pacs(value: Any) -> PacsSettings:
     section = _mapping(value, "key 'pacs'")
-    _unknown(section, {"type", "url", "dicomweb_url", "poll_seconds", *_CREDENTIAL_KEYS}, "section 'pacs'")
+    _unknown(section, {"type", "url", "dicomweb_url", "poll_seconds", "timeout", *_CREDENTIAL_KEYS}, "section 'pacs'")
     kind = str(section.get("type", "orthanc")).lower()
     if kind not in ("orthanc", "dicomweb"):
         raise _fail("key 'pacs.type'", f"{kind!r} is not supported; use 'orthanc' or 'dicomweb'.")
@@ -195,8 +206,12 @@ def _pacs(value: Any) -> PacsSettings:
     default_web = f"{url}/dicom-web" if kind == "orthanc" else url
     web = str(section.get("dicomweb_url") or default_web).rstrip("/")
     poll = float(_number(section.get("poll_seconds", 2.0), "key 'pacs.poll_seconds'", 0.05))
+    timeout = float(_number(section.get("timeout", 30.0), "key 'pacs.timeout'", 0.1))
+    opt_in = section.get("allow_plaintext_password", False)
+    if not isinstance(opt_in, bool):
+        raise _fail("key 'pacs.allow_plaintext_password'", f"must be true or false, got {opt_in!r}.")
     credentials = {key: section[key] for key in _CREDENTIAL_KEYS if key in section}
-    return PacsSettings(kind, url, web, credentials, poll)
+    return PacsSettings(kind, url, web, credentials, poll, timeout)
 
 
 _RULE_KEYS = {"name", "match", "pipeline", "model", "method", "sanity", "alert_labels", "find_prior"}

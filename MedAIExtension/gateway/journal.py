@@ -12,6 +12,10 @@ sent, and the same files (same SOP Instance UIDs) are sent again after a crash, 
 one copy. :meth:`Journal.recover` puts jobs a killed gateway left ``running`` back to ``queued`` and ``storing``
 back to ``results``. The cursor table remembers how far the PACS change feed was read; it advances in the same
 transaction that records the studies it produced.
+
+Each job also keeps a ``skipped`` list: the objects the PACS offered that the gateway refused (a "UID" that is not
+a UID, an instance of another series …), each with what it was and why, so the journal says why something was left
+out. A job that failed for good can be put back with :meth:`Journal.requeue` (``medai gateway requeue``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from MedAIExtension.errors import InputError
 
 __all__ = ["Job", "JobState", "Journal", "StudyCandidate"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -52,6 +56,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
+    skipped TEXT NOT NULL DEFAULT '[]',
     UNIQUE (study_uid, rule)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, next_at);
@@ -90,6 +95,7 @@ class StudyCandidate:
     series_uid: str = ""
     stable_at: float | None = None
     detail: str = ""
+    skipped: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,7 @@ class Job:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    skipped: tuple[dict[str, str], ...] = ()
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Job:
@@ -137,6 +144,7 @@ class Job:
             created_at=float(row["created_at"]),
             started_at=row["started_at"],
             finished_at=row["finished_at"],
+            skipped=tuple(json.loads(row["skipped"])),
         )
 
     @property
@@ -165,12 +173,14 @@ class Journal:
                 f"The gateway journal {self.path} cannot be opened ({exc}). Point 'workdir' at the gateway's own "
                 "folder, or move the damaged journal away to start afresh."
             ) from None
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row["value"]) > SCHEMA_VERSION:
+        if row is not None and int(row["value"]) > SCHEMA_VERSION:
             raise InputError(
                 f"The gateway journal {self.path} was written by a newer MedAI (schema {row['value']}); upgrade MedAI."
             )
+        columns = {item["name"] for item in self._db.execute("PRAGMA table_info(jobs)")}
+        if "skipped" not in columns:  # schema 1 -> 2
+            self._db.execute("ALTER TABLE jobs ADD COLUMN skipped TEXT NOT NULL DEFAULT '[]'")
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -212,7 +222,7 @@ class Journal:
                 state = JobState.QUEUED if item.rule else JobState.IGNORED
                 inserted = db.execute(
                     "INSERT OR IGNORE INTO jobs (study_uid, rule, series_uid, state, detail, stable_at, created_at, "
-                    "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "finished_at, skipped) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         item.study_uid,
                         rule,
@@ -222,6 +232,7 @@ class Journal:
                         item.stable_at,
                         now,
                         None if item.rule else now,
+                        json.dumps(list(item.skipped)),
                     ),
                 )
                 if inserted.rowcount:
@@ -304,6 +315,39 @@ class Journal:
     def finish(self, job_id: int, state: JobState, detail: str = "") -> Job:
         """Mark a job done, shadow (results kept, nothing stored) or failed."""
         return self._update(job_id, state=state.value, detail=detail, finished_at=time.time())
+
+    def note_skipped(self, job_id: int, skipped: Sequence[dict[str, str]]) -> Job:
+        """Add refused objects (``{"what": …, "reason": …}``) to a job's ``skipped`` list (repeats are kept once)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT skipped FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            items = json.loads(row["skipped"]) if row else []
+            for item in skipped:
+                if dict(item) not in items:
+                    items.append(dict(item))
+            db.execute("UPDATE jobs SET skipped = ? WHERE id = ?", (json.dumps(items), job_id))
+            return Job.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone())
+
+    def requeue(self, study_uid: str, rule: str | None = None) -> list[Job]:
+        """Put the failed jobs of a study (optionally of one rule) back into the queue with fresh attempts.
+
+        Returns:
+            The re-queued jobs (empty when the study has no failed job).
+        """
+        now = time.time()
+        with self._transaction() as db:
+            query = "SELECT id FROM jobs WHERE study_uid = ? AND state = 'failed'"
+            params: list[Any] = [study_uid]
+            if rule is not None:
+                query += " AND rule = ?"
+                params.append(rule)
+            ids = [int(row["id"]) for row in db.execute(query, params).fetchall()]
+            for job_id in ids:
+                db.execute(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, store_attempts = 0, next_at = ?, "
+                    "detail = 'requeued by the operator', finished_at = NULL WHERE id = ?",
+                    (now, job_id),
+                )
+            return [Job.from_row(db.execute("SELECT * FROM jobs WHERE id = ?", (i,)).fetchone()) for i in ids]
 
     # -- reading ------------------------------------------------------------------------------------------------
 

@@ -2,6 +2,9 @@
 
 The DICOM objects are made by the same writers the CLI and the Slicer modules use (SEG, tracking SR,
 Parametric Map), so a study processed by the gateway and one processed in Slicer carry the same objects.
+
+Everything comes from the PACS through :class:`~MedAIExtension.gateway.boundary.PacsBoundary`. Folders inside a job
+folder are named by their role (``input``, ``prior``, ``prior-report/seg-1`` …), never by a UID or other PACS text.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.errors import InputError
+from MedAIExtension.gateway.boundary import PacsBoundary, Skipped
 from MedAIExtension.gateway.config import Pipeline, Rule
+from MedAIExtension.gateway.kill_points import kill_point
 from MedAIExtension.gateway.triage import Triage, from_alert_labels, from_lung_rads, routine
+from MedAIExtension.pacs.errors import PacsNotFoundError
 from MedAIExtension.progress import CancelToken
 
-__all__ = ["PipelineOutput", "find_prior_study", "run_pipeline"]
+__all__ = ["PipelineOutput", "PriorLookup", "find_prior_study", "run_pipeline"]
 
 #: SeriesDescription of the tracking SR the gateway writes (also how it finds a prior study's report).
 TRACKING_SR_DESCRIPTION = "MedAI nodule tracking"
@@ -32,17 +38,32 @@ class PipelineOutput:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PriorLookup:
+    """The outcome of the prior-study search.
+
+    Attributes:
+        prior: ``(study_uid, series_uid)`` of the prior study's matching series, or None.
+        trusted: False when the search may have missed the prior (the follow-up must not pass for a baseline
+            silently: the journal, the log and the SR say so).
+        reason: why it cannot be trusted.
+    """
+
+    prior: tuple[str, str] | None
+    trusted: bool = True
+    reason: str = ""
+
+
 def _fresh(folder: Path) -> Path:
+    """An empty folder at ``folder`` (a path the gateway named itself, inside the job folder)."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     return folder
 
 
-def _retrieve(store: Any, study_uid: str, series_uid: str, folder: Path) -> Path:
-    files = store.retrieve_series(study_uid, series_uid, _fresh(folder))
-    if not files:
-        raise InputError(f"The PACS returned no instances for series {series_uid}; the study may have been deleted.")
+def _retrieve(pacs: PacsBoundary, study_uid: str, series_uid: str, folder: Path, skipped: Skipped) -> Path:
+    pacs.retrieve(study_uid, series_uid, _fresh(folder), skipped)
     return folder
 
 
@@ -56,45 +77,60 @@ def _dicom_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*.dcm") if path.is_file())
 
 
-def find_prior_study(store: Any, image: Any, rule: Rule, study_uid: str) -> tuple[str, str] | None:
-    """The patient's most recent earlier study with a series this rule matches: ``(study_uid, series_uid)``.
+def find_prior_study(pacs: PacsBoundary, image: Any, rule: Rule, study_uid: str, skipped: Skipped) -> PriorLookup:
+    """The patient's most recent earlier study with a series this rule matches.
 
-    Studies are found by PatientID through the store's search (QIDO-RS); "earlier" compares StudyDate.
+    Studies are found by exact PatientID (:meth:`PacsBoundary.patient_studies`: Orthanc's REST find, or a broader
+    QIDO-RS query filtered here, so any character works); "earlier" compares StudyDate. The lookup is *untrusted*
+    when the current study has no PatientID or StudyDate, or when an answer had to be refused.
     """
     patient_id = str(image.metadata.get("PatientID", "")).strip()
     current_date = str(image.metadata.get("StudyDate", "")).strip()
-    if not patient_id or not current_date:
-        return None
-    earlier = [
-        study
-        for study in store.search_studies(patient_id=patient_id)
-        if study.study_uid != study_uid and study.study_date and study.study_date < current_date
-    ]
+    if not patient_id:
+        return PriorLookup(None, False, "the study has no PatientID, so earlier studies cannot be searched")
+    if not current_date:
+        return PriorLookup(None, False, "the study has no StudyDate, so no earlier study can be told apart")
+    found = pacs.patient_studies(patient_id, skipped)
+    earlier = [s for s in found.studies if s.study_uid != study_uid and s.study_date < current_date]
     for study in sorted(earlier, key=lambda s: s.study_date, reverse=True):
-        for series in store.search_series(study.study_uid):
+        for series in pacs.series(study.study_uid, skipped):
             if rule.matches(series.modality, series.body_part, series.description):
-                return study.study_uid, series.series_uid
-    return None
+                return PriorLookup((study.study_uid, series.series_uid), found.trusted, found.reason)
+    return PriorLookup(None, found.trusted, found.reason)
 
 
-def _prior_report(store: Any, prior_study: str, folder: Path) -> tuple[Path, Path] | None:
-    """The prior study's MedAI tracking SR and the SEG it references, retrieved into ``folder``."""
+def _retrieve_optional(
+    pacs: PacsBoundary, study_uid: str, series_uid: str, folder: Path, skipped: Skipped
+) -> list[Path]:
+    """A series the job can do without: empty when the PACS has none of it or refused all of it (noted)."""
+    try:
+        return pacs.retrieve(study_uid, series_uid, _fresh(folder), skipped)
+    except PacsNotFoundError:
+        return []
+
+
+def _prior_report(pacs: PacsBoundary, prior_study: str, folder: Path, skipped: Skipped) -> tuple[Path, Path] | None:
+    """The prior study's MedAI tracking SR and the SEG it references, retrieved into ``folder``.
+
+    Sub-folders are numbered (``seg-1``, ``sr-1`` …); measurement groups whose UIDs are not UIDs are refused, and a
+    report left with none is not used.
+    """
     import pydicom
 
     from MedAIExtension.dicom.sr import read_tracking_sr
 
-    series = store.search_series(prior_study)
+    series = pacs.series(prior_study, skipped)
     reports = [s for s in series if s.modality == "SR" and s.description == TRACKING_SR_DESCRIPTION]
     if not reports:
         return None
     segs: dict[str, Path] = {}  # SOPInstanceUID -> file, each SEG series retrieved once
-    for seg in (s for s in series if s.modality == "SEG"):
-        for path in store.retrieve_series(prior_study, seg.series_uid, _fresh(folder / "seg" / seg.series_uid)):
+    for number, seg in enumerate((s for s in series if s.modality == "SEG"), start=1):
+        for path in _retrieve_optional(pacs, prior_study, seg.series_uid, folder / f"seg-{number}", skipped):
             segs[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = path
-    for report in reversed(reports):
-        for sr_file in store.retrieve_series(prior_study, report.series_uid, _fresh(folder / "sr" / report.series_uid)):
+    for number, report in enumerate(reversed(reports), start=1):
+        for sr_file in _retrieve_optional(pacs, prior_study, report.series_uid, folder / f"sr-{number}", skipped):
             try:
-                groups = read_tracking_sr(sr_file)
+                groups = pacs.tracking_groups(read_tracking_sr(sr_file), skipped)
             except InputError:
                 continue
             referenced = [g["seg_sop_instance_uid"] for g in groups if g["seg_sop_instance_uid"] in segs]
@@ -104,7 +140,14 @@ def _prior_report(store: Any, prior_study: str, folder: Path) -> tuple[Path, Pat
 
 
 def _nodule_tracking(
-    rule: Rule, store: Any, study_uid: str, image: Any, job_dir: Path, device: str, token: CancelToken | None
+    rule: Rule,
+    pacs: PacsBoundary,
+    study_uid: str,
+    image: Any,
+    job_dir: Path,
+    device: str,
+    token: CancelToken | None,
+    skipped: Skipped,
 ) -> PipelineOutput:
     from MedAIExtension.dicom.source import require_single_frame_source
     from MedAIExtension.tracking import (
@@ -119,24 +162,39 @@ def _nodule_tracking(
     options = TrackingOptions(model=rule.model, device=device)
     out = _fresh(job_dir / "results")
     summary: dict[str, Any] = {"pipeline": rule.pipeline.value, "prior": False}
-    prior = find_prior_study(store, image, rule, study_uid) if rule.find_prior else None
+    lookup = find_prior_study(pacs, image, rule, study_uid, skipped) if rule.find_prior else PriorLookup(None)
+    prior = lookup.prior
     prior_image = None
     warnings: list[str] = []
+    comments: list[str] = []
+    if not lookup.trusted:
+        summary["prior_lookup"] = f"untrusted: {lookup.reason}"
+        pacs.log("prior_lookup_untrusted", level="warning", reason=lookup.reason, found=prior is not None)
+        comments.append(
+            f"The search for earlier studies of this patient cannot be trusted ({lookup.reason}); "
+            + ("a prior study may be missing." if prior else "this exam was assessed as a baseline without one.")
+        )
     if prior is not None:
         try:
-            prior_image = _read_series(_retrieve(store, prior[0], prior[1], job_dir / "prior"))
-        except InputError as exc:  # a broken prior must not stop the current study from being read
+            prior_image = _read_series(_retrieve(pacs, prior[0], prior[1], job_dir / "prior", skipped))
+        except (InputError, PacsNotFoundError) as exc:  # a broken prior must not stop the current study
             warnings.append(f"The prior study could not be read ({exc}); this study was assessed on its own.")
             summary["prior_error"] = type(exc).__name__
+            comments.append("The prior study could not be read; this exam was assessed on its own.")
     if prior_image is not None:
         result = track_nodules(prior_image, image, options, token=token)
         warnings += result.warnings
-        report = _prior_report(store, prior[0], job_dir / "prior-report")
+        report = _prior_report(pacs, prior[0], job_dir / "prior-report", skipped)
         if report is not None:
-            warnings += adopt_prior_tracking(result, *report)
+            try:
+                warnings += adopt_prior_tracking(result, *report)
+            except InputError as exc:  # an unreadable prior report: fresh Tracking UIDs, said in the SR
+                pacs.refuse(skipped, "prior tracking report", f"it cannot be used ({type(exc).__name__})")
+                comments.append("The prior study's MedAI report could not be read; nodules got new Tracking UIDs.")
+                report = None
         exam = result.exam_lung_rads["followup"]
         triage = from_lung_rads(str(exam.category), exam.reason)
-        files = write_study_dicom(result, "followup", out, triage.priority)
+        files = write_study_dicom(result, "followup", out, triage.priority, comments=comments)
         summary.update(
             prior=True,
             prior_report=report is not None,
@@ -149,7 +207,7 @@ def _nodule_tracking(
         warnings += single.warnings
         exam = single.exam_lung_rads["baseline"]
         triage = from_lung_rads(str(exam.category), exam.reason)
-        files = write_study_dicom(single, "baseline", out, triage.priority)
+        files = write_study_dicom(single, "baseline", out, triage.priority, comments=comments)
         summary["counts"] = {"nodules": len(single.nodules)}
     summary.update(lung_rads=str(exam.category), warnings=len(warnings))
     return PipelineOutput(sorted(files.values()), triage, summary)
@@ -204,23 +262,29 @@ def _explainability(
 
 def run_pipeline(
     rule: Rule,
-    store: Any,
+    pacs: PacsBoundary,
     study_uid: str,
     series_uid: str,
     job_dir: Path,
     device: str = "auto",
     token: CancelToken | None = None,
+    skipped: Skipped | None = None,
 ) -> PipelineOutput:
-    """Retrieve ``series_uid`` of ``study_uid`` from ``store`` into ``job_dir`` and run ``rule``'s pipeline.
+    """Retrieve ``series_uid`` of ``study_uid`` through ``pacs`` into ``job_dir`` and run ``rule``'s pipeline.
+
+    Args:
+        skipped: receives the objects refused on the way (``{"what", "reason"}``), for the journal.
 
     Raises:
         InputError: the series cannot be read as an image (the job fails with this reason, no retry).
-        PacsError: the PACS could not be reached (the gateway retries later).
+        PacsError: the PACS could not be reached or the transfer was cut (the gateway retries later).
     """
-    series_dir = _retrieve(store, study_uid, series_uid, job_dir / "input")
+    skipped = [] if skipped is None else skipped
+    series_dir = _retrieve(pacs, study_uid, series_uid, job_dir / "input", skipped)
+    kill_point("retrieve")
     image = _read_series(series_dir)
     if rule.pipeline is Pipeline.NODULE_TRACKING:
-        return _nodule_tracking(rule, store, study_uid, image, job_dir, device, token)
+        return _nodule_tracking(rule, pacs, study_uid, image, job_dir, device, token, skipped)
     if rule.pipeline is Pipeline.SEGMENTATION:
         return _segmentation(rule, image, job_dir, device, token)
     return _explainability(rule, series_dir, job_dir, device, None)

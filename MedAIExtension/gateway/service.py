@@ -11,6 +11,10 @@ ignored when no rule matches), and worker threads run due jobs. Faults are handl
 * killed at any point: :meth:`Journal.recover` resumes on the next start; results are stored from the files
   listed in the journal, so the PACS gets exactly one copy.
 * wrong credentials: a clear error at start-up.
+
+Everything read from the PACS passes :class:`~MedAIExtension.gateway.boundary.PacsBoundary` (UIDs checked against
+the DICOM grammar, retrieved series verified); objects it refuses are logged and listed in the job's ``skipped``
+record, and no file-system path is built from PACS data (job folders are ``jobs/<journal id>/``).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.errors import InputError, MedAIError
+from MedAIExtension.gateway.boundary import PacsBoundary, Skipped
 from MedAIExtension.gateway.config import GatewayConfig
 from MedAIExtension.gateway.journal import Job, JobState, Journal, StudyCandidate
+from MedAIExtension.gateway.kill_points import kill_point
 from MedAIExtension.gateway.logs import GatewayLog
 from MedAIExtension.pacs.errors import PacsAuthError, PacsError, PacsRejectedError, PacsUnavailableError
 
@@ -105,9 +111,22 @@ class Gateway:
                 "Set 'workdir' to a writable folder."
             ) from None
         credentials = credentials_from_config(config.pacs.section, environ if environ is not None else os.environ)
-        self.store: Any = DicomWebStore(config.pacs.dicomweb_url, credentials)
-        self.orthanc: Any = OrthancClient(config.pacs.url, credentials) if config.pacs.type == "orthanc" else None
+        timeout = config.pacs.timeout
+        self.store: Any = DicomWebStore(config.pacs.dicomweb_url, credentials, timeout)
+        self.orthanc: Any = (
+            OrthancClient(config.pacs.url, credentials, timeout) if config.pacs.type == "orthanc" else None
+        )
         self.log = log or GatewayLog(config.workdir / "gateway.log", quiet=quiet)
+        self.pacs = PacsBoundary(self.store, self.orthanc, self.log)
+        if config.pacs.section.get("allow_plaintext_password") and (
+            config.pacs.section.get("password") or config.pacs.section.get("token")
+        ):
+            self.log(
+                "plaintext_secret",
+                level="warning",
+                error="the PACS secret is written in plain text in the configuration (allow_plaintext_password: "
+                "true); move it to password_file (chmod 600) or password_env",
+            )
         self._lock = _WorkFolderLock(config.workdir)
         self._lock.acquire()
         self.journal = Journal(config.workdir / "journal.sqlite")
@@ -121,8 +140,11 @@ class Gateway:
         if self.config.export is None:
             return None
         from MedAIExtension.deid.uids import load_key
+        from MedAIExtension.secret_files import check_private_file
 
         try:
+            if self.config.export.key_file is not None:
+                check_private_file(self.config.export.key_file, "export.key_file")
             key, persistent = load_key(self.config.export.key_file, environ)
         except MedAIError:
             self.close()
@@ -220,20 +242,36 @@ class Gateway:
 
     # -- discovering studies ----------------------------------------------------------------------------------
 
-    def classify(self, study_uid: str, stable_at: float | None = None) -> list[StudyCandidate]:
-        """One candidate per rule matching a series of the study, or one ignored candidate saying why."""
-        series = self.store.search_series(study_uid)
+    def classify(
+        self, study_uid: str, stable_at: float | None = None, skipped: Skipped | None = None
+    ) -> list[StudyCandidate]:
+        """One candidate per rule matching a series of the study, or one ignored candidate saying why.
+
+        Series whose UIDs are refused at the boundary are left out and listed in every candidate's ``skipped``.
+        """
+        skipped = [] if skipped is None else skipped
+        series = self.pacs.series(study_uid, skipped)
         found = []
         for rule in self.config.rules:
             for item in series:
                 if rule.matches(item.modality, item.body_part, item.description):
-                    found.append(StudyCandidate(study_uid, rule.name, item.series_uid, stable_at))
+                    found.append(StudyCandidate(study_uid, rule.name, item.series_uid, stable_at, "", tuple(skipped)))
                     break
         if found:
             return found
         kinds = sorted({f"{s.modality or '?'}/{s.body_part or '?'}" for s in series})
         detail = f"no rule matches its series ({', '.join(kinds) or 'none'})"
-        return [StudyCandidate(study_uid, None, "", stable_at, detail)]
+        if skipped:
+            detail += f"; {len(skipped)} object(s) refused (see skipped)"
+        return [StudyCandidate(study_uid, None, "", stable_at, detail, tuple(skipped))]
+
+    def _refused_study(self, skipped: Skipped, stable_at: float | None, raw: str) -> StudyCandidate:
+        """An ignored journal entry for a study whose StudyInstanceUID was refused (named by a hash of it)."""
+        import hashlib
+
+        name = "refused-" + hashlib.sha256(raw.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+        reason = skipped[-1]["reason"] if skipped else "refused"
+        return StudyCandidate(name, None, "", stable_at, f"refused: StudyInstanceUID {reason}", tuple(skipped))
 
     def discover(self) -> int:
         """Journal the studies that became stable since the last call; returns how many jobs were created.
@@ -265,15 +303,20 @@ class Gateway:
             for change in changes:
                 if change.change_type != "StableStudy":
                     continue
+                skipped: Skipped = []
                 try:
-                    study_uid = self.orthanc.study_uid(change.resource_id)
+                    study_uid = self.pacs.study_of_change(change.resource_id, skipped)
                 except PacsError as exc:
                     if isinstance(exc, (PacsUnavailableError, PacsAuthError)):
                         raise
                     continue  # deleted since
+                if study_uid is None:
+                    if skipped:
+                        candidates.append(self._refused_study(skipped, _orthanc_time(change.date), change.resource_id))
+                    continue
                 if self.journal.known(study_uid):
                     continue  # e.g. stable again after our own results were stored into it
-                candidates.extend(self.classify(study_uid, _orthanc_time(change.date)))
+                candidates.extend(self.classify(study_uid, _orthanc_time(change.date), skipped))
             total += self._record(candidates, (_CURSOR, str(last)))
             since = last
             if done or not changes or self._stop.is_set():
@@ -285,7 +328,14 @@ class Gateway:
         now = time.time()
         stable_after = max(2 * self.config.pacs.poll_seconds, 1.0)
         candidates: list[StudyCandidate] = []
+        refused_studies = []
         for study in self.store.search_studies():
+            skipped: Skipped = []
+            if self.pacs.checked(study.study_uid, "StudyInstanceUID of a search answer", skipped) is None:
+                refused = self._refused_study(skipped, now, study.study_uid)
+                if not self.journal.known(refused.study_uid):
+                    refused_studies.append(refused)
+                continue
             if self.journal.known(study.study_uid):
                 self._polled.pop(study.study_uid, None)
                 continue
@@ -297,6 +347,7 @@ class Gateway:
             elif now - previous[1] >= stable_after:
                 candidates.extend(self.classify(study.study_uid, previous[1]))
                 self._polled.pop(study.study_uid, None)
+        candidates.extend({c.study_uid: c for c in refused_studies}.values())
         return self._record(candidates, None) if candidates else 0
 
     # -- running jobs -----------------------------------------------------------------------------------------
@@ -358,24 +409,39 @@ class Gateway:
         folder = self.job_dir(job)
         self.log("job_started", job=job.id, rule=rule.name, pipeline=rule.pipeline.value, attempt=job.attempts)
         started = time.perf_counter()
+        skipped: Skipped = []
+        pacs = PacsBoundary(self.store, self.orthanc, lambda event, **fields: self.log(event, job=job.id, **fields))
         try:
-            output = run_pipeline(rule, self.store, job.study_uid, job.series_uid, folder, self.config.device)
+            output = run_pipeline(
+                rule, pacs, job.study_uid, job.series_uid, folder, self.config.device, skipped=skipped
+            )
         except (PacsUnavailableError, PacsAuthError) as exc:
+            self._note_skipped(job, skipped)
             return self._retry_or_fail(job, JobState.QUEUED, job.attempts, str(exc))
         except MedAIError as exc:
+            self._note_skipped(job, skipped)
             self.log("job_failed", level="error", job=job.id, error=str(exc), kind=type(exc).__name__)
             shutil.rmtree(folder, ignore_errors=True)
             return self.journal.finish(job.id, JobState.FAILED, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad study must not stop the gateway
+            self._note_skipped(job, skipped)
             return self._internal_error(job, exc)
+        self._note_skipped(job, skipped)
         if self.config.export is None:
             self._drop_inputs(job)
         summary = dict(output.summary, seconds=round(time.perf_counter() - started, 2))
         results = [str(path.relative_to(folder)) for path in output.files]
+        kill_point("run")
         self.log("job_results", job=job.id, files=len(results), priority=output.triage.priority, **summary)
-        return self.journal.results_ready(
+        done = self.journal.results_ready(
             job.id, results, output.triage.priority, output.triage.label, output.triage.reason, summary
         )
+        kill_point("commit")
+        return done
+
+    def _note_skipped(self, job: Job, skipped: Skipped) -> None:
+        if skipped:
+            self.journal.note_skipped(job.id, skipped)
 
     def _store(self, job: Job) -> Job:
         folder = self.job_dir(job)
@@ -405,7 +471,7 @@ class Gateway:
 
     def _drop_inputs(self, job: Job) -> None:
         """Remove the series retrieved for a job (patient data the gateway no longer needs); its results stay."""
-        for name in ("input", "prior", "prior-report"):
+        for name in ("input", "prior", "prior-report"):  # the role folders of pipelines.py
             shutil.rmtree(self.job_dir(job) / name, ignore_errors=True)
 
     def _export(self, job: Job, files: list[Path]) -> None:
@@ -447,6 +513,7 @@ class Gateway:
                 continue
             outcome = self.store.store([instances[uid] for uid in sorted(missing)])
             stored += len(outcome.stored)
+            kill_point("store")
             absent = sorted(set(instances) - self.store.instance_uids(job.study_uid, series_uid))
             if absent:
                 raise PacsRejectedError(

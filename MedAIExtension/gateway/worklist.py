@@ -1,7 +1,8 @@
 """``medai worklist``: the studies the gateway finished, most urgent first.
 
 Rows come from the gateway journal (priority, reason, state, when) and are completed with the study's
-identifying attributes read from the PACS at display time (the journal itself holds no patient data).
+identifying attributes read from the PACS at display time (the journal itself holds no patient data). Jobs that
+failed for good are listed after them with their reason (:func:`failed_rows`), to be re-queued once fixed.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from typing import Any
 
 from MedAIExtension.gateway.journal import JobState, Journal
 
-__all__ = ["WorklistRow", "worklist_rows"]
+__all__ = ["WorklistRow", "failed_rows", "worklist_rows"]
 
 
 @dataclass(frozen=True)
 class WorklistRow:
-    """One study on the worklist."""
+    """One study on the worklist (``priority`` 0 and ``state`` "failed" for a failed job)."""
 
     priority: int
     label: str
@@ -71,6 +72,27 @@ def worklist_rows(journal: Journal, store: Any | None = None, include_shadow: bo
                 study_uid=job.study_uid,
                 finished_at=job.finished_at,
                 **tags,
+            )
+        )
+    return rows
+
+
+def failed_rows(journal: Journal) -> list[WorklistRow]:
+    """Jobs that failed for good, oldest first, with the reason (``reason``) and what was refused on the way."""
+    rows = []
+    for job in journal.jobs([JobState.FAILED]):
+        reason = job.detail
+        if job.skipped:
+            reason += f" [refused: {'; '.join(item['what'] + ' - ' + item['reason'] for item in job.skipped)}]"
+        rows.append(
+            WorklistRow(
+                priority=0,
+                label="failed",
+                reason=reason,
+                state=job.state.value,
+                rule=job.rule,
+                study_uid=job.study_uid,
+                finished_at=job.finished_at,
             )
         )
     return rows

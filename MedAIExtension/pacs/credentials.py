@@ -1,24 +1,32 @@
 """Credentials of a PACS connection, read from a configuration section or the environment.
 
-Secrets come from the configuration file (``password``, ``token``), an environment variable (``password_env``,
-``token_env``) or a file (``password_file``, ``token_file``), never from command-line arguments. They are
-never shown: :class:`Credentials` hides them from ``repr`` and error messages name only the setting.
+Secrets come from an environment variable (``password_env``, ``token_env``) or a file (``password_file``,
+``token_file``; readable by its owner only, as ssh requires of private keys), never from command-line arguments.
+A secret written in plain text into the configuration (``password``, ``token``) is refused unless the section also
+says ``allow_plaintext_password: true`` (then a warning is logged). Secrets are never shown: :class:`Credentials`
+hides them from ``repr`` and error messages name only the setting.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from MedAIExtension.errors import InputError
+from MedAIExtension.secret_files import check_private_file
 
 if TYPE_CHECKING:
     import requests
 
-__all__ = ["Credentials", "check_url", "credentials_from_config", "make_session"]
+__all__ = ["PLAINTEXT_OPT_IN", "Credentials", "check_url", "credentials_from_config", "make_session"]
+
+_log = logging.getLogger(__name__)
+
+#: The configuration key that allows a secret written in plain text into the configuration file.
+PLAINTEXT_OPT_IN = "allow_plaintext_password"
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,20 @@ def _secret(section: Mapping[str, Any], name: str, environ: Mapping[str, str]) -
         value = _text(section, key) or ""
         if not value:
             raise InputError(f"The PACS setting `{name}` is empty. Set it, or remove it and use `{name}_env`.")
+        if section.get(PLAINTEXT_OPT_IN) is not True:
+            raise InputError(
+                f"The PACS setting `{name}` holds the {name} in plain text in the configuration, where anyone who "
+                f"can read the file (or a backup of it) finds it. Move it into a file readable by this user only "
+                f"(`{name}_file`, chmod 600) or an environment variable (`{name}_env`); to keep it in the "
+                f"configuration anyway, add `{PLAINTEXT_OPT_IN}: true`."
+            )
+        _log.warning(
+            "The PACS %s is written in plain text in the configuration (%s: true); prefer %s_file or %s_env.",
+            name,
+            PLAINTEXT_OPT_IN,
+            name,
+            name,
+        )
         return value
     if key.endswith("_env"):
         variable = _text(section, key) or ""
@@ -84,7 +106,7 @@ def _secret(section: Mapping[str, Any], name: str, environ: Mapping[str, str]) -
                 f"starting MedAI, or change `{key}`."
             )
         return value
-    path = Path(os.path.expanduser(_text(section, key) or ""))
+    path = check_private_file(os.path.expanduser(_text(section, key) or ""), key)
     try:
         value = path.read_text(encoding="utf-8").rstrip("\r\n")
     except (OSError, UnicodeDecodeError) as exc:
@@ -102,15 +124,17 @@ def credentials_from_config(section: Mapping[str, Any], environ: Mapping[str, st
     """Read the credentials of a PACS configuration section.
 
     Keys: ``username``, ``password`` / ``password_env`` / ``password_file`` (at most one), ``token`` /
-    ``token_env`` / ``token_file`` (at most one). Other keys of the section are ignored.
+    ``token_env`` / ``token_file`` (at most one), ``allow_plaintext_password`` (``true`` accepts ``password`` or
+    ``token`` written in the configuration, with a logged warning). Other keys of the section are ignored.
 
     Args:
         section: the PACS configuration section (e.g. parsed from YAML).
         environ: environment variables (``os.environ`` when ``None``).
 
     Raises:
-        InputError: a named variable is missing or a file unreadable, a password without a user name (or the
-            reverse), or both basic auth and a token are given.
+        InputError: a named variable is missing or a file unreadable or readable by other users, a plain-text
+            secret without ``allow_plaintext_password: true``, a password without a user name (or the reverse),
+            or both basic auth and a token are given.
     """
     environ = os.environ if environ is None else environ
     username = _text(section, "username")

@@ -14,7 +14,7 @@ the others; those are reported in :attr:`StoreOutcome.already_present`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from MedAIExtension.pacs.errors import (
     PacsError,
     PacsNotFoundError,
     PacsRejectedError,
+    PacsTransferError,
     error_for_exception,
     error_for_status,
 )
@@ -96,6 +97,30 @@ def _value(item: dict[str, Any], tag: str) -> str:
 
 def _values(item: dict[str, Any], tag: str) -> list[str]:
     return [str(v) for v in item.get(tag, {}).get("Value") or [] if v is not None]
+
+
+def _study_record(item: dict[str, Any]) -> StudyRecord:
+    """A QIDO-RS study answer (DICOM JSON) as a :class:`StudyRecord`."""
+    return StudyRecord(
+        study_uid=_value(item, "0020000D"),
+        patient_id=_value(item, "00100020"),
+        patient_name=_value(item, "00100010"),
+        study_date=_value(item, "00080020"),
+        accession_number=_value(item, "00080050"),
+        description=_value(item, "00081030"),
+        modalities=tuple(sorted(set(_values(item, "00080061")) - {""})),
+    )
+
+
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _unreserved_prefix(text: str) -> str:
+    """The leading characters of ``text`` that a URL carries without percent-encoding (RFC 3986 unreserved)."""
+    for index, char in enumerate(text):
+        if char not in _UNRESERVED:
+            return text[:index]
+    return text
 
 
 class DicomWebStore:
@@ -197,15 +222,7 @@ class DicomWebStore:
         )
         records = []
         for item in items:
-            record = StudyRecord(
-                study_uid=_value(item, "0020000D"),
-                patient_id=_value(item, "00100020"),
-                patient_name=_value(item, "00100010"),
-                study_date=_value(item, "00080020"),
-                accession_number=_value(item, "00080050"),
-                description=_value(item, "00081030"),
-                modalities=tuple(sorted(set(_values(item, "00080061")) - {""})),
-            )
+            record = _study_record(item)
             if patient_id is not None and record.patient_id != patient_id:
                 continue
             if study_uid is not None and record.study_uid != study_uid:
@@ -270,6 +287,66 @@ class DicomWebStore:
             not_found=[],
         )
         return {_value(item, "00080018") for item in items} - {""}
+
+    def iter_instances(self, study_uid: str, series_uid: str) -> Iterator[Any]:
+        """WADO-RS: the series' instances as pydicom datasets, one at a time, as they arrive.
+
+        Nothing is checked here beyond parsing (see :func:`MedAIExtension.pacs.retrieval.retrieve_verified`).
+
+        Raises:
+            PacsNotFoundError: the server has no such series.
+            PacsTransferError: the answer broke off or a part cannot be parsed (retry later).
+            PacsUnavailableError, PacsAuthError: as for every request.
+        """
+        import requests
+
+        action = f"retrieve series {series_uid}"
+        try:
+            yield from self._client.iter_series(study_uid, series_uid, media_types=(("application/dicom", "*"),))
+        except requests.HTTPError as exc:
+            response = exc.response
+            status = response.status_code if response is not None else 0
+            raise error_for_status(status, self.url, action, self.credentials, _detail(response)) from None
+        except requests.RequestException as exc:
+            raise error_for_exception(exc, self.url, action) from None
+        except Exception as exc:  # noqa: BLE001 - a cut multipart part fails inside pydicom in many ways
+            raise PacsTransferError(
+                f"The DICOMweb server at {self.url} sent a damaged answer when trying to {action} "
+                f"({type(exc).__name__}); the transfer was probably cut. Nothing of it is used; try again later."
+            ) from None
+
+    def find_patient_studies(self, patient_id: str) -> list[StudyRecord]:
+        """The studies whose PatientID is exactly ``patient_id``, whatever characters it holds.
+
+        Some servers (Orthanc's DICOMweb plugin) do not decode percent-encoded QIDO values, so a PatientID with a
+        space, ``/``, ``&``, ``%``, … is never matched by an exact query. This asks for the longest leading part
+        made of characters that need no encoding, followed by the ``*`` wildcard (or for all studies when there is
+        no such part), and keeps the answers whose PatientID is exactly ``patient_id``.
+        """
+        prefix = _unreserved_prefix(patient_id)
+        if prefix == patient_id:
+            return self.search_studies(patient_id=patient_id)
+        query = [f"includefield={field}" for field in (*_STUDY_FIELDS, "PatientID")]
+        if prefix:
+            query.append(f"PatientID={prefix}*")
+        items = self._call(
+            "search for the studies of a patient",
+            lambda: _paged(lambda limit, offset: self._raw_qido("studies", query, limit, offset), "0020000D"),
+            not_found=[],
+        )
+        return [record for record in map(_study_record, items) if record.patient_id == patient_id]
+
+    def _raw_qido(self, resource: str, query: list[str], limit: int, offset: int) -> list[dict[str, Any]]:
+        """A QIDO-RS GET with a query string built here (only characters that need no percent-encoding)."""
+        url = f"{self.url}/{resource}?{'&'.join([*query, f'limit={limit}', f'offset={offset}'])}"
+        response = self._session.get(url, headers={"Accept": "application/dicom+json"}, timeout=self.timeout)
+        response.raise_for_status()
+        if response.status_code == 204 or not response.content:
+            return []
+        body = response.json()
+        if not isinstance(body, list):
+            raise ValueError("a QIDO-RS answer must be a JSON list")
+        return body
 
     def retrieve_series(self, study_uid: str, series_uid: str, folder: Path) -> list[Path]:
         """WADO-RS: write each instance, in the transfer syntax the server stored it, as ``<SOPInstanceUID>.dcm``.

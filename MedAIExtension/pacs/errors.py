@@ -17,6 +17,7 @@ __all__ = [
     "PacsError",
     "PacsNotFoundError",
     "PacsRejectedError",
+    "PacsTransferError",
     "PacsUnavailableError",
     "error_for_exception",
     "error_for_status",
@@ -34,6 +35,11 @@ class PacsUnavailableError(PacsError):
     """The PACS cannot be reached right now (connection refused, timeout, HTTP 5xx): try again later."""
 
     retryable = True
+
+
+class PacsTransferError(PacsUnavailableError):
+    """A transfer from the PACS arrived cut short or damaged (connection lost mid-answer, PACS restarted, fewer
+    instances than the PACS lists): nothing of it is used, and the request is retried later like an outage."""
 
 
 class PacsAuthError(PacsError):
@@ -132,6 +138,11 @@ def error_for_exception(exc: BaseException, url: str, action: str) -> PacsError:
         return PacsUnavailableError(
             f"The PACS at {url} did not answer in time when trying to {action}. Check that it is running and "
             "reachable, or raise the `timeout` setting; try again later."
+        )
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError):
+        return PacsTransferError(
+            f"The answer of the PACS at {url} was cut off when trying to {action} (the connection broke "
+            "mid-transfer); nothing of it is used. Try again later."
         )
     if isinstance(exc, requests.ConnectionError):
         return PacsUnavailableError(

@@ -161,6 +161,25 @@ class OrthancClient:
                 return str(item["ID"])
         return None
 
+    def find_studies(self, patient_id: str) -> list[dict[str, Any]]:
+        """``/tools/find`` at study level by PatientID, expanded (``MainDicomTags``, ``PatientMainDicomTags``).
+
+        The value travels in a JSON body, so it reaches Orthanc whatever characters it holds (QIDO-RS query values
+        are percent-encoded, which Orthanc's DICOMweb plugin does not decode). ``*`` and ``?`` are wildcards to
+        Orthanc, so callers compare the answers' PatientID exactly.
+        """
+        response = self._request(
+            "POST",
+            "/tools/find",
+            "find the studies of a patient",
+            json={"Level": "Study", "Query": {"PatientID": patient_id}, "Expand": True},
+        )
+        try:
+            body = response.json()
+        except ValueError:
+            raise PacsError(f"Orthanc at {self.url} did not answer JSON to /tools/find.") from None
+        return [item for item in body if isinstance(item, dict)] if isinstance(body, list) else []
+
     def study_uid(self, orthanc_id: str) -> str:
         """The StudyInstanceUID of an Orthanc study."""
         return str(self.study(orthanc_id).get("MainDicomTags", {}).get("StudyInstanceUID", ""))

@@ -114,3 +114,10 @@ def orthanc(tmp_path: Path) -> Iterator[OrthancServer]:
 def orthanc_auth(tmp_path: Path) -> Iterator[OrthancServer]:
     """A fresh Orthanc that requires basic auth as ``medai`` / ``secret-pw``."""
     yield from _server(tmp_path / "orthanc-auth", stable_age=1, users={AUTH_USER: AUTH_PASSWORD})
+
+
+@pytest.fixture(scope="module")
+def shared_orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    """One Orthanc for all tests of a module (each test uses its own studies and starts its gateway at the current
+    end of the change feed: :func:`Testing.pacs.gateway_helpers.start_at_feed_end`)."""
+    yield from _server(tmp_path_factory.mktemp("orthanc-shared"), stable_age=1)

@@ -107,3 +107,63 @@ def journal_states(workdir: Path) -> list[tuple[int, str, str]]:
             return [tuple(row) for row in db.execute("SELECT id, rule, state FROM jobs ORDER BY id")]
         except sqlite3.OperationalError:
             return []
+
+
+def copy_series(source: Path, target: Path, **changes: Any) -> Path:
+    """A copy of a series as a new study (new Study/Series/SOP Instance UIDs), with attributes changed.
+
+    Values are written as given, even when they break the VR (hostile test data), with pydicom's validation off.
+    """
+    from pydicom import config as pydicom_config
+
+    target.mkdir(parents=True)
+    study = pydicom.uid.generate_uid()
+    series = pydicom.uid.generate_uid()
+    mode = pydicom_config.settings.writing_validation_mode
+    pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
+    try:
+        for path in sorted(source.glob("*.dcm")):
+            ds = pydicom.dcmread(path)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+            for keyword, value in changes.items():
+                setattr(ds, keyword, value(ds) if callable(value) else value)
+            ds.save_as(target / path.name)
+    finally:
+        pydicom_config.settings.writing_validation_mode = mode
+    return target
+
+
+def post_instances(orthanc_url: str, folder: Path) -> None:
+    """Store every file of ``folder`` through Orthanc's REST API as it is (no DICOMweb parsing on the way)."""
+    import requests
+
+    for path in dicom_files(folder):
+        requests.post(f"{orthanc_url}/instances", data=path.read_bytes(), timeout=30).raise_for_status()
+
+
+def start_at_feed_end(workdir: Path, orthanc_url: str) -> None:
+    """Make a new gateway work folder read Orthanc's change feed from its current end (a shared Orthanc holds
+    other tests' studies, which this gateway must not process)."""
+    import requests
+
+    from MedAIExtension.gateway.journal import Journal
+
+    def settled() -> bool:  # no study still waiting for its StableStudy change (e.g. results just stored)
+        studies = requests.get(f"{orthanc_url}/studies", params={"expand": ""}, timeout=30).json()
+        return all(study.get("IsStable") for study in studies)
+
+    wait_for(settled, 30, "Orthanc's studies to become stable", interval=0.2)
+    journal = Journal(workdir / "journal.sqlite")
+    try:
+        journal.record_candidates([], ("orthanc-changes", str(OrthancClient(orthanc_url).last_change())))
+    finally:
+        journal.close()
+
+
+def instance_counts(store: DicomWebStore, study_uid: str) -> dict[str, list[int | None]]:
+    """Instances per series of the study, grouped by modality (``{"SEG": [1], "SR": [1], "CT": [80]}``)."""
+    return {
+        modality: sorted(s.number_of_instances for s in items)  # type: ignore[type-var]
+        for modality, items in series_by_modality(store, study_uid).items()
+    }

@@ -162,8 +162,13 @@ def test_wrong_root_is_a_clear_error(orthanc: OrthancServer) -> None:
 def test_credentials_from_config(tmp_path: Path) -> None:
     secret_file = tmp_path / "pw"
     secret_file.write_text("from-file\n")
+    secret_file.chmod(0o600)
     assert credentials_from_config({}) == Credentials()
-    assert credentials_from_config({"username": "u", "password": "p"}) == Credentials("u", "p")
+    assert credentials_from_config({"username": "u", "password": "p", "allow_plaintext_password": True}) == Credentials(
+        "u", "p"
+    )
+    with pytest.raises(InputError, match="allow_plaintext_password"):
+        credentials_from_config({"username": "u", "password": "p"})
     assert credentials_from_config({"username": "u", "password_env": "PW"}, {"PW": "from-env"}).password == "from-env"
     assert credentials_from_config({"username": "u", "password_file": str(secret_file)}).password == "from-file"
     assert credentials_from_config({"token_env": "TOK"}, {"TOK": "abc"}) == Credentials(token="abc")
@@ -174,13 +179,13 @@ def test_credentials_from_config(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"nope\.txt"):
         credentials_from_config({"username": "u", "password_file": str(tmp_path / "nope.txt")})
     with pytest.raises(InputError, match="both basic authentication"):
-        credentials_from_config({"username": "u", "password": "p", "token": "t"})
+        credentials_from_config({"username": "u", "password_env": "PW", "token_env": "T"}, {"PW": "p", "T": "t"})
     with pytest.raises(InputError, match="only one way"):
         credentials_from_config({"username": "u", "password": "p", "password_env": "PW"}, {"PW": "x"})
     with pytest.raises(InputError, match="no password"):
         credentials_from_config({"username": "u"})
     with pytest.raises(InputError, match="no `username`"):
-        credentials_from_config({"password": "p"})
+        credentials_from_config({"password_env": "PW"}, {"PW": "p"})
     with pytest.raises(InputError) as caught:
         DicomWebStore("http://u:hunter2@127.0.0.1:1/dicom-web")
     assert "hunter2" not in str(caught.value)

@@ -281,6 +281,7 @@ def test_the_research_export_is_de_identified_and_its_references_resolve(
     store = DicomWebStore(orthanc.dicomweb_url)
     upload(store, pair / "baseline/ct", orthanc.url)
     (tmp_path / "deid.key").write_text("0123456789abcdef" * 4)
+    (tmp_path / "deid.key").chmod(0o600)
     export = {"path": str(tmp_path / "export"), "key_file": str(tmp_path / "deid.key")}
     config = make_config(orthanc.url, tmp_path / "work", export=export)
     _run(config)

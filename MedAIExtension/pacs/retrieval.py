@@ -1,0 +1,155 @@
+"""Retrieving a series and checking what arrived before anyone reads it.
+
+A PACS that restarts mid-answer, or a connection cut mid-transfer, can leave a WADO-RS answer that ends in the
+middle of an instance; parsed naively, the last instance is a valid-looking file with half its pixels. So every
+instance is checked as it arrives: it parsed, its StudyInstanceUID and SeriesInstanceUID are the ones asked for,
+its UIDs follow the DICOM grammar, and its pixel data is as long as its header says. Afterwards the number of
+instances is compared with the number the PACS lists for the series (QIDO-RS). A short or damaged transfer raises
+:class:`~MedAIExtension.pacs.errors.PacsTransferError` (retryable, like an outage); an instance whose UIDs are not
+UIDs is *refused*: left out and reported, never written under a name derived from it.
+
+Files are written as ``00001.dcm``, ``00002.dcm``, … in arrival order: no file name comes from the PACS.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from MedAIExtension.atomic import atomic_path, ensure_writable_directory
+from MedAIExtension.dicom.uids import uid_problem
+from MedAIExtension.pacs.errors import PacsNotFoundError, PacsTransferError
+
+__all__ = ["RetrievedSeries", "pixel_data_problem", "retrieve_verified"]
+
+_UID_KEYWORDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
+_ENCAPSULATED_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian
+
+
+@dataclass(frozen=True)
+class RetrievedSeries:
+    """What :func:`retrieve_verified` wrote.
+
+    Attributes:
+        files: the instances that passed every check, in arrival order.
+        refused: ``(what, problem)`` for each instance left out (its UIDs are not UIDs, or it belongs elsewhere).
+    """
+
+    files: tuple[Path, ...]
+    refused: tuple[tuple[str, str], ...] = ()
+
+
+def _encapsulated_problem(value: bytes) -> str | None:
+    """Check that encapsulated pixel data is a complete run of items (basic offset table, then fragments)."""
+    position, items = 0, 0
+    while position < len(value):
+        if position + 8 > len(value) or value[position : position + 4] != _ENCAPSULATED_ITEM:
+            return "its compressed pixel data breaks off inside an item header"
+        length = int.from_bytes(value[position + 4 : position + 8], "little")
+        position += 8 + length
+        if position > len(value):
+            return "its compressed pixel data breaks off inside a fragment"
+        items += 1
+    if items < 2:
+        return "its compressed pixel data holds no fragment"
+    return None
+
+
+def pixel_data_problem(ds: Any) -> str | None:
+    """What is wrong with the pixel data of ``ds`` (too short, cut inside a fragment, missing), or ``None``."""
+    if "PixelData" not in ds:
+        if "Rows" in ds and "Columns" in ds and not any(k in ds for k in ("FloatPixelData", "DoubleFloatPixelData")):
+            return "it has an image header but no pixel data"
+        return None
+    value = ds.PixelData
+    if value is None:
+        return "its pixel data is empty"
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_encapsulated:
+        return _encapsulated_problem(bytes(value))
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.BitsAllocated)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return "its image header (rows, columns, bits) is incomplete"
+    expected = math.ceil(rows * columns * samples * frames * bits / 8)
+    if len(value) < expected:
+        return f"its pixel data holds {len(value)} of {expected} bytes"
+    return None
+
+
+def _header_problem(ds: Any, study_uid: str, series_uid: str) -> tuple[str, str] | None:
+    """``(what, problem)`` when an instance's UIDs are not UIDs or it is not of the requested series."""
+    for keyword in _UID_KEYWORDS:
+        problem = uid_problem(str(ds.get(keyword, "")))
+        if problem is not None:
+            return f"{keyword} of a retrieved instance", problem
+    if str(ds.StudyInstanceUID) != study_uid or str(ds.SeriesInstanceUID) != series_uid:
+        return "retrieved instance", "it belongs to another study or series than the one asked for"
+    return None
+
+
+def _save(ds: Any, target: Path) -> Path:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+    if "TransferSyntaxUID" not in meta:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta = meta
+    with atomic_path(target) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+    return target
+
+
+def retrieve_verified(store: Any, study_uid: str, series_uid: str, folder: Path) -> RetrievedSeries:
+    """Retrieve a series into ``folder`` (``00001.dcm`` …), checking every instance and the instance count.
+
+    Args:
+        store: a store with ``instance_uids(study, series)`` and ``iter_instances(study, series)``
+            (:class:`~MedAIExtension.pacs.dicomweb.DicomWebStore`).
+        study_uid, series_uid: the series, already checked to be UIDs.
+        folder: an empty folder named by the caller.
+
+    Raises:
+        PacsTransferError: an instance broke off (parse failure, pixel data too short) or fewer instances arrived
+            than the PACS lists: retry later.
+        PacsNotFoundError: the PACS lists no instance of the series.
+        PacsUnavailableError, PacsAuthError: as for every request.
+    """
+    folder = ensure_writable_directory(folder)
+    listed = store.instance_uids(study_uid, series_uid)
+    if not listed:
+        raise PacsNotFoundError(
+            f"The PACS lists no instance of series {series_uid} of study {study_uid}; it may have been deleted."
+        )
+    files: list[Path] = []
+    refused: list[tuple[str, str]] = []
+    arrived = 0
+    for ds in store.iter_instances(study_uid, series_uid):
+        arrived += 1
+        damage = pixel_data_problem(ds)
+        if damage is not None:
+            raise PacsTransferError(
+                f"Instance {arrived} of series {series_uid} arrived incomplete ({damage}); the transfer was cut. "
+                "Nothing of it is used; try again later."
+            )
+        problem = _header_problem(ds, study_uid, series_uid)
+        if problem is None and str(ds.SOPInstanceUID) not in listed:
+            problem = ("retrieved instance", "the PACS does not list it in this series")
+        if problem is not None:
+            refused.append(problem)
+            continue
+        files.append(_save(ds, folder / f"{len(files) + 1:05d}.dcm"))
+    if arrived < len(listed):
+        raise PacsTransferError(
+            f"Only {arrived} of the {len(listed)} instances the PACS lists for series {series_uid} arrived; the "
+            "transfer was cut short. Nothing of it is used; try again later."
+        )
+    return RetrievedSeries(tuple(files), tuple(refused))
