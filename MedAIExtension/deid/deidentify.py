@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import math
 import os
 import shutil
 import struct
@@ -48,6 +47,7 @@ from MedAIExtension.deid.profile import Action, ProfileTable, attribute_type, lo
 from MedAIExtension.deid.uids import is_standard_uid, pseudonym, remap_uid
 from MedAIExtension.errors import InputError, OutputError
 from MedAIExtension.io.dicom_series import walk_files
+from MedAIExtension.io.pixel_decoding import pixel_data_problem
 
 __all__ = [
     "DUMMY_DATE",
@@ -120,8 +120,6 @@ _FILE_META_REMOVED = (
     "PrivateInformation",
 )
 _MAX_SHIFT_DAYS = 100 * 366
-#: The elements that hold an image's pixels (integer, float and double float pixel data).
-_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: At most this many files are checked in parallel (compressed pixel data is decoded to check it, and the
 #: decoders release the GIL); fewer on a machine with fewer cores. Each holds one file in memory.
 _CHECK_THREADS = 4
@@ -468,87 +466,6 @@ def _collect(inputs: Sequence[str | os.PathLike[str]], output_dir: Path) -> list
             seen.add(key)
             found.append(_Candidate(file, explicit))
     return found
-
-
-def pixel_data_problem(ds: Any) -> str | None:
-    """Why the pixel data of ``ds`` cannot be used, or ``None`` when it is complete (or there is none).
-
-    Native (uncompressed) transfer syntaxes: the element must hold at least the Rows × Columns × Samples per
-    Pixel × Bits Allocated × Number of Frames bits the header declares (a cut-off file still parses, with a
-    short value). Compressed (encapsulated) syntaxes: every frame is decoded with pydicom's decoders, and there
-    must be as many as Number of Frames declares.
-
-    Args:
-        ds: a pydicom ``Dataset`` read with its pixel data (a ``FileDataset``'s file meta names the syntax).
-
-    Returns:
-        ``None``, or a short reason (truncated, does not decode, no decoder installed, image attributes missing).
-    """
-    keyword = next((k for k in _PIXEL_KEYWORDS if k in ds), None)
-    if keyword is None:
-        return None
-    from pydicom.uid import UID
-
-    value = ds[keyword].value
-    if not value:
-        return f"{keyword} is empty"
-    meta = getattr(ds, "file_meta", None)
-    syntax = UID(str(meta.get("TransferSyntaxUID", "") or "")) if meta is not None else UID("")
-    if keyword == "PixelData" and syntax and syntax.is_encapsulated:
-        return _decode_problem(ds, syntax)
-    return _length_problem(ds, keyword, len(value))
-
-
-def _length_problem(ds: Any, keyword: str, actual: int) -> str | None:
-    """Native pixel data: the declared image size against the bytes present."""
-    numbers: dict[str, int] = {}
-    for name, default in (("Rows", None), ("Columns", None), ("BitsAllocated", None), ("SamplesPerPixel", 1),
-                          ("NumberOfFrames", 1)):  # fmt: skip
-        raw = ds.get(name, default)
-        try:
-            number = int(raw if raw not in (None, "") else default)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return f"{name} is missing or not a number ({raw!r}), so the image size is unknown"
-        if number <= 0:
-            return f"{name} is {number}, so the image is empty"
-        numbers[name] = number
-    rows, columns, bits = numbers["Rows"], numbers["Columns"], numbers["BitsAllocated"]
-    samples, frames = numbers["SamplesPerPixel"], numbers["NumberOfFrames"]
-    expected = math.ceil(rows * columns * samples * frames * bits / 8)
-    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
-    if photometric == "YBR_FULL_422" and samples == 3:
-        expected = expected * 2 // 3  # two chroma samples shared by each pair of pixels
-    if actual < expected:
-        return (
-            f"{keyword} is truncated: {actual} of the {expected} bytes that Rows × Columns × Samples per Pixel × "
-            f"Bits Allocated × Number of Frames ({rows}×{columns}×{samples}×{bits}×{frames} bits) declare"
-        )
-    return None
-
-
-def _decode_problem(ds: Any, syntax: Any) -> str | None:
-    """Compressed pixel data: decode every frame."""
-    from pydicom.pixels import get_decoder, iter_pixels
-
-    try:
-        decoder = get_decoder(syntax)
-    except NotImplementedError:
-        return f"its pixel data ({syntax.name}) has no decoder in pydicom, so it cannot be checked"
-    if not decoder.is_available:
-        missing = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
-        return f"no decoder for {syntax.name} is installed ({missing}), so its pixel data cannot be checked"
-    try:
-        declared = int(ds.get("NumberOfFrames", 1) or 1)
-        decoded = sum(1 for _frame in iter_pixels(ds, raw=True))
-    except Exception as exc:  # noqa: BLE001 - decoders raise any type on damaged data; the reason is reported
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        if len(lines) > 1 and lines[0].startswith("Unable to decode as exceptions were raised"):
-            lines = lines[1:]  # pydicom's preamble; the lines after it name each decoder and its complaint
-        detail = "; ".join(lines) or type(exc).__name__
-        return f"its {syntax.name} pixel data does not decode ({detail[:240]})"
-    if decoded < declared:  # pydicom stops quietly when frames are missing
-        return f"its {syntax.name} pixel data holds {decoded} of the {declared} frames that Number of Frames declares"
-    return None
 
 
 @dataclass(frozen=True)

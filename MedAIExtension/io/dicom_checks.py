@@ -14,13 +14,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from MedAIExtension.errors import GeometryError, InputError
+from MedAIExtension.errors import GeometryError, InputError, MedAIError
 
 __all__ = [
     "LOSSY_TRANSFER_SYNTAXES",
     "MAX_MATRIX",
     "check_image_headers",
     "check_single_reconstruction",
+    "damaged_header_error",
     "drop_localizers",
     "lossy_compression",
     "numbers",
@@ -58,12 +59,17 @@ def numbers(dataset: Any, keyword: str, count: int, path: Path, *, positive: boo
         GeometryError: the attribute is missing, has another number of values, or holds text that is not a
             finite number (or, with ``positive``, a value ≤ 0) — naming the attribute, the file and the fix.
     """
-    if keyword not in dataset or dataset[keyword].value in (None, "", b""):
+    try:
+        raw = dataset[keyword].value if keyword in dataset else None
+    except Exception:  # noqa: BLE001 - pydicom raises many types on a damaged value (wrong length, bad text)
+        raise GeometryError(
+            f"{_name(path)} has an unreadable {keyword}. The file's header is damaged: export the series again."
+        ) from None
+    if raw is None or raw in ("", b""):
         raise GeometryError(
             f"{_name(path)} has no {keyword}, so its pixels cannot be placed in space. Export the series again "
             f"with its geometry attributes (the scanner or PACS export must keep {keyword})."
         )
-    raw = dataset[keyword].value
     values = list(raw) if isinstance(raw, (list, tuple)) or type(raw).__name__ == "MultiValue" else [raw]
     try:
         parsed = [float(v) for v in values]
@@ -83,10 +89,11 @@ def numbers(dataset: Any, keyword: str, count: int, path: Path, *, positive: boo
 
 
 def _integer(dataset: Any, keyword: str, path: Path) -> int:
-    value = dataset.get(keyword)
     try:
+        value = dataset.get(keyword)
         number = int(value)
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - pydicom raises many types on a damaged value (wrong length, text, inf)
+        value = "(unreadable)"
         raise InputError(
             f"{_name(path)} has no valid {keyword} ({value!r}), so its pixel data cannot be decoded. "
             "The file is damaged or not an image: export the series again."
@@ -137,42 +144,74 @@ def check_image_headers(datasets: Sequence[Any], files: Sequence[Path]) -> None:
         GeometryError: missing or malformed ImagePositionPatient / ImageOrientationPatient / PixelSpacing.
     """
     for ds, path in zip(datasets, files):
-        samples = int(ds.get("SamplesPerPixel", 1) or 1) if str(ds.get("SamplesPerPixel", "1")).isdigit() else 0
-        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-        if samples != 1 or not photometric.startswith("MONOCHROME"):
-            raise InputError(
-                f"{_name(path)} is a colour image ({photometric}, {samples} sample(s) per pixel). MedAI's models read "
-                "greyscale CT/MR volumes: choose the original greyscale series, not a screenshot or rendering."
-            )
-        rows, columns = _integer(ds, "Rows", path), _integer(ds, "Columns", path)
-        if not (1 <= rows <= MAX_MATRIX and 1 <= columns <= MAX_MATRIX):
-            raise InputError(
-                f"{_name(path)} declares an image of {rows}×{columns} pixels (Rows×Columns); CT and MR images have "
-                f"1 to {MAX_MATRIX} pixels a side, so the header is damaged or too large to read. Export the series "
-                "again."
-            )
-        bits = _integer(ds, "BitsAllocated", path)
-        if bits not in (8, 16, 32, 64):
-            raise InputError(
-                f"{_name(path)} has BitsAllocated {bits}; greyscale images use 8, 16 or 32 bits. The header is "
-                "damaged: export the series again."
-            )
-        if "PixelRepresentation" in ds:
-            _integer(ds, "PixelRepresentation", path)
-        numbers(ds, "PixelSpacing", 2, path, positive=True)
-        numbers(ds, "ImagePositionPatient", 3, path)
-        iop = numbers(ds, "ImageOrientationPatient", 6, path)
-        row, col = iop[:3], iop[3:]
-        row_norm, col_norm = math.sqrt(sum(v * v for v in row)), math.sqrt(sum(v * v for v in col))
-        dot = sum(a * b for a, b in zip(row, col))
-        if abs(row_norm - 1) > 1e-2 or abs(col_norm - 1) > 1e-2 or abs(dot) > 1e-2:
-            raise GeometryError(
-                f"{_name(path)} has an ImageOrientationPatient {iop} whose row and column directions are not "
-                "perpendicular unit vectors. The header is damaged: export the series again."
-            )
-        for keyword in ("RescaleSlope", "RescaleIntercept"):
-            if keyword in ds and ds[keyword].value not in (None, ""):
-                numbers(ds, keyword, 1, path)
+        try:
+            _check_image_header(ds, path)
+        except MedAIError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - pydicom converts values lazily and raises many types on damage
+            raise damaged_header_error(exc, path.name) from None
+
+
+def damaged_header_error(exc: BaseException, where: str) -> InputError:
+    """The InputError for a header value pydicom cannot convert (wrong length, bad text), naming ``where``."""
+    detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return InputError(
+        f"{where} has a damaged header value ({detail}). The file was damaged in storage or transfer: export or "
+        "retrieve the series again."
+    )
+
+
+def _check_image_header(ds: Any, path: Path) -> None:
+    """The checks of :func:`check_image_headers` for one file."""
+    samples = int(ds.get("SamplesPerPixel", 1) or 1) if str(ds.get("SamplesPerPixel", "1")).isdigit() else 0
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if samples != 1 or not photometric.startswith("MONOCHROME"):
+        raise InputError(
+            f"{_name(path)} is a colour image ({photometric}, {samples} sample(s) per pixel). MedAI's models read "
+            "greyscale CT/MR volumes: choose the original greyscale series, not a screenshot or rendering."
+        )
+    rows, columns = _integer(ds, "Rows", path), _integer(ds, "Columns", path)
+    if not (1 <= rows <= MAX_MATRIX and 1 <= columns <= MAX_MATRIX):
+        raise InputError(
+            f"{_name(path)} declares an image of {rows}×{columns} pixels (Rows×Columns); CT and MR images have "
+            f"1 to {MAX_MATRIX} pixels a side, so the header is damaged or too large to read. Export the series "
+            "again."
+        )
+    bits = _integer(ds, "BitsAllocated", path)
+    if bits not in (8, 16, 32, 64):
+        raise InputError(
+            f"{_name(path)} has BitsAllocated {bits}; greyscale images use 8, 16 or 32 bits. The header is "
+            "damaged: export the series again."
+        )
+    if "PixelRepresentation" in ds:
+        _integer(ds, "PixelRepresentation", path)
+    numbers(ds, "PixelSpacing", 2, path, positive=True)
+    numbers(ds, "ImagePositionPatient", 3, path)
+    iop = numbers(ds, "ImageOrientationPatient", 6, path)
+    row, col = iop[:3], iop[3:]
+    row_norm, col_norm = math.sqrt(sum(v * v for v in row)), math.sqrt(sum(v * v for v in col))
+    dot = sum(a * b for a, b in zip(row, col))
+    if abs(row_norm - 1) > 1e-2 or abs(col_norm - 1) > 1e-2 or abs(dot) > 1e-2:
+        raise GeometryError(
+            f"{_name(path)} has an ImageOrientationPatient {iop} whose row and column directions are not "
+            "perpendicular unit vectors. The header is damaged: export the series again."
+        )
+    for keyword, limit in (("RescaleSlope", 1e4), ("RescaleIntercept", 1e6)):
+        if keyword in ds and not _empty(ds, keyword):
+            (value,) = numbers(ds, keyword, 1, path)
+            if abs(value) > limit or (keyword == "RescaleSlope" and value == 0):
+                raise InputError(
+                    f"{_name(path)} has {keyword} {value:g}, which turns its pixels into no measurable values "
+                    "(CT and MR use slopes near 1 and intercepts of a few thousand at most). The header is "
+                    "damaged: export the series again."
+                )
+
+
+def _empty(dataset: Any, keyword: str) -> bool:
+    try:
+        return dataset[keyword].value in (None, "", b"")
+    except Exception:  # noqa: BLE001 - a damaged value is not empty; numbers() names the damage
+        return False
 
 
 def _reconstruction_traits(dataset: Any) -> dict[str, str]:

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from MedAIExtension.errors import GeometryError, InputError
+from MedAIExtension.errors import GeometryError, InputError, MedAIError
 from MedAIExtension.io.dicom_checks import (
     check_image_headers,
     check_single_reconstruction,
+    damaged_header_error,
     drop_localizers,
     lossy_compression,
 )
@@ -112,7 +113,6 @@ def list_series(folder: str | os.PathLike[str]) -> tuple[list[SeriesInfo], list[
         The series that hold pixel data, and the files that were skipped (not DICOM, or no image).
     """
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     from MedAIExtension.io.multiframe import is_multiframe_volume
 
@@ -125,15 +125,20 @@ def list_series(folder: str | os.PathLike[str]) -> tuple[list[SeriesInfo], list[
     for path in walk_files(folder):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, Exception):  # noqa: BLE001 - any unreadable file is skipped and counted
+        except Exception:  # noqa: BLE001 - any unreadable file is skipped and counted
             skipped.append(path)
             continue
-        if not (_is_volume_image(ds) or is_multiframe_volume(ds)):
+        try:
+            if not (_is_volume_image(ds) or is_multiframe_volume(ds)):
+                skipped.append(path)
+                continue
+            uid = str(ds.get("SeriesInstanceUID", ""))
+            description, modality = str(ds.get("SeriesDescription", "")), str(ds.get("Modality", ""))
+        except Exception:  # noqa: BLE001 - a header whose identifying values cannot be decoded is skipped
             skipped.append(path)
             continue
-        uid = str(ds.get("SeriesInstanceUID", ""))
         groups.setdefault(uid, []).append(path)
-        meta.setdefault(uid, (str(ds.get("SeriesDescription", "")), str(ds.get("Modality", ""))))
+        meta.setdefault(uid, (description, modality))
     series = [SeriesInfo(uid, meta[uid][0], meta[uid][1], tuple(files)) for uid, files in sorted(groups.items())]
     return series, skipped
 
@@ -174,7 +179,7 @@ def read_dicom_series(
         info = series[0]
 
     datasets = [read_dataset(p) for p in info.files]
-    return _assemble(datasets, list(info.files), warn)
+    return _assemble_checked(datasets, list(info.files), warn)
 
 
 def read_dicom_files(
@@ -187,7 +192,17 @@ def read_dicom_files(
     datasets = [read_dataset(p) for p in paths]
     if len({str(ds.get("SeriesInstanceUID", "")) for ds in datasets}) > 1:
         raise InputError("The files belong to more than one series; give the files of a single series.")
-    return _assemble(datasets, paths, warn)
+    return _assemble_checked(datasets, paths, warn)
+
+
+def _assemble_checked(datasets: list, files: list[Path], warn: Callable[[str], None] | None) -> Image:
+    """:func:`_assemble`, with any value pydicom fails to convert reported as a damaged header, never raw."""
+    try:
+        return _assemble(datasets, files, warn)
+    except MedAIError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom converts header values lazily; any of them may be damaged
+        raise damaged_header_error(exc, f"A file of the series in {files[0].parent}") from None
 
 
 def _assemble(datasets: list, files: list[Path], warn: Callable[[str], None] | None = None) -> Image:

@@ -19,6 +19,7 @@ import numpy as np
 from MedAIExtension.errors import GeometryError, InputError
 from MedAIExtension.io.geometry import LPS_TO_RAS
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.pixel_decoding import decode_frames
 from MedAIExtension.io.slice_stack import DUPLICATE_MM, SPACING_TOLERANCE, stack_order
 
 __all__ = [
@@ -61,15 +62,15 @@ def is_multiframe_file(dataset: Any) -> bool:
     """Whether ``dataset`` is a multi-frame image: an enhanced volume SOP class, or more than one frame."""
     try:
         frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):
-        frames = 2  # a broken NumberOfFrames: read_multiframe names it
+    except Exception:  # noqa: BLE001 - any broken NumberOfFrames (text, inf, bad bytes): read_multiframe names it
+        frames = 2
     return is_multiframe_volume(dataset) or frames > 1
 
 
 def _number_of_frames(dataset: Any) -> int:
     try:
         return int(dataset.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):
+    except Exception:  # noqa: BLE001 - pydicom raises many types on a damaged value (text, inf, wrong length)
         raise InputError(
             f"NumberOfFrames {dataset.get('NumberOfFrames')!r} is not a whole number; the file's header is broken. "
             "Re-export the image from the scanner or PACS."
@@ -268,51 +269,6 @@ def _duplicate_message(dataset: Any, groups: _FrameGroups, frames: Sequence[int]
     )
 
 
-def _decoded_frames(dataset: Any, path: Path, frames: int) -> np.ndarray:
-    """The stored pixel values of every frame as an (N, rows, columns) array.
-
-    Raises:
-        InputError: no or incomplete pixel data, no decoder for the transfer syntax, a damaged codestream, or
-            pixel data of another shape than the header declares (e.g. colour).
-    """
-    meta = getattr(dataset, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    syntax_name = f"{getattr(syntax, 'name', '') or syntax or 'unknown'}"
-    if "PixelData" not in dataset and "FloatPixelData" not in dataset and "DoubleFloatPixelData" not in dataset:
-        raise InputError(f"{path.name} has no pixel data. Export the image again with its pixels.")
-    element = dataset["PixelData"] if "PixelData" in dataset else None
-    if element is not None and syntax is not None and not syntax.is_compressed and not element.is_undefined_length:
-        rows, columns, bits = int(dataset.Rows), int(dataset.Columns), int(dataset.BitsAllocated)
-        need = (rows * columns * int(dataset.get("SamplesPerPixel", 1) or 1) * frames * bits + 7) // 8
-        have = len(element.value or b"")
-        if have < need:
-            raise InputError(
-                f"{path.name}: its pixel data is incomplete ({have} of {need} bytes for {frames} frames); the file "
-                "was cut short when it was copied or sent. Copy or retrieve it again."
-            )
-    try:
-        pixels = np.asarray(dataset.pixel_array)
-    except NotImplementedError as exc:
-        raise InputError(
-            f"{path.name} is stored as {syntax_name}, which no installed decoder reads ({exc}). Install the "
-            "decoders in Resources/requirements.txt, or re-send the image uncompressed."
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - decoders (pydicom, GDCM, Pillow) raise many types on damaged data
-        raise InputError(
-            f"{path.name}: its pixel data ({syntax_name}) cannot be decoded ({str(exc)[:200]}); the file is damaged "
-            "or was cut short during transfer. Copy or retrieve it again."
-        ) from None
-    if frames == 1 and pixels.ndim == 2:
-        pixels = pixels[np.newaxis]
-    if pixels.shape != (frames, int(dataset.Rows), int(dataset.Columns)):
-        raise InputError(
-            f"{path.name} decodes to pixel data of shape {pixels.shape}, not {frames} grey-scale frames of "
-            f"{dataset.Rows}×{dataset.Columns}: the file is damaged or not grey-scale. Give a grey-scale CT or MR "
-            "image, exported again."
-        )
-    return pixels
-
-
 def _rescale(groups: _FrameGroups, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Rescale slope and intercept of every frame (1 and 0 where the file has none)."""
     slopes, intercepts = np.ones(frames), np.zeros(frames)
@@ -400,7 +356,7 @@ def read_multiframe(dataset: Any, path: str | Path, warn: Callable[[str], None] 
         raise GeometryError(_duplicate_message(dataset, groups, same))
     order, step_vector = stack_order(geometry.positions, normal, unit="frame", whole="multi-frame image")
 
-    pixels = _decoded_frames(dataset, path, frames)
+    pixels = decode_frames(dataset, path, frames)
     slopes, intercepts = _rescale(groups, frames)
     integral = bool(np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts)))
     out_dtype: type = np.float32
