@@ -120,24 +120,21 @@ def _cmd_segment(args: argparse.Namespace) -> int:
 
 def _check_dicom_seg_source(image: Any, formats: list[str], format_given: bool) -> None:
     """Before inference: can a DICOM SEG reference ``image``? Drop it with a warning, or refuse if it was asked for."""
+    from MedAIExtension.dicom.source import has_frame_of_reference, require_frame_of_reference
     from MedAIExtension.errors import InputError
 
     if "dicom-seg" not in formats:
         return
     if not image.source_files:
-        problem = "DICOM SEG output needs a DICOM series as input. Use --format seg.nrrd,nii.gz for NIfTI/NRRD input."
-    elif not str(image.metadata.get("FrameOfReferenceUID", "") or "").strip():
-        problem = (
-            "The input series has no FrameOfReferenceUID, which a DICOM SEG must share with its source images, so "
-            "no DICOM SEG can be written for it. Re-export the series with its Frame of Reference module, or use "
-            "--format seg.nrrd,nii.gz."
-        )
-    else:
-        return
-    if format_given:
-        raise InputError(problem)
-    formats.remove("dicom-seg")
-    if image.source_files:
+        if format_given:
+            raise InputError(
+                "DICOM SEG output needs a DICOM series as input. Use --format seg.nrrd,nii.gz for NIfTI/NRRD input."
+            )
+        formats.remove("dicom-seg")
+    elif not has_frame_of_reference(image):
+        if format_given:
+            require_frame_of_reference(image, "DICOM SEG")
+        formats.remove("dicom-seg")
         _warn(
             "The input series has no FrameOfReferenceUID, which a DICOM SEG must share with its source images: the "
             "DICOM SEG is left out, the other formats are written. Re-export the series with its Frame of Reference "
@@ -156,15 +153,12 @@ def _cmd_track(args: argparse.Namespace) -> int:
     followup = load_image(args.followup, warn=_warn)
     dicom = bool(baseline.source_files and followup.source_files)
     if dicom:  # DICOM in: the SEG and SR are written, checked up front
-        from MedAIExtension.dicom.source import require_single_frame_source
+        from MedAIExtension.dicom.source import has_frame_of_reference, require_single_frame_source
 
         for image in (baseline, followup):
             require_single_frame_source(image, "tracking SR")
-        lacking = [
-            name
-            for name, image in (("baseline", baseline), ("follow-up", followup))
-            if not str(image.metadata.get("FrameOfReferenceUID", "") or "").strip()
-        ]
+        studies = (("baseline", baseline), ("follow-up", followup))
+        lacking = [name for name, image in studies if not has_frame_of_reference(image)]
         if lacking:
             dicom = False
             _warn(

@@ -23,9 +23,11 @@ __all__ = [
     "POSITION_TOLERANCE_MM",
     "check_frame_of_reference",
     "copy_anatomy",
+    "has_frame_of_reference",
     "load_source_datasets",
     "reference_frames",
     "reference_sop_uids",
+    "require_frame_of_reference",
     "require_single_frame_source",
 ]
 
@@ -48,6 +50,21 @@ def require_single_frame_source(source: Image, what: str) -> None:
         )
 
 
+def has_frame_of_reference(image: Image) -> bool:
+    """Whether ``image`` was read with a FrameOfReferenceUID (derived DICOM objects must share it)."""
+    return bool(str(image.metadata.get("FrameOfReferenceUID", "") or "").strip())
+
+
+def require_frame_of_reference(source: Image, what: str) -> None:
+    """InputError when a DICOM ``source`` has no FrameOfReferenceUID: no ``what`` can then share its coordinates."""
+    if source.source_files and not has_frame_of_reference(source):
+        raise InputError(
+            f"The source series has no FrameOfReferenceUID, which a {what} must share with its source images, so "
+            f"no {what} can be written for it. Re-export the series with its Frame of Reference module, or write "
+            "the result as .seg.nrrd / .nii.gz."
+        )
+
+
 def load_source_datasets(source: Image, what: str = "DICOM object", *, multiframe: bool = False) -> list[Any]:
     """The source series' datasets in slice order ``k`` (headers only), checked against the source affine.
 
@@ -59,6 +76,7 @@ def load_source_datasets(source: Image, what: str = "DICOM object", *, multifram
     """
     import pydicom
 
+    require_frame_of_reference(source, what)
     if source.source_frames:
         if not multiframe:
             require_single_frame_source(source, what)
