@@ -378,10 +378,18 @@ def explain_to_folder(
     reporter = Progress(progress, token)
     reporter(0.0, "reading the input")
     image = load_image(request.input, series_uid=request.series, warn=warn)
-    if request.write_dicom:  # the Parametric Map cannot reference a multi-frame source yet: say so before the work
-        from MedAIExtension.dicom.source import require_single_frame_source
+    write_dicom = request.write_dicom
+    if write_dicom:  # the Parametric Map cannot reference a multi-frame source yet: say so before the work
+        from MedAIExtension.dicom.source import has_frame_of_reference, require_single_frame_source
 
         require_single_frame_source(image, "DICOM Parametric Map")
+        if image.source_files and not has_frame_of_reference(image):
+            write_dicom = False
+            if warn is not None:
+                warn(
+                    "The input series has no FrameOfReferenceUID, which a DICOM Parametric Map must share with its "
+                    "source images: the DICOM objects are left out, the other outputs are written."
+                )
     catalog = load_catalog(models_dirs=request.models_dirs)
     explanation = explain_image(
         image,
@@ -398,7 +406,7 @@ def explain_to_folder(
         explanation,
         image,
         request.output,
-        dicom=request.write_dicom,
+        dicom=write_dicom,
         input_label=str(request.input),
         progress=reporter.stage(0.9, 1.0),
     )
