@@ -142,18 +142,23 @@ def post_instances(orthanc_url: str, folder: Path) -> None:
         requests.post(f"{orthanc_url}/instances", data=path.read_bytes(), timeout=30).raise_for_status()
 
 
-def start_at_feed_end(workdir: Path, orthanc_url: str) -> None:
-    """Make a new gateway work folder read Orthanc's change feed from its current end (a shared Orthanc holds
-    other tests' studies, which this gateway must not process)."""
+def wait_settled(orthanc_url: str, timeout: float = 30.0) -> None:
+    """Wait until no study in Orthanc still waits for its StableStudy change (all are stable)."""
     import requests
 
-    from MedAIExtension.gateway.journal import Journal
-
-    def settled() -> bool:  # no study still waiting for its StableStudy change (e.g. results just stored)
+    def settled() -> bool:
         studies = requests.get(f"{orthanc_url}/studies", params={"expand": ""}, timeout=30).json()
         return all(study.get("IsStable") for study in studies)
 
-    wait_for(settled, 30, "Orthanc's studies to become stable", interval=0.2)
+    wait_for(settled, timeout, "Orthanc's studies to become stable", interval=0.2)
+
+
+def start_at_feed_end(workdir: Path, orthanc_url: str) -> None:
+    """Make a new gateway work folder read Orthanc's change feed from its current end (a shared Orthanc holds
+    other tests' studies, which this gateway must not process)."""
+    from MedAIExtension.gateway.journal import Journal
+
+    wait_settled(orthanc_url)
     journal = Journal(workdir / "journal.sqlite")
     try:
         journal.record_candidates([], ("orthanc-changes", str(OrthancClient(orthanc_url).last_change())))

@@ -29,6 +29,7 @@ from Testing.pacs.gateway_helpers import (
     make_config,
     post_instances,
     start_at_feed_end,
+    wait_settled,
     wait_stable,
 )
 from Testing.pacs.orthanc_server import OrthancServer
@@ -114,18 +115,15 @@ def test_hostile_uids_are_refused_and_nothing_outside_the_work_folder_is_touched
     followup = pair / "followup/ct"
     followup_uid = str(pydicom.dcmread(sorted(followup.glob("*.dcm"))[0]).StudyInstanceUID)
     copy_series(one, data / "bad-followup-extra", StudyInstanceUID=followup_uid, SeriesInstanceUID="../victim")
-    # a study whose instances' SOP Instance UIDs are hostile, and studies whose Study Instance UID is
-    post_instances(
-        url,
-        copy_series(
-            prior_ct,
-            data / "bad-sops",
-            PatientID="HOSTILE-2",
-            SOPInstanceUID=lambda ds: f"{hostile['absolute path']}/{ds.InstanceNumber}",
-        ),
+    # (stored later:) a study whose instances' SOP Instance UIDs are hostile, and studies whose Study Instance UID is
+    copy_series(
+        prior_ct,
+        data / "bad-sops",
+        PatientID="HOSTILE-2",
+        SOPInstanceUID=lambda ds: f"{hostile['absolute path']}/{ds.InstanceNumber}",
     )
     for index, value in enumerate((hostile["absolute path"], hostile["shell"], hostile["200 characters"])):
-        post_instances(url, copy_series(one, data / f"bad-study-{index}", StudyInstanceUID=value, PatientID="H3"))
+        copy_series(one, data / f"bad-study-{index}", StudyInstanceUID=value, PatientID="H3")
 
     workdir = tmp_path / "work"
     start_at_feed_end(workdir, url)  # everything above is older than this gateway's feed position ...
@@ -137,7 +135,7 @@ def test_hostile_uids_are_refused_and_nothing_outside_the_work_folder_is_touched
     for folder in sorted(data.glob("bad-*")):  # then the hostile studies and the follow-up arrive
         post_instances(url, folder)
     post_instances(url, followup)
-    wait_stable(url, followup_uid)
+    wait_settled(url)  # every one of them is stable before the gateway looks
     _run_once(config)
 
     assert (victim / "inside" / "keep.txt").read_text() == "must survive"
