@@ -22,7 +22,7 @@ from MedAIExtension.atomic import atomic_path, ensure_writable_directory
 from MedAIExtension.dicom.uids import uid_problem
 from MedAIExtension.pacs.errors import PacsNotFoundError, PacsTransferError
 
-__all__ = ["RetrievedSeries", "pixel_data_problem", "retrieve_verified"]
+__all__ = ["RetrievedSeries", "retrieve_verified", "transfer_damage"]
 
 _UID_KEYWORDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
 _ENCAPSULATED_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian
@@ -57,8 +57,13 @@ def _encapsulated_problem(value: bytes) -> str | None:
     return None
 
 
-def pixel_data_problem(ds: Any) -> str | None:
-    """What is wrong with the pixel data of ``ds`` (too short, cut inside a fragment, missing), or ``None``."""
+def transfer_damage(ds: Any) -> str | None:
+    """How the pixel data of ``ds`` shows a cut transfer (too short, cut inside a fragment, missing), or ``None``.
+
+    Cheap structural checks only (no decoding): a damaged transfer is retried. Whether complete pixel data can be
+    decoded is the readers' question (:func:`MedAIExtension.io.pixel_decoding.pixel_data_problem`), answered when
+    the series is read.
+    """
     if "PixelData" not in ds:
         if "Rows" in ds and "Columns" in ds and not any(k in ds for k in ("FloatPixelData", "DoubleFloatPixelData")):
             return "it has an image header but no pixel data"
@@ -134,7 +139,7 @@ def retrieve_verified(store: Any, study_uid: str, series_uid: str, folder: Path)
     arrived = 0
     for ds in store.iter_instances(study_uid, series_uid):
         arrived += 1
-        damage = pixel_data_problem(ds)
+        damage = transfer_damage(ds)
         if damage is not None:
             raise PacsTransferError(
                 f"Instance {arrived} of series {series_uid} arrived incomplete ({damage}); the transfer was cut. "

@@ -15,7 +15,7 @@ from MedAIExtension.errors import InputError
 from MedAIExtension.gateway.boundary import PacsBoundary
 from MedAIExtension.pacs.credentials import credentials_from_config
 from MedAIExtension.pacs.errors import PacsTransferError
-from MedAIExtension.pacs.retrieval import pixel_data_problem, retrieve_verified
+from MedAIExtension.pacs.retrieval import retrieve_verified, transfer_damage
 from MedAIExtension.pacs.stores import SeriesRecord
 from MedAIExtension.secret_files import check_private_file
 
@@ -88,7 +88,7 @@ class _FakeStore:
 def test_retrieval_verifies_pixels_count_and_headers(tmp_path: Path) -> None:
     short = _ct("1.2.3.4.2")
     short.PixelData = bytes(10)
-    assert pixel_data_problem(short) == "its pixel data holds 10 of 32 bytes"
+    assert transfer_damage(short) == "its pixel data holds 10 of 32 bytes"
     with pytest.raises(PacsTransferError, match="arrived incomplete"):
         retrieve_verified(
             _FakeStore({"1.2.3.4.1", "1.2.3.4.2"}, [_ct("1.2.3.4.1"), short]), "1.2.3", "1.2.3.4", tmp_path
