@@ -20,6 +20,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/dicom/source.py
   MedAIExtension/dicom/sr.py
   MedAIExtension/dicom/tools.py
+  MedAIExtension/dicom/uids.py
   MedAIExtension/dicom/validation.py
   MedAIExtension/errors.py
   MedAIExtension/explain/__init__.py
@@ -39,19 +40,26 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/explain/uncertainty.py
   MedAIExtension/explain/window.py
   MedAIExtension/gateway/__init__.py
+  MedAIExtension/gateway/boundary.py
   MedAIExtension/gateway/commands.py
   MedAIExtension/gateway/config.py
   MedAIExtension/gateway/journal.py
+  MedAIExtension/gateway/kill_points.py
   MedAIExtension/gateway/logs.py
   MedAIExtension/gateway/pipelines.py
   MedAIExtension/gateway/service.py
   MedAIExtension/gateway/triage.py
   MedAIExtension/gateway/worklist.py
+  MedAIExtension/interrupts.py
   MedAIExtension/io/__init__.py
+  MedAIExtension/io/dicom_checks.py
   MedAIExtension/io/dicom_series.py
   MedAIExtension/io/geometry.py
   MedAIExtension/io/image.py
   MedAIExtension/io/loader.py
+  MedAIExtension/io/multiframe.py
+  MedAIExtension/io/pixel_decoding.py
+  MedAIExtension/io/slice_stack.py
   MedAIExtension/io/volume_files.py
   MedAIExtension/labels.py
   MedAIExtension/metrics.py
@@ -82,6 +90,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/pacs/errors.py
   MedAIExtension/pacs/folder_store.py
   MedAIExtension/pacs/orthanc.py
+  MedAIExtension/pacs/retrieval.py
   MedAIExtension/pacs/stores.py
   MedAIExtension/phantom/__init__.py
   MedAIExtension/phantom/_sdf.py
@@ -113,9 +122,11 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/review/store_records.py
   MedAIExtension/review/workflow.py
   MedAIExtension/runner.py
+  MedAIExtension/secret_files.py
   MedAIExtension/segmentation/__init__.py
   MedAIExtension/segmentation/outputs.py
   MedAIExtension/segmentation/pipeline.py
+  MedAIExtension/segmentation/plausibility.py
   MedAIExtension/segmentation/report.py
   MedAIExtension/tracking/__init__.py
   MedAIExtension/tracking/detection.py

@@ -17,9 +17,9 @@ import os
 import secrets
 from collections.abc import Mapping
 from functools import lru_cache
-from pathlib import Path
 
 from MedAIExtension.errors import InputError
+from MedAIExtension.secret_files import check_private_file
 
 __all__ = ["KEY_ENV_VAR", "MIN_KEY_BYTES", "is_standard_uid", "load_key", "pseudonym", "remap_uid"]
 
@@ -130,11 +130,12 @@ def load_key(
         can warn that its UIDs and pseudonyms will not match a later run.
 
     Raises:
-        InputError: the key file cannot be read, or the key is shorter than :data:`MIN_KEY_BYTES` bytes.
+        InputError: the key file cannot be read or others may read it (as ssh refuses such keys), or the key is
+            shorter than :data:`MIN_KEY_BYTES` bytes.
             The message never contains the key.
     """
     if key_file is not None:
-        path = Path(key_file)
+        path = check_private_file(key_file, "--key-file")  # a key others can read links every pseudonym back
         try:
             raw = path.read_bytes()
         except OSError as exc:

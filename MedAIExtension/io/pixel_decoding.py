@@ -114,16 +114,18 @@ def _decode_with_gdcm(path: Path, frames: int, rows: int, columns: int) -> np.nd
     return np.frombuffer(data, dtype=kind).reshape(frames, rows, columns).copy()
 
 
-def pixel_data_problem(ds: Any) -> str | None:
+def pixel_data_problem(ds: Any, *, decode: bool = True) -> str | None:
     """Why the pixel data of ``ds`` cannot be used, or ``None`` when it is complete (or there is none).
 
     Native (uncompressed) transfer syntaxes: the element must hold at least the Rows × Columns × Samples per
     Pixel × Bits Allocated × Number of Frames bits the header declares (a cut-off file still parses, with a
     short value). Compressed (encapsulated) syntaxes: every frame is decoded with pydicom's decoders, and there
-    must be as many as Number of Frames declares.
+    must be as many as Number of Frames declares — or, with ``decode`` false, the items must form a complete run
+    (a cheap check for a transfer cut inside a fragment).
 
     Args:
         ds: a pydicom ``Dataset`` read with its pixel data (a ``FileDataset``'s file meta names the syntax).
+        decode: decode compressed pixel data (thorough) or only check its item structure (cheap).
 
     Returns:
         ``None``, or a short reason (truncated, does not decode, no decoder installed, image attributes missing).
@@ -139,8 +141,27 @@ def pixel_data_problem(ds: Any) -> str | None:
     meta = getattr(ds, "file_meta", None)
     syntax = UID(str(meta.get("TransferSyntaxUID", "") or "")) if meta is not None else UID("")
     if keyword == "PixelData" and syntax and syntax.is_encapsulated:
-        return _decode_problem(ds, syntax)
+        return _decode_problem(ds, syntax) if decode else _encapsulated_problem(bytes(value))
     return _length_problem(ds, keyword, len(value))
+
+
+_ENCAPSULATED_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian
+
+
+def _encapsulated_problem(value: bytes) -> str | None:
+    """Check that encapsulated pixel data is a complete run of items (basic offset table, then fragments)."""
+    position, items = 0, 0
+    while position < len(value):
+        if position + 8 > len(value) or value[position : position + 4] != _ENCAPSULATED_ITEM:
+            return "its compressed pixel data breaks off inside an item header"
+        length = int.from_bytes(value[position + 4 : position + 8], "little")
+        position += 8 + length
+        if position > len(value):
+            return "its compressed pixel data breaks off inside a fragment"
+        items += 1
+    if items < 2:
+        return "its compressed pixel data holds no fragment"
+    return None
 
 
 def _length_problem(ds: Any, keyword: str, actual: int) -> str | None:

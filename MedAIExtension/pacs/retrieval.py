@@ -13,19 +13,18 @@ Files are written as ``00001.dcm``, ``00002.dcm``, … in arrival order: no file
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from MedAIExtension.atomic import atomic_path, ensure_writable_directory
 from MedAIExtension.dicom.uids import uid_problem
+from MedAIExtension.io.pixel_decoding import pixel_data_problem
 from MedAIExtension.pacs.errors import PacsNotFoundError, PacsTransferError
 
 __all__ = ["RetrievedSeries", "retrieve_verified", "transfer_damage"]
 
 _UID_KEYWORDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
-_ENCAPSULATED_ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian
 
 
 @dataclass(frozen=True)
@@ -41,22 +40,6 @@ class RetrievedSeries:
     refused: tuple[tuple[str, str], ...] = ()
 
 
-def _encapsulated_problem(value: bytes) -> str | None:
-    """Check that encapsulated pixel data is a complete run of items (basic offset table, then fragments)."""
-    position, items = 0, 0
-    while position < len(value):
-        if position + 8 > len(value) or value[position : position + 4] != _ENCAPSULATED_ITEM:
-            return "its compressed pixel data breaks off inside an item header"
-        length = int.from_bytes(value[position + 4 : position + 8], "little")
-        position += 8 + length
-        if position > len(value):
-            return "its compressed pixel data breaks off inside a fragment"
-        items += 1
-    if items < 2:
-        return "its compressed pixel data holds no fragment"
-    return None
-
-
 def transfer_damage(ds: Any) -> str | None:
     """How the pixel data of ``ds`` shows a cut transfer (too short, cut inside a fragment, missing), or ``None``.
 
@@ -68,23 +51,9 @@ def transfer_damage(ds: Any) -> str | None:
         if "Rows" in ds and "Columns" in ds and not any(k in ds for k in ("FloatPixelData", "DoubleFloatPixelData")):
             return "it has an image header but no pixel data"
         return None
-    value = ds.PixelData
-    if value is None:
+    if ds.PixelData is None:
         return "its pixel data is empty"
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None and syntax.is_encapsulated:
-        return _encapsulated_problem(bytes(value))
-    try:
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        bits = int(ds.BitsAllocated)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
-        return "its image header (rows, columns, bits) is incomplete"
-    expected = math.ceil(rows * columns * samples * frames * bits / 8)
-    if len(value) < expected:
-        return f"its pixel data holds {len(value)} of {expected} bytes"
-    return None
+    return pixel_data_problem(ds, decode=False)
 
 
 def _header_problem(ds: Any, study_uid: str, series_uid: str) -> tuple[str, str] | None:

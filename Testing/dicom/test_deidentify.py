@@ -494,6 +494,11 @@ def test_series_descriptions_option_and_key_loading(study: Study, tmp_path: Path
     assert "SeriesDescription" not in deidentify_dataset(ds, KEY)
     key_file = tmp_path / "deid.key"
     key_file.write_text("  00112233445566778899aabbccddeeff\n")
+    key_file.chmod(0o640)
+    with pytest.raises(InputError, match="chmod 600") as loose:
+        load_key(key_file)  # readable by the group: refused, as ssh refuses such private keys
+    assert "00112233" not in str(loose.value)
+    key_file.chmod(0o600)
     assert load_key(key_file) == (b"00112233445566778899aabbccddeeff", True)
     assert load_key(None, {"MEDAI_DEID_KEY": "environment-key-0123456789"}) == (b"environment-key-0123456789", True)
     key, persistent = load_key(None, {})
@@ -502,5 +507,5 @@ def test_series_descriptions_option_and_key_loading(study: Study, tmp_path: Path
     with pytest.raises(InputError, match="at least") as error:
         load_key(key_file)
     assert "tiny-secret" not in str(error.value)
-    with pytest.raises(InputError, match="Cannot read the key file"):
+    with pytest.raises(InputError, match="Cannot read the file"):
         load_key(tmp_path / "nope.key")

@@ -105,6 +105,7 @@ def test_key_file_date_shift_and_random_key_warning(study: Path, tmp_path: Path)
     UIDs will not match a later run; --date-shift-days shifts the study date."""
     key_file = tmp_path / "deid.key"
     key_file.write_text(KEY_TEXT + "\n")
+    key_file.chmod(0o600)
     shifted = tmp_path / "shifted"
     result = _medai(study / "seg", "--output", shifted, "--key-file", key_file, "--date-shift-days", "10", key=None)
     assert result.returncode == 0, result.stderr
@@ -137,9 +138,12 @@ def test_bad_input_fails_cleanly(study: Path, tmp_path: Path) -> None:
     assert skipped.returncode == 0 and "skipped" in skipped.stderr and "image.dcm" in skipped.stderr
     short = tmp_path / "short.key"
     short.write_text("abc")
+    short.chmod(0o600)
     _assert_clean_failure(
         _medai(study, "--output", tmp_path / "o2", "--key-file", short), tmp_path / "o2", "at least 16"
     )
+    short.chmod(0o644)
+    _assert_clean_failure(_medai(study, "--output", tmp_path / "o2", "--key-file", short), tmp_path / "o2", "chmod 600")
 
 
 def test_handler_through_its_own_parser(study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,7 +88,7 @@ class _FakeStore:
 def test_retrieval_verifies_pixels_count_and_headers(tmp_path: Path) -> None:
     short = _ct("1.2.3.4.2")
     short.PixelData = bytes(10)
-    assert transfer_damage(short) == "its pixel data holds 10 of 32 bytes"
+    assert "incomplete (truncated: 10 of the 32 bytes" in str(transfer_damage(short))
     with pytest.raises(PacsTransferError, match="arrived incomplete"):
         retrieve_verified(
             _FakeStore({"1.2.3.4.1", "1.2.3.4.2"}, [_ct("1.2.3.4.1"), short]), "1.2.3", "1.2.3.4", tmp_path
