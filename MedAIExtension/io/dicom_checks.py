@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ __all__ = [
     "drop_localizers",
     "lossy_compression",
     "numbers",
+    "record_lossy",
 ]
 
 #: Largest Rows or Columns accepted (CT and MR matrices are at most 2048; 8192 leaves room for anything real).
@@ -274,3 +275,16 @@ def lossy_compression(dataset: Any) -> str | None:
         methods = dataset.get("LossyImageCompressionMethod", "")
         return f"lossy compression earlier ({methods})" if methods else "lossy compression earlier"
     return None
+
+
+def record_lossy(metadata: dict[str, Any], methods: Iterable[str], warn: Callable[[str], None] | None) -> None:
+    """Note lossy compression of the input in ``metadata["LossyCompression"]`` and warn the user once."""
+    methods = sorted(set(methods))
+    if not methods:
+        return
+    metadata["LossyCompression"] = ", ".join(methods)
+    if warn:
+        warn(
+            f"The input was lossy compressed ({metadata['LossyCompression']}): its voxels differ from what the "
+            "scanner measured, so results can differ from those on the original images."
+        )

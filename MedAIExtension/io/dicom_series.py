@@ -23,11 +23,12 @@ from MedAIExtension.io.dicom_checks import (
     damaged_header_error,
     drop_localizers,
     lossy_compression,
+    record_lossy,
 )
-from MedAIExtension.io.geometry import LPS_TO_RAS, affine_parts
+from MedAIExtension.io.geometry import affine_parts
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.pixel_decoding import decode_pixels, read_dataset
-from MedAIExtension.io.slice_stack import SPACING_TOLERANCE, stack_order
+from MedAIExtension.io.slice_stack import SPACING_TOLERANCE, stack_affine, stack_order
 
 __all__ = [
     "SERIES_METADATA_KEYS",
@@ -275,22 +276,11 @@ def _assemble(datasets: list, files: list[Path], warn: Callable[[str], None] | N
             else (pixels.astype(np.int32) * int(slope) + int(intercept))
         )
 
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * pixel_spacing[1]
-    lps[:3, 1] = col_dir * pixel_spacing[0]
-    lps[:3, 2] = step_vector
-    lps[:3, 3] = positions[0]
     metadata = series_metadata(first)
-    if lossy:
-        metadata["LossyCompression"] = ", ".join(sorted(lossy))
-        if warn:
-            warn(
-                f"The input series was lossy compressed ({metadata['LossyCompression']}): its voxels differ from "
-                "what the scanner measured, so results can differ from those on the original images."
-            )
+    record_lossy(metadata, lossy, warn)
     return Image(
         array=array,
-        ijk_to_ras=LPS_TO_RAS @ lps,
+        ijk_to_ras=stack_affine(iop, pixel_spacing, step_vector, positions[0]),
         modality=str(first.get("Modality", "")),
         source_files=tuple(files),
         metadata=metadata,

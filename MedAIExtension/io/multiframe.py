@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.errors import GeometryError, InputError
-from MedAIExtension.io.geometry import LPS_TO_RAS
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.pixel_decoding import decode_frames
-from MedAIExtension.io.slice_stack import DUPLICATE_MM, SPACING_TOLERANCE, stack_order
+from MedAIExtension.io.slice_stack import DUPLICATE_MM, SPACING_TOLERANCE, stack_affine, stack_order
 
 __all__ = [
     "MULTIFRAME_VOLUME_SOP_CLASSES",
@@ -332,7 +331,7 @@ def read_multiframe(dataset: Any, path: str | Path, warn: Callable[[str], None] 
         GeometryError: missing or inconsistent frame geometry, several stacks / time points / volumes in one
             file, missing frames, uneven spacing, tilted stacks.
     """
-    from MedAIExtension.io.dicom_checks import lossy_compression
+    from MedAIExtension.io.dicom_checks import lossy_compression, record_lossy
     from MedAIExtension.io.dicom_series import series_metadata
 
     path = Path(path)
@@ -373,24 +372,14 @@ def read_multiframe(dataset: Any, path: str | Path, warn: Callable[[str], None] 
         else:
             array[k] = pixels[frame].astype(np.float64) * slopes[frame] + intercepts[frame]
 
-    row_dir, col_dir = geometry.orientation[:3], geometry.orientation[3:]
-    lps = np.eye(4)
-    lps[:3, 0] = row_dir * geometry.pixel_spacing[1]
-    lps[:3, 1] = col_dir * geometry.pixel_spacing[0]
-    lps[:3, 2] = step_vector
-    lps[:3, 3] = geometry.positions[order[0]]
     metadata = series_metadata(dataset)
     lossy = lossy_compression(dataset)
-    if lossy:
-        metadata["LossyCompression"] = lossy
-        if warn:
-            warn(
-                f"The input image was lossy compressed ({lossy}): its voxels differ from what the scanner measured, "
-                "so results can differ from those on the original images."
-            )
+    record_lossy(metadata, [lossy] if lossy else [], warn)
     return Image(
         array=array,
-        ijk_to_ras=LPS_TO_RAS @ lps,
+        ijk_to_ras=stack_affine(
+            geometry.orientation, geometry.pixel_spacing, step_vector, geometry.positions[order[0]]
+        ),
         modality=str(dataset.get("Modality", "")),
         source_files=(path,) * frames,
         metadata=metadata,

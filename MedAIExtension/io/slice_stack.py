@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from MedAIExtension.errors import GeometryError
+from MedAIExtension.io.geometry import LPS_TO_RAS
 
-__all__ = ["DUPLICATE_MM", "SPACING_TOLERANCE", "stack_order"]
+__all__ = ["DUPLICATE_MM", "SPACING_TOLERANCE", "stack_affine", "stack_order"]
 
 #: Relative tolerance on slice spacing (and pixel spacing) within one volume.
 SPACING_TOLERANCE = 0.01
@@ -67,3 +68,22 @@ def stack_order(
             f"Correct the tilt / resample the {whole} to a regular grid first."
         )
     return order, step_vector
+
+
+def stack_affine(
+    orientation: np.ndarray, pixel_spacing: list[float], step_vector: np.ndarray, origin: np.ndarray
+) -> np.ndarray:
+    """The IJK-to-RAS affine of a sorted stack.
+
+    Args:
+        orientation: ImageOrientationPatient (row direction, then column direction; LPS).
+        pixel_spacing: PixelSpacing (row spacing, column spacing) in mm.
+        step_vector: LPS step from one sorted slice to the next (from :func:`stack_order`).
+        origin: ImagePositionPatient of the first sorted slice (LPS mm).
+    """
+    lps = np.eye(4)
+    lps[:3, 0] = np.asarray(orientation[:3], dtype=float) * pixel_spacing[1]
+    lps[:3, 1] = np.asarray(orientation[3:], dtype=float) * pixel_spacing[0]
+    lps[:3, 2] = step_vector
+    lps[:3, 3] = origin
+    return LPS_TO_RAS @ lps
