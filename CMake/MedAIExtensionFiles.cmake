@@ -114,12 +114,13 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/review/plots.py
   MedAIExtension/review/reader_study.py
   MedAIExtension/review/schema.py
-  MedAIExtension/review/store.py
-  MedAIExtension/review/store_base.py
-  MedAIExtension/review/store_checks.py
-  MedAIExtension/review/store_manifest.py
-  MedAIExtension/review/store_reader.py
-  MedAIExtension/review/store_records.py
+  MedAIExtension/review/store/__init__.py
+  MedAIExtension/review/store/base.py
+  MedAIExtension/review/store/checks.py
+  MedAIExtension/review/store/manifest.py
+  MedAIExtension/review/store/project.py
+  MedAIExtension/review/store/reader.py
+  MedAIExtension/review/store/records.py
   MedAIExtension/review/workflow.py
   MedAIExtension/runner.py
   MedAIExtension/secret_files.py

@@ -12,9 +12,9 @@ import sqlite3
 from collections.abc import Sequence
 
 from MedAIExtension.errors import InputError
-from MedAIExtension.review.store_base import StoreBase
-from MedAIExtension.review.store_checks import check_flag, check_name, check_score, check_seconds, now_utc
-from MedAIExtension.review.store_records import ImageRole, ReaderSession, Trial
+from MedAIExtension.review.store.base import StoreBase
+from MedAIExtension.review.store.checks import check_flag, check_name, check_score, check_seconds, now_utc
+from MedAIExtension.review.store.records import ImageRole, ReaderSession, Trial
 
 __all__ = ["ReaderStudyMixin"]
 

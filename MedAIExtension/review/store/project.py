@@ -36,8 +36,8 @@ from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.errors import CancelledError, InputError, MedAIError
 from MedAIExtension.progress import Progress
 from MedAIExtension.review.schema import APPLICATION_ID, SCHEMA_VERSION, create_schema, migrate
-from MedAIExtension.review.store_base import DEFAULT_BUSY_TIMEOUT, ProjectLockedError, translate_error
-from MedAIExtension.review.store_checks import (
+from MedAIExtension.review.store.base import DEFAULT_BUSY_TIMEOUT, ProjectLockedError, translate_error
+from MedAIExtension.review.store.checks import (
     check_flag,
     check_name,
     check_score,
@@ -48,9 +48,9 @@ from MedAIExtension.review.store_checks import (
     parse_role,
     to_json,
 )
-from MedAIExtension.review.store_manifest import read_manifest
-from MedAIExtension.review.store_reader import ReaderStudyMixin
-from MedAIExtension.review.store_records import (
+from MedAIExtension.review.store.manifest import read_manifest
+from MedAIExtension.review.store.reader import ReaderStudyMixin
+from MedAIExtension.review.store.records import (
     GradeRecord,
     ImageRecord,
     ImageRole,
@@ -94,7 +94,7 @@ class ReviewStore(ReaderStudyMixin):
 
     Safe to use from several processes at once and from several threads of one process. Use it as a context
     manager or call :meth:`close`. Reader-study methods come from
-    :class:`~MedAIExtension.review.store_reader.ReaderStudyMixin`.
+    :class:`~MedAIExtension.review.store.reader.ReaderStudyMixin`.
     """
 
     @classmethod
@@ -364,7 +364,7 @@ class ReviewStore(ReaderStudyMixin):
         reviewer: str | None = None,
         progress: Progress | Callable[[float, str], None] | None = None,
     ) -> ImportReport:
-        """Add every image a CSV/JSON manifest lists (see :mod:`MedAIExtension.review.store_manifest`).
+        """Add every image a CSV/JSON manifest lists (see :mod:`MedAIExtension.review.store.manifest`).
 
         Real images are added first so synthetic rows can name them as parent. Each row is committed on its own;
         a bad row is reported in :attr:`ImportReport.failed` and does not stop the others; running the same

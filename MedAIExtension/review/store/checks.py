@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from MedAIExtension.errors import InputError
-from MedAIExtension.review.store_records import ImageRole
+from MedAIExtension.review.store.records import ImageRole
 
 if TYPE_CHECKING:
     from MedAIExtension.io.image import Image
