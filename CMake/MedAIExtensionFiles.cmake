@@ -18,7 +18,11 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/dicom/secondary_capture.py
   MedAIExtension/dicom/seg.py
   MedAIExtension/dicom/source.py
-  MedAIExtension/dicom/sr.py
+  MedAIExtension/dicom/sr/__init__.py
+  MedAIExtension/dicom/sr/codes.py
+  MedAIExtension/dicom/sr/reader.py
+  MedAIExtension/dicom/sr/report_item.py
+  MedAIExtension/dicom/sr/writer.py
   MedAIExtension/dicom/tools.py
   MedAIExtension/dicom/uids.py
   MedAIExtension/dicom/validation.py
