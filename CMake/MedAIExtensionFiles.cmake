@@ -134,6 +134,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/segmentation/plausibility.py
   MedAIExtension/segmentation/report.py
   MedAIExtension/tracking/__init__.py
+  MedAIExtension/tracking/axes.py
   MedAIExtension/tracking/detection.py
   MedAIExtension/tracking/growth.py
   MedAIExtension/tracking/lungrads.py
@@ -147,7 +148,9 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/registration.py
   MedAIExtension/tracking/report.py
   MedAIExtension/tracking/scene.py
+  MedAIExtension/tracking/surface_fit.py
   MedAIExtension/tracking/types.py
+  MedAIExtension/tracking/vessel_rejection.py
   MedAIExtension/training/__init__.py
   MedAIExtension/training/classifier_network.py
   MedAIExtension/training/export.py
