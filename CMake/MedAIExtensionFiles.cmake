@@ -63,6 +63,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/io/loader.py
   MedAIExtension/io/multiframe.py
   MedAIExtension/io/pixel_decoding.py
+  MedAIExtension/io/resample.py
   MedAIExtension/io/slice_stack.py
   MedAIExtension/io/volume_files.py
   MedAIExtension/labels.py

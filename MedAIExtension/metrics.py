@@ -84,7 +84,7 @@ def compare_labelmaps(
     ``labels`` defaults to every non-zero value in either map.
     """
     if not pred.same_grid(ref):
-        from MedAIExtension.models.preprocessing import resample_to_grid
+        from MedAIExtension.io.resample import resample_to_grid
 
         overlap_probe = resample_to_grid(pred, ref.ijk_to_ras, ref.shape, linear=False, fill=0)
         pred = overlap_probe

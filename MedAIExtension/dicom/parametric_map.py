@@ -577,7 +577,7 @@ def _flipped_onto(image: Image, reference: Image) -> np.ndarray | None:
 
 def _resample_linear(image: Image, reference: Image) -> np.ndarray:
     """Linear resampling of ``image`` onto the reference grid in physical space (0 outside the map)."""
-    from MedAIExtension.models.preprocessing import resample_array
+    from MedAIExtension.io.resample import resample_array
 
     if not reference.is_orthogonal() or not image.is_orthogonal():
         raise GeometryError(

@@ -265,7 +265,7 @@ def _relabel(array: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
 
 def _resample_onto(sitk_label: Any, reference: Image) -> np.ndarray:
     """Nearest-neighbour resampling of a SimpleITK label image onto the reference grid (physical space)."""
-    from MedAIExtension.models.preprocessing import resample_array
+    from MedAIExtension.io.resample import resample_array
 
     if not reference.is_orthogonal():
         raise GeometryError(

@@ -200,7 +200,7 @@ def common_grid(
                 f"and spacing {tuple(round(float(s), 3) for s in ref_spacing)} mm. Resample the set to one grid "
                 "first, or pass resample=True to let MedAI resample it to the reference grid."
             )
-        from MedAIExtension.models.preprocessing import resample_array
+        from MedAIExtension.io.resample import resample_array
 
         size_ijk = np.array(reference.size_ijk, dtype=float)
         centre = image.ijk_to_ras[:3, :3] @ ((np.array(image.size_ijk) - 1) / 2.0) + image.ijk_to_ras[:3, 3]
