@@ -212,7 +212,8 @@ class Journal:
     ) -> list[Job]:
         """Journal new studies (queued, or ignored when no rule matched) and move the feed cursor, atomically.
 
-        A (study, rule) pair already in the journal is not added again. Returns the jobs created.
+        A (study, rule) pair already in the journal is not added again; a study's ignore record is replaced by its
+        first real job (the study changed since it was ignored). Returns the jobs created.
         """
         now = time.time()
         created = []
@@ -238,14 +239,21 @@ class Journal:
                 if inserted.rowcount:
                     row = db.execute("SELECT * FROM jobs WHERE id = ?", (inserted.lastrowid,)).fetchone()
                     created.append(Job.from_row(row))
+                    if item.rule:  # the study has work now: its earlier ignore record no longer says the truth
+                        db.execute("DELETE FROM jobs WHERE study_uid = ? AND state = 'ignored'", (item.study_uid,))
             if cursor is not None:
                 db.execute("INSERT OR REPLACE INTO cursor VALUES (?, ?)", cursor)
         return created
 
-    def known(self, study_uid: str) -> bool:
-        """Whether the journal has any job (or ignore record) for this study."""
+    def known(self, study_uid: str, *, ignored: bool = True) -> bool:
+        """Whether the journal has any job for this study; with ``ignored`` false, ignore records do not count.
+
+        A study known only as *ignored* is looked at again when it changes: a series that matched no rule (or was
+        refused) must not hide the study from the series that arrive after it.
+        """
+        query = "SELECT 1 FROM jobs WHERE study_uid = ?" + ("" if ignored else " AND state != 'ignored'")
         with self._lock:
-            row = self._db.execute("SELECT 1 FROM jobs WHERE study_uid = ? LIMIT 1", (study_uid,)).fetchone()
+            row = self._db.execute(query + " LIMIT 1", (study_uid,)).fetchone()
         return row is not None
 
     # -- claiming and finishing work ------------------------------------------------------------------------

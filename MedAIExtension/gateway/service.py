@@ -135,6 +135,7 @@ class Gateway:
         self._busy = 0
         self._busy_lock = threading.Lock()
         self._polled: dict[str, tuple[int, float]] = {}
+        self._classified: dict[str, int] = {}  # polling: instance count of each study when it was last classified
 
     def _load_export_key(self, environ: Mapping[str, str]) -> bytes | None:
         if self.config.export is None:
@@ -314,8 +315,9 @@ class Gateway:
                     if skipped:
                         candidates.append(self._refused_study(skipped, _orthanc_time(change.date), change.resource_id))
                     continue
-                if self.journal.known(study_uid):
+                if self.journal.known(study_uid, ignored=False):
                     continue  # e.g. stable again after our own results were stored into it
+                # new, or only ignored so far: a junk series stored first must not hide the real one arriving later
                 candidates.extend(self.classify(study_uid, _orthanc_time(change.date), skipped))
             total += self._record(candidates, (_CURSOR, str(last)))
             since = last
@@ -336,17 +338,20 @@ class Gateway:
                 if not self.journal.known(refused.study_uid):
                     refused_studies.append(refused)
                 continue
-            if self.journal.known(study.study_uid):
+            if self.journal.known(study.study_uid, ignored=False):
                 self._polled.pop(study.study_uid, None)
                 continue
             series = self.store.search_series(study.study_uid)
             count = sum(s.number_of_instances or 0 for s in series) + len(series)
+            if self._classified.get(study.study_uid) == count:
+                continue  # ignored as it is now; looked at again once it changes
             previous = self._polled.get(study.study_uid)
             if previous is None or previous[0] != count:
                 self._polled[study.study_uid] = (count, now)
             elif now - previous[1] >= stable_after:
                 candidates.extend(self.classify(study.study_uid, previous[1]))
                 self._polled.pop(study.study_uid, None)
+                self._classified[study.study_uid] = count
         candidates.extend({c.study_uid: c for c in refused_studies}.values())
         return self._record(candidates, None) if candidates else 0
 

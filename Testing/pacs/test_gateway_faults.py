@@ -26,11 +26,14 @@ from MedAIExtension.phantom.followup import write_phantom_pair
 from Testing.pacs.gateway_helpers import (
     PHANTOM,
     config_data,
+    copy_series,
     journal_states,
     make_config,
     series_by_modality,
+    start_at_feed_end,
     upload,
     wait_for,
+    wait_settled,
     write_config_file,
 )
 from Testing.pacs.orthanc_server import OrthancServer
@@ -148,27 +151,12 @@ def test_orthanc_restarted_mid_job_the_job_resumes(orthanc: OrthancServer, pair:
     assert job.attempts + job.store_attempts >= 3  # at least one retry after the first try
 
 
-def _copy_series(source: Path, target: Path, **changes: str) -> Path:
-    """A copy of a series as a new study (new UIDs), with attributes changed."""
-    target.mkdir(parents=True)
-    study = pydicom.uid.generate_uid()
-    series = pydicom.uid.generate_uid()
-    for path in sorted(source.glob("*.dcm")):
-        ds = pydicom.dcmread(path)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-        for keyword, value in changes.items():
-            setattr(ds, keyword, value)
-        ds.save_as(target / path.name)
-    return target
-
-
 def test_unmatched_study_is_ignored_and_a_bad_series_fails_while_the_gateway_keeps_running(
     orthanc: OrthancServer, pair: Path, tmp_path: Path
 ) -> None:
     store = DicomWebStore(orthanc.dicomweb_url)
-    head = _copy_series(pair / "baseline/ct", tmp_path / "head", BodyPartExamined="HEAD", PatientID="OTHER-1")
-    broken = _copy_series(pair / "baseline/ct", tmp_path / "broken", PatientID="OTHER-2")
+    head = copy_series(pair / "baseline/ct", tmp_path / "head", BodyPartExamined="HEAD", PatientID="OTHER-1")
+    broken = copy_series(pair / "baseline/ct", tmp_path / "broken", PatientID="OTHER-2")
     os.remove(sorted(broken.glob("*.dcm"))[40])  # a slice lost in transfer
     head_uid = upload(store, head, orthanc.url)
     broken_uid = upload(store, broken, orthanc.url)
@@ -183,6 +171,30 @@ def test_unmatched_study_is_ignored_and_a_bad_series_fails_while_the_gateway_kee
     assert set(series_by_modality(store, broken_uid)) == {"CT"}
     log = (config.workdir / "gateway.log").read_text()
     assert '"event": "study_ignored"' in log and '"event": "job_failed"' in log
+
+
+def test_a_study_ignored_for_a_junk_series_is_processed_when_its_ct_arrives(
+    orthanc: OrthancServer, pair: Path, tmp_path: Path
+) -> None:
+    """Whoever stores a non-matching series into a study first cannot hide the study's CT that arrives later."""
+    store = DicomWebStore(orthanc.dicomweb_url)
+    config = make_config(orthanc.url, tmp_path / "work")
+    start_at_feed_end(config.workdir, orthanc.url)
+    study_uid = pydicom.uid.generate_uid()
+    junk = copy_series(pair / "baseline/ct", tmp_path / "junk", StudyInstanceUID=study_uid, BodyPartExamined="HEAD")
+    upload(store, junk, orthanc.url)
+    _run(config)
+    [ignored] = _jobs(config.workdir)
+    assert ignored.state is JobState.IGNORED and "CT/HEAD" in ignored.detail
+    chest = copy_series(pair / "baseline/ct", tmp_path / "chest", StudyInstanceUID=study_uid)
+    store.store(sorted(chest.glob("*.dcm")))
+    wait_settled(orthanc.url)
+    _run(config)
+    [job] = _jobs(config.workdir)  # the ignore record gave way to the real job
+    assert job.state is JobState.DONE and job.study_uid == study_uid, job
+    _one_set(store, study_uid)
+    _run(config)  # stable again after our own results were stored: nothing new
+    assert len(_jobs(config.workdir)) == 1
 
 
 _REJECT_SEG = """
@@ -200,7 +212,15 @@ def test_rejected_stow_stays_in_the_outbox_until_the_pacs_accepts_it(pair: Path,
         store = DicomWebStore(server.dicomweb_url)
         study_uid = upload(store, pair / "baseline/ct", server.url)
         config = make_config(server.url, tmp_path / "work", max_attempts=2, retry_seconds=[0.2, 0.5])
-        _run(config, max_seconds=6, once=False)  # the SEG keeps being dropped: it waits in the outbox, never fails
+        gateway = Gateway(config, log=GatewayLog(config.workdir / "gateway.log", quiet=True))
+        running = threading.Thread(target=gateway.run, kwargs={"max_seconds": 120})
+        running.start()
+        try:  # the SEG keeps being dropped: it waits in the outbox and is retried, never fails
+            wait_for(lambda: any(j.store_attempts > 2 for j in _jobs(config.workdir)), 90, "a third STOW attempt")
+        finally:
+            gateway.stop()
+            running.join()
+            gateway.close()
         [job] = _jobs(config.workdir)
         assert job.state is JobState.OUTBOX and "STOW rejected" in job.detail and job.store_attempts > 2
         assert all((config.workdir / "jobs" / str(job.id) / name).is_file() for name in job.results)
