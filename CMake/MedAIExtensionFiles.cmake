@@ -147,6 +147,8 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/pipeline.py
   MedAIExtension/tracking/prior.py
   MedAIExtension/tracking/registration.py
+  MedAIExtension/tracking/registration_checks.py
+  MedAIExtension/tracking/registration_stages.py
   MedAIExtension/tracking/report.py
   MedAIExtension/tracking/scene.py
   MedAIExtension/tracking/surface_fit.py

@@ -72,6 +72,7 @@ from MedAIExtension.tracking.vessel_rejection import (
 )
 
 __all__ = ["AxialAxes", "RadialSurface", "axial_axes", "fit_radial_surface", "measure_nodule"]
+
 #: A solid component smaller than this (mm³; a 2 mm sphere) is not reported: vessel or noise.
 MIN_SOLID_MM3 = 4.0 / 3.0 * math.pi
 #: Slices thicker than this (mm) make the volume of nodules below ``SMALL_NODULE_MM`` unreliable.
