@@ -22,19 +22,28 @@ __all__ = ["build_parser", "main"]
 class _ProgressBar:
     """A tqdm bar on stderr fed by (fraction, message) callbacks."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, lazy: bool = False) -> None:
+        self.enabled = enabled
+        self.bar: Any = None
+        if not lazy:  # lazy: shown from the first callback on (checks made before the work print no bar)
+            self._start()
+
+    def _start(self) -> None:
         from tqdm import tqdm
 
         self.bar = tqdm(
-            total=1000, unit="‰", file=sys.stderr, disable=not enabled, bar_format="{l_bar}{bar}| {elapsed}"
+            total=1000, unit="‰", file=sys.stderr, disable=not self.enabled, bar_format="{l_bar}{bar}| {elapsed}"
         )
 
     def __call__(self, fraction: float, message: str) -> None:
+        if self.bar is None:
+            self._start()
         self.bar.set_description_str(message[:40].ljust(40))
         self.bar.update(max(int(fraction * 1000) - self.bar.n, 0))
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _review_handler(handler: Any) -> Any:
@@ -55,124 +64,60 @@ def _warn(message: str) -> None:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from MedAIExtension.io.loader import load_image
+    from MedAIExtension.labels import label_statistics
     from MedAIExtension.models.catalog import load_catalog
     from MedAIExtension.models.inference import InferenceOptions
-    from MedAIExtension.segmentation import segment_image, write_outputs
     from MedAIExtension.segmentation.outputs import parse_formats
-    from MedAIExtension.segmentation.plausibility import plausibility_warnings
+    from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
 
     formats = parse_formats(args.format)
     catalog = load_catalog(args.catalog, models_dirs=args.models_dir or ())
     entry = catalog.get(args.model)
-    from MedAIExtension.atomic import check_output_directory
-
-    check_output_directory(args.output)
-    image = load_image(args.input, series_uid=args.series, warn=_warn)
-    _check_dicom_seg_source(image, formats, args.format_given)
     options = InferenceOptions(
         overlap=args.overlap, batch_size=args.batch_size, roi_size=tuple(args.roi) if args.roi else None
     )
-    bar = _ProgressBar(not args.quiet)
+    request = SegmentRequest(
+        input=args.input,
+        model=entry,
+        output=args.output,
+        formats=tuple(formats),
+        strict_formats=args.format_given,
+        device=args.device,
+        series=args.series,
+        catalog=catalog,
+        options=options,
+        describe_input=True,
+    )
+    bar = _ProgressBar(not args.quiet, lazy=True)
     try:
-        result = segment_image(
-            image,
-            entry,
-            device=args.device,
-            catalog=catalog,
-            options=options,
-            progress=lambda f, m: bar(f * 0.9, m),
-        )
-        warnings = plausibility_warnings(result.labelmap, result.labels)
-        files = write_outputs(
-            result.labelmap,
-            result.labels,
-            args.output,
-            formats,
-            source=image,
-            algorithm_name=entry.name,
-            algorithm_version=entry.version,
-            extra_summary={
-                "provider": result.provider,
-                "seconds": round(result.seconds, 3),
-                "input": str(args.input),
-                "input_lossy_compressed": image.metadata.get("LossyCompression") or False,
-                "plausibility_warnings": warnings,
-            },
-            progress=lambda f, m: bar(0.9 + 0.1 * f, m),
-        )
+        outcome = segment_to_folder(request, progress=bar, warn=_warn)
     finally:
         bar.close()
+    result = outcome.result
     print(
         f"Model {entry.name} {entry.version} ran on {result.provider} "
         f"in {result.seconds:.1f} s ({result.windows} windows)."
     )
-    from MedAIExtension.labels import label_statistics
-
     for row in label_statistics(result.labelmap, result.labels):
         print(f"  {row['name']:<20} {row['volume_ml']:10.2f} mL  ({row['voxel_count']} voxels)")
-    for fmt, path in files.items():
+    for fmt, path in outcome.files.items():
         print(f"  {fmt:<10} {path}")
-    for message in warnings:
+    for message in outcome.warnings:
         _warn(message)
     return 0
 
 
-def _check_dicom_seg_source(image: Any, formats: list[str], format_given: bool) -> None:
-    """Before inference: can a DICOM SEG reference ``image``? Drop it with a warning, or refuse if it was asked for."""
-    from MedAIExtension.dicom.source import has_frame_of_reference, require_frame_of_reference
-    from MedAIExtension.errors import InputError
-
-    if "dicom-seg" not in formats:
-        return
-    if not image.source_files:
-        if format_given:
-            raise InputError(
-                "DICOM SEG output needs a DICOM series as input. Use --format seg.nrrd,nii.gz for NIfTI/NRRD input."
-            )
-        formats.remove("dicom-seg")
-    elif not has_frame_of_reference(image):
-        if format_given:
-            require_frame_of_reference(image, "DICOM SEG")
-        formats.remove("dicom-seg")
-        _warn(
-            "The input series has no FrameOfReferenceUID, which a DICOM SEG must share with its source images: the "
-            "DICOM SEG is left out, the other formats are written. Re-export the series with its Frame of Reference "
-            "module to get one."
-        )
-
-
 def _cmd_track(args: argparse.Namespace) -> int:
-    from MedAIExtension.atomic import check_output_directory
-    from MedAIExtension.io.loader import load_image
-    from MedAIExtension.tracking.outputs import write_tracking_outputs
-    from MedAIExtension.tracking.pipeline import TrackingOptions, track_nodules
+    from MedAIExtension.tracking.outputs import TrackRequest, track_to_folder
+    from MedAIExtension.tracking.pipeline import TrackingOptions
 
-    check_output_directory(args.output)
-    baseline = load_image(args.baseline, warn=_warn)
-    followup = load_image(args.followup, warn=_warn)
-    dicom = bool(baseline.source_files and followup.source_files)
-    if dicom:  # DICOM in: the SEG and SR are written, checked up front
-        from MedAIExtension.dicom.source import has_frame_of_reference, require_single_frame_source
-
-        for image in (baseline, followup):
-            require_single_frame_source(image, "tracking SR")
-        studies = (("baseline", baseline), ("follow-up", followup))
-        lacking = [name for name, image in studies if not has_frame_of_reference(image)]
-        if lacking:
-            dicom = False
-            _warn(
-                f"The {' and '.join(lacking)} series has no FrameOfReferenceUID, which DICOM SEG and SR objects must "
-                "share with their source images: they are left out, the other outputs are written. Re-export the "
-                "series with its Frame of Reference module to get them."
-            )
-    options = TrackingOptions.from_arguments(args)
-    bar = _ProgressBar(not args.quiet)
+    request = TrackRequest(args.baseline, args.followup, args.output, TrackingOptions.from_arguments(args))
+    bar = _ProgressBar(not args.quiet, lazy=True)
     try:
-        result = track_nodules(baseline, followup, options, progress=lambda f, m: bar(f * 0.9, m))
-        files = write_tracking_outputs(result, args.output, dicom=dicom, progress=lambda f, m: bar(0.9 + 0.1 * f, m))
+        outcome = track_to_folder(request, progress=bar, warn=_warn)
     finally:
         bar.close()
+    result, files = outcome.result, outcome.files
     for message in result.warnings:
         _warn(message)
     exam = result.exam_lung_rads

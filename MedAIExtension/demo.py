@@ -28,7 +28,7 @@ def run_demo(
     from MedAIExtension.labels import label_statistics
     from MedAIExtension.metrics import compare_labelmaps
     from MedAIExtension.phantom.study import write_phantom_study
-    from MedAIExtension.segmentation import segment_image, write_outputs
+    from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
     from MedAIExtension.segmentation.report import render_overlay_png, write_html_summary
 
     reporter = Progress(progress)
@@ -36,18 +36,9 @@ def run_demo(
     reporter(0.0, "generating the phantom study")
     study = write_phantom_study(out / "phantom", seed=7)
     ct = read_dicom_series(study["ct"])
-    result = segment_image(ct, model, device=device, progress=reporter.stage(0.1, 0.8))
-    files = write_outputs(
-        result.labelmap,
-        result.labels,
-        out / "segmentation",
-        ("dicom-seg", "seg.nrrd", "nii.gz"),
-        source=ct,
-        algorithm_name=result.model.name,
-        algorithm_version=result.model.version,
-        extra_summary={"provider": result.provider, "seconds": round(result.seconds, 3)},
-        progress=reporter.stage(0.8, 0.9),
-    )
+    request = SegmentRequest(ct, model, out / "segmentation", ("dicom-seg", "seg.nrrd", "nii.gz"), device=device)
+    segmented = segment_to_folder(request, progress=reporter.stage(0.1, 0.9))
+    result, files = segmented.result, segmented.files
     explained = _explain_largest_nodule(ct, study["truth"], out / "explanation", device, reporter.stage(0.9, 0.97))
     reporter(0.97, "rendering the overlay")
     overlay = render_overlay_png(ct, result.labelmap, result.labels, out / "overlay.png", prefer_label=2)

@@ -30,63 +30,41 @@ def _emit(event: WorkerEvent) -> None:
 
 
 def _segment(args: argparse.Namespace) -> dict[str, str]:
-    from MedAIExtension.io.loader import load_image
-    from MedAIExtension.segmentation import segment_image, write_outputs
-
-    def progress(fraction: float, message: str) -> None:
-        _emit(WorkerEvent("progress", fraction * 0.95, message))
+    from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
 
     def warn(message: str) -> None:
         _emit(WorkerEvent("log", message=message))
 
-    image = load_image(args.input, series_uid=args.series, warn=warn)
-    result = segment_image(image, args.model, device=args.device, progress=progress)
-    files = write_outputs(
-        result.labelmap,
-        result.labels,
-        args.output,
-        args.format,
-        source=image,
-        algorithm_name=result.model.name,
-        algorithm_version=result.model.version,
-        extra_summary={"provider": result.provider, "seconds": round(result.seconds, 3)},
+    request = SegmentRequest(
+        input=args.input,
+        model=args.model,
+        output=args.output,
+        formats=args.format,
+        device=args.device,
+        series=args.series,
     )
+    outcome = segment_to_folder(request, progress=lambda f, m: _emit(WorkerEvent("progress", f * 0.95, m)), warn=warn)
+    files = outcome.files
     data = {key: str(path) for key, path in files.items()}
     if "nii.gz" in files:
         data["labelmap"] = str(files["nii.gz"])
-    data["provider"] = result.provider
+    data["provider"] = outcome.result.provider
     return data
 
 
 def _track(args: argparse.Namespace) -> dict[str, object]:
-    from MedAIExtension.atomic import check_output_directory
-    from MedAIExtension.io.loader import load_image
-    from MedAIExtension.tracking.outputs import write_tracking_outputs
-    from MedAIExtension.tracking.pipeline import TrackingOptions, track_nodules
+    from MedAIExtension.tracking.outputs import TrackRequest, track_to_folder
+    from MedAIExtension.tracking.pipeline import TrackingOptions
 
     def warn(message: str) -> None:
         _emit(WorkerEvent("log", message=message))
 
-    check_output_directory(args.output)
-    options = TrackingOptions.from_arguments(args)
-    _emit(WorkerEvent("progress", 0.0, "reading the baseline study"))
-    baseline = load_image(args.baseline, warn=warn)
-    _emit(WorkerEvent("progress", 0.01, "reading the follow-up study"))
-    followup = load_image(args.followup, warn=warn)
-    if baseline.source_files and followup.source_files:  # DICOM in: the SEG and SR are written, checked up front
-        from MedAIExtension.dicom.source import require_single_frame_source
-
-        for image in (baseline, followup):
-            require_single_frame_source(image, "tracking SR")
-    result = track_nodules(
-        baseline, followup, options, progress=lambda f, m: _emit(WorkerEvent("progress", 0.02 + 0.88 * f, m))
-    )
-    files = write_tracking_outputs(
-        result, args.output, progress=lambda f, m: _emit(WorkerEvent("progress", 0.9 + 0.09 * f, m))
-    )
+    request = TrackRequest(args.baseline, args.followup, args.output, TrackingOptions.from_arguments(args))
+    outcome = track_to_folder(request, progress=lambda f, m: _emit(WorkerEvent("progress", 0.99 * f, m)), warn=warn)
+    result = outcome.result
     for message in result.warnings:
         warn(message)
-    data: dict[str, object] = {key: str(path) for key, path in files.items()}
+    data: dict[str, object] = {key: str(path) for key, path in outcome.files.items()}
     data.update(
         output=str(args.output),
         nodules=len(result.nodules),

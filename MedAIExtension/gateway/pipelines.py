@@ -216,19 +216,12 @@ def _nodule_tracking(
 def _segmentation(rule: Rule, image: Any, job_dir: Path, device: str, token: CancelToken | None) -> PipelineOutput:
     import numpy as np
 
-    from MedAIExtension.segmentation import segment_image, write_outputs
+    from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
 
-    result = segment_image(image, rule.model, device=device, token=token)
     out = _fresh(job_dir / "results")
-    files = write_outputs(
-        result.labelmap,
-        result.labels,
-        out,
-        "dicom-seg",
-        source=image,
-        algorithm_name=result.model.name,
-        algorithm_version=result.model.version,
-    )
+    request = SegmentRequest(input=image, model=rule.model, output=out, formats=("dicom-seg",), device=device)
+    outcome = segment_to_folder(request, token=token)
+    result, files = outcome.result, outcome.files
     voxel_ml = float(np.prod(image.spacing)) / 1000.0
     counts = np.bincount(np.asarray(result.labelmap.array, dtype=np.int64).ravel())
     volumes = {

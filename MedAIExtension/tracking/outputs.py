@@ -10,18 +10,20 @@ import csv
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from MedAIExtension.atomic import ensure_writable_directory, staged_output
+from MedAIExtension.atomic import check_output_directory, ensure_writable_directory, staged_output
 from MedAIExtension.errors import OutputError
-from MedAIExtension.progress import Progress
-from MedAIExtension.tracking.pipeline import StudyResult, TrackingResult
+from MedAIExtension.io.image import Image
+from MedAIExtension.io.loader import load_image
+from MedAIExtension.progress import CancelToken, Progress
+from MedAIExtension.tracking.pipeline import StudyResult, TrackingOptions, TrackingResult, track_nodules
 
-__all__ = ["write_study_dicom", "write_tracking_outputs"]
+__all__ = ["TrackRequest", "TrackingOutcome", "track_to_folder", "write_study_dicom", "write_tracking_outputs"]
 
 TIMEPOINTS = ("baseline", "followup")
 
@@ -266,3 +268,67 @@ def write_tracking_outputs(
         staged.commit(name.split("/")[0] for name in entries.values())  # folders (nodules/) as a whole
         reporter(1.0, "done")
         return {kind: staged.output / name for kind, name in entries.items()}
+
+
+@dataclass(frozen=True)
+class TrackRequest:
+    """What :func:`track_to_folder` tracks and where its results go.
+
+    ``baseline`` and ``followup`` are DICOM folders, NIfTI/NRRD files, or images already read.
+    """
+
+    baseline: str | os.PathLike[str] | Image
+    followup: str | os.PathLike[str] | Image
+    output: Path
+    options: TrackingOptions = field(default_factory=TrackingOptions)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", Path(self.output))
+
+
+@dataclass(frozen=True)
+class TrackingOutcome:
+    """What :func:`track_to_folder` did: the tracking result and the files written (``{kind: path}``)."""
+
+    result: TrackingResult
+    files: dict[str, Path]
+
+
+def track_to_folder(
+    request: TrackRequest,
+    progress: Callable[[float, str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+    token: CancelToken | None = None,
+) -> TrackingOutcome:
+    """Load both studies, track their nodules and write every output into ``request.output``.
+
+    Every check that can fail is made before the work: the output folder; with two DICOM studies, that the SEG
+    and SR can reference them (a multi-frame source is refused; without a FrameOfReferenceUID the DICOM objects
+    are left out with a warning). Nothing is written when any step fails (files are staged). The result's own
+    warnings are left to the caller (``result.warnings``).
+    """
+    from MedAIExtension.dicom.source import has_frame_of_reference, require_single_frame_source
+
+    check_output_directory(request.output)
+    reporter = Progress(progress, token)
+    reporter(0.0, "reading the baseline study")
+    baseline = request.baseline if isinstance(request.baseline, Image) else load_image(request.baseline, warn=warn)
+    reporter(0.01, "reading the follow-up study")
+    followup = request.followup if isinstance(request.followup, Image) else load_image(request.followup, warn=warn)
+    dicom = bool(baseline.source_files and followup.source_files)
+    if dicom:  # DICOM in: the SEG and SR are written, checked up front
+        for image in (baseline, followup):
+            require_single_frame_source(image, "tracking SR")
+        studies = (("baseline", baseline), ("follow-up", followup))
+        lacking = [name for name, image in studies if not has_frame_of_reference(image)]
+        if lacking:
+            dicom = False
+            if warn is not None:
+                warn(
+                    f"The {' and '.join(lacking)} series has no FrameOfReferenceUID, which DICOM SEG and SR objects "
+                    "must share with their source images: they are left out, the other outputs are written. "
+                    "Re-export the series with its Frame of Reference module to get them."
+                )
+    result = track_nodules(baseline, followup, request.options, progress=reporter.stage(0.02, 0.9), token=token)
+    files = write_tracking_outputs(result, request.output, dicom=dicom, progress=reporter.stage(0.9, 1.0))
+    return TrackingOutcome(result, files)
