@@ -68,6 +68,15 @@ class Progress:
         self.start = start
         self.end = end
 
+    @classmethod
+    def of(
+        cls,
+        progress: Progress | ProgressCallback | Callable[[float, str], None] | None,
+        token: CancelToken | None = None,
+    ) -> Progress:
+        """``progress`` itself when it already is a :class:`Progress`, else a new one around the callback."""
+        return progress if isinstance(progress, Progress) else cls(progress, token)
+
     def __call__(self, fraction: float, message: str) -> None:
         """Report ``fraction`` (0..1 of this stage) with ``message``; raises if cancelled."""
         self.token.raise_if_cancelled()

@@ -97,7 +97,7 @@ def integrated_gradients(
 
     if steps < 2 or batch_size < 1:
         raise InputError(f"Integrated gradients needs steps ≥ 2 and batch_size ≥ 1 (got {steps}, {batch_size}).")
-    report = progress if isinstance(progress, Progress) else Progress(progress)
+    report = Progress.of(progress)
     module = as_torch_module(module)
     report(0.0, "Integrated gradients")
     with prepared_module(module, device) as torch_dev:

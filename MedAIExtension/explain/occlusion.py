@@ -409,7 +409,7 @@ def occlusion_sensitivity(
         raise InputError(f"The batch size must be ≥ 1, got {batch_size}.")
     masks, strides, box = _validate(x, mask_size, stride, roi)
     occluder = _occluder(x, baseline, masks)
-    report = progress if isinstance(progress, Progress) else Progress(progress)
+    report = Progress.of(progress)
     report(0.0, "Occlusion: scoring the unoccluded image")
     notes: list[str] = []
 

@@ -64,7 +64,7 @@ ProgressArg = Progress | Callable[[float, str], None] | None
 
 
 def _progress(progress: ProgressArg) -> Progress:
-    return progress if isinstance(progress, Progress) else Progress(progress)
+    return Progress.of(progress)
 
 
 def _as_map(value: Any) -> np.ndarray:

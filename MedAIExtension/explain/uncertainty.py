@@ -366,7 +366,7 @@ def segmentation_uncertainty(
     started = time.perf_counter()
     layers = _check_arguments(entry, backend, tta_flips, mc_dropout, threshold)
     options = options or InferenceOptions()
-    progress = progress if isinstance(progress, Progress) else Progress(progress)
+    progress = Progress.of(progress)
     notes: list[str] = []
     if mc_dropout and not layers:
         notes.append(

@@ -258,7 +258,7 @@ def prepare_input(
     Returns None when the catalogue asks for a body crop and nothing is above its threshold (empty result).
     """
     options = options or InferenceOptions()
-    prep = progress if isinstance(progress, Progress) else Progress(progress)
+    prep = Progress.of(progress)
     spec = entry.input
     roi = tuple(int(n) for n in (options.roi_size or spec.patch_size))
     overlap = entry.inference.overlap if options.overlap is None else options.overlap
@@ -315,7 +315,7 @@ def predict_scores(
     mirrors the scores back, so every result lies on the unflipped model grid (test-time augmentation).
     ``batch_size`` overrides the prepared number of windows per network call.
     """
-    progress = progress if isinstance(progress, Progress) else Progress(progress)
+    progress = Progress.of(progress)
     axes = tuple(sorted({int(a) for a in flip_axes}))
     if any(a not in (0, 1, 2) for a in axes):
         raise InputError(f"Flip axes must be model-grid axes 0 (k), 1 (j) or 2 (i), got {flip_axes}.")
@@ -351,7 +351,7 @@ def scores_to_labelmap(
     Arg-max after linear interpolation of the scores (probabilities work too: the arg-max only needs an order
     within each voxel), catalogue values per channel, then :func:`postprocess_labelmap` when ``postprocess``.
     """
-    progress = progress if isinstance(progress, Progress) else Progress(progress)
+    progress = Progress.of(progress)
     back = progress.stage(0.0, 2 / 3)
     back(0.0, "mapping the result onto the input grid")
     if not prepared.resampled:
@@ -403,7 +403,7 @@ def run_inference(
 ) -> InferenceResult:
     """Segment ``image`` with a loaded ``backend`` described by ``entry``; the label map is on the input grid."""
     options = options or InferenceOptions()
-    progress = progress if isinstance(progress, Progress) else Progress(progress)
+    progress = Progress.of(progress)
     started = time.perf_counter()
     prepared = prepare_input(image, entry, options, progress.stage(0.0, 0.1))
     if prepared is None:

@@ -344,7 +344,7 @@ def generate_phantom_pair(
     """
     interval = _interval(interval_days)
     _check_date(baseline_date)
-    reporter = progress if isinstance(progress, Progress) else Progress(progress)
+    reporter = Progress.of(progress)
     first = generate_chest_phantom(spec.baseline, reporter.stage(0.0, 0.5))
     second = generate_chest_phantom(spec.followup, reporter.stage(0.5, 1.0))
     truth = pair_truth(spec, first.truth, second.truth, baseline_date, interval, patient_id)
@@ -437,7 +437,7 @@ def write_phantom_pair(
         resolved,
         rotation_center_ras=rotation_center_ras,
     )
-    reporter = progress if isinstance(progress, Progress) else Progress(progress)
+    reporter = Progress.of(progress)
     out = ensure_writable_directory(output_dir)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".medai-staging-"))
     dates = {"baseline": baseline_date, "followup": baseline_date + dt.timedelta(days=interval)}

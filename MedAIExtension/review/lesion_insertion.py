@@ -383,7 +383,7 @@ def random_insertions(
     Raises:
         InputError: on bad options, a mask of another shape, or lungs too small for the nodules.
     """
-    report = progress if isinstance(progress, Progress) else Progress(progress)
+    report = Progress.of(progress)
     if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
         raise InputError(f"count must be a positive integer, got {count!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:

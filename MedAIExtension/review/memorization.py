@@ -264,7 +264,7 @@ def memorization_check(
         raise InputError("The synthetic set is empty; import at least one synthetic image.")
     if not (isinstance(threshold, int | float) and -1.0 <= float(threshold) <= 1.0):
         raise InputError(f"threshold must be a similarity in [-1, 1], got {threshold!r}.")
-    report = progress if isinstance(progress, Progress) else Progress(progress)
+    report = Progress.of(progress)
     real_grid, _ = common_grid(real, real[0], resample, "real image")
     synthetic_grid, _ = common_grid(synthetic, real[0], resample, "synthetic image")
     prepare = report.stage(0.0, 0.4)

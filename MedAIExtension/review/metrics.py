@@ -64,7 +64,7 @@ _MS_SSIM_KERNEL = 7
 
 
 def _as_progress(progress: ProgressLike) -> Progress:
-    return progress if isinstance(progress, Progress) else Progress(progress)
+    return Progress.of(progress)
 
 
 def _features_2d(features: Any, what: str) -> np.ndarray:

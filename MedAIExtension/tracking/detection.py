@@ -192,7 +192,7 @@ def classical_candidates(
         Candidates (source ``"classical"``) sorted by decreasing confidence.
     """
     options = options or DetectionOptions()
-    report = progress if isinstance(progress, Progress) else Progress(progress)
+    report = Progress.of(progress)
     lungs = _checked_mask(image, lungs)
     spacing = array_spacing(image)
     sigmas = _sigmas(options, spacing)

@@ -180,7 +180,7 @@ def lung_mask(
             "closing_radius_mm and min_volume_ml must be >= 0 and working_spacing_mm > 0 "
             f"(got {closing_radius_mm}, {min_volume_ml}, {working_spacing_mm})."
         )
-    report = progress if isinstance(progress, Progress) else Progress(progress)
+    report = Progress.of(progress)
     ct = image.array
     axis = axial_axis(image)
     spacing = array_spacing(image)

@@ -381,7 +381,7 @@ class ReviewStore(ReaderStudyMixin):
             ProjectLockedError: another process held the write lock too long (rows done so far stay).
             CancelledError: cancelled through ``progress``.
         """
-        report = progress if isinstance(progress, Progress) else Progress(progress)
+        report = Progress.of(progress)
         default_role = parse_role(role, allow_none=True)
         rows = read_manifest(manifest)
 
