@@ -14,6 +14,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/deid/uids.py
   MedAIExtension/demo.py
   MedAIExtension/dicom/__init__.py
+  MedAIExtension/dicom/map_methods.py
   MedAIExtension/dicom/parametric_map.py
   MedAIExtension/dicom/secondary_capture.py
   MedAIExtension/dicom/seg.py
@@ -73,6 +74,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/models/catalog.py
   MedAIExtension/models/devices.py
   MedAIExtension/models/discovery.py
+  MedAIExtension/models/entry.py
   MedAIExtension/models/inference.py
   MedAIExtension/models/memory.py
   MedAIExtension/models/preprocessing.py
@@ -95,6 +97,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/pacs/errors.py
   MedAIExtension/pacs/folder_store.py
   MedAIExtension/pacs/orthanc.py
+  MedAIExtension/pacs/records.py
   MedAIExtension/pacs/retrieval.py
   MedAIExtension/pacs/stores.py
   MedAIExtension/phantom/__init__.py

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.atomic import atomic_path
+from MedAIExtension.dicom.map_methods import ExplainMethod
 from MedAIExtension.dicom.source import (
     POSITION_TOLERANCE_MM,
     check_frame_of_reference,
@@ -54,7 +55,6 @@ from MedAIExtension.dicom.source import (
     reference_sop_uids,
 )
 from MedAIExtension.errors import GeometryError, InputError, OutputError
-from MedAIExtension.explain.types import ExplainMethod
 from MedAIExtension.io.dicom_series import series_metadata
 from MedAIExtension.io.geometry import LPS_TO_RAS
 from MedAIExtension.io.image import Image
@@ -239,7 +239,7 @@ def write_parametric_map(
         source: the image the map explains, read with
             :func:`~MedAIExtension.io.dicom_series.read_dicom_series` (its ``source_files`` are referenced).
         path: output file (``.dcm``).
-        method: the explanation method (:class:`~MedAIExtension.explain.types.ExplainMethod` or its key).
+        method: the explanation method (:class:`~MedAIExtension.dicom.map_methods.ExplainMethod` or its key).
         method_title: the method's name for people; ``None`` = the method's title (``"Grad-CAM"``).
         target: the class or label whose score the map explains (e.g. ``"Nodule"``).
         model_name: the model that was explained.

@@ -7,9 +7,9 @@ methods themselves work on the network input (``gradcam``, ``integrated_gradient
 """
 
 from MedAIExtension.explain.models import ExplainModel, load_explain_model
-from MedAIExtension.explain.pipeline import Explanation, explain_image, explain_to_folder
+from MedAIExtension.explain.pipeline import explain_image, explain_to_folder
 from MedAIExtension.explain.request import ExplainRequest, ExplainSettings, Roi, add_explain_arguments
-from MedAIExtension.explain.types import GRADIENT_METHODS, ExplainMethod, ScoreTarget
+from MedAIExtension.explain.types import GRADIENT_METHODS, ExplainMethod, Explanation, ScoreTarget
 
 __all__ = [
     "GRADIENT_METHODS",

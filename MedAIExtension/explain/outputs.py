@@ -16,7 +16,7 @@ from typing import Any
 
 from MedAIExtension.atomic import staged_output
 from MedAIExtension.explain.overlay_png import key_slices
-from MedAIExtension.explain.pipeline import Explanation
+from MedAIExtension.explain.types import Explanation
 from MedAIExtension.io.image import Image
 from MedAIExtension.progress import Progress
 

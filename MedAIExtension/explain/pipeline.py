@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,60 +16,14 @@ import numpy as np
 from MedAIExtension.errors import InputError, ModelError
 from MedAIExtension.explain.models import ExplainModel, load_explain_model, resolve_target_label, score_target
 from MedAIExtension.explain.request import ExplainRequest, ExplainSettings, Roi
-from MedAIExtension.explain.types import GRADIENT_METHODS, ExplainMethod, ScoreTarget
+from MedAIExtension.explain.types import GRADIENT_METHODS, ExplainMethod, Explanation, ScoreTarget
 from MedAIExtension.explain.window import ExplanationWindow, explanation_window, to_input_grid
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.models.catalog import Catalog, ModelEntry, load_catalog
 from MedAIExtension.progress import CancelToken, Progress
 
-__all__ = ["Explanation", "explain_image", "explain_to_folder"]
-
-
-@dataclass
-class Explanation:
-    """An explanation map on the input image's grid and everything reported next to it."""
-
-    method: ExplainMethod
-    entry: ModelEntry
-    label: SegmentLabel
-    provider: str
-    map: Image
-    display: dict[str, Any]
-    roi: Roi | None = None
-    layer: str | None = None
-    score: float | None = None
-    sanity: dict[str, Any] = field(default_factory=dict)
-    uncertainty: dict[str, Any] | None = None
-    labelmap: Image | None = None
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready facts (without arrays) for explanation.json and the Slicer module."""
-        return {
-            "method": self.method.value,
-            "method_title": self.method.title,
-            "model": {
-                "name": self.entry.name,
-                "version": self.entry.version,
-                "backend": self.entry.backend,
-                "provider": self.provider,
-            },
-            "target": {
-                "value": self.label.value,
-                "name": self.label.name,
-                "channel": self.entry.channel_of(self.label.value),
-            },
-            "layer": self.layer,
-            "score": self.score,
-            "roi": self.roi.to_dict() if self.roi is not None else None,
-            "display": self.display,
-            "sanity": self.sanity,
-            "uncertainty": self.uncertainty,
-            "notes": list(self.notes),
-            "seconds": round(self.seconds, 3),
-        }
+__all__ = ["explain_image", "explain_to_folder"]
 
 
 def _display(values: np.ndarray, method: ExplainMethod, unit: str) -> dict[str, Any]:

@@ -7,59 +7,13 @@ turns parsed arguments into a validated request.
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from MedAIExtension.errors import InputError
-from MedAIExtension.explain.types import ExplainMethod
+from MedAIExtension.explain.types import ExplainMethod, Roi
 
 __all__ = ["ExplainRequest", "ExplainSettings", "Roi", "add_explain_arguments"]
-
-
-@dataclass(frozen=True)
-class Roi:
-    """An axis-aligned box in RAS millimetres (what a Slicer ROI markup gives: centre and size)."""
-
-    center_ras: tuple[float, float, float]
-    size_mm: tuple[float, float, float]
-
-    def __post_init__(self) -> None:
-        values = (*self.center_ras, *self.size_mm)
-        if len(self.center_ras) != 3 or len(self.size_mm) != 3 or not all(math.isfinite(v) for v in values):
-            raise InputError("An ROI needs a centre R A S and a size in mm (six finite numbers).")
-        if min(self.size_mm) <= 0:
-            raise InputError(f"ROI size {list(self.size_mm)} mm must be positive along R, A and S.")
-        object.__setattr__(self, "center_ras", tuple(float(v) for v in self.center_ras))
-        object.__setattr__(self, "size_mm", tuple(float(v) for v in self.size_mm))
-
-    @classmethod
-    def parse(cls, values: Any) -> Roi:
-        """From six numbers ``R A S sizeR sizeA sizeS`` (a list or a comma/space separated string)."""
-        if isinstance(values, str):
-            values = values.replace(",", " ").split()
-        try:
-            numbers = [float(v) for v in values]
-        except (TypeError, ValueError):
-            raise InputError(f"--roi needs six numbers R A S sizeR sizeA sizeS (mm), got {values!r}.") from None
-        if len(numbers) != 6:
-            raise InputError(f"--roi needs six numbers R A S sizeR sizeA sizeS (mm), got {len(numbers)}.")
-        return cls(tuple(numbers[:3]), tuple(numbers[3:]))  # type: ignore[arg-type]
-
-    @property
-    def low_ras(self) -> tuple[float, float, float]:
-        """The corner with the smallest R, A, S."""
-        return tuple(c - s / 2 for c, s in zip(self.center_ras, self.size_mm, strict=True))  # type: ignore[return-value]
-
-    @property
-    def high_ras(self) -> tuple[float, float, float]:
-        """The corner with the largest R, A, S."""
-        return tuple(c + s / 2 for c, s in zip(self.center_ras, self.size_mm, strict=True))  # type: ignore[return-value]
-
-    def to_dict(self) -> dict[str, list[float]]:
-        """JSON-ready form."""
-        return {"center_ras": list(self.center_ras), "size_mm": list(self.size_mm)}
 
 
 @dataclass(frozen=True, kw_only=True)

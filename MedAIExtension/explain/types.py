@@ -1,4 +1,5 @@
-"""Shared vocabulary of the Explainability methods: which method, and which score is explained.
+"""Shared vocabulary of the Explainability methods: which method, which score is explained, the box it is
+explained in (:class:`Roi`) and the result record (:class:`Explanation`) the pipeline and the writers share.
 
 Every method works on the network's own input: a float32 array ``(1, C, *S)`` already resampled and normalised
 the way the model expects (see :mod:`MedAIExtension.explain.pipeline` for the geometry around it). A
@@ -11,47 +12,19 @@ the way the model expects (see :mod:`MedAIExtension.explain.pipeline` for the ge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import StrEnum
+import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from MedAIExtension.dicom.map_methods import ExplainMethod
 from MedAIExtension.errors import InputError
+from MedAIExtension.io.image import Image
+from MedAIExtension.labels import SegmentLabel
+from MedAIExtension.models.catalog import ModelEntry
 
-__all__ = ["GRADIENT_METHODS", "ExplainMethod", "ScoreTarget"]
-
-
-class ExplainMethod(StrEnum):
-    """The explanation methods ``medai explain --method`` offers."""
-
-    GRADCAM = "gradcam"
-    GRADCAMPP = "gradcampp"
-    OCCLUSION = "occlusion"
-    IG = "ig"
-    UNCERTAINTY = "uncertainty"
-
-    @classmethod
-    def parse(cls, value: str | ExplainMethod) -> ExplainMethod:
-        """The method named ``value`` (case-insensitive); InputError listing the choices otherwise."""
-        if isinstance(value, ExplainMethod):
-            return value
-        try:
-            return cls(str(value).strip().lower().replace("-", "").replace("_", ""))
-        except ValueError:
-            choices = ", ".join(m.value for m in cls)
-            raise InputError(f"Unknown explanation method {value!r}; choose one of {choices}.") from None
-
-    @property
-    def title(self) -> str:
-        """A human-readable name for reports and node names."""
-        return {
-            ExplainMethod.GRADCAM: "Grad-CAM",
-            ExplainMethod.GRADCAMPP: "Grad-CAM++",
-            ExplainMethod.OCCLUSION: "Occlusion sensitivity",
-            ExplainMethod.IG: "Integrated gradients",
-            ExplainMethod.UNCERTAINTY: "Predictive entropy",
-        }[self]
+__all__ = ["GRADIENT_METHODS", "ExplainMethod", "Explanation", "Roi", "ScoreTarget"]
 
 
 #: Methods that need the model's gradients (torch, TorchScript or MONAI bundle; not ONNX).
@@ -119,3 +92,93 @@ class ScoreTarget:
                 values = values.flatten(1)
                 values = values.mean(dim=1) if activate else values.sum(dim=1)
         return values.numpy() if is_numpy else values
+
+
+@dataclass(frozen=True)
+class Roi:
+    """An axis-aligned box in RAS millimetres (what a Slicer ROI markup gives: centre and size)."""
+
+    center_ras: tuple[float, float, float]
+    size_mm: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        values = (*self.center_ras, *self.size_mm)
+        if len(self.center_ras) != 3 or len(self.size_mm) != 3 or not all(math.isfinite(v) for v in values):
+            raise InputError("An ROI needs a centre R A S and a size in mm (six finite numbers).")
+        if min(self.size_mm) <= 0:
+            raise InputError(f"ROI size {list(self.size_mm)} mm must be positive along R, A and S.")
+        object.__setattr__(self, "center_ras", tuple(float(v) for v in self.center_ras))
+        object.__setattr__(self, "size_mm", tuple(float(v) for v in self.size_mm))
+
+    @classmethod
+    def parse(cls, values: Any) -> Roi:
+        """From six numbers ``R A S sizeR sizeA sizeS`` (a list or a comma/space separated string)."""
+        if isinstance(values, str):
+            values = values.replace(",", " ").split()
+        try:
+            numbers = [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise InputError(f"--roi needs six numbers R A S sizeR sizeA sizeS (mm), got {values!r}.") from None
+        if len(numbers) != 6:
+            raise InputError(f"--roi needs six numbers R A S sizeR sizeA sizeS (mm), got {len(numbers)}.")
+        return cls(tuple(numbers[:3]), tuple(numbers[3:]))  # type: ignore[arg-type]
+
+    @property
+    def low_ras(self) -> tuple[float, float, float]:
+        """The corner with the smallest R, A, S."""
+        return tuple(c - s / 2 for c, s in zip(self.center_ras, self.size_mm, strict=True))  # type: ignore[return-value]
+
+    @property
+    def high_ras(self) -> tuple[float, float, float]:
+        """The corner with the largest R, A, S."""
+        return tuple(c + s / 2 for c, s in zip(self.center_ras, self.size_mm, strict=True))  # type: ignore[return-value]
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-ready form."""
+        return {"center_ras": list(self.center_ras), "size_mm": list(self.size_mm)}
+
+
+@dataclass
+class Explanation:
+    """An explanation map on the input image's grid and everything reported next to it."""
+
+    method: ExplainMethod
+    entry: ModelEntry
+    label: SegmentLabel
+    provider: str
+    map: Image
+    display: dict[str, Any]
+    roi: Roi | None = None
+    layer: str | None = None
+    score: float | None = None
+    sanity: dict[str, Any] = field(default_factory=dict)
+    uncertainty: dict[str, Any] | None = None
+    labelmap: Image | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready facts (without arrays) for explanation.json and the Slicer module."""
+        return {
+            "method": self.method.value,
+            "method_title": self.method.title,
+            "model": {
+                "name": self.entry.name,
+                "version": self.entry.version,
+                "backend": self.entry.backend,
+                "provider": self.provider,
+            },
+            "target": {
+                "value": self.label.value,
+                "name": self.label.name,
+                "channel": self.entry.channel_of(self.label.value),
+            },
+            "layer": self.layer,
+            "score": self.score,
+            "roi": self.roi.to_dict() if self.roi is not None else None,
+            "display": self.display,
+            "sanity": self.sanity,
+            "uncertainty": self.uncertainty,
+            "notes": list(self.notes),
+            "seconds": round(self.seconds, 3),
+        }

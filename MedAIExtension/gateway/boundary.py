@@ -24,7 +24,7 @@ from typing import Any
 
 from MedAIExtension.dicom.uids import uid_problem
 from MedAIExtension.pacs.errors import PacsNotFoundError
-from MedAIExtension.pacs.stores import SeriesRecord, StudyRecord
+from MedAIExtension.pacs.records import SeriesRecord, StudyRecord
 
 __all__ = ["PacsBoundary", "PatientStudies", "Skipped"]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.errors import CatalogError
+from MedAIExtension.models.entry import ModelEntry, sha256_of, validate_catalog_data
 
 __all__ = ["bundle_parser", "describe_monai_bundle", "describe_onnx_model", "discover_user_models", "is_monai_bundle"]
 
@@ -44,8 +45,6 @@ def describe_onnx_model(path: Path) -> dict[str, Any]:
     Uses, in order: a sidecar ``<stem>.json``; the ONNX metadata property ``medai.entry``; generic defaults
     derived from the graph (output channels → labels "Label 1..N", native spacing, z-score normalisation).
     """
-    from MedAIExtension.models.catalog import sha256_of, validate_catalog_data
-
     sidecar = path.with_suffix(".json")
     if sidecar.is_file():
         try:
@@ -160,8 +159,6 @@ def describe_monai_bundle(path: Path) -> dict[str, Any]:
         weights = models_dir / "model.pt"
     else:
         raise CatalogError(f"MONAI bundle {path.name} has neither models/model.ts nor models/model.pt.")
-    from MedAIExtension.models.catalog import sha256_of
-
     name = _slug(str(meta.get("name") or path.name))
     modality = str(image_in.get("modality", "any")).upper()
     entry: dict[str, Any] = {
@@ -193,8 +190,6 @@ def describe_monai_bundle(path: Path) -> dict[str, Any]:
 
 def discover_user_models(dirs: Iterable[Path]) -> Iterator[Any]:
     """Yield a :class:`ModelEntry` per usable user model, or a message (str) per unusable one."""
-    from MedAIExtension.models.catalog import ModelEntry, validate_catalog_data
-
     for folder in dirs:
         candidates = sorted(folder.iterdir())
         if is_monai_bundle(folder):

@@ -22,14 +22,8 @@ from MedAIExtension.pacs.errors import (
 )
 from MedAIExtension.pacs.folder_store import FolderStore
 from MedAIExtension.pacs.orthanc import Change, OrthancClient
-from MedAIExtension.pacs.stores import (
-    STORE_TYPES,
-    DicomStore,
-    SeriesRecord,
-    StoreOutcome,
-    StudyRecord,
-    open_store,
-)
+from MedAIExtension.pacs.records import DicomStore, SeriesRecord, StoreOutcome, StudyRecord
+from MedAIExtension.pacs.stores import STORE_TYPES, open_store
 
 __all__ = [
     "STORE_TYPES",

@@ -30,7 +30,7 @@ from MedAIExtension.pacs.errors import (
     error_for_status,
 )
 from MedAIExtension.pacs.folder_store import read_header, safe_name
-from MedAIExtension.pacs.stores import SeriesRecord, StoreOutcome, StudyRecord
+from MedAIExtension.pacs.records import SeriesRecord, StoreOutcome, StudyRecord
 
 __all__ = ["QIDO_PAGE_SIZE", "STOW_FAILURE_REASONS", "DicomWebStore", "parse_stow_response"]
 

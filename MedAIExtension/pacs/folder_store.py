@@ -17,7 +17,7 @@ from typing import Any
 from MedAIExtension.atomic import atomic_path, ensure_writable_directory
 from MedAIExtension.errors import InputError
 from MedAIExtension.pacs.errors import PacsNotFoundError, PacsRejectedError, PacsUnavailableError
-from MedAIExtension.pacs.stores import SeriesRecord, StoreOutcome, StudyRecord
+from MedAIExtension.pacs.records import SeriesRecord, StoreOutcome, StudyRecord
 
 __all__ = ["FolderStore", "read_header", "safe_name"]
 

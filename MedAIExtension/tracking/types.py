@@ -6,19 +6,12 @@ Coordinates are RAS millimetres (Slicer's convention); arrays are indexed ``[k, 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 
+from MedAIExtension.dicom.sr.codes import NoduleKind
+
 __all__ = ["Candidate", "Finding", "NoduleKind", "NoduleMask", "NoduleMeasurement"]
-
-
-class NoduleKind(StrEnum):
-    """Attenuation class used by Lung-RADS (same values as the phantom's ``NoduleType``)."""
-
-    SOLID = "solid"
-    PART_SOLID = "part-solid"
-    GROUND_GLASS = "ground-glass"
 
 
 @dataclass(frozen=True)

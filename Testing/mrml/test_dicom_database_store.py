@@ -20,7 +20,7 @@ from MedAIExtension.dicom import write_dicom_seg
 from MedAIExtension.io import Image, read_dicom_series, write_dicom_series
 from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.pacs.errors import PacsUnavailableError
-from MedAIExtension.pacs.stores import DicomStore
+from MedAIExtension.pacs.records import DicomStore
 from Testing.mrml.module_import import import_module_code
 
 

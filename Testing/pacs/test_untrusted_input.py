@@ -15,8 +15,8 @@ from MedAIExtension.errors import InputError
 from MedAIExtension.gateway.boundary import PacsBoundary
 from MedAIExtension.pacs.credentials import credentials_from_config
 from MedAIExtension.pacs.errors import PacsTransferError
+from MedAIExtension.pacs.records import SeriesRecord
 from MedAIExtension.pacs.retrieval import retrieve_verified, transfer_damage
-from MedAIExtension.pacs.stores import SeriesRecord
 from MedAIExtension.secret_files import check_private_file
 
 HOSTILE = ["/etc", "../..", "1.2.3\0/x", "1." * 100, "1.2;rm -rf /", "$(id)", "not a uid", "", "1..2", "1.02", ".1"]

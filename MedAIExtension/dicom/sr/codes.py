@@ -7,11 +7,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 from MedAIExtension.labels import CodedTerm
-from MedAIExtension.tracking.types import NoduleKind
 
-__all__ = ["PRIVATE_SCHEME"]
+__all__ = ["PRIVATE_SCHEME", "NoduleKind"]
+
+
+class NoduleKind(StrEnum):
+    """Attenuation class used by Lung-RADS (same values as the phantom's ``NoduleType``).
+
+    It lives with the SR's codes so that the report can be written without knowing the tracking pipeline;
+    :mod:`MedAIExtension.tracking.types` re-exports it.
+    """
+
+    SOLID = "solid"
+    PART_SOLID = "part-solid"
+    GROUND_GLASS = "ground-glass"
+
 
 #: Coding scheme designator of MedAI's private codes (DICOM reserves designators starting with "99").
 PRIVATE_SCHEME = "99MEDAI"

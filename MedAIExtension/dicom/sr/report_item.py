@@ -6,13 +6,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from MedAIExtension.dicom.sr.codes import _LO_MAX, _LUNG_RADS_PATTERN, _MEASUREMENTS
+from MedAIExtension.dicom.sr.codes import _LO_MAX, _LUNG_RADS_PATTERN, _MEASUREMENTS, NoduleKind
 from MedAIExtension.errors import InputError
-from MedAIExtension.tracking.types import NoduleKind, NoduleMeasurement
 
-__all__ = ["NoduleReportItem", "tracking_uid_for"]
+__all__ = ["MeasuredNodule", "NoduleReportItem", "tracking_uid_for"]
+
+
+class MeasuredNodule(Protocol):
+    """What :meth:`NoduleReportItem.from_measurement` reads from a measurement (e.g. the tracking pipeline's
+    ``NoduleMeasurement``); the SR does not import its callers' records."""
+
+    center_ras: tuple[float, float, float]
+    volume_mm3: float
+    long_axis_mm: float
+    short_axis_mm: float
+    mean_diameter_mm: float
+    mean_hu: float
+    kind: NoduleKind | str
+    solid_volume_mm3: float
+    solid_mean_diameter_mm: float
 
 
 def _finite(value: Any, what: str, *, minimum: float | None = None, strict: bool = False) -> float:
@@ -156,10 +170,10 @@ class NoduleReportItem:
         tracking_id: str,
         tracking_uid: str,
         segment_number: int,
-        measurement: NoduleMeasurement,
+        measurement: MeasuredNodule,
         **follow_up: Any,
     ) -> NoduleReportItem:
-        """Build an item from the tracking pipeline's :class:`NoduleMeasurement`.
+        """Build an item from a measurement such as the tracking pipeline's ``NoduleMeasurement``.
 
         The solid component is filled in for part-solid nodules only. ``follow_up`` passes the remaining
         fields (``volume_change_percent``, ``vdt_days``, ``diameter_change_mm``, ``lung_rads``,

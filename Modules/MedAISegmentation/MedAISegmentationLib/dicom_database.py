@@ -19,7 +19,7 @@ import slicer
 from MedAIExtension.errors import InputError
 from MedAIExtension.pacs.errors import PacsUnavailableError
 from MedAIExtension.pacs.folder_store import read_header
-from MedAIExtension.pacs.stores import SeriesRecord, StoreOutcome, StudyRecord
+from MedAIExtension.pacs.records import SeriesRecord, StoreOutcome, StudyRecord
 from MedAISegmentationLib.staging import temporaryFolder
 
 __all__ = ["SlicerDicomDatabaseStore"]
