@@ -29,6 +29,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/dicom/validation.py
   MedAIExtension/errors.py
   MedAIExtension/explain/__init__.py
+  MedAIExtension/explain/commands.py
   MedAIExtension/explain/gradcam.py
   MedAIExtension/explain/integrated_gradients.py
   MedAIExtension/explain/models.py
@@ -72,6 +73,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/models/__init__.py
   MedAIExtension/models/backends.py
   MedAIExtension/models/catalog.py
+  MedAIExtension/models/commands.py
   MedAIExtension/models/devices.py
   MedAIExtension/models/discovery.py
   MedAIExtension/models/entry.py
@@ -104,6 +106,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/phantom/_sdf.py
   MedAIExtension/phantom/anatomy.py
   MedAIExtension/phantom/chest.py
+  MedAIExtension/phantom/commands.py
   MedAIExtension/phantom/followup.py
   MedAIExtension/phantom/grid.py
   MedAIExtension/phantom/patches.py
@@ -133,12 +136,14 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/runner.py
   MedAIExtension/secret_files.py
   MedAIExtension/segmentation/__init__.py
+  MedAIExtension/segmentation/commands.py
   MedAIExtension/segmentation/outputs.py
   MedAIExtension/segmentation/pipeline.py
   MedAIExtension/segmentation/plausibility.py
   MedAIExtension/segmentation/report.py
   MedAIExtension/tracking/__init__.py
   MedAIExtension/tracking/axes.py
+  MedAIExtension/tracking/commands.py
   MedAIExtension/tracking/detection.py
   MedAIExtension/tracking/growth.py
   MedAIExtension/tracking/lungrads.py

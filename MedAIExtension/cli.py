@@ -1,22 +1,36 @@
 """The ``medai`` command line: segment, track, explain, review, gateway, worklist, deidentify, models, evaluate,
 phantom, demo.
 
-Errors print one clear message (no traceback unless ``--debug``) and exit non-zero.
+Each package registers its sub-commands in its own ``commands.py`` (``add_<name>_parser(sub, set_handler)``);
+this module holds the wiring, the progress bar, the warning printer and :func:`main`. Handlers take
+``(args, bar, warn)`` and return the exit status. Errors print one clear message (no traceback unless
+``--debug``) and exit non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from MedAIExtension import __version__
+from MedAIExtension.deid.commands import add_deidentify_parser
+from MedAIExtension.demo import add_demo_parser
 from MedAIExtension.errors import MedAIError
+from MedAIExtension.explain.commands import add_explain_parser
+from MedAIExtension.gateway.commands import add_gateway_parsers
+from MedAIExtension.models.commands import add_models_parser
+from MedAIExtension.phantom.commands import add_phantom_parser
+from MedAIExtension.review.commands import add_review_parser
+from MedAIExtension.segmentation.commands import add_evaluate_parser, add_segment_parser
+from MedAIExtension.tracking.commands import add_track_parser
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "main", "set_handler"]
+
+Handler = Callable[[argparse.Namespace, Any, Callable[[str], None]], int]
+"""A sub-command's handler: ``handler(args, bar, warn) -> exit status``."""
 
 
 class _ProgressBar:
@@ -41,225 +55,35 @@ class _ProgressBar:
         self.bar.set_description_str(message[:40].ljust(40))
         self.bar.update(max(int(fraction * 1000) - self.bar.n, 0))
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Finish the bar (it stays on screen), or clear it when the run ``failed``; closing twice does nothing."""
         if self.bar is not None:
+            if failed:
+                self.bar.leave = False
             self.bar.close()
-
-
-def _review_handler(handler: Any) -> Any:
-    """Wrap a ``medai review`` handler ``handler(args, bar)`` so it gets a progress bar that is always closed."""
-
-    def run(args: argparse.Namespace) -> int:
-        bar = _ProgressBar(not args.quiet)
-        try:
-            return int(handler(args, bar) or 0)
-        finally:
-            bar.close()
-
-    return run
 
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _cmd_segment(args: argparse.Namespace) -> int:
-    from MedAIExtension.labels import label_statistics
-    from MedAIExtension.models.catalog import load_catalog
-    from MedAIExtension.models.inference import InferenceOptions
-    from MedAIExtension.segmentation.outputs import parse_formats
-    from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
+def set_handler(parser: argparse.ArgumentParser, handler: Handler, *, bar: Literal["eager", "lazy", "none"]) -> None:
+    """Make ``handler(args, bar, warn)`` the function :func:`main` runs for ``parser``'s sub-command.
 
-    formats = parse_formats(args.format)
-    catalog = load_catalog(args.catalog, models_dirs=args.models_dir or ())
-    entry = catalog.get(args.model)
-    options = InferenceOptions(
-        overlap=args.overlap, batch_size=args.batch_size, roi_size=tuple(args.roi) if args.roi else None
-    )
-    request = SegmentRequest(
-        input=args.input,
-        model=entry,
-        output=args.output,
-        formats=tuple(formats),
-        strict_formats=args.format_given,
-        device=args.device,
-        series=args.series,
-        catalog=catalog,
-        options=options,
-        describe_input=True,
-    )
-    bar = _ProgressBar(not args.quiet, lazy=True)
-    try:
-        outcome = segment_to_folder(request, progress=bar, warn=_warn)
-    finally:
-        bar.close()
-    result = outcome.result
-    print(
-        f"Model {entry.name} {entry.version} ran on {result.provider} "
-        f"in {result.seconds:.1f} s ({result.windows} windows)."
-    )
-    for row in label_statistics(result.labelmap, result.labels):
-        print(f"  {row['name']:<20} {row['volume_ml']:10.2f} mL  ({row['voxel_count']} voxels)")
-    for fmt, path in outcome.files.items():
-        print(f"  {fmt:<10} {path}")
-    for message in outcome.warnings:
-        _warn(message)
-    return 0
+    ``bar`` says when the progress bar on stderr appears: ``"eager"`` at once, ``"lazy"`` at the first progress
+    callback (checks made before the work print no bar), ``"none"`` never (the handler's callbacks draw nothing).
+    ``--quiet`` hides it. The handler may close the bar itself (before printing its results); it is closed after
+    the handler returns or raises in any case. ``warn`` prints ``warning: ...`` on stderr.
+    """
 
+    def run(args: argparse.Namespace) -> int:
+        progress = _ProgressBar(bar != "none" and not getattr(args, "quiet", False), lazy=bar != "eager")
+        try:
+            return int(handler(args, progress, _warn) or 0)
+        finally:
+            progress.close()
 
-def _cmd_track(args: argparse.Namespace) -> int:
-    from MedAIExtension.tracking.outputs import TrackRequest, track_to_folder
-    from MedAIExtension.tracking.pipeline import TrackingOptions
-
-    request = TrackRequest(args.baseline, args.followup, args.output, TrackingOptions.from_arguments(args))
-    bar = _ProgressBar(not args.quiet, lazy=True)
-    try:
-        outcome = track_to_folder(request, progress=bar, warn=_warn)
-    finally:
-        bar.close()
-    result, files = outcome.result, outcome.files
-    for message in result.warnings:
-        _warn(message)
-    exam = result.exam_lung_rads
-    print(
-        f"{len(result.nodules)} nodules tracked over {result.interval_days:g} days "
-        f"({'registered' if result.registered else 'NOT registered'}); Lung-RADS baseline "
-        f"{exam['baseline'].category}, follow-up {exam['followup'].category}."
-    )
-    for row in result.rows():
-        vdt = f"VDT {row['vdt_days']:.0f} d" if row["vdt_days"] is not None else ""
-        change = f"{row['volume_change_percent']:+.1f} %" if row["volume_change_percent"] is not None else ""
-        volumes = " -> ".join(
-            f"{row[key]:.0f}" if row[key] is not None else "—" for key in ("baseline_volume_mm3", "followup_volume_mm3")
-        )
-        print(
-            f"  {row['tracking_id']:<4} {row['status']:<10} {volumes:>14} mm3 {change:>9} {vdt:>12}  {row['lung_rads']}"
-        )
-    for kind, path in files.items():
-        print(f"  {kind:<16} {path}")
-    return 0
-
-
-def _cmd_explain(args: argparse.Namespace) -> int:
-    from MedAIExtension.explain.pipeline import explain_to_folder
-    from MedAIExtension.explain.request import ExplainRequest
-
-    request = ExplainRequest.from_arguments(args)
-    bar = _ProgressBar(not args.quiet)
-    try:
-        document = explain_to_folder(request, progress=bar, warn=_warn)
-    finally:
-        bar.close()
-    target = document["target"]
-    score = f" (model score {document['score']:.3f})" if document.get("score") is not None else ""
-    print(f"{document['method_title']} of '{target['name']}' with {document['model']['name']}{score}.")
-    for name, check in document.get("sanity", {}).items():
-        print(f"  {name}: {check.get('summary', '')}")
-    for row in (document.get("uncertainty") or {}).get("segments", []):
-        print(f"  {row.get('name', row.get('value'))}: mean uncertainty {row.get('mean_entropy', float('nan')):.3f}")
-    for kind, path in document["files"].items():
-        for item in path if isinstance(path, list) else [path]:
-            print(f"  {kind:<18} {request.output / item}")
-    return 0
-
-
-def _cmd_models(args: argparse.Namespace) -> int:
-    from MedAIExtension.models.catalog import load_catalog
-    from MedAIExtension.models.devices import Device, cuda_available
-    from MedAIExtension.segmentation.pipeline import runtime_entry
-
-    catalog = load_catalog(args.catalog, models_dirs=args.models_dir or ())
-    rows = []
-    for entry in catalog.entries():
-        backend = "onnx" if entry.backend == "onnx" else "torch"
-        device = "cuda" if cuda_available(backend) else Device.CPU.value
-        runs_as = runtime_entry(entry, Device.AUTO, catalog)
-        rows.append(
-            {
-                "name": entry.name,
-                "title": entry.title,
-                "version": entry.version,
-                "task": entry.task,
-                "backend": entry.backend,
-                "device": device,
-                "runs_as": runs_as.name,
-                "labels": [label.name for label in entry.labels],
-                "source": entry.source,
-            }
-        )
-    if args.json:
-        print(json.dumps({"models": rows, "problems": catalog.problems}, indent=2))
-        return 0
-    for row in rows:
-        where = f"would run on {row['device']}"
-        if row["runs_as"] != row["name"]:
-            where += f" as {row['runs_as']}: the same weights, faster there"
-        print(f"{row['name']}  ({row['task']}, {row['version']}, {row['backend']}, {where})")
-        print(f"    {row['title']}")
-        print(f"    labels: {', '.join(row['labels'])}   [{row['source']}]")
-    for problem in catalog.problems:
-        _warn(problem)
-    return 0
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from MedAIExtension.io.loader import load_image
-    from MedAIExtension.metrics import compare_labelmaps, format_metrics_table
-
-    pred = load_image(args.pred, warn=_warn)
-    ref = load_image(args.ref, warn=_warn)
-    labels = None
-    if args.model:
-        from MedAIExtension.models.catalog import load_catalog
-
-        labels = [(label.value, label.name) for label in load_catalog().get(args.model).labels]
-    rows = compare_labelmaps(pred, ref, labels, tolerance_mm=args.tolerance)
-    if args.json:
-        print(json.dumps([r.to_dict() for r in rows], indent=2))
-    else:
-        print(format_metrics_table(rows, args.tolerance))
-    return 0
-
-
-def _cmd_phantom(args: argparse.Namespace) -> int:
-    from MedAIExtension.phantom.study import write_phantom_study
-
-    if args.followup:
-        from MedAIExtension.phantom.followup import write_phantom_pair
-
-        study = write_phantom_pair(
-            args.output,
-            size_ijk=tuple(args.size),
-            spacing=tuple(args.spacing),
-            seed=args.seed,
-            interval_days=args.interval_days,
-            volume_factors=args.growth,
-            rotation_deg=tuple(args.rotation),
-            translation_mm=tuple(args.translation),
-        )
-        print(f"Baseline and follow-up studies written to {args.output} (truth: {study['truth']})")
-        for key in ("baseline", "followup", "truth"):
-            print(f"  {key:<10} {study[key]}")
-        return 0
-    study = write_phantom_study(args.output, size_ijk=tuple(args.size), spacing=tuple(args.spacing), seed=args.seed)
-    print(f"Phantom study written to {args.output}")
-    for key, path in study.items():
-        print(f"  {key:<10} {path}")
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from MedAIExtension.demo import run_demo
-
-    bar = _ProgressBar(not args.quiet)
-    try:
-        files = run_demo(args.output, device=args.device, progress=bar)
-    finally:
-        bar.close()
-    print(f"Demo finished. Results in {args.output}:")
-    for key, path in files.items():
-        print(f"  {key:<12} {path}")
-    return 0
+    parser.set_defaults(func=run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,88 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medai {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    seg = sub.add_parser("segment", help="segment a CT/MR volume with a catalogue model")
-    seg.add_argument("--input", required=True, help="DICOM folder, .nii.gz or .nrrd")
-    seg.add_argument("--model", required=True, help="model name ('medai models' lists them)")
-    seg.add_argument("--output", required=True, help="output folder")
-    seg.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    seg.add_argument(
-        "--format", default=None, help="comma list of seg.nrrd, nii.gz, dicom-seg (default: all that apply)"
-    )
-    seg.add_argument("--series", default=None, help="SeriesInstanceUID when the folder holds several series")
-    seg.add_argument("--models-dir", action="append", help="extra folder with user models (ONNX / MONAI bundles)")
-    seg.add_argument("--catalog", type=Path, default=None, help="model catalogue JSON (default: the shipped one)")
-    seg.add_argument("--overlap", type=float, default=None, help="sliding-window overlap (default: catalogue)")
-    seg.add_argument("--batch-size", type=int, default=None, help="windows per batch (default: catalogue)")
-    seg.add_argument("--roi", type=int, nargs=3, default=None, metavar=("D", "H", "W"), help="window size")
-    seg.add_argument("--quiet", action="store_true", help="no progress bar")
-    seg.set_defaults(func=_cmd_segment)
-
-    track = sub.add_parser("track", help="follow lung nodules from a baseline to a follow-up chest CT")
-    track.add_argument("--baseline", required=True, help="baseline CT: DICOM folder, .nii.gz or .nrrd")
-    track.add_argument("--followup", required=True, help="follow-up CT of the same patient")
-    track.add_argument("--output", required=True, help="output folder")
-    track.add_argument("--model", default="chest-ct-lung-nodule", help="model adding nodule candidates")
-    track.add_argument("--no-model", action="store_true", help="classical detector only (no model)")
-    track.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    track.add_argument("--deformable", action="store_true", help="add a B-spline registration inside the lungs")
-    track.add_argument("--interval-days", type=float, default=None, help="days between the scans (default: dates)")
-    track.add_argument("--force", action="store_true", help="track even if the patient IDs differ")
-    track.add_argument("--suspicious", action="append", metavar="ID", help="nodule with suspicious features (4X)")
-    track.add_argument("--quiet", action="store_true", help="no progress bar")
-    track.set_defaults(func=_cmd_track)
-
-    explain = sub.add_parser("explain", help="Grad-CAM, occlusion, integrated gradients or uncertainty map")
-    from MedAIExtension.explain.request import add_explain_arguments
-
-    add_explain_arguments(explain)
-    explain.add_argument("--quiet", action="store_true", help="no progress bar")
-    explain.set_defaults(func=_cmd_explain)
-
-    from MedAIExtension.review.commands import add_review_parser
-
-    add_review_parser(sub, lambda parser, handler: parser.set_defaults(func=_review_handler(handler)))
-
-    from MedAIExtension.gateway.commands import add_gateway_parsers
-
-    add_gateway_parsers(sub)
-
-    from MedAIExtension.deid.commands import add_deidentify_parser
-
-    add_deidentify_parser(sub)
-
-    models = sub.add_parser("models", help="list the models and the device each would use")
-    models.add_argument("--models-dir", action="append", help="extra folder with user models")
-    models.add_argument("--catalog", type=Path, default=None, help="model catalogue JSON (default: the shipped one)")
-    models.add_argument("--json", action="store_true")
-    models.set_defaults(func=_cmd_models)
-
-    ev = sub.add_parser("evaluate", help="Dice, IoU, HD95, surface Dice of a prediction against a reference")
-    ev.add_argument("--pred", required=True)
-    ev.add_argument("--ref", required=True)
-    ev.add_argument("--model", default=None, help="name the labels after this model's catalogue entry")
-    ev.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm")
-    ev.add_argument("--json", action="store_true")
-    ev.set_defaults(func=_cmd_evaluate)
-
-    ph = sub.add_parser("phantom", help="write a synthetic chest CT study (DICOM, NIfTI, truth)")
-    ph.add_argument("--output", required=True)
-    ph.add_argument("--size", type=int, nargs=3, default=[256, 256, 160], metavar=("I", "J", "K"))
-    ph.add_argument("--spacing", type=float, nargs=3, default=[1.4, 1.4, 2.0], metavar=("SI", "SJ", "SK"))
-    ph.add_argument("--seed", type=int, default=0)
-    ph.add_argument("--followup", action="store_true", help="also write a later study of the same patient + truth")
-    ph.add_argument("--interval-days", type=int, default=180, help="days between baseline and follow-up")
-    ph.add_argument("--growth", type=float, nargs="+", default=None, help="volume factor per nodule (follow-up)")
-    ph.add_argument("--rotation", type=float, nargs=3, default=[0.0, 0.0, 5.0], metavar=("RX", "RY", "RZ"))
-    ph.add_argument("--translation", type=float, nargs=3, default=[10.0, 0.0, 0.0], metavar=("TR", "TA", "TS"))
-    ph.set_defaults(func=_cmd_phantom)
-
-    demo = sub.add_parser("demo", help="phantom → segmentation → DICOM SEG, seg.nrrd, overlay PNG, HTML")
-    demo.add_argument("--output", default="medai-demo")
-    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    demo.add_argument("--quiet", action="store_true")
-    demo.set_defaults(func=_cmd_demo)
+    for add_parser in (
+        add_segment_parser,
+        add_track_parser,
+        add_explain_parser,
+        add_review_parser,
+        add_gateway_parsers,
+        add_deidentify_parser,
+        add_models_parser,
+        add_evaluate_parser,
+        add_phantom_parser,
+        add_demo_parser,
+    ):
+        add_parser(sub, set_handler)
     return parser
 
 
@@ -377,10 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         from MedAIExtension.allocator import keep_freed_memory
 
         keep_freed_memory()
-    if getattr(args, "command", None) == "segment":
-        args.format_given = args.format is not None
-        if args.format is None:
-            args.format = "seg.nrrd,nii.gz,dicom-seg"
     try:
         return int(args.func(args) or 0)
     except MedAIError as exc:

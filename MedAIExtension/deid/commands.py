@@ -8,41 +8,13 @@ UIDs will not match a later run.
 from __future__ import annotations
 
 import argparse
-import sys
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["add_deidentify_parser"]
 
 
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
-class _Progress:
-    """A tqdm bar on stderr fed by (fraction, message) callbacks, created at the first callback (so an error
-    found before any work prints nothing but the error); silent when disabled, cleared when the run fails."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.bar: Any = None
-
-    def __call__(self, fraction: float, message: str) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=1000, unit="‰", file=sys.stderr, bar_format="{l_bar}{bar}| {elapsed}")
-        self.bar.set_description_str(message[:40].ljust(40))
-        self.bar.update(max(int(fraction * 1000) - self.bar.n, 0))
-
-    def close(self, failed: bool = False) -> None:
-        if self.bar is not None:
-            self.bar.leave = not failed
-            self.bar.close()
-
-
-def _cmd_deidentify(args: argparse.Namespace) -> int:
+def _cmd_deidentify(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]) -> int:
     """Handler of ``medai deidentify``; returns the exit status (errors are raised as MedAIError)."""
     from MedAIExtension.deid.deidentify import DeidOptions, deidentify_files
     from MedAIExtension.deid.uids import KEY_ENV_VAR, load_key
@@ -55,11 +27,10 @@ def _cmd_deidentify(args: argparse.Namespace) -> int:
         strict=args.strict,
     ).check()
     if not persistent:
-        _warn(
+        warn(
             f"no key given (--key-file or {KEY_ENV_VAR}): a random key is used for this run only, so its UIDs and "
             "pseudonyms will not match files de-identified in another run."
         )
-    bar = _Progress(not args.quiet)
     try:
         report = deidentify_files(args.inputs, args.output, key, options, progress=bar)
     except BaseException:
@@ -67,7 +38,7 @@ def _cmd_deidentify(args: argparse.Namespace) -> int:
         raise
     bar.close()
     for path, reason in report.skipped:
-        _warn(f"skipped {path}: {reason}")
+        warn(f"skipped {path}: {reason}")
     print(
         f"{len(report.written)} file(s) of {report.studies} study(ies) de-identified into {args.output} "
         f"({report.uid_count} UIDs remapped, {len(report.skipped)} file(s) skipped)."
@@ -75,11 +46,12 @@ def _cmd_deidentify(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_deidentify_parser(subparsers: Any) -> None:
+def add_deidentify_parser(subparsers: Any, set_handler: Callable[..., None]) -> None:
     """Register the ``deidentify`` sub-command on ``subparsers`` (from ``ArgumentParser.add_subparsers``).
 
-    The handler is set with ``parser.set_defaults(func=...)``; it takes the parsed arguments and returns the
-    exit status, raising :class:`~MedAIExtension.errors.MedAIError` for problems (the caller prints them).
+    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
+    the CLI's progress bar, ``warn`` its warning printer); the handler raises
+    :class:`~MedAIExtension.errors.MedAIError` for problems (the caller prints them).
     """
     parser = subparsers.add_parser(
         "deidentify",
@@ -121,4 +93,4 @@ def add_deidentify_parser(subparsers: Any) -> None:
         "decodable, or a DICOM file that cannot be read — instead of leaving it out (listed as skipped)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=_cmd_deidentify)
+    set_handler(parser, _cmd_deidentify, bar="lazy")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ def _open(args: argparse.Namespace) -> Any:
     return config
 
 
-def _cmd_gateway(args: argparse.Namespace) -> int:
+def _cmd_gateway(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None]) -> int:
     from MedAIExtension.gateway.service import Gateway
 
     config = _open(args)
@@ -62,7 +63,7 @@ def _journal(config: Any) -> Any:
     return Journal(journal_path)
 
 
-def _cmd_worklist(args: argparse.Namespace) -> int:
+def _cmd_worklist(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None]) -> int:
     from MedAIExtension.gateway.worklist import failed_rows, worklist_rows
     from MedAIExtension.pacs.credentials import credentials_from_config
     from MedAIExtension.pacs.dicomweb import DicomWebStore
@@ -96,7 +97,7 @@ def _cmd_worklist(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_requeue(args: argparse.Namespace) -> int:
+def _cmd_requeue(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None]) -> int:
     from MedAIExtension.dicom.uids import check_uid
 
     study_uid = check_uid(args.study, "--study value")
@@ -119,8 +120,12 @@ def _cmd_requeue(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_gateway_parsers(sub: Any) -> None:
-    """Register ``gateway`` (with ``gateway requeue``) and ``worklist`` on the ``medai`` sub-command parser."""
+def add_gateway_parsers(sub: Any, set_handler: Callable[..., None]) -> None:
+    """Register ``gateway`` (with ``gateway requeue``) and ``worklist`` on the ``medai`` sub-command parser.
+
+    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
+    the CLI's progress bar, ``warn`` its warning printer); the gateway logs its progress itself, so no bar.
+    """
     gateway = sub.add_parser(
         "gateway", help="watch a PACS (Orthanc/DICOMweb), run pipelines by rule, store SEG/SR back"
     )
@@ -129,17 +134,17 @@ def add_gateway_parsers(sub: Any) -> None:
     gateway.add_argument("--shadow", action="store_true", help="run and journal, but store nothing in the PACS")
     gateway.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     gateway.add_argument("--quiet", action="store_true", help="log to the work folder only, not to stderr")
-    gateway.set_defaults(func=_cmd_gateway)
+    set_handler(gateway, _cmd_gateway, bar="none")
     actions = gateway.add_subparsers(dest="gateway_action", metavar="{requeue}")
     requeue = actions.add_parser("requeue", help="put a study's failed jobs back into the queue")
     requeue.add_argument("--study", required=True, help="StudyInstanceUID of the failed study (medai worklist)")
     requeue.add_argument("--config", required=True, type=Path, help="the gateway's gateway.yaml")
     requeue.add_argument("--rule", default=None, help="only the job of this rule")
-    requeue.set_defaults(func=_cmd_requeue)
+    set_handler(requeue, _cmd_requeue, bar="none")
 
     worklist = sub.add_parser("worklist", help="studies the gateway finished, most urgent first")
     worklist.add_argument("--config", required=True, type=Path, help="the gateway's gateway.yaml")
     worklist.add_argument("--json", action="store_true")
     worklist.add_argument("--shadow", action="store_true", help="include shadow-mode results")
     worklist.add_argument("--offline", action="store_true", help="do not ask the PACS for patient/study details")
-    worklist.set_defaults(func=_cmd_worklist)
+    set_handler(worklist, _cmd_worklist, bar="none")

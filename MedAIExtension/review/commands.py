@@ -33,7 +33,7 @@ def _open(args: argparse.Namespace) -> Any:
     return ReviewStore.open(args.project)
 
 
-def _init(args: argparse.Namespace, _bar: Any) -> int:
+def _init(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None]) -> int:
     from MedAIExtension.review.store import DEFAULT_ARTIFACTS, ReviewStore
 
     artifacts = [a.strip() for a in args.artifacts.split(",") if a.strip()] if args.artifacts else DEFAULT_ARTIFACTS
@@ -44,7 +44,7 @@ def _init(args: argparse.Namespace, _bar: Any) -> int:
     return 0
 
 
-def _import(args: argparse.Namespace, bar: Any) -> int:
+def _import(args: argparse.Namespace, bar: Any, _warn: Callable[[str], None]) -> int:
     with _open(args) as store:
         if args.manifest:
             report = store.import_manifest(args.manifest, reviewer=args.reviewer, progress=bar)
@@ -69,7 +69,7 @@ def _import(args: argparse.Namespace, bar: Any) -> int:
     return 0
 
 
-def _generate(args: argparse.Namespace, bar: Any) -> int:
+def _generate(args: argparse.Namespace, bar: Any, _warn: Callable[[str], None]) -> int:
     from MedAIExtension.review.workflow import generate_lesions
 
     with _open(args) as store:
@@ -82,7 +82,7 @@ def _generate(args: argparse.Namespace, bar: Any) -> int:
     return 0
 
 
-def _grade(args: argparse.Namespace, _bar: Any) -> int:
+def _grade(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None]) -> int:
     accept = {"accept": True, "reject": False, "undecided": None}[args.decision]
     with _open(args) as store:
         grade = store.grade(
@@ -105,7 +105,7 @@ def _print_json_or(args: argparse.Namespace, data: dict[str, Any], lines: list[s
         print("\n".join(lines))
 
 
-def _metrics(args: argparse.Namespace, bar: Any) -> int:
+def _metrics(args: argparse.Namespace, bar: Any, _warn: Callable[[str], None]) -> int:
     from MedAIExtension.review.workflow import run_metrics
 
     with _open(args) as store:
@@ -123,7 +123,7 @@ def _metrics(args: argparse.Namespace, bar: Any) -> int:
     return 0
 
 
-def _memorization(args: argparse.Namespace, bar: Any) -> int:
+def _memorization(args: argparse.Namespace, bar: Any, _warn: Callable[[str], None]) -> int:
     from MedAIExtension.review.workflow import run_memorization
 
     with _open(args) as store:
@@ -139,7 +139,7 @@ def _memorization(args: argparse.Namespace, bar: Any) -> int:
     return 0
 
 
-def _reader_start(args: argparse.Namespace, bar: Any) -> int:
+def _reader_start(args: argparse.Namespace, bar: Any, _warn: Callable[[str], None]) -> int:
     from MedAIExtension.io.loader import load_image
     from MedAIExtension.io.volume_files import write_volume_file
     from MedAIExtension.review.workflow import start_reader_session
@@ -174,7 +174,7 @@ def _reader_start(args: argparse.Namespace, bar: Any) -> int:
     return 0
 
 
-def _reader_answer(args: argparse.Namespace, _bar: Any) -> int:
+def _reader_answer(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None]) -> int:
     with _open(args) as store, open(args.answers, newline="", encoding="utf-8") as handle:
         answered = skipped = 0
         for number, row in enumerate(csv.DictReader(handle), start=2):
@@ -199,7 +199,7 @@ def _reader_answer(args: argparse.Namespace, _bar: Any) -> int:
     return 0
 
 
-def _reader_stats(args: argparse.Namespace, _bar: Any) -> int:
+def _reader_stats(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None]) -> int:
     from MedAIExtension.review.workflow import reader_study_results
 
     with _open(args) as store:
@@ -216,7 +216,7 @@ def _reader_stats(args: argparse.Namespace, _bar: Any) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace, bar: Any) -> int:
+def _export(args: argparse.Namespace, bar: Any, _warn: Callable[[str], None]) -> int:
     from MedAIExtension.review.workflow import export_review
 
     with _open(args) as store:
@@ -227,11 +227,11 @@ def _export(args: argparse.Namespace, bar: Any) -> int:
     return 0
 
 
-def add_review_parser(sub: Any, set_func: Callable[..., Any]) -> None:
+def add_review_parser(sub: Any, set_handler: Callable[..., None]) -> None:
     """Add ``medai review`` and its sub-commands to the CLI's sub-parsers.
 
-    ``set_func(parser, handler)`` registers a handler ``handler(args, bar) -> exit status`` (``bar`` is the CLI's
-    progress callback).
+    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
+    the CLI's progress bar, ``warn`` its warning printer).
     """
     review = sub.add_parser("review", help="synthetic data review: grades, reader study, metrics, memorization")
     commands = review.add_subparsers(dest="review_command", required=True)
@@ -240,7 +240,7 @@ def add_review_parser(sub: Any, set_func: Callable[..., Any]) -> None:
         parser = commands.add_parser(name, help=help_text)
         parser.add_argument("--project", required=True, type=Path, help="review project file (SQLite)")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
-        set_func(parser, handler)
+        set_handler(parser, handler, bar="eager")
         return parser
 
     init = command("init", "create a review project", _init)
@@ -290,7 +290,7 @@ def add_review_parser(sub: Any, set_func: Callable[..., Any]) -> None:
     for parser, handler in ((start, _reader_start), (answer, _reader_answer), (stats, _reader_stats)):
         parser.add_argument("--project", required=True, type=Path)
         parser.add_argument("--quiet", action="store_true")
-        set_func(parser, handler)
+        set_handler(parser, handler, bar="eager")
     start.add_argument("--reviewer", required=True)
     start.add_argument("--per-class", type=int, default=None)
     start.add_argument("--seed", type=int, default=None)

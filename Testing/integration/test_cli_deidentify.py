@@ -18,6 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 
+from MedAIExtension.cli import set_handler
 from MedAIExtension.deid import remap_uid
 from MedAIExtension.deid.commands import add_deidentify_parser
 from MedAIExtension.dicom.seg import write_dicom_seg
@@ -149,7 +150,7 @@ def test_bad_input_fails_cleanly(study: Path, tmp_path: Path) -> None:
 def test_handler_through_its_own_parser(study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """add_deidentify_parser registers the options; its handler returns 0 or raises InputError."""
     parser = argparse.ArgumentParser(prog="medai")
-    add_deidentify_parser(parser.add_subparsers(dest="command", required=True))
+    add_deidentify_parser(parser.add_subparsers(dest="command", required=True), set_handler)
     monkeypatch.setenv("MEDAI_DEID_KEY", KEY_TEXT)
     args = parser.parse_args(["deidentify", str(study / "seg"), "--output", str(tmp_path / "o"), "--quiet",
                               "--keep-series-descriptions"])  # fmt: skip

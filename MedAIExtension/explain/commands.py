@@ -1,0 +1,45 @@
+"""``medai explain``: Grad-CAM, occlusion, integrated gradients or an uncertainty map of a model's output."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from MedAIExtension.explain.request import add_explain_arguments
+
+__all__ = ["add_explain_parser"]
+
+
+def _cmd_explain(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]) -> int:
+    from MedAIExtension.explain.pipeline import explain_to_folder
+    from MedAIExtension.explain.request import ExplainRequest
+
+    request = ExplainRequest.from_arguments(args)
+    try:
+        document = explain_to_folder(request, progress=bar, warn=warn)
+    finally:
+        bar.close()
+    target = document["target"]
+    score = f" (model score {document['score']:.3f})" if document.get("score") is not None else ""
+    print(f"{document['method_title']} of '{target['name']}' with {document['model']['name']}{score}.")
+    for name, check in document.get("sanity", {}).items():
+        print(f"  {name}: {check.get('summary', '')}")
+    for row in (document.get("uncertainty") or {}).get("segments", []):
+        print(f"  {row.get('name', row.get('value'))}: mean uncertainty {row.get('mean_entropy', float('nan')):.3f}")
+    for kind, path in document["files"].items():
+        for item in path if isinstance(path, list) else [path]:
+            print(f"  {kind:<18} {request.output / item}")
+    return 0
+
+
+def add_explain_parser(sub: Any, set_handler: Callable[..., None]) -> None:
+    """Register ``medai explain`` on the CLI's sub-parsers.
+
+    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
+    the CLI's progress bar, ``warn`` its warning printer).
+    """
+    explain = sub.add_parser("explain", help="Grad-CAM, occlusion, integrated gradients or uncertainty map")
+    add_explain_arguments(explain)
+    explain.add_argument("--quiet", action="store_true", help="no progress bar")
+    set_handler(explain, _cmd_explain, bar="eager")
