@@ -143,6 +143,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/segmentation/report.py
   MedAIExtension/tracking/__init__.py
   MedAIExtension/tracking/axes.py
+  MedAIExtension/tracking/blob_detector.py
   MedAIExtension/tracking/commands.py
   MedAIExtension/tracking/detection.py
   MedAIExtension/tracking/growth.py
