@@ -108,6 +108,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/phantom/chest.py
   MedAIExtension/phantom/commands.py
   MedAIExtension/phantom/followup.py
+  MedAIExtension/phantom/followup_model.py
   MedAIExtension/phantom/grid.py
   MedAIExtension/phantom/patches.py
   MedAIExtension/phantom/render.py
