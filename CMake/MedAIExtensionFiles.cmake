@@ -10,6 +10,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/deid/__init__.py
   MedAIExtension/deid/commands.py
   MedAIExtension/deid/deidentify.py
+  MedAIExtension/deid/inputs.py
   MedAIExtension/deid/profile.py
   MedAIExtension/deid/uids.py
   MedAIExtension/demo.py
