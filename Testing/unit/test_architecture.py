@@ -256,3 +256,17 @@ def test_no_cycle_between_listed_packages():
             ]
             both_ways.append(f"{a} <-> {b}:\n    " + "\n    ".join(edges))
     assert not both_ways, "packages importing each other:\n" + "\n".join(both_ways)
+
+
+#: Largest file in MedAIExtension (issue 16): rooms a newcomer can read; split along the seams beyond it.
+MAX_FILE_LINES = 600
+
+
+def test_no_file_in_the_package_is_over_the_line_limit() -> None:
+    sizes = {
+        path.relative_to(ROOT).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+        for path in (ROOT / PACKAGE).rglob("*.py")
+    }
+    assert sizes, "no Python file found: the walk is broken"
+    too_big = {name: lines for name, lines in sizes.items() if lines > MAX_FILE_LINES}
+    assert not too_big, f"split these along their seams (limit {MAX_FILE_LINES} lines): {too_big}"
