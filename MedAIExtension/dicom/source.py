@@ -11,6 +11,7 @@ DICOM SEG (highdicom maps each SEG frame to its source frame); the other derived
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "POSITION_TOLERANCE_MM",
     "check_frame_of_reference",
     "copy_anatomy",
+    "frame_of_reference_allows",
     "has_frame_of_reference",
     "load_source_datasets",
     "reference_frames",
@@ -63,6 +65,26 @@ def require_frame_of_reference(source: Image, what: str) -> None:
             f"no {what} can be written for it. Re-export the series with its Frame of Reference module, or write "
             "the result as .seg.nrrd / .nii.gz."
         )
+
+
+def frame_of_reference_allows(
+    sources: Sequence[tuple[str, Image]], what: str, warn: Callable[[str], None] | None = None
+) -> bool:
+    """Before the work: can ``what`` objects reference these DICOM ``sources`` (``(name, image)`` pairs)?
+
+    False, with one warning naming the series and what is left out, when any of them has no FrameOfReferenceUID:
+    the job then writes its other outputs. Refusing instead is :func:`require_frame_of_reference`.
+    """
+    lacking = [name for name, image in sources if image.source_files and not has_frame_of_reference(image)]
+    if not lacking:
+        return True
+    if warn is not None:
+        warn(
+            f"The {' and '.join(lacking)} series has no FrameOfReferenceUID, which {what} must share with their "
+            "source images: they are left out, the other outputs are written. Re-export the series with its Frame "
+            "of Reference module to get them."
+        )
+    return False
 
 
 def load_source_datasets(source: Image, what: str = "DICOM object", *, multiframe: bool = False) -> list[Any]:

@@ -333,16 +333,10 @@ def explain_to_folder(
     image = load_image(request.input, series_uid=request.series, warn=warn)
     write_dicom = request.write_dicom
     if write_dicom:  # the Parametric Map cannot reference a multi-frame source yet: say so before the work
-        from MedAIExtension.dicom.source import has_frame_of_reference, require_single_frame_source
+        from MedAIExtension.dicom.source import frame_of_reference_allows, require_single_frame_source
 
         require_single_frame_source(image, "DICOM Parametric Map")
-        if image.source_files and not has_frame_of_reference(image):
-            write_dicom = False
-            if warn is not None:
-                warn(
-                    "The input series has no FrameOfReferenceUID, which a DICOM Parametric Map must share with its "
-                    "source images: the DICOM objects are left out, the other outputs are written."
-                )
+        write_dicom = frame_of_reference_allows([("input", image)], "the DICOM Parametric Map and captures", warn)
     catalog = load_catalog(models_dirs=request.models_dirs)
     explanation = explain_image(
         image,

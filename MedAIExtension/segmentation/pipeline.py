@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from MedAIExtension.atomic import check_output_directory
-from MedAIExtension.dicom.source import has_frame_of_reference, require_frame_of_reference
+from MedAIExtension.dicom.source import frame_of_reference_allows, require_frame_of_reference
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.loader import load_image
@@ -192,16 +192,10 @@ def dicom_seg_formats(
                 "DICOM SEG output needs a DICOM series as input. Use --format seg.nrrd,nii.gz for NIfTI/NRRD input."
             )
         formats.remove("dicom-seg")
-    elif not has_frame_of_reference(image):
-        if strict:
-            require_frame_of_reference(image, "DICOM SEG")
+    elif strict:
+        require_frame_of_reference(image, "DICOM SEG")
+    elif not frame_of_reference_allows([("input", image)], "DICOM SEG objects", warn):
         formats.remove("dicom-seg")
-        if warn is not None:
-            warn(
-                "The input series has no FrameOfReferenceUID, which a DICOM SEG must share with its source images: "
-                "the DICOM SEG is left out, the other formats are written. Re-export the series with its Frame of "
-                "Reference module to get one."
-            )
     return formats
 
 

@@ -307,7 +307,7 @@ def track_to_folder(
     are left out with a warning). Nothing is written when any step fails (files are staged). The result's own
     warnings are left to the caller (``result.warnings``).
     """
-    from MedAIExtension.dicom.source import has_frame_of_reference, require_single_frame_source
+    from MedAIExtension.dicom.source import frame_of_reference_allows, require_single_frame_source
 
     check_output_directory(request.output)
     reporter = Progress(progress, token)
@@ -319,16 +319,8 @@ def track_to_folder(
     if dicom:  # DICOM in: the SEG and SR are written, checked up front
         for image in (baseline, followup):
             require_single_frame_source(image, "tracking SR")
-        studies = (("baseline", baseline), ("follow-up", followup))
-        lacking = [name for name, image in studies if not has_frame_of_reference(image)]
-        if lacking:
-            dicom = False
-            if warn is not None:
-                warn(
-                    f"The {' and '.join(lacking)} series has no FrameOfReferenceUID, which DICOM SEG and SR objects "
-                    "must share with their source images: they are left out, the other outputs are written. "
-                    "Re-export the series with its Frame of Reference module to get them."
-                )
+        studies = [("baseline", baseline), ("follow-up", followup)]
+        dicom = frame_of_reference_allows(studies, "the DICOM SEG and SR objects", warn)
     result = track_nodules(baseline, followup, request.options, progress=reporter.stage(0.02, 0.9), token=token)
     files = write_tracking_outputs(result, request.output, dicom=dicom, progress=reporter.stage(0.9, 1.0))
     return TrackingOutcome(result, files)
