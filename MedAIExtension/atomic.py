@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from MedAIExtension.errors import OutputError
 from MedAIExtension.interrupts import deferred_interrupts
@@ -24,6 +25,7 @@ __all__ = [
     "check_output_directory",
     "disk_full_error",
     "ensure_writable_directory",
+    "save_dataset",
     "staged_output",
 ]
 
@@ -230,3 +232,20 @@ def _remove_if_created_and_empty(folder: Path, created: bool) -> None:
     if created:
         with contextlib.suppress(OSError):
             folder.rmdir()  # only succeeds when empty
+
+
+def save_dataset(dataset: Any, target: str | os.PathLike[str], what: str) -> Path:
+    """Write a pydicom dataset (a DICOM object ``what``, e.g. ``"DICOM SEG"``) to ``target`` atomically.
+
+    Raises:
+        OutputError: one line naming the object and the folder (a full disk as such); no partial file is left.
+    """
+    target = Path(target)
+    try:
+        with atomic_path(target) as tmp:
+            dataset.save_as(tmp, enforce_file_format=True)
+    except OSError as exc:
+        raise disk_full_error(exc, target.parent) or OutputError(
+            f"Cannot write the {what} {target} ({exc.strerror or exc}). Choose a writable output folder."
+        ) from None
+    return target

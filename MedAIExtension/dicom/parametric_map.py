@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from MedAIExtension.atomic import atomic_path
+from MedAIExtension.atomic import save_dataset
 from MedAIExtension.dicom.map_methods import ExplainMethod
 from MedAIExtension.dicom.source import (
     POSITION_TOLERANCE_MM,
@@ -338,14 +338,7 @@ def write_parametric_map(
     if "ContentCreatorName" not in parametric_map:
         parametric_map.ContentCreatorName = None  # Type 2: present, empty for an automatic result
     copy_anatomy(parametric_map, source_datasets[0])
-    try:
-        with atomic_path(output) as tmp:
-            parametric_map.save_as(tmp, enforce_file_format=True)
-    except OSError as exc:
-        raise OutputError(
-            f"Cannot write the Parametric Map {output} ({exc.strerror or exc}). Choose a writable output folder."
-        ) from None
-    return output
+    return save_dataset(parametric_map, output, "Parametric Map")
 
 
 # ---- reading ------------------------------------------------------------------------------------------------

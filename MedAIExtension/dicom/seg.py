@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from MedAIExtension.atomic import atomic_path
+from MedAIExtension.atomic import save_dataset
 from MedAIExtension.dicom.source import (
     check_frame_of_reference,
     load_source_datasets,
@@ -229,14 +229,7 @@ def write_dicom_seg(
     if "ContentCreatorName" not in seg:
         # Type 2 in the Content Identification Macro: present, empty for an automatic result (dcmqi warns if absent).
         seg.ContentCreatorName = None
-    try:
-        with atomic_path(target) as tmp:
-            seg.save_as(tmp, enforce_file_format=True)
-    except OSError as exc:
-        raise OutputError(
-            f"Cannot write the DICOM SEG {target} ({exc.strerror or exc}). Choose a writable output folder."
-        ) from None
-    return target
+    return save_dataset(seg, target, "DICOM SEG")
 
 
 # ---- reading ------------------------------------------------------------------------------------------------

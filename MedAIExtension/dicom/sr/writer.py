@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from MedAIExtension.atomic import atomic_path
+from MedAIExtension.atomic import save_dataset
 from MedAIExtension.dicom.source import load_source_datasets
 from MedAIExtension.dicom.sr.codes import (
     _ABNORMAL_STRUCTURE,
@@ -361,11 +361,4 @@ def write_tracking_sr(
         software_versions=_lo(f"MedAI {__version__}"),
         manufacturer_model_name=_lo(algorithm_name),
     )
-    try:
-        with atomic_path(target) as tmp:
-            sr.save_as(tmp, enforce_file_format=True)
-    except OSError as exc:
-        raise OutputError(
-            f"Cannot write the tracking SR {target} ({exc.strerror or exc}). Choose a writable output folder."
-        ) from None
-    return target
+    return save_dataset(sr, target, "tracking SR")
