@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from MedAIExtension.atomic import atomic_path, ensure_writable_directory
+from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.errors import InputError
 from MedAIExtension.pacs.credentials import Credentials, check_url, make_session
 from MedAIExtension.pacs.errors import (
@@ -29,7 +29,7 @@ from MedAIExtension.pacs.errors import (
     error_for_exception,
     error_for_status,
 )
-from MedAIExtension.pacs.folder_store import read_header, safe_name
+from MedAIExtension.pacs.folder_store import read_header, safe_name, write_instance
 from MedAIExtension.pacs.records import SeriesRecord, StoreOutcome, StudyRecord
 
 __all__ = ["QIDO_PAGE_SIZE", "STOW_FAILURE_REASONS", "DicomWebStore", "parse_stow_response"]
@@ -502,20 +502,8 @@ def _detail(response: Any) -> str:
 
 
 def _write_instance(ds: Any, folder: Path) -> Path:
-    """Write a retrieved dataset as ``folder/<SOPInstanceUID>.dcm`` atomically."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
+    """Write a retrieved dataset as ``folder/<SOPInstanceUID>.dcm`` (a hash when it is not a plain UID)."""
     sop = str(ds.get("SOPInstanceUID", ""))
     if not sop:
         raise PacsError("The DICOMweb server sent an instance without SOPInstanceUID; it cannot be saved.")
-    meta = getattr(ds, "file_meta", None) or FileMetaDataset()
-    if "TransferSyntaxUID" not in meta:
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = sop
-    ds.file_meta = meta
-    target = folder / f"{safe_name(sop)}.dcm"
-    with atomic_path(target) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
-    return target
+    return write_instance(ds, folder / f"{safe_name(sop)}.dcm")

@@ -19,7 +19,7 @@ from MedAIExtension.errors import InputError
 from MedAIExtension.pacs.errors import PacsNotFoundError, PacsRejectedError, PacsUnavailableError
 from MedAIExtension.pacs.records import SeriesRecord, StoreOutcome, StudyRecord
 
-__all__ = ["FolderStore", "read_header", "safe_name"]
+__all__ = ["FolderStore", "read_header", "safe_name", "write_instance"]
 
 _SAFE = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
 
@@ -29,6 +29,24 @@ def safe_name(uid: str) -> str:
     if _SAFE.fullmatch(uid):
         return uid
     return "uid-" + hashlib.sha256(uid.encode("utf-8", "surrogateescape")).hexdigest()[:40]
+
+
+def write_instance(ds: Any, target: Path) -> Path:
+    """Write an instance received from a PACS to ``target`` atomically, completing its file meta information
+    (transfer syntax, SOP class and instance) as a DICOM file requires. ``target`` is named by the caller, never by
+    the instance."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+    if "TransferSyntaxUID" not in meta:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta = meta
+    with atomic_path(target) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+    return target
 
 
 def read_header(path: Path) -> Any:

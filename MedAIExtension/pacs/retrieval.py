@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from MedAIExtension.atomic import atomic_path, ensure_writable_directory
+from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.dicom.uids import uid_problem
 from MedAIExtension.io.pixel_decoding import pixel_data_problem
 from MedAIExtension.pacs.errors import PacsNotFoundError, PacsTransferError
+from MedAIExtension.pacs.folder_store import write_instance
 
 __all__ = ["RetrievedSeries", "retrieve_verified", "transfer_damage"]
 
@@ -67,21 +68,6 @@ def _header_problem(ds: Any, study_uid: str, series_uid: str) -> tuple[str, str]
     return None
 
 
-def _save(ds: Any, target: Path) -> Path:
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
-
-    meta = getattr(ds, "file_meta", None) or FileMetaDataset()
-    if "TransferSyntaxUID" not in meta:
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta = meta
-    with atomic_path(target) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
-    return target
-
-
 def retrieve_verified(store: Any, study_uid: str, series_uid: str, folder: Path) -> RetrievedSeries:
     """Retrieve a series into ``folder`` (``00001.dcm`` …), checking every instance and the instance count.
 
@@ -120,7 +106,7 @@ def retrieve_verified(store: Any, study_uid: str, series_uid: str, folder: Path)
         if problem is not None:
             refused.append(problem)
             continue
-        files.append(_save(ds, folder / f"{len(files) + 1:05d}.dcm"))
+        files.append(write_instance(ds, folder / f"{len(files) + 1:05d}.dcm"))
     if arrived < len(listed):
         raise PacsTransferError(
             f"Only {arrived} of the {len(listed)} instances the PACS lists for series {series_uid} arrived; the "
