@@ -60,6 +60,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/interrupts.py
   MedAIExtension/io/__init__.py
   MedAIExtension/io/dicom_checks.py
+  MedAIExtension/io/dicom_metadata.py
   MedAIExtension/io/dicom_series.py
   MedAIExtension/io/geometry.py
   MedAIExtension/io/image.py

@@ -55,7 +55,7 @@ from MedAIExtension.dicom.source import (
     reference_sop_uids,
 )
 from MedAIExtension.errors import GeometryError, InputError, OutputError
-from MedAIExtension.io.dicom_series import series_metadata
+from MedAIExtension.io.dicom_metadata import series_metadata
 from MedAIExtension.io.geometry import LPS_TO_RAS
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import CodedTerm

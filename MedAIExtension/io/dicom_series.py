@@ -25,8 +25,10 @@ from MedAIExtension.io.dicom_checks import (
     lossy_compression,
     record_lossy,
 )
+from MedAIExtension.io.dicom_metadata import SERIES_METADATA_KEYS, series_metadata
 from MedAIExtension.io.geometry import affine_parts
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.multiframe import is_multiframe_file, is_multiframe_volume, read_multiframe_files
 from MedAIExtension.io.pixel_decoding import decode_pixels, read_dataset
 from MedAIExtension.io.slice_stack import SPACING_TOLERANCE, stack_affine, stack_order
 
@@ -40,23 +42,6 @@ __all__ = [
     "walk_files",
     "write_dicom_series",
 ]
-
-#: DICOM attributes kept in ``Image.metadata`` of an image read from (or derived into) a series.
-SERIES_METADATA_KEYS = (
-    "PatientID",
-    "PatientName",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SeriesDescription",
-    "StudyDate",
-    "FrameOfReferenceUID",
-)
-
-
-def series_metadata(dataset: Any) -> dict[str, str]:
-    """The :data:`SERIES_METADATA_KEYS` of a dataset as text (empty when absent)."""
-    return {key: str(dataset.get(key, "")) for key in SERIES_METADATA_KEYS}
-
 
 _ORIENTATION_TOLERANCE = 1e-4
 
@@ -114,8 +99,6 @@ def list_series(folder: str | os.PathLike[str]) -> tuple[list[SeriesInfo], list[
         The series that hold pixel data, and the files that were skipped (not DICOM, or no image).
     """
     import pydicom
-
-    from MedAIExtension.io.multiframe import is_multiframe_volume
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -208,8 +191,6 @@ def _assemble_checked(datasets: list, files: list[Path], warn: Callable[[str], N
 
 def _assemble(datasets: list, files: list[Path], warn: Callable[[str], None] | None = None) -> Image:
     """One volume from the datasets of one series: headers checked first, then geometry, then pixels."""
-    from MedAIExtension.io.multiframe import is_multiframe_file, read_multiframe_files
-
     first = datasets[0]
     if any(is_multiframe_file(ds) for ds in datasets):  # Enhanced / Legacy Converted CT, MR: one file, many frames
         return read_multiframe_files(datasets, files, warn)

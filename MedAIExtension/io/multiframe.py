@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.errors import GeometryError, InputError
+from MedAIExtension.io.dicom_metadata import series_metadata
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.pixel_decoding import decode_frames
 from MedAIExtension.io.slice_stack import DUPLICATE_MM, SPACING_TOLERANCE, stack_affine, stack_order
@@ -332,7 +333,6 @@ def read_multiframe(dataset: Any, path: str | Path, warn: Callable[[str], None] 
             file, missing frames, uneven spacing, tilted stacks.
     """
     from MedAIExtension.io.dicom_checks import lossy_compression, record_lossy
-    from MedAIExtension.io.dicom_series import series_metadata
 
     path = Path(path)
     frames = _number_of_frames(dataset)
