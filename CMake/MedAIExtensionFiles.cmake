@@ -84,6 +84,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/models/preprocessing.py
   MedAIExtension/models/resample_scores.py
   MedAIExtension/models/torch_inference.py
+  MedAIExtension/models/variants.py
   MedAIExtension/mrml/__init__.py
   MedAIExtension/mrml/_vtk.py
   MedAIExtension/mrml/markups.py

@@ -99,7 +99,7 @@ def _child(variant: str, volume: Path, output: Path, device: str, tuned_baseline
     from MedAIExtension.models.backends import load_backend
     from MedAIExtension.models.catalog import load_catalog
     from MedAIExtension.models.inference import run_inference
-    from MedAIExtension.segmentation.pipeline import runtime_entry
+    from MedAIExtension.models.variants import runtime_entry
 
     image = read_volume_file(volume, modality="CT")
     catalog = load_catalog(include_user_models=False)

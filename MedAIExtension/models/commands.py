@@ -14,7 +14,7 @@ __all__ = ["add_models_parser"]
 def _cmd_models(args: argparse.Namespace, _bar: Any, warn: Callable[[str], None]) -> int:
     from MedAIExtension.models.catalog import load_catalog
     from MedAIExtension.models.devices import Device, cuda_available
-    from MedAIExtension.segmentation.pipeline import runtime_entry
+    from MedAIExtension.models.variants import runtime_entry
 
     catalog = load_catalog(args.catalog, models_dirs=args.models_dir or ())
     rows = []

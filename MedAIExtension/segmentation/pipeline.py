@@ -15,8 +15,9 @@ from MedAIExtension.io.loader import load_image
 from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.models.backends import load_backend
 from MedAIExtension.models.catalog import Catalog, ModelEntry, load_catalog
-from MedAIExtension.models.devices import Device, cuda_available, parse_device
+from MedAIExtension.models.devices import Device
 from MedAIExtension.models.inference import InferenceOptions, run_inference
+from MedAIExtension.models.variants import runtime_entry
 from MedAIExtension.progress import CancelToken, Progress
 from MedAIExtension.segmentation.outputs import OUTPUT_FORMATS, parse_formats, write_outputs
 from MedAIExtension.segmentation.plausibility import check_field_of_view, plausibility_warnings
@@ -27,7 +28,6 @@ __all__ = [
     "SegmentationResult",
     "dicom_seg_formats",
     "resolve_model",
-    "runtime_entry",
     "segment_image",
     "segment_to_folder",
 ]
@@ -54,28 +54,6 @@ def resolve_model(model: str | ModelEntry, catalog: Catalog | None = None) -> Mo
     if isinstance(model, ModelEntry):
         return model
     return (catalog or load_catalog()).get(model)
-
-
-def runtime_entry(entry: ModelEntry, device: Device | str, catalog: Catalog | None = None) -> ModelEntry:
-    """The entry whose files run ``entry`` on ``device``.
-
-    That is the entry's ``cpu_variant`` (the same weights in a form that is faster on the CPU, e.g. the torch
-    build of an ONNX model) when the run is on the CPU and the variant is in ``catalog`` (default: the shipped
-    catalogue plus user models) with its files present; otherwise ``entry`` itself. (A variant whose files are
-    present but altered is not skipped: loading it fails on its sha256.)
-    """
-    if not entry.cpu_variant:
-        return entry
-    chosen = parse_device(device)
-    if chosen == Device.CUDA:
-        return entry
-    if chosen == Device.AUTO and cuda_available("onnx" if entry.backend == "onnx" else "torch"):
-        return entry
-    catalog = catalog or load_catalog()
-    if entry.cpu_variant not in catalog:
-        return entry
-    variant = catalog.get(entry.cpu_variant)
-    return variant if all(item.path.is_file() for item in variant.files) else entry
 
 
 def _check_modality(image: Image, entry: ModelEntry) -> None:

@@ -208,7 +208,7 @@ def test_bundle_with_pickled_objects_is_refused(tmp_path: Path) -> None:
 
 def test_cpu_variant_runs_the_same_weights_in_torch_on_the_cpu(tmp_path: Path) -> None:
     from MedAIExtension.models.devices import cuda_available
-    from MedAIExtension.segmentation.pipeline import runtime_entry
+    from MedAIExtension.models.variants import runtime_entry
 
     catalog = load_catalog(include_user_models=False)
     onnx = catalog.get("chest-ct-lung-nodule")
