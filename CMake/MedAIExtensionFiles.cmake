@@ -141,6 +141,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/secret_files.py
   MedAIExtension/segmentation/__init__.py
   MedAIExtension/segmentation/commands.py
+  MedAIExtension/segmentation/froc.py
   MedAIExtension/segmentation/outputs.py
   MedAIExtension/segmentation/pipeline.py
   MedAIExtension/segmentation/plausibility.py
