@@ -110,6 +110,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/phantom/anatomy.py
   MedAIExtension/phantom/chest.py
   MedAIExtension/phantom/commands.py
+  MedAIExtension/phantom/ct_noise.py
   MedAIExtension/phantom/followup.py
   MedAIExtension/phantom/followup_model.py
   MedAIExtension/phantom/grid.py
