@@ -26,7 +26,7 @@ from MedAIExtension.phantom.followup import (
 )
 from MedAIExtension.phantom.grid import AXIAL, CORONAL, SAGITTAL, make_affine
 from MedAIExtension.phantom.sampling import random_phantom_spec
-from MedAIExtension.phantom.spec import AnatomySpec, LungSide, NoduleSpec, NoduleType, PhantomSpec
+from MedAIExtension.phantom.spec import AnatomySpec, LungSide, NoduleKind, NoduleSpec, NoduleType, PhantomSpec
 
 __all__ = [
     "AXIAL",
@@ -40,6 +40,7 @@ __all__ = [
     "AnatomySpec",
     "FollowupSpec",
     "LungSide",
+    "NoduleKind",
     "NoduleSpec",
     "NoduleStatus",
     "NoduleType",

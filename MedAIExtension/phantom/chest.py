@@ -27,11 +27,11 @@ from MedAIExtension.phantom.spec import (
     AnatomySpec,
     LungSide,
     NoduleSpec,
-    NoduleType,
     PhantomSpec,
 )
 from MedAIExtension.phantom.vessels import vessel_trees
 from MedAIExtension.progress import null_progress
+from MedAIExtension.tracking.types import NoduleKind
 
 __all__ = [
     "DEFAULT_NODULES",
@@ -41,8 +41,8 @@ __all__ = [
     "PHANTOM_LABELS",
     "AnatomySpec",
     "LungSide",
+    "NoduleKind",
     "NoduleSpec",
-    "NoduleType",
     "Phantom",
     "PhantomSpec",
     "generate_chest_phantom",
@@ -151,8 +151,8 @@ def _resolve_nodules(spec: PhantomSpec, layout: Any) -> list[NoduleTruth]:
                     f"Nodules {other.index} and {index} overlap or touch (gap {gap:.1f} mm); "
                     f"move them at least {_MIN_NODULE_GAP_MM:g} mm apart."
                 )
-        core = nodule.radius_mm * float(nodule.solid_fraction) if nodule.kind is NoduleType.PART_SOLID else 0.0
-        out.append(NoduleTruth(index, NoduleType(nodule.kind), center, nodule.radius_mm, core))
+        core = nodule.radius_mm * float(nodule.solid_fraction) if nodule.kind is NoduleKind.PART_SOLID else 0.0
+        out.append(NoduleTruth(index, NoduleKind(nodule.kind), center, nodule.radius_mm, core))
     return out
 
 
@@ -169,7 +169,7 @@ def _truth(
         if truth.voxels:
             ijk = truth.index_sum / truth.voxels
             centroid = [round(float(v), 4) for v in ct.ijk_to_ras[:3, :3] @ ijk + ct.ijk_to_ras[:3, 3]]
-        solid_voxels = {NoduleType.SOLID: truth.voxels, NoduleType.GROUND_GLASS: 0}.get(truth.kind, truth.core_voxels)
+        solid_voxels = {NoduleKind.SOLID: truth.voxels, NoduleKind.GROUND_GLASS: 0}.get(truth.kind, truth.core_voxels)
         items.append(
             {
                 "id": truth.index,

@@ -40,12 +40,12 @@ from MedAIExtension.phantom.chest import Phantom, generate_chest_phantom
 from MedAIExtension.phantom.followup_model import (
     FollowupNodule,
     FollowupSpec,
-    NoduleStatus,
     followup_spec,
     motion_matrix,
 )
-from MedAIExtension.phantom.spec import NoduleSpec, NoduleType, PhantomSpec
+from MedAIExtension.phantom.spec import NoduleSpec, PhantomSpec
 from MedAIExtension.progress import Progress
+from MedAIExtension.tracking.types import NoduleKind, NoduleStatus
 
 __all__ = [
     "DEFAULT_VOLUME_FACTORS",
@@ -106,7 +106,7 @@ def pair_truth(
         item: dict[str, Any] = {
             "id": nodule.id,
             "status": nodule.status.value,
-            "kind": NoduleType((nodule.baseline or nodule.followup).kind).value,  # type: ignore[union-attr]
+            "kind": NoduleKind((nodule.baseline or nodule.followup).kind).value,  # type: ignore[union-attr]
             "lung": (before or after)["lung"],  # type: ignore[index]
             "juxta_pleural": bool((nodule.baseline or nodule.followup).juxta_pleural),  # type: ignore[union-attr]
             "volume_factor": nodule.volume_factor,

@@ -1,6 +1,6 @@
 """The follow-up model of a phantom pair: nodule growth, new and resolved nodules, and the patient's rigid motion.
 
-Here live :class:`NoduleStatus`, :class:`FollowupNodule`, :class:`FollowupSpec`, :func:`motion_matrix` and
+Here live :class:`FollowupNodule`, :class:`FollowupSpec`, :func:`motion_matrix` and
 :func:`followup_spec` with their checks (volume factors, resolved ids, solid fractions, gaps between grown
 nodules, field of view after the motion). All are re-exported by :mod:`MedAIExtension.phantom.followup`, which
 generates and writes the pair and its truth.
@@ -12,19 +12,18 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.phantom.anatomy import build_layout, nodule_center
-from MedAIExtension.phantom.spec import NoduleSpec, NoduleType, PhantomSpec, _triple
+from MedAIExtension.phantom.spec import NoduleSpec, PhantomSpec, _triple
+from MedAIExtension.tracking.types import NoduleKind, NoduleStatus
 
 __all__ = [
     "FollowupNodule",
     "FollowupSpec",
-    "NoduleStatus",
     "followup_spec",
     "motion_matrix",
 ]
@@ -34,21 +33,13 @@ _MAX_ROTATION_DEG = 30.0
 _MIN_NODULE_GAP_MM = 1.0  # as generate_chest_phantom requires
 
 
-class NoduleStatus(StrEnum):
-    """Whether a nodule is seen in both studies, at follow-up only or at baseline only."""
-
-    PERSISTENT = "persistent"
-    NEW = "new"
-    RESOLVED = "resolved"
-
-
 @dataclass(frozen=True)
 class FollowupNodule:
     """One nodule across the two studies.
 
     Attributes:
         id: stable id: baseline nodules keep their baseline ids 1..N, new nodules follow (N+1, ...).
-        status: persistent, new or resolved.
+        status: PERSISTENT, NEW or RESOLVED (tracking's :class:`NoduleStatus`).
         baseline: the nodule in the baseline spec (None when new).
         followup: the nodule in the follow-up spec (None when resolved).
         volume_factor: follow-up volume / baseline volume (None unless persistent).
@@ -261,8 +252,8 @@ def _solid_fractions(values: Any, count: int) -> list[float | None]:
 
 def _grown(index: int, nodule: NoduleSpec, factor: float, fraction: float | None, center: np.ndarray) -> NoduleSpec:
     diameter = nodule.diameter_mm * factor ** (1.0 / 3.0)
-    kind = NoduleType(nodule.kind)
-    if fraction is not None and kind is not NoduleType.PART_SOLID:
+    kind = NoduleKind(nodule.kind)
+    if fraction is not None and kind is not NoduleKind.PART_SOLID:
         raise InputError(f"solid_fractions[{index - 1}] is given but nodule {index} is {kind.value}; use None.")
     try:
         return NoduleSpec(
@@ -308,6 +299,6 @@ def _check_field_of_view(spec: FollowupSpec, centers: dict[int, np.ndarray]) -> 
                     f"{list(spec.translation_mm)}), or enlarge size_ijk or spacing"
                 )
             raise InputError(
-                f"Nodule {nodule.id} ({shape.diameter_mm:.1f} mm {NoduleType(shape.kind).value}, centre at {name} "
+                f"Nodule {nodule.id} ({shape.diameter_mm:.1f} mm {NoduleKind(shape.kind).value}, centre at {name} "
                 f"RAS {where}) lies partly outside the {name} field of view; {fix}."
             )

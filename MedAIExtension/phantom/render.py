@@ -18,7 +18,8 @@ from scipy import ndimage
 from MedAIExtension.phantom import _sdf
 from MedAIExtension.phantom.anatomy import Layout, Tube, lung_bounds, lung_parts, mediastinum_sdf
 from MedAIExtension.phantom.grid import Block, ChunkGrid, intersect, slab_block
-from MedAIExtension.phantom.spec import LungSide, NoduleType
+from MedAIExtension.phantom.spec import LungSide
+from MedAIExtension.tracking.types import NoduleKind
 
 __all__ = ["HU", "LABEL_LUNG", "LABEL_NODULE", "NoduleTruth", "Renderer"]
 
@@ -56,7 +57,7 @@ class NoduleTruth:
     """A nodule as rendered: geometry in the anatomy frame plus voxel statistics gathered while rendering."""
 
     index: int
-    kind: NoduleType
+    kind: NoduleKind
     center: np.ndarray
     radius: float
     core_radius: float
@@ -358,11 +359,11 @@ class Renderer:
                 ]
             hu = slab.hu[b]
             f = self._fraction(d, w).astype(np.float32)
-            if nodule.kind is NoduleType.SOLID:
+            if nodule.kind is NoduleKind.SOLID:
                 _lerp(hu, f, HU["solid_nodule"])
                 continue
             _lerp(hu, f, np.maximum(hu, np.float32(HU["ground_glass"])))  # vessels stay visible through GGO
-            if nodule.kind is NoduleType.PART_SOLID:
+            if nodule.kind is NoduleKind.PART_SOLID:
                 d, w = _sdf.sphere(x, y, z, nodule.center, nodule.core_radius, self.grid)
                 nodule.core_voxels += int(np.count_nonzero(d <= 0.0))
                 _lerp(hu, self._fraction(d, w).astype(np.float32), HU["solid_core"])

@@ -9,11 +9,12 @@ import numpy as np
 from MedAIExtension.errors import InputError
 from MedAIExtension.phantom.anatomy import Layout, build_layout, lung_sdf, nodule_center
 from MedAIExtension.phantom.grid import make_affine
-from MedAIExtension.phantom.spec import AnatomySpec, LungSide, NoduleSpec, NoduleType, PhantomSpec
+from MedAIExtension.phantom.spec import AnatomySpec, LungSide, NoduleSpec, PhantomSpec
+from MedAIExtension.tracking.types import NoduleKind
 
 __all__ = ["random_phantom_spec"]
 
-_KINDS = (NoduleType.SOLID, NoduleType.PART_SOLID, NoduleType.GROUND_GLASS)
+_KINDS = (NoduleKind.SOLID, NoduleKind.PART_SOLID, NoduleKind.GROUND_GLASS)
 _KIND_WEIGHTS = (0.5, 0.25, 0.25)
 _ATTEMPTS_PER_NODULE = 400
 _MIN_GAP_MM = 3.0
@@ -120,7 +121,7 @@ def _place_nodule(
         nodule = NoduleSpec(
             diameter,
             kind,
-            solid_fraction=float(rng.uniform(0.3, 0.8)) if kind is NoduleType.PART_SOLID else None,
+            solid_fraction=float(rng.uniform(0.3, 0.8)) if kind is NoduleKind.PART_SOLID else None,
             lung=side,
             position=tuple(float(v) for v in position),  # type: ignore[arg-type]
             juxta_pleural=juxta,

@@ -12,19 +12,25 @@ import numpy as np
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.phantom.grid import AXIAL, make_affine, normalized_direction
+from MedAIExtension.tracking.types import NoduleKind
 
-__all__ = ["DEFAULT_NODULES", "AnatomySpec", "LungSide", "NoduleSpec", "NoduleType", "PhantomSpec", "rigid_matrix"]
+__all__ = [
+    "DEFAULT_NODULES",
+    "AnatomySpec",
+    "LungSide",
+    "NoduleKind",
+    "NoduleSpec",
+    "NoduleType",
+    "PhantomSpec",
+    "rigid_matrix",
+]
 
 _MAX_DIAMETER_MM = 60.0
 _MAX_VOXELS = 2048**3 // 8
 
 
-class NoduleType(StrEnum):
-    """Lung-RADS nodule attenuation class."""
-
-    SOLID = "solid"
-    PART_SOLID = "part-solid"
-    GROUND_GLASS = "ground-glass"
+#: The phantom's former name for tracking's :class:`NoduleKind` (the same enum); new code uses ``NoduleKind``.
+NoduleType = NoduleKind
 
 
 class LungSide(StrEnum):
@@ -58,7 +64,7 @@ class NoduleSpec:
 
     Attributes:
         diameter_mm: diameter of the whole nodule (for part-solid: ground-glass shell included).
-        kind: ``"solid"``, ``"part-solid"`` or ``"ground-glass"`` (str or :class:`NoduleType`).
+        kind: ``"solid"``, ``"part-solid"`` or ``"ground-glass"`` (str or :class:`NoduleKind`).
         solid_fraction: diameter of the solid core / total diameter; for part-solid in (0, 1), default 0.5.
             Normalised to 1 for solid and 0 for ground-glass nodules.
         center_ras: absolute centre in RAS mm; or None to place it with ``lung`` and ``position``.
@@ -69,7 +75,7 @@ class NoduleSpec:
     """
 
     diameter_mm: float
-    kind: NoduleType | str = NoduleType.SOLID
+    kind: NoduleKind | str = NoduleKind.SOLID
     solid_fraction: float | None = None
     center_ras: tuple[float, float, float] | None = None
     lung: LungSide | str | None = None
@@ -77,7 +83,7 @@ class NoduleSpec:
     juxta_pleural: bool = False
 
     def __post_init__(self) -> None:
-        kind = _enum(NoduleType, self.kind, "Nodule kind")
+        kind = _enum(NoduleKind, self.kind, "Nodule kind")
         object.__setattr__(self, "kind", kind)
         diameter = float(self.diameter_mm)
         if not math.isfinite(diameter) or not 0.0 < diameter <= _MAX_DIAMETER_MM:
@@ -101,14 +107,14 @@ class NoduleSpec:
             )
         object.__setattr__(self, "position", position)
 
-    def _checked_fraction(self, kind: NoduleType) -> float:
+    def _checked_fraction(self, kind: NoduleKind) -> float:
         fraction = self.solid_fraction
-        if kind is NoduleType.PART_SOLID:
+        if kind is NoduleKind.PART_SOLID:
             value = 0.5 if fraction is None else float(fraction)
             if not 0.0 < value < 1.0:
                 raise InputError(f"A part-solid nodule needs 0 < solid_fraction < 1, got {fraction!r}.")
             return value
-        expected = 1.0 if kind is NoduleType.SOLID else 0.0
+        expected = 1.0 if kind is NoduleKind.SOLID else 0.0
         if fraction is not None and float(fraction) != expected:
             raise InputError(
                 f"solid_fraction applies to part-solid nodules only; a {kind.value} nodule has {expected:g}. "
@@ -138,10 +144,10 @@ class NoduleSpec:
 
 
 DEFAULT_NODULES: tuple[NoduleSpec, ...] = (
-    NoduleSpec(8.0, NoduleType.SOLID, lung=LungSide.RIGHT, position=(0.35, 0.25, 0.35)),
-    NoduleSpec(12.0, NoduleType.PART_SOLID, solid_fraction=0.5, lung=LungSide.LEFT, position=(0.35, -0.35, -0.3)),
-    NoduleSpec(10.0, NoduleType.GROUND_GLASS, lung=LungSide.RIGHT, position=(0.2, -0.45, -0.45)),
-    NoduleSpec(5.0, NoduleType.SOLID, lung=LungSide.LEFT, position=(0.6, 0.0, 0.2), juxta_pleural=True),
+    NoduleSpec(8.0, NoduleKind.SOLID, lung=LungSide.RIGHT, position=(0.35, 0.25, 0.35)),
+    NoduleSpec(12.0, NoduleKind.PART_SOLID, solid_fraction=0.5, lung=LungSide.LEFT, position=(0.35, -0.35, -0.3)),
+    NoduleSpec(10.0, NoduleKind.GROUND_GLASS, lung=LungSide.RIGHT, position=(0.2, -0.45, -0.45)),
+    NoduleSpec(5.0, NoduleKind.SOLID, lung=LungSide.LEFT, position=(0.6, 0.0, 0.2), juxta_pleural=True),
 )
 
 

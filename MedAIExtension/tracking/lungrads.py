@@ -20,8 +20,8 @@ from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.tracking.types import NoduleKind, NoduleMeasurement
 
 __all__ = [
-    "FEATURE_RULES", "SIZE_RULES", "STEP_DOWN_RULES", "Bounds", "FeatureRule", "LungRadsCategory", "LungRadsResult",
-    "NoduleStatus", "SizeRule", "StepDownRule", "Timepoint", "categorize_exam", "categorize_nodule",
+    "FEATURE_RULES", "SIZE_RULES", "STEP_DOWN_RULES", "Bounds", "FeatureRule", "LungRadsCategory", "LungRadsInput",
+    "LungRadsResult", "SizeRule", "StepDownRule", "Timepoint", "categorize_exam", "categorize_nodule",
     "follow_up_timepoint", "is_growing", "round_mm"
 ]  # fmt: skip
 
@@ -133,7 +133,7 @@ def follow_up_timepoint(
 
 
 @dataclass(frozen=True)
-class NoduleStatus:
+class LungRadsInput:
     """What Lung-RADS needs about one nodule on one exam; validated and normalised on construction.
 
     Attributes:
@@ -214,7 +214,7 @@ class NoduleStatus:
     @classmethod
     def from_measurement(
         cls, measurement: NoduleMeasurement, timepoint: Timepoint | str, **inputs: object
-    ) -> NoduleStatus:
+    ) -> LungRadsInput:
         """Build from a tracking :class:`NoduleMeasurement`; ``inputs`` are the other fields (flags, prior, ...)."""
         solid = measurement.solid_mean_diameter_mm if measurement.kind is NoduleKind.PART_SOLID else None
         return cls(measurement.kind, measurement.mean_diameter_mm, timepoint, solid_mean_diameter_mm=solid, **inputs)
@@ -250,7 +250,7 @@ class SizeRule:
     solid: Bounds = Bounds()
     note: str = ""
 
-    def matches(self, s: NoduleStatus) -> bool:
+    def matches(self, s: LungRadsInput) -> bool:
         """Whether this row applies to ``s``."""
         if s.kind is not self.kind or s.timepoint not in self.timepoints:
             return False
@@ -304,7 +304,7 @@ class FeatureRule:
     timepoints: frozenset[Timepoint] = _ALL
     below_mm: float | None = None
 
-    def applies(self, s: NoduleStatus) -> bool:
+    def applies(self, s: LungRadsInput) -> bool:
         """Whether the flag is set and the finding's conditions hold for ``s``."""
         small = self.below_mm is None or s.mean_diameter_mm < self.below_mm
         return bool(getattr(s, self.flag)) and s.kind in self.kinds and s.timepoint in self.timepoints and small
@@ -344,7 +344,7 @@ class LungRadsResult:
     reason: str
 
 
-def _describe(s: NoduleStatus, rule: SizeRule | None) -> str:
+def _describe(s: LungRadsInput, rule: SizeRule | None) -> str:
     def size(what: str, mm: float | None, bounds: Bounds | None) -> str:
         return f"{what} {mm:.1f} mm" + (f" ({bounds.text})" if bounds is not None and bounds.text else "")
 
@@ -355,7 +355,7 @@ def _describe(s: NoduleStatus, rule: SizeRule | None) -> str:
     return f"{s.kind} nodule, {s.timepoint}, {whole} with {size('solid component', s.solid_mean_diameter_mm, solid)}"
 
 
-def _step_down(s: NoduleStatus, category: LungRadsCategory, reason: str, notes: list[str]) -> tuple:
+def _step_down(s: LungRadsInput, category: LungRadsCategory, reason: str, notes: list[str]) -> tuple:
     prior, months = s.prior_category, s.months_since_prior
     step = next((st for st in STEP_DOWN_RULES if st.prior is prior), None)
     if step is None or s.timepoint not in _KNOWN:
@@ -372,7 +372,7 @@ def _step_down(s: NoduleStatus, category: LungRadsCategory, reason: str, notes: 
     return category, reason
 
 
-def categorize_nodule(status: NoduleStatus) -> LungRadsResult:
+def categorize_nodule(status: LungRadsInput) -> LungRadsResult:
     """The Lung-RADS v2022 category of one nodule, with the rule that applied spelled out in ``reason``.
 
     Order: explicit benign/airway/juxtapleural findings (:data:`FEATURE_RULES`), else the size table
@@ -380,8 +380,8 @@ def categorize_nodule(status: NoduleStatus) -> LungRadsResult:
     higher size category than its prior one or is a suspicious category 3/4 nodule, then 4X for a category 3/4
     nodule with suspicious features.
     """
-    if not isinstance(status, NoduleStatus):
-        raise InputError(f"categorize_nodule needs a NoduleStatus, got {type(status).__name__}; build one first.")
+    if not isinstance(status, LungRadsInput):
+        raise InputError(f"categorize_nodule needs a LungRadsInput, got {type(status).__name__}; build one first.")
     for feature in FEATURE_RULES:
         if feature.applies(status):
             return LungRadsResult(feature.category, f"{_describe(status, None)}: {feature.text} → {feature.category}")

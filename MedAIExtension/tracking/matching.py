@@ -12,14 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from MedAIExtension.errors import InputError
-
-if TYPE_CHECKING:
-    from MedAIExtension.tracking.registration import Registration
+from MedAIExtension.tracking.registration import Registration
+from MedAIExtension.tracking.types import NoduleStatus
 
 __all__ = ["Match", "match_nodules", "sphere_overlap"]
 
@@ -43,11 +41,11 @@ class Match:
     overlap: float | None
 
     @property
-    def status(self) -> str:
-        """``"persistent"`` (both), ``"new"`` (follow-up only) or ``"resolved"`` (baseline only)."""
+    def status(self) -> NoduleStatus:
+        """PERSISTENT (both), NEW (follow-up only) or RESOLVED (baseline only)."""
         if self.baseline is None:
-            return "new"
-        return "resolved" if self.followup is None else "persistent"
+            return NoduleStatus.NEW
+        return NoduleStatus.RESOLVED if self.followup is None else NoduleStatus.PERSISTENT
 
 
 def match_nodules(

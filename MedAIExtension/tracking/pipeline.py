@@ -6,19 +6,38 @@ The logic behind ``medai track`` and the MedAINoduleTracking Slicer module. Qt-f
 
 from __future__ import annotations
 
+import argparse
 import colorsys
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from MedAIExtension.dicom.sr import tracking_uid_for
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import CodedTerm, SegmentLabel
+from MedAIExtension.models.preprocessing import crop_image
 from MedAIExtension.progress import CancelToken, Progress, run_side_by_side
+from MedAIExtension.segmentation.pipeline import segment_image
+from MedAIExtension.tracking import lungrads
+from MedAIExtension.tracking.detection import DetectionOptions, detect_candidates
 from MedAIExtension.tracking.growth import NoduleChange, nodule_change, study_interval_days
-from MedAIExtension.tracking.types import Finding
+from MedAIExtension.tracking.lungrads import (
+    LungRadsInput,
+    LungRadsResult,
+    Timepoint,
+    categorize_nodule,
+    follow_up_timepoint,
+)
+from MedAIExtension.tracking.lungs import lung_mask
+from MedAIExtension.tracking.matching import Match, match_nodules
+from MedAIExtension.tracking.measurements import measure_nodule
+from MedAIExtension.tracking.nodule_segmentation import segment_nodule
+from MedAIExtension.tracking.registration import Registration, register_followup
+from MedAIExtension.tracking.types import Candidate, Finding, NoduleKind, NoduleMask, NoduleStatus
 
 __all__ = [
     "StudyResult",
@@ -68,7 +87,7 @@ class TrackingOptions:
     model_only_confidence: float = 0.5
 
     @classmethod
-    def from_arguments(cls, args: Any) -> TrackingOptions:
+    def from_arguments(cls, args: argparse.Namespace) -> TrackingOptions:
         """Options from parsed ``medai track`` / worker ``track`` arguments (argparse namespace)."""
         return cls(
             model=None if args.no_model else args.model,
@@ -96,12 +115,12 @@ class TrackedNodule:
 
     number: int
     tracking_uid: str
-    status: str  # "persistent", "new" or "resolved"
+    status: NoduleStatus  # PERSISTENT, NEW or RESOLVED; BASELINE for a study assessed alone
     baseline: Finding | None
     followup: Finding | None
     change: NoduleChange | None
-    lung_rads: Any  # LungRadsResult of the latest study showing the nodule
-    baseline_lung_rads: Any
+    lung_rads: LungRadsResult | None  # of the latest study showing the nodule
+    baseline_lung_rads: LungRadsResult | None
     distance_mm: float | None = None
     identifier: str | None = None  # a prior report's Tracking Identifier when it is not ``N<number>``
 
@@ -124,10 +143,10 @@ class TrackingResult:
 
     baseline: TimepointResult
     followup: TimepointResult
-    registration: Any  # tracking.registration.Registration
+    registration: Registration
     nodules: list[TrackedNodule]
     interval_days: float
-    exam_lung_rads: dict[str, Any]  # {"baseline": LungRadsResult, "followup": LungRadsResult}
+    exam_lung_rads: dict[str, LungRadsResult]  # {"baseline": ..., "followup": ...}
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -149,7 +168,7 @@ class TrackingResult:
         rows = []
         for nodule in self.nodules:
             row: dict[str, Any] = {"tracking_id": nodule.tracking_id, "tracking_uid": nodule.tracking_uid}
-            row["status"] = nodule.status
+            row["status"] = nodule.status.value
             row["color"] = [round(c, 4) for c in nodule.label.color]
             for name, finding in (("baseline", nodule.baseline), ("followup", nodule.followup)):
                 m = finding.measurement if finding is not None else None
@@ -193,8 +212,8 @@ class TrackingResult:
                 for key, value in self.exam_lung_rads.items()
             },
             "counts": {
-                status: sum(1 for n in self.nodules if n.status == status)
-                for status in ("persistent", "new", "resolved")
+                status.value: sum(1 for n in self.nodules if n.status is status)
+                for status in (NoduleStatus.PERSISTENT, NoduleStatus.NEW, NoduleStatus.RESOLVED)
             },
             "warnings": list(self.warnings),
             "seconds": {"baseline": self.baseline.seconds, "followup": self.followup.seconds},
@@ -211,7 +230,7 @@ class StudyResult:
 
     baseline: TimepointResult
     nodules: list[TrackedNodule]
-    exam_lung_rads: dict[str, Any]  # {"baseline": LungRadsResult}
+    exam_lung_rads: dict[str, LungRadsResult]  # {"baseline": ...}
     warnings: list[str] = field(default_factory=list)
 
     def labels(self) -> list[SegmentLabel]:
@@ -268,13 +287,6 @@ def analyse_timepoint(
     progress: Progress,
 ) -> TimepointResult:
     """Lungs, candidates (model + classical), one segmented and measured finding per nodule."""
-    import time
-
-    from MedAIExtension.tracking.detection import DetectionOptions, detect_candidates
-    from MedAIExtension.tracking.lungs import lung_mask
-    from MedAIExtension.tracking.measurements import measure_nodule
-    from MedAIExtension.tracking.nodule_segmentation import segment_nodule
-
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     progress(0.0, "finding the lungs")
@@ -282,9 +294,6 @@ def analyse_timepoint(
     seconds["lungs"] = time.perf_counter() - started
     model_labels = None
     if options.model:
-        from MedAIExtension.models.preprocessing import crop_image
-        from MedAIExtension.segmentation.pipeline import segment_image
-
         started = time.perf_counter()
         box = _lung_box(image, lungs, margin_mm=20.0)  # the model only needs to look at the lungs
         result = segment_image(
@@ -325,8 +334,6 @@ def analyse_timepoint(
 
 
 def _tracking_uid(image: Image, number: int) -> str:
-    from MedAIExtension.dicom.sr import tracking_uid_for
-
     seed = "|".join(str(image.metadata.get(key, "")) for key in ("PatientID", "StudyInstanceUID", "SeriesInstanceUID"))
     if not seed.strip("|"):
         seed = f"{image.array.shape}|{np.asarray(image.ijk_to_ras).round(3).tolist()}|{int(image.array.sum())}"
@@ -353,8 +360,6 @@ def assess_study(
         InputError: the image is not a CT.
         CancelledError: ``token`` was cancelled.
     """
-    from MedAIExtension.tracking import lungrads
-
     options = options or TrackingOptions()
     reporter = Progress(progress, token)
     _check_ct(image, "study")
@@ -367,7 +372,7 @@ def assess_study(
             TrackedNodule(
                 number=number,
                 tracking_uid=_tracking_uid(image, number),
-                status="baseline",
+                status=NoduleStatus.BASELINE,
                 baseline=finding,
                 followup=None,
                 change=None,
@@ -394,9 +399,6 @@ def track_nodules(
         InputError: different patients (unless forced), follow-up dated before baseline, not a chest CT.
         CancelledError: ``token`` was cancelled.
     """
-    from MedAIExtension.tracking import lungrads
-    from MedAIExtension.tracking.registration import register_followup
-
     options = options or TrackingOptions()
     reporter = Progress(progress, token)
     _check_pair(baseline, followup, options)
@@ -443,9 +445,9 @@ def track_nodules(
     return TrackingResult(base, follow, registration, nodules, interval, exam, warnings)
 
 
-def _match(base: TimepointResult, follow: TimepointResult, registration: Any, options: TrackingOptions) -> list[Any]:
-    from MedAIExtension.tracking.matching import match_nodules
-
+def _match(
+    base: TimepointResult, follow: TimepointResult, registration: Registration, options: TrackingOptions
+) -> list[Match]:
     return match_nodules(
         [f.measurement.center_ras for f in base.findings],
         [f.measurement.center_ras for f in follow.findings],
@@ -456,7 +458,7 @@ def _match(base: TimepointResult, follow: TimepointResult, registration: Any, op
     )
 
 
-def _overlap(a: Any, b: Any) -> bool:
+def _overlap(a: NoduleMask, b: NoduleMask) -> bool:
     """Whether two :class:`NoduleMask` of one image share a voxel (compared inside their common box)."""
     starts = [max(x.start or 0, y.start or 0) for x, y in zip(a.box, b.box, strict=True)]
     stops = [min(x.stop, y.stop) for x, y in zip(a.box, b.box, strict=True)]
@@ -468,7 +470,11 @@ def _overlap(a: Any, b: Any) -> bool:
 
 
 def _confirm_across(
-    base: TimepointResult, follow: TimepointResult, registration: Any, matches: Sequence[Any], options: TrackingOptions
+    base: TimepointResult,
+    follow: TimepointResult,
+    registration: Registration,
+    matches: Sequence[Match],
+    options: TrackingOptions,
 ) -> bool:
     """Look again where a one-study nodule should be in the other study; drop unconfirmed weak findings.
 
@@ -478,10 +484,6 @@ def _confirm_across(
     ``min_single_confidence`` are dropped, and so are pairs below it in both studies. Returns True when the finding
     lists changed.
     """
-    from MedAIExtension.tracking.measurements import measure_nodule
-    from MedAIExtension.tracking.nodule_segmentation import segment_nodule
-    from MedAIExtension.tracking.types import Candidate
-
     changed = False
     drop: dict[int, set[int]] = {0: set(), 1: set()}
     for match in matches:
@@ -527,7 +529,7 @@ def _confirm_across(
 
 
 def _tracked(
-    matches: Sequence[Any],
+    matches: Sequence[Match],
     base: TimepointResult,
     follow: TimepointResult,
     interval: float,
@@ -535,7 +537,7 @@ def _tracked(
 ) -> list[TrackedNodule]:
     """Number the nodules (baseline ones first, by position), compute change and Lung-RADS for each."""
 
-    def order(match: Any) -> tuple[int, float, float, float]:
+    def order(match: Match) -> tuple[int, float, float, float]:
         finding = base.findings[match.baseline] if match.baseline is not None else follow.findings[match.followup]
         return (0 if match.baseline is not None else 1, *_position_order(finding))
 
@@ -543,7 +545,7 @@ def _tracked(
     for number, match in enumerate(sorted(matches, key=order), start=1):
         b = base.findings[match.baseline] if match.baseline is not None else None
         f = follow.findings[match.followup] if match.followup is not None else None
-        status = "persistent" if b is not None and f is not None else ("new" if b is None else "resolved")
+        status = match.status
         change = None
         if b is not None and f is not None:
             change = nodule_change(
@@ -574,13 +576,8 @@ def _tracked(
     return nodules
 
 
-def lungrads_for(finding: Finding, prior: Finding | None, interval: float | None, suspicious: bool) -> Any:
+def lungrads_for(finding: Finding, prior: Finding | None, interval: float | None, suspicious: bool) -> LungRadsResult:
     """Lung-RADS of ``finding``: baseline rules without ``interval``; new/growing/stable rules with it."""
-    from dataclasses import replace
-
-    from MedAIExtension.tracking.lungrads import NoduleStatus, Timepoint, categorize_nodule, follow_up_timepoint
-    from MedAIExtension.tracking.types import NoduleKind
-
     measurement = finding.measurement
     if measurement.kind is NoduleKind.PART_SOLID and measurement.solid_mean_diameter_mm <= 0:
         measurement = replace(measurement, kind=NoduleKind.GROUND_GLASS)  # no measurable solid part
@@ -593,4 +590,4 @@ def lungrads_for(finding: Finding, prior: Finding | None, interval: float | None
         previous = prior.measurement.mean_diameter_mm
         timepoint = follow_up_timepoint(previous, measurement.mean_diameter_mm, interval)
         inputs.update(prior_mean_diameter_mm=previous, interval_days=interval)
-    return categorize_nodule(NoduleStatus.from_measurement(measurement, timepoint, **inputs))
+    return categorize_nodule(LungRadsInput.from_measurement(measurement, timepoint, **inputs))

@@ -1,17 +1,34 @@
 """The data the tracking pipeline passes between its steps: candidates, nodule masks, measurements, findings.
 
+Also the nodule vocabulary shared by tracking, the phantoms and the review tools: :class:`NoduleKind` (solid,
+part-solid, ground-glass; defined beside the SR codes, which :mod:`MedAIExtension.dicom` may not import from
+tracking) and :class:`NoduleStatus` (persistent, new, resolved, baseline).
+
 Coordinates are RAS millimetres (Slicer's convention); arrays are indexed ``[k, j, i]`` like :class:`Image`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
 from MedAIExtension.dicom.sr.codes import NoduleKind
 
-__all__ = ["Candidate", "Finding", "NoduleKind", "NoduleMask", "NoduleMeasurement"]
+__all__ = ["Candidate", "Finding", "NoduleKind", "NoduleMask", "NoduleMeasurement", "NoduleStatus"]
+
+
+class NoduleStatus(StrEnum):
+    """Where a nodule is seen: in both studies, at follow-up only, at baseline only, or in a single study.
+
+    The values are those written to the JSON, CSV and table outputs (``"persistent"``, ``"new"``, ...).
+    """
+
+    PERSISTENT = "persistent"  # in the baseline and the follow-up
+    NEW = "new"  # at follow-up only
+    RESOLVED = "resolved"  # at baseline only
+    BASELINE = "baseline"  # a study assessed without a prior (assess_study)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from MedAIExtension.errors import InputError
 from MedAIExtension.tracking.lungrads import (
     SIZE_RULES,
     LungRadsCategory,
+    LungRadsInput,
     LungRadsResult,
-    NoduleStatus,
     Timepoint,
     categorize_exam,
     categorize_nodule,
@@ -29,7 +29,7 @@ C = LungRadsCategory
 
 
 def cat(kind: NoduleKind, timepoint: str, total: float, solid: float | None = None, **inputs: object) -> LungRadsResult:
-    return categorize_nodule(NoduleStatus(kind, total, timepoint, solid_mean_diameter_mm=solid, **inputs))
+    return categorize_nodule(LungRadsInput(kind, total, timepoint, solid_mean_diameter_mm=solid, **inputs))
 
 
 # (kind, time point, total mean diameter, solid component, expected) — each DOMAIN.md cell on both sides of each bound.
@@ -84,7 +84,7 @@ TABLE_CASES = [
 
 @pytest.mark.parametrize(("kind", "timepoint", "total", "solid", "expected"), TABLE_CASES)
 def test_every_table_cell_on_both_sides_of_its_bounds(kind, timepoint, total, solid, expected) -> None:
-    result = categorize_nodule(NoduleStatus(kind, total, timepoint, solid_mean_diameter_mm=solid))
+    result = categorize_nodule(LungRadsInput(kind, total, timepoint, solid_mean_diameter_mm=solid))
     assert result.category == C(expected), result.reason
     assert result.reason.endswith(f"→ {expected}")
 
@@ -97,7 +97,7 @@ def test_size_table_is_a_partition_and_every_row_is_used() -> None:
         for total in sizes:
             solids = [s for s in sizes[::3] if s <= total] if kind is PART else [None]
             for solid in solids:
-                status = NoduleStatus(kind, total, timepoint, solid_mean_diameter_mm=solid)
+                status = LungRadsInput(kind, total, timepoint, solid_mean_diameter_mm=solid)
                 hits = [i for i, rule in enumerate(SIZE_RULES) if rule.matches(status)]
                 assert len(hits) == 1, (status, hits)
                 used.update(hits)
@@ -116,7 +116,7 @@ def test_sizes_are_rounded_half_up_to_a_tenth_before_the_thresholds() -> None:
     assert round_mm(5.95) == 6.0 and round_mm(5.94) == 5.9 and round_mm(np.float32(7.25)) == 7.3
     assert cat(SOLID, "baseline", 5.95).category == C.C3
     assert cat(SOLID, "baseline", 5.94).category == C.C2
-    assert NoduleStatus(SOLID, 7.1234, "baseline").mean_diameter_mm == 7.1
+    assert LungRadsInput(SOLID, 7.1234, "baseline").mean_diameter_mm == 7.1
 
 
 # ---- growth ------------------------------------------------------------------------------------------------------
@@ -160,9 +160,9 @@ def test_growing_nodules_use_the_growth_rows_and_the_sizes_must_agree() -> None:
     # a 5.0 mm solid nodule is 2 at baseline, but 4A once it grows
     assert cat(SOLID, "growing", 5.0).category == C.C4A
     with pytest.raises(InputError, match="contradicts"):
-        NoduleStatus(SOLID, 7.0, "growing", prior_mean_diameter_mm=6.0, interval_days=300)
+        LungRadsInput(SOLID, 7.0, "growing", prior_mean_diameter_mm=6.0, interval_days=300)
     with pytest.raises(InputError, match="contradicts"):
-        NoduleStatus(SOLID, 8.0, "stable", prior_mean_diameter_mm=6.0, interval_days=200)
+        LungRadsInput(SOLID, 8.0, "stable", prior_mean_diameter_mm=6.0, interval_days=200)
 
 
 def test_crossing_a_threshold_without_growth_recategorises() -> None:
@@ -177,9 +177,9 @@ def test_new_nodules_have_no_prior() -> None:
     assert cat(SOLID, "new", 5.0).category == C.C3
     assert cat(SOLID, "baseline", 5.0).category == C.C2  # same size, lower category at baseline
     with pytest.raises(InputError, match="no prior"):
-        NoduleStatus(SOLID, 5.0, "new", prior_mean_diameter_mm=4.0, interval_days=365)
+        LungRadsInput(SOLID, 5.0, "new", prior_mean_diameter_mm=4.0, interval_days=365)
     with pytest.raises(InputError, match="no prior"):
-        NoduleStatus(SOLID, 5.0, "baseline", prior_category="3", months_since_prior=6)
+        LungRadsInput(SOLID, 5.0, "baseline", prior_category="3", months_since_prior=6)
 
 
 # ---- explicit findings ---------------------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def test_benign_calcification_or_fat_is_category_1_at_any_size(flag) -> None:
     assert result.category == C.C1
     assert ("calcification" if flag == "benign_calcification" else "fat") in result.reason
     with pytest.raises(InputError, match="benign"):
-        NoduleStatus(SOLID, 20.0, "new", suspicious_features=True, **{flag: True})
+        LungRadsInput(SOLID, 20.0, "new", suspicious_features=True, **{flag: True})
 
 
 def test_juxtapleural_typical_solid_nodule_below_10_mm_is_2() -> None:
@@ -255,13 +255,13 @@ def test_no_step_down_when_growing_crossing_a_threshold_or_suspicious() -> None:
 
 def test_stepped_management_inputs_come_together() -> None:
     with pytest.raises(InputError, match="together"):
-        NoduleStatus(SOLID, 7.0, "stable", prior_category="3")
+        LungRadsInput(SOLID, 7.0, "stable", prior_category="3")
     with pytest.raises(InputError, match="together"):
-        NoduleStatus(SOLID, 7.0, "stable", months_since_prior=6)
+        LungRadsInput(SOLID, 7.0, "stable", months_since_prior=6)
     with pytest.raises(InputError, match="together"):
-        NoduleStatus(SOLID, 7.0, "stable", prior_mean_diameter_mm=7.0)
+        LungRadsInput(SOLID, 7.0, "stable", prior_mean_diameter_mm=7.0)
     with pytest.raises(InputError, match="Unknown Lung-RADS category"):
-        NoduleStatus(SOLID, 7.0, "stable", prior_category="5", months_since_prior=6)
+        LungRadsInput(SOLID, 7.0, "stable", prior_category="5", months_since_prior=6)
 
 
 # ---- exam category -----------------------------------------------------------------------------------------------
@@ -311,11 +311,11 @@ def test_category_ranks_are_ordered() -> None:
 )
 def test_invalid_input_raises_input_error(args, inputs, match) -> None:
     with pytest.raises(InputError, match=match):
-        NoduleStatus(*args, **inputs)
+        LungRadsInput(*args, **inputs)
 
 
 def test_string_inputs_are_normalised() -> None:
-    status = NoduleStatus("part_solid", 8.04, "BASELINE", solid_mean_diameter_mm=6.0)
+    status = LungRadsInput("part_solid", 8.04, "BASELINE", solid_mean_diameter_mm=6.0)
     assert status.kind is PART and status.timepoint is Timepoint.BASELINE and status.mean_diameter_mm == 8.0
     with pytest.raises(InputError):
         categorize_nodule("solid 7 mm")  # type: ignore[arg-type]
@@ -325,9 +325,9 @@ def test_from_measurement_uses_the_tracking_measurement() -> None:
     def measurement(kind: NoduleKind, mean: float, solid: float) -> NoduleMeasurement:
         return NoduleMeasurement((0.0, 0.0, 0.0), 300.0, mean + 1, mean - 1, mean, -300.0, kind, 50.0, solid)
 
-    part = NoduleStatus.from_measurement(measurement(PART, 9.0, 6.5), "baseline")
+    part = LungRadsInput.from_measurement(measurement(PART, 9.0, 6.5), "baseline")
     assert categorize_nodule(part).category == C.C4A
-    ggn = NoduleStatus.from_measurement(measurement(GGN, 12.0, 0.0), Timepoint.NEW)
+    ggn = LungRadsInput.from_measurement(measurement(GGN, 12.0, 0.0), Timepoint.NEW)
     assert categorize_nodule(ggn).category == C.C2
-    solid = NoduleStatus.from_measurement(measurement(SOLID, 6.0, 6.0), "new", suspicious_features=True)
+    solid = LungRadsInput.from_measurement(measurement(SOLID, 6.0, 6.0), "new", suspicious_features=True)
     assert categorize_nodule(solid).category == C.C4X

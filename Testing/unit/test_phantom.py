@@ -19,8 +19,8 @@ from MedAIExtension.phantom import (
     LABEL_NODULE,
     SAGITTAL,
     AnatomySpec,
+    NoduleKind,
     NoduleSpec,
-    NoduleType,
     PhantomSpec,
     generate_chest_phantom,
     make_affine,
@@ -31,7 +31,7 @@ from MedAIExtension.progress import CancelToken, Progress
 # A small chest-wide grid (3 mm) with one nodule of each kind, placed absolutely so tests know where they are.
 NODULES = (
     NoduleSpec(14.0, "solid", center_ras=(85.0, 10.0, 30.0)),
-    NoduleSpec(16.0, NoduleType.PART_SOLID, solid_fraction=0.5, center_ras=(-95.0, -30.0, -20.0)),
+    NoduleSpec(16.0, NoduleKind.PART_SOLID, solid_fraction=0.5, center_ras=(-95.0, -30.0, -20.0)),
     NoduleSpec(12.0, "ground-glass", lung="right", position=(0.2, -0.4, -0.3)),
 )
 SMALL = PhantomSpec(size_ijk=(112, 80, 64), spacing=(3.0, 3.0, 4.0), nodules=NODULES, seed=3)
@@ -306,7 +306,7 @@ def test_invalid_nodule_specs_are_rejected(kwargs):
 
 def test_enum_and_string_kinds_are_equivalent():
     assert NoduleSpec(6.0, "ground-glass", center_ras=(1, 2, 3)) == NoduleSpec(
-        6.0, NoduleType.GROUND_GLASS, center_ras=(1, 2, 3)
+        6.0, NoduleKind.GROUND_GLASS, center_ras=(1, 2, 3)
     )
     assert NoduleSpec(6.0, "part-solid", center_ras=(1, 2, 3)).solid_fraction == 0.5
 
@@ -354,7 +354,7 @@ def test_random_specs_are_reproducible_and_varied():
     counts = {len(s.nodules) for s in specs}
     assert counts <= {1, 2, 3, 4} and len(counts) >= 3
     nodules = [n for s in specs for n in s.nodules]
-    assert {n.kind for n in nodules} == set(NoduleType)
+    assert {n.kind for n in nodules} == set(NoduleKind)
     assert any(n.juxta_pleural for n in nodules) and not all(n.juxta_pleural for n in nodules)
     diameters = [n.diameter_mm for n in nodules]
     assert min(diameters) >= 4.0 and max(diameters) <= 20.0 and max(diameters) - min(diameters) > 8.0

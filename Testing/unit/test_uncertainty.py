@@ -243,7 +243,7 @@ def test_empty_image_gives_zero_uncertainty(tmp_path: Path) -> None:
 def shipped() -> dict:
     """One phantom slab (patient off-centre, body cut by the field of view: no flip maps it onto itself), the
     engine's label map, and the uncertainty with two flips."""
-    from MedAIExtension.phantom import LungSide, NoduleSpec, NoduleType, PhantomSpec, generate_chest_phantom
+    from MedAIExtension.phantom import LungSide, NoduleKind, NoduleSpec, PhantomSpec, generate_chest_phantom
 
     pose = np.eye(4)
     pose[0, 3] = 40.0
@@ -253,7 +253,7 @@ def shipped() -> dict:
         center_ras=(0.0, 0.0, 20.0),
         seed=3,
         pose_ras=tuple(tuple(row) for row in pose),
-        nodules=(NoduleSpec(12.0, NoduleType.SOLID, lung=LungSide.RIGHT, position=(0.4, 0.0, 0.1)),),
+        nodules=(NoduleSpec(12.0, NoduleKind.SOLID, lung=LungSide.RIGHT, position=(0.4, 0.0, 0.1)),),
     )
     phantom = generate_chest_phantom(spec)
     entry = load_catalog().get("chest-ct-lung-nodule")
