@@ -153,6 +153,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/commands.py
   MedAIExtension/tracking/detection.py
   MedAIExtension/tracking/growth.py
+  MedAIExtension/tracking/location.py
   MedAIExtension/tracking/lungrads.py
   MedAIExtension/tracking/lungs.py
   MedAIExtension/tracking/matching.py

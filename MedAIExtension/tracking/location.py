@@ -1,0 +1,99 @@
+"""Where a nodule is, the way a radiologist says it: side, lung zone and the image it is seen on.
+
+* **Side** is the patient's right or left: which side of the lungs' midline (the middle of their extent from right
+  to left in RAS) the centre lies on. RAS +x points to the patient's right.
+* **Zone** is the upper, middle or lower third of the lungs' extent from superior to inferior.
+* **Image number** is what a viewer shows for the slice through the centre: the DICOM InstanceNumber of that slice's
+  file (for a multi-frame object, the frame number), else the 1-based slice index along the array's slice axis.
+
+Everything is computed in physical space, so axial, sagittal, coronal and oblique acquisitions give the same side
+and zone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import pydicom
+
+from MedAIExtension.io.image import Image
+
+__all__ = ["LungSide", "LungZone", "NoduleLocation", "locate_nodule"]
+
+#: Sub-sampling of the lung mask when measuring its extent (voxels); the extent is needed to a few millimetres.
+_EXTENT_STEP = 2
+
+
+class LungSide(StrEnum):
+    """The patient's side."""
+
+    RIGHT = "right"
+    LEFT = "left"
+
+
+class LungZone(StrEnum):
+    """Third of the lungs' superior-inferior extent."""
+
+    UPPER = "upper"
+    MIDDLE = "middle"
+    LOWER = "lower"
+
+
+@dataclass(frozen=True)
+class NoduleLocation:
+    """Side, zone and image of a nodule's centre; side and zone are None without a lung mask."""
+
+    side: LungSide | None
+    zone: LungZone | None
+    image_number: int
+    image_number_kind: str  # "InstanceNumber", "frame" or "slice index"
+
+    def describe(self) -> str:
+        """E.g. ``"right lower zone, image 123"``."""
+        where = " ".join(part for part in (self.side, self.zone and f"{self.zone} zone") if part)
+        image = f"image {self.image_number}" if self.image_number_kind != "frame" else f"frame {self.image_number}"
+        return f"{where}, {image}" if where else image
+
+
+def _lung_extent_ras(lungs: np.ndarray, image: Image) -> tuple[np.ndarray, np.ndarray] | None:
+    """Lowest and highest RAS coordinate over the lung mask (sub-sampled), or None when the mask is empty."""
+    step = _EXTENT_STEP
+    kji = np.argwhere(lungs[::step, ::step, ::step]) * step
+    if len(kji) == 0:
+        return None
+    ijk1 = np.column_stack([kji[:, ::-1].astype(float), np.ones(len(kji))])
+    ras = (image.ijk_to_ras @ ijk1.T).T[:, :3]
+    return ras.min(axis=0), ras.max(axis=0)
+
+
+def _image_number(image: Image, k: int) -> tuple[int, str]:
+    if image.source_frames and 0 <= k < len(image.source_frames):
+        return int(image.source_frames[k]), "frame"
+    if image.source_files and 0 <= k < len(image.source_files):
+        try:
+            header = pydicom.dcmread(image.source_files[k], stop_before_pixels=True, specific_tags=["InstanceNumber"])
+            number = header.get("InstanceNumber")
+            if number is not None and str(number).strip():
+                return int(number), "InstanceNumber"
+        except (OSError, ValueError, pydicom.errors.InvalidDicomError):
+            pass  # the file moved or its InstanceNumber is not a number: fall back to the slice index
+    return k + 1, "slice index"
+
+
+def locate_nodule(center_ras: tuple[float, float, float], image: Image, lungs: np.ndarray | None) -> NoduleLocation:
+    """Side, zone and image number of ``center_ras`` in ``image`` (``lungs``: its lung mask, ``[k, j, i]``)."""
+    centre = np.asarray(center_ras, dtype=float)
+    ijk = np.linalg.inv(image.ijk_to_ras) @ np.append(centre, 1.0)
+    k = int(np.clip(np.rint(ijk[2]), 0, image.shape[0] - 1))
+    number, kind = _image_number(image, k)
+    extent = _lung_extent_ras(lungs, image) if lungs is not None else None
+    if extent is None:
+        return NoduleLocation(None, None, number, kind)
+    low, high = extent
+    side = LungSide.RIGHT if centre[0] > (low[0] + high[0]) / 2 else LungSide.LEFT
+    height = max(high[2] - low[2], 1e-6)
+    fraction_from_top = (high[2] - centre[2]) / height
+    zone = LungZone.UPPER if fraction_from_top < 1 / 3 else LungZone.MIDDLE if fraction_from_top < 2 / 3 else LungZone.LOWER
+    return NoduleLocation(side, zone, number, kind)
