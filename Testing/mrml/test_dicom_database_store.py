@@ -1,4 +1,4 @@
-"""Slicer's DICOM database as a MedAI DICOM store (``MedAISegmentationLib.dicom_database``).
+"""Slicer's DICOM database as a MedAI DICOM store (``MedAICommonLib.dicom_database``).
 
 ``ctkDICOMDatabase`` and ``DICOMUtils.importDicom`` exist only inside the Slicer application, so a stand-in
 database indexes real DICOM files the way ctkDICOMDatabase does (patients → studies → series → files, tag lookup
@@ -61,7 +61,7 @@ class StandInDicomDatabase:
 
 @pytest.fixture
 def store_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    return import_module_code(monkeypatch, "MedAISegmentationLib.dicom_database", ["MedAISegmentation"])
+    return import_module_code(monkeypatch, "MedAICommonLib.dicom_database")
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ SEGMENTATION_MODEL = "chest-ct-lung-nodule"  # ONNX: no gradients; a segmentatio
 @pytest.fixture
 def lib(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """``MedAIExplainabilityLib.logic`` with a stand-in for Slicer's ScriptedLoadableModule (GUI app only)."""
-    modules = ["MedAISegmentation", "MedAINoduleTracking", "MedAIExplainability"]  # as Slicer's sys.path
+    modules = ["MedAIExplainability"]  # with MedAICommon, as on Slicer's sys.path
     return import_module_code(monkeypatch, "MedAIExplainabilityLib.logic", modules)
 
 

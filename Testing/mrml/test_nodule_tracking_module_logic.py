@@ -28,7 +28,7 @@ from Testing.mrml.module_import import import_module_code
 
 def _import_logic(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
     """``MedAINoduleTrackingLib.logic`` imported with a stand-in for Slicer's ScriptedLoadableModule (GUI app only)."""
-    modules = ["MedAISegmentation", "MedAINoduleTracking"]  # Slicer puts every module folder on sys.path
+    modules = ["MedAINoduleTracking"]  # with MedAICommon, as Slicer puts every module folder on sys.path
     return import_module_code(monkeypatch, "MedAINoduleTrackingLib.logic", modules)
 
 

@@ -1,12 +1,11 @@
-"""Slicer-side code of the MedAI Explainability module: the worker process and the scene.
+"""Slicer-side code of the MedAI Explainability module: the worker job and the scene.
 
-The dependency installer, the worker's Python and the search path of ``MedAIExtension`` are shared with the MedAI
-Segmentation module, and the staging of the input volume (DICOM series or NRRD) with MedAI Nodule Tracking (both
-declared module dependencies, so their ``...Lib`` packages are importable). Importing ``MedAISegmentationLib`` first
-makes ``MedAIExtension`` importable in a source checkout as well.
+The dependency installer, the worker's Python, input staging (DICOM series or NRRD) and the job lifecycle are
+``MedAICommonLib``'s (the hidden MedAI Common module, a declared dependency); importing it first makes
+``MedAIExtension`` importable in a source checkout as well.
 """
 
-from MedAISegmentationLib import InputError, MedAIError, ensureDependencies
+from MedAICommonLib import InputError, MedAIError, ensureDependencies
 
 from MedAIExplainabilityLib.logic import ExplainabilityLogic, ExplainJob
 

@@ -8,58 +8,40 @@ module does. Methods, request, MRML bridge and overlay are ``MedAIExtension``'s;
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import slicer
-from MedAISegmentationLib.dependencies import workerPython
-from MedAISegmentationLib.staging import dicomFiles, stageInput, temporaryFolder
-from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+from MedAICommonLib.dependencies import workerPython
+from MedAICommonLib.jobs import JobLogic, WorkerJob
+from MedAICommonLib.staging import dicomFiles, stageInput, temporaryFolder
 
 from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.explain.request import ExplainRequest, Roi
 from MedAIExtension.explain.types import GRADIENT_METHODS, ExplainMethod
-from MedAIExtension.runner import apply_result_events
 
 __all__ = ["ExplainJob", "ExplainabilityLogic"]
 
-logger = logging.getLogger(__name__)
 #: Backends whose models give no gradients (Grad-CAM, Grad-CAM++ and integrated gradients need them).
 GRADIENT_FREE_BACKENDS = frozenset({"onnx"})
 
 
 @dataclass
-class ExplainJob:
-    """One run of the explanation worker and what came out of it."""
+class ExplainJob(WorkerJob):
+    """One run of the explanation worker and what came out of it (``outputDir`` holds explanation.json, the maps,
+    PNGs and DICOM; ``result`` the worker's result data: files, sanity, notes)."""
 
-    process: Any
-    workDir: Path
-    inputVolume: Any
-    request: ExplainRequest
+    inputVolume: Any = None
+    request: ExplainRequest | None = None
     nodes: Any = None  # MedAIExtension.explain.scene.ExplanationNodes once the result is loaded
-    result: dict[str, Any] = field(default_factory=dict)  # the worker's result data (files, sanity, notes)
-    error: str = ""
-    cancelled: bool = False
-    finished: bool = False
-    startTime: float = 0.0
-
-    @property
-    def outputDir(self) -> Path:
-        """Where the worker writes (and the result keeps) explanation.json, the maps, PNGs and DICOM."""
-        return self.workDir / "results"
 
 
-class ExplainabilityLogic(ScriptedLoadableModuleLogic):
+class ExplainabilityLogic(JobLogic):
     """Builds requests, starts and polls the worker, loads its result, sets the overlay opacity."""
 
-    def __init__(self, scene: Any = None) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self.scene = scene if scene is not None else slicer.mrmlScene
+    processName = resultName = "explanation"
 
     # ---- choices offered by the GUI ----------------------------------------------------------------------------
     @staticmethod
@@ -179,7 +161,6 @@ class ExplainabilityLogic(ScriptedLoadableModuleLogic):
             InputError: no volume, an unavailable device, a method that does not apply, or a bad ROI.
         """
         from MedAIExtension.models.devices import available_devices
-        from MedAIExtension.runner import WorkerProcess
 
         if volume is None or volume.GetImageData() is None:
             raise InputError("Select an input volume that holds an image.")
@@ -193,54 +174,22 @@ class ExplainabilityLogic(ScriptedLoadableModuleLogic):
             )
             inputPath = stageInput(volume, workDir / "inputs" / "input", files)
             request = replace(request, input=inputPath)
-            job = ExplainJob(WorkerProcess(self.workerArgs(request)), workDir, volume, request, startTime=time.time())
-            job.process.start()
         except BaseException:
             shutil.rmtree(workDir, ignore_errors=True)
             raise
-        return job
+        return self.startJob(ExplainJob(None, workDir, volume, request), self.workerArgs(request))
 
     def startFromParameters(self, parameters: Any) -> ExplainJob:
         """:meth:`start` with the settings of the module's parameter node."""
         p = parameters
         return self.start(p.inputVolume, p.model, p.method, p.target, p.roi, p.layer, p.device, p.sanity)
 
-    def poll(self, job: ExplainJob) -> list[Any]:
-        """Return the worker's new events; load the result when it comes; mark the job finished when it ends."""
-        try:
-            events = list(job.process.poll())
-        except Exception as exc:  # the worker's output cannot be read: stop it and report
-            logger.exception("Polling the MedAI explanation worker failed")
-            self.cancel(job)
-            job.error, events = f"Lost contact with the explanation process: {exc}", []
-        apply_result_events(events, job, lambda data: self._loadResult(job, data), "explanation")
-        if not job.process.running and not job.finished:
-            job.finished = True
-            if job.nodes is None and not job.error and not job.cancelled:
-                job.error = f"The explanation process stopped (exit code {job.process.returncode}) without a result."
-            failed = job.nodes is None or bool(job.error)
-            shutil.rmtree(job.workDir if failed else job.workDir / "inputs", ignore_errors=True)
-        return events
-
-    def cancel(self, job: ExplainJob) -> None:
-        """Kill the worker (and whatever it started); nothing is loaded and the temporary files go."""
-        job.cancelled = True
-        job.process.cancel()
-
     def run(self, volume: Any, model: str, method: str, timeoutSeconds: float = 1800, **options: Any) -> ExplainJob:
         """Blocking :meth:`start` + :meth:`poll`, for scripts and tests. Raises MedAIError when the run fails."""
-        job = self.start(volume, model, method, **options)
-        while not job.finished:
-            self.poll(job)
-            if not job.finished and time.time() - job.startTime > timeoutSeconds:
-                self.cancel(job)
-                raise MedAIError(f"The explanation did not finish within {timeoutSeconds:.0f} s and was cancelled.")
-            time.sleep(0.1)
-        if job.error:
-            raise MedAIError(job.error)
-        return job
+        return self.runJob(lambda: self.start(volume, model, method, **options), timeoutSeconds)
 
-    def _loadResult(self, job: ExplainJob, data: dict[str, Any]) -> None:
+    def loadResult(self, job: ExplainJob, data: dict[str, Any]) -> None:  # type: ignore[override]
+        """The output folder becomes the heat map overlay, its sanity summary and (uncertainty) table."""
         from MedAIExtension.explain.scene import load_explanation_into_scene
 
         job.nodes = load_explanation_into_scene(self.scene, data.get("output") or job.outputDir, job.inputVolume)

@@ -1,11 +1,11 @@
-"""Slicer-side code of the MedAI Nodule Tracking module: the worker process, the scene, the DICOM database.
+"""Slicer-side code of the MedAI Nodule Tracking module: the worker job, the scene, the DICOM database.
 
-The dependency installer, the worker's Python and the search path of ``MedAIExtension`` are shared with the MedAI
-Segmentation module (a declared module dependency, so ``MedAISegmentationLib`` is importable): importing it first
-makes ``MedAIExtension`` importable in a source checkout as well.
+The dependency installer, the worker's Python, input staging and the job lifecycle are ``MedAICommonLib``'s (the
+hidden MedAI Common module, a declared dependency); importing it first makes ``MedAIExtension`` importable in a
+source checkout as well.
 """
 
-from MedAISegmentationLib import InputError, MedAIError, ensureDependencies
+from MedAICommonLib import InputError, MedAIError, ensureDependencies
 
 from MedAINoduleTrackingLib.logic import DICOM_FILE_KEYS, OUTPUT_ATTRIBUTE, TrackingJob, TrackingLogic
 

@@ -7,25 +7,21 @@ otherwise. Tracking, outputs and the MRML bridge are ``MedAIExtension``'s; no wi
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import slicer
-from MedAISegmentationLib.dependencies import workerPython
-from MedAISegmentationLib.staging import dicomFiles, stageInput, temporaryFolder
-from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+from MedAICommonLib.dependencies import workerPython
+from MedAICommonLib.jobs import JobLogic, WorkerJob
+from MedAICommonLib.staging import dicomFiles, stageInput, temporaryFolder
 
-from MedAIExtension.errors import InputError, MedAIError
-from MedAIExtension.runner import apply_result_events
+from MedAIExtension.errors import InputError
 
 __all__ = ["DICOM_FILE_KEYS", "OUTPUT_ATTRIBUTE", "TrackingJob", "TrackingLogic"]
 
-logger = logging.getLogger(__name__)
 #: Table node attribute holding the folder of the run's outputs (tracking.json, SEG/SR, report.html).
 OUTPUT_ATTRIBUTE = "MedAI.trackingOutput"
 #: Keys of the DICOM objects in tracking.json's "files" (written only when both studies came from DICOM).
@@ -34,32 +30,19 @@ _TIMEPOINTS = ("baseline", "followup")
 
 
 @dataclass
-class TrackingJob:
-    """One run of the tracking worker and what came out of it."""
+class TrackingJob(WorkerJob):
+    """One run of the tracking worker and what came out of it (``outputDir`` holds tracking.json, SEG/SR,
+    report.html; ``result`` the worker's result data: files, counts, warnings)."""
 
-    process: Any
-    workDir: Path
-    baselineVolume: Any
-    followupVolume: Any
+    baselineVolume: Any = None
+    followupVolume: Any = None
     nodes: Any = None  # MedAIExtension.tracking.scene.TrackingNodes once the result is loaded
-    result: dict[str, Any] = field(default_factory=dict)  # the worker's result data (files, counts, warnings)
-    error: str = ""
-    cancelled: bool = False
-    finished: bool = False
-    startTime: float = 0.0
-
-    @property
-    def outputDir(self) -> Path:
-        """Where the worker writes (and the result keeps) tracking.json, SEG/SR, report.html."""
-        return self.workDir / "results"
 
 
-class TrackingLogic(ScriptedLoadableModuleLogic):
+class TrackingLogic(JobLogic):
     """Starts and polls the worker, loads its result into the scene, jumps to nodules, exports SR/SEG."""
 
-    def __init__(self, scene: Any = None) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self.scene = scene if scene is not None else slicer.mrmlScene
+    processName = resultName = "tracking"
 
     @staticmethod
     def noduleModels() -> list[tuple[str, str]]:
@@ -94,7 +77,7 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
                 unknown (neither given nor readable from DICOM study dates).
         """
         from MedAIExtension.models.devices import available_devices
-        from MedAIExtension.runner import WorkerProcess, tracking_worker_args
+        from MedAIExtension.runner import tracking_worker_args
 
         for name, volume in (("baseline", baselineVolume), ("follow-up", followupVolume)):
             if volume is None or volume.GetImageData() is None:
@@ -115,16 +98,14 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
                 stageInput(volume, workDir / "inputs" / name, found)
                 for volume, name, found in zip((baselineVolume, followupVolume), _TIMEPOINTS, files, strict=True)
             ]
-            job = TrackingJob(None, workDir, baselineVolume, followupVolume, startTime=time.time())
-            args = tracking_worker_args(
-                *inputs, job.outputDir, model or None, device, deformable, force, intervalDays, python=workerPython()
-            )
-            job.process = WorkerProcess(args)
-            job.process.start()
         except BaseException:
             shutil.rmtree(workDir, ignore_errors=True)
             raise
-        return job
+        job = TrackingJob(None, workDir, baselineVolume, followupVolume)
+        args = tracking_worker_args(
+            *inputs, job.outputDir, model or None, device, deformable, force, intervalDays, python=workerPython()
+        )
+        return self.startJob(job, args)
 
     def startFromParameters(self, parameters: Any) -> TrackingJob:
         """:meth:`start` with the settings of the module's parameter node (interval 0 = from the study dates)."""
@@ -132,28 +113,6 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
         return self.start(
             p.baselineVolume, p.followupVolume, p.model or None, p.device, p.deformable, p.force, p.intervalDays or None
         )
-
-    def poll(self, job: TrackingJob) -> list[Any]:
-        """Return the worker's new events; load the result when it comes; mark the job finished when it ends."""
-        try:
-            events = list(job.process.poll())
-        except Exception as exc:  # the worker's output cannot be read: stop it and report
-            logger.exception("Polling the MedAI tracking worker failed")
-            self.cancel(job)
-            job.error, events = f"Lost contact with the tracking process: {exc}", []
-        apply_result_events(events, job, lambda data: self._loadResult(job, data), "tracking")
-        if not job.process.running and not job.finished:
-            job.finished = True
-            if job.nodes is None and not job.error and not job.cancelled:
-                job.error = f"The tracking process stopped (exit code {job.process.returncode}) without a result."
-            failed = job.nodes is None or bool(job.error)
-            shutil.rmtree(job.workDir if failed else job.workDir / "inputs", ignore_errors=True)
-        return events
-
-    def cancel(self, job: TrackingJob) -> None:
-        """Kill the worker (and whatever it started); nothing is loaded and the temporary files go."""
-        job.cancelled = True
-        job.process.cancel()
 
     def run(
         self,
@@ -167,18 +126,11 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
         timeoutSeconds: float = 1800,
     ) -> TrackingJob:
         """Blocking :meth:`start` + :meth:`poll`, for scripts and tests. Raises MedAIError when the run fails."""
-        job = self.start(baselineVolume, followupVolume, model, device, deformable, force, intervalDays)
-        while not job.finished:
-            self.poll(job)
-            if not job.finished and time.time() - job.startTime > timeoutSeconds:
-                self.cancel(job)
-                raise MedAIError(f"The tracking did not finish within {timeoutSeconds:.0f} s and was cancelled.")
-            time.sleep(0.1)
-        if job.error:
-            raise MedAIError(job.error)
-        return job
+        options = (model, device, deformable, force, intervalDays)
+        return self.runJob(lambda: self.start(baselineVolume, followupVolume, *options), timeoutSeconds)
 
-    def _loadResult(self, job: TrackingJob, data: dict[str, Any]) -> None:
+    def loadResult(self, job: TrackingJob, data: dict[str, Any]) -> None:  # type: ignore[override]
+        """The output folder becomes the nodule table, segmentations, points and registration in the scene."""
         from MedAIExtension.tracking.scene import load_tracking_into_scene
 
         output = Path(data.get("output") or job.outputDir)
@@ -267,7 +219,7 @@ class TrackingLogic(ScriptedLoadableModuleLogic):
                 "This result has no DICOM SEG/SR: they must reference the source series, so both studies have to "
                 "be loaded from Slicer's DICOM database. Load both series in the DICOM module and track again."
             )
-        from MedAISegmentationLib.dicom_database import SlicerDicomDatabaseStore
+        from MedAICommonLib.dicom_database import SlicerDicomDatabaseStore
 
         SlicerDicomDatabaseStore().store(paths)  # only the DICOM files: the folder also holds NIfTI, NRRD, PNG, HTML
         return paths

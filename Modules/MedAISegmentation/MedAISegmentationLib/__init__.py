@@ -1,23 +1,12 @@
-"""Slicer-side code of the MedAI Segmentation module: what MedAIExtension must not do (pip installs, the
-application's scene and DICOM database, starting child processes from inside Slicer).
+"""Slicer-side code of the MedAI Segmentation module: the worker job, the result in the scene, DICOM SEG export.
 
-Importing this package first makes ``MedAIExtension`` importable in a source checkout as well.
+The dependency installer, the worker's Python, input staging and the job lifecycle are ``MedAICommonLib``'s (the
+hidden MedAI Common module, a declared dependency); importing it first makes ``MedAIExtension`` importable in a
+source checkout as well.
 """
 
-import sys
+from MedAICommonLib import InputError, MedAIError, ensureDependencies
 
-from MedAISegmentationLib.dependencies import packageParent
-
-if str(packageParent()) not in sys.path:  # in a source checkout MedAIExtension is two folders above the module
-    sys.path.insert(0, str(packageParent()))
-
-from MedAIExtension.errors import InputError, MedAIError
-from MedAISegmentationLib.dependencies import (
-    ensureDependencies,
-    missingRequirements,
-    requirementsFile,
-    workerPython,
-)
 from MedAISegmentationLib.logic import INPUT_ROLE, STATISTICS_ROLE, SegmentationJob, SegmentationLogic
 
 __all__ = [
@@ -28,8 +17,4 @@ __all__ = [
     "SegmentationJob",
     "SegmentationLogic",
     "ensureDependencies",
-    "missingRequirements",
-    "packageParent",
-    "requirementsFile",
-    "workerPython",
 ]

@@ -6,101 +6,68 @@ is delegated to ``MedAIExtension``. No widgets, no dialogs: the module widget sh
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import slicer
-from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+from MedAICommonLib.dependencies import workerPython
+from MedAICommonLib.dicom_database import SlicerDicomDatabaseStore
+from MedAICommonLib.jobs import JobLogic, WorkerJob
+from MedAICommonLib.staging import temporaryFolder
 
-from MedAIExtension.errors import InputError, MedAIError
-from MedAIExtension.runner import apply_result_events
-from MedAISegmentationLib.dependencies import workerPython
-from MedAISegmentationLib.dicom_database import SlicerDicomDatabaseStore
-from MedAISegmentationLib.staging import temporaryFolder
+from MedAIExtension.errors import InputError
 
 __all__ = ["INPUT_ROLE", "STATISTICS_ROLE", "SegmentationJob", "SegmentationLogic"]
 
-logger = logging.getLogger(__name__)
 #: Node reference roles of a result segmentation: the volume it was computed from and its statistics table.
 INPUT_ROLE, STATISTICS_ROLE = "medaiInputVolume", "medaiStatistics"
 
 
 @dataclass
-class SegmentationJob:
+class SegmentationJob(WorkerJob):
     """One run of the worker process and what came out of it."""
 
-    process: Any
-    workDir: Path
-    inputVolume: Any
-    modelName: str
+    inputVolume: Any = None
+    modelName: str = ""
     outputSegmentation: Any = None
     segmentationNode: Any = None
     tableNode: Any = None
-    error: str = ""
-    cancelled: bool = False
-    finished: bool = False
-    startTime: float = 0.0
 
 
-class SegmentationLogic(ScriptedLoadableModuleLogic):
+class SegmentationLogic(JobLogic):
     """Starts and polls the worker, loads its result into the scene, exports DICOM SEG. No widgets, no dialogs."""
 
-    def __init__(self, scene: Any = None) -> None:
-        ScriptedLoadableModuleLogic.__init__(self)
-        self.scene = scene if scene is not None else slicer.mrmlScene
+    processName, resultName, keepOutputs = "model", "segmentation", False
 
     def start(self, volume: Any, modelName: str, device: str = "auto", output: Any = None) -> SegmentationJob:
         """Write the volume to a temporary NRRD file and start the worker on it."""
         from MedAIExtension.io import write_volume_file
         from MedAIExtension.models.devices import available_devices
         from MedAIExtension.mrml import volume_node_to_image
-        from MedAIExtension.runner import WorkerProcess, segmentation_worker_args
+        from MedAIExtension.runner import segmentation_worker_args
 
         if volume is None or volume.GetImageData() is None:
             raise InputError("Select an input volume that holds an image.")
         if device not in available_devices():
             raise InputError(f"Device '{device}' is not available here ({', '.join(available_devices())}).")
         workDir = Path(tempfile.mkdtemp(prefix="MedAI-", dir=temporaryFolder()))
-        inputPath = write_volume_file(volume_node_to_image(volume), workDir / "input.nrrd")
+        try:
+            inputPath = write_volume_file(volume_node_to_image(volume), workDir / "input.nrrd")
+        except BaseException:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
         args = segmentation_worker_args(inputPath, modelName, workDir / "output", device, python=workerPython())
-        process = WorkerProcess(args)
-        process.start()
-        return SegmentationJob(process, workDir, volume, modelName, output, startTime=time.time())
-
-    def poll(self, job: SegmentationJob) -> list[Any]:
-        """Return the worker's new events; load the result when it comes; mark the job finished when it ends."""
-        events = list(job.process.poll())
-        apply_result_events(events, job, lambda data: self._loadResult(job, data), "segmentation")
-        if not job.process.running and not job.finished:
-            job.finished = True
-            if job.segmentationNode is None and not job.error and not job.cancelled:
-                job.error = f"The model process stopped (exit code {job.process.returncode}) without a result."
-            shutil.rmtree(job.workDir, ignore_errors=True)
-        return events
-
-    def cancel(self, job: SegmentationJob) -> None:
-        job.cancelled = True
-        job.process.cancel()
+        return self.startJob(SegmentationJob(None, workDir, volume, modelName, output), args)
 
     def run(self, volume: Any, modelName: str, device: str = "auto", timeoutSeconds: float = 1800) -> SegmentationJob:
         """Blocking start + poll, for scripts and tests. Raises MedAIError when the run fails."""
-        job = self.start(volume, modelName, device)
-        while not job.finished:
-            self.poll(job)
-            if not job.finished and time.time() - job.startTime > timeoutSeconds:
-                self.cancel(job)
-                raise MedAIError(f"The model did not finish within {timeoutSeconds:.0f} s and was cancelled.")
-            time.sleep(0.1)
-        if job.error:
-            raise MedAIError(job.error)
-        return job
+        return self.runJob(lambda: self.start(volume, modelName, device), timeoutSeconds)
 
-    def _loadResult(self, job: SegmentationJob, data: dict[str, Any]) -> None:
+    def loadResult(self, job: SegmentationJob, data: dict[str, Any]) -> None:  # type: ignore[override]
+        """The labelmap becomes a segmentation (the chosen node or a new one) with coded segments and statistics."""
         from MedAIExtension.io import read_volume_file
         from MedAIExtension.models.catalog import load_catalog
         from MedAIExtension.mrml import labelmap_to_segmentation_node, segment_statistics, statistics_to_table_node

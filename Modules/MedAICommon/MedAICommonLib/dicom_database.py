@@ -16,11 +16,11 @@ from typing import Any
 
 import slicer
 
+from MedAICommonLib.staging import temporaryFolder
 from MedAIExtension.errors import InputError
 from MedAIExtension.pacs.errors import PacsUnavailableError
 from MedAIExtension.pacs.folder_store import read_header
 from MedAIExtension.pacs.records import SeriesRecord, StoreOutcome, StudyRecord
-from MedAISegmentationLib.staging import temporaryFolder
 
 __all__ = ["SlicerDicomDatabaseStore"]
 
