@@ -95,5 +95,6 @@ def locate_nodule(center_ras: tuple[float, float, float], image: Image, lungs: n
     side = LungSide.RIGHT if centre[0] > (low[0] + high[0]) / 2 else LungSide.LEFT
     height = max(high[2] - low[2], 1e-6)
     fraction_from_top = (high[2] - centre[2]) / height
-    zone = LungZone.UPPER if fraction_from_top < 1 / 3 else LungZone.MIDDLE if fraction_from_top < 2 / 3 else LungZone.LOWER
+    zones = (LungZone.UPPER, LungZone.MIDDLE, LungZone.LOWER)
+    zone = zones[min(int(fraction_from_top * 3), 2)] if fraction_from_top > 0 else LungZone.UPPER
     return NoduleLocation(side, zone, number, kind)
