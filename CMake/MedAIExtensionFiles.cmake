@@ -137,6 +137,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/review/store/project.py
   MedAIExtension/review/store/reader.py
   MedAIExtension/review/store/records.py
+  MedAIExtension/review/worker_tasks.py
   MedAIExtension/review/workflow.py
   MedAIExtension/runner.py
   MedAIExtension/secret_files.py
@@ -162,6 +163,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/outputs.py
   MedAIExtension/tracking/pipeline.py
   MedAIExtension/tracking/prior.py
+  MedAIExtension/tracking/recommendations.py
   MedAIExtension/tracking/registration.py
   MedAIExtension/tracking/registration_checks.py
   MedAIExtension/tracking/registration_stages.py
