@@ -155,7 +155,8 @@ def nelson_category(
         return by_volume
     change = 100.0 * (volume_mm3 - prior_volume_mm3) / prior_volume_mm3
     if change < 25.0 or vdt_days is None:
-        return NelsonResult(by_volume.category, f"{by_volume.reason}; volume change {change:+.0f} % (< 25 %: no growth)")
+        no_growth = f"volume change {change:+.0f} % (< 25 %: no growth)"
+        return NelsonResult(by_volume.category, f"{by_volume.reason}; {no_growth}")
     growth = f"volume change {change:+.0f} %, VDT {vdt_days:.0f} days"
     if vdt_days < 400:
         return NelsonResult(NelsonCategory.POSITIVE, f"{growth} (< 400 days)")

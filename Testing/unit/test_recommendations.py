@@ -44,9 +44,7 @@ def test_a_size_just_over_a_threshold_is_flagged_downwards() -> None:
 
 def test_growth_near_the_1_5_mm_definition_is_flagged() -> None:
     # 5.0 -> 6.6 mm in a year: growth by 1.6 mm (> 1.5) makes it 4A "growing < 8 mm"; 0.1 mm less is not growth.
-    status = LungRadsInput(
-        NoduleKind.SOLID, 6.6, Timepoint.GROWING, prior_mean_diameter_mm=5.0, interval_days=365
-    )
+    status = LungRadsInput(NoduleKind.SOLID, 6.6, Timepoint.GROWING, prior_mean_diameter_mm=5.0, interval_days=365)
     note = borderline_note(status, margin_mm=0.2)
     assert note is not None and "0.1 mm less" in note and "instead of 4A" in note
 
