@@ -3,18 +3,51 @@
 >>> from MedAIExtension.tracking import track_nodules, write_tracking_outputs  # doctest: +SKIP
 >>> result = track_nodules(baseline_ct, followup_ct)                           # doctest: +SKIP
 >>> write_tracking_outputs(result, "tracked/")                                # doctest: +SKIP
+
+The names below are loaded on first use (PEP 562 ``__getattr__``): importing a light module of the package
+(``tracking.types`` for the nodule vocabulary, ``tracking.commands`` for ``medai --help``) does not load the
+pipeline with its detectors, registration and writers.
 """
 
-from MedAIExtension.tracking.outputs import (
-    TrackingOutcome,
-    TrackRequest,
-    track_to_folder,
-    write_study_dicom,
-    write_tracking_outputs,
-)
-from MedAIExtension.tracking.pipeline import StudyResult, TrackingOptions, TrackingResult, assess_study, track_nodules
-from MedAIExtension.tracking.prior import adopt_prior_tracking
-from MedAIExtension.tracking.scene import TrackingNodes, load_tracking_into_scene
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the same names as _EXPORTS, for type checkers and readers
+    from MedAIExtension.tracking.outputs import (
+        TrackingOutcome,
+        TrackRequest,
+        track_to_folder,
+        write_study_dicom,
+        write_tracking_outputs,
+    )
+    from MedAIExtension.tracking.pipeline import (
+        StudyResult,
+        TrackingOptions,
+        TrackingResult,
+        assess_study,
+        track_nodules,
+    )
+    from MedAIExtension.tracking.prior import adopt_prior_tracking
+    from MedAIExtension.tracking.scene import TrackingNodes, load_tracking_into_scene
+
+#: Exported name -> the module of this package that defines it.
+_EXPORTS = {
+    "StudyResult": "pipeline",
+    "TrackRequest": "outputs",
+    "TrackingNodes": "scene",
+    "TrackingOptions": "pipeline",
+    "TrackingOutcome": "outputs",
+    "TrackingResult": "pipeline",
+    "adopt_prior_tracking": "prior",
+    "assess_study": "pipeline",
+    "load_tracking_into_scene": "scene",
+    "track_nodules": "pipeline",
+    "track_to_folder": "outputs",
+    "write_study_dicom": "outputs",
+    "write_tracking_outputs": "outputs",
+}
 
 __all__ = [
     "StudyResult",
@@ -31,3 +64,16 @@ __all__ = [
     "write_study_dicom",
     "write_tracking_outputs",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

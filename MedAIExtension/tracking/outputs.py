@@ -17,18 +17,24 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.atomic import check_output_directory, ensure_writable_directory, staged_output
+from MedAIExtension.dicom import segment_value_map, write_dicom_seg
+from MedAIExtension.dicom.source import frame_of_reference_allows, require_single_frame_source
+from MedAIExtension.dicom.sr import NoduleReportItem, write_tracking_sr
 from MedAIExtension.errors import OutputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.loader import load_image
+from MedAIExtension.io.volume_files import write_volume_file
+from MedAIExtension.mrml import close_scene, create_scene, labelmap_to_segmentation_node, write_seg_nrrd
 from MedAIExtension.progress import CancelToken, Progress
 from MedAIExtension.tracking.pipeline import StudyResult, TrackingOptions, TrackingResult, track_nodules
+from MedAIExtension.tracking.report import NoduleSide, nodule_picture, tracking_html
 
 __all__ = ["TrackRequest", "TrackingOutcome", "track_to_folder", "write_study_dicom", "write_tracking_outputs"]
 
 TIMEPOINTS = ("baseline", "followup")
 
 
-def _csv_value(value: Any) -> Any:
+def _csv_value(value: object) -> object:
     if isinstance(value, list):
         return " ".join(f"{v:g}" for v in value)
     return "" if value is None else value
@@ -43,9 +49,7 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
             writer.writerow({key: _csv_value(row.get(key)) for key in columns})
 
 
-def _write_seg_nrrd(result: TrackingResult, labelmap: Any, timepoint: str, path: Path) -> None:
-    from MedAIExtension.mrml import close_scene, create_scene, labelmap_to_segmentation_node, write_seg_nrrd
-
+def _write_seg_nrrd(result: TrackingResult, labelmap: Image, timepoint: str, path: Path) -> None:
     scene = create_scene()
     try:
         node = labelmap_to_segmentation_node(scene, labelmap, result.labels(), f"{timepoint} nodules")
@@ -54,9 +58,14 @@ def _write_seg_nrrd(result: TrackingResult, labelmap: Any, timepoint: str, path:
         close_scene(scene)
 
 
-def _report_items(result: TrackingResult | StudyResult, timepoint: str) -> list[Any]:
-    from MedAIExtension.dicom.sr import NoduleReportItem
+def _timepoint_image(result: TrackingResult | StudyResult, timepoint: str) -> Image:
+    if timepoint == "baseline":
+        return result.baseline.image
+    assert isinstance(result, TrackingResult), "a single-study result has only the baseline"
+    return result.followup.image
 
+
+def _report_items(result: TrackingResult | StudyResult, timepoint: str) -> list[NoduleReportItem]:
     items = []
     for nodule in result.nodules:
         finding = nodule.baseline if timepoint == "baseline" else nodule.followup
@@ -71,7 +80,7 @@ def _report_items(result: TrackingResult | StudyResult, timepoint: str) -> list[
                 tracking_uid=nodule.tracking_uid,
                 segment_number=nodule.number,  # the label value; mapped to the SEG's segment number later
                 kind=m.kind.value,
-                center_ras=tuple(float(v) for v in m.center_ras),
+                center_ras=(float(m.center_ras[0]), float(m.center_ras[1]), float(m.center_ras[2])),
                 volume_mm3=float(m.volume_mm3),
                 long_axis_mm=float(m.long_axis_mm),
                 short_axis_mm=float(m.short_axis_mm),
@@ -91,7 +100,7 @@ def _report_items(result: TrackingResult | StudyResult, timepoint: str) -> list[
 
 def _write_dicom(
     result: TrackingResult | StudyResult,
-    labelmap: Any,
+    labelmap: Image,
     timepoint: str,
     staging: Path,
     names: dict[str, str],
@@ -99,10 +108,7 @@ def _write_dicom(
     negative_report: bool = False,
     comments: Sequence[str] = (),
 ) -> None:
-    from MedAIExtension.dicom import write_dicom_seg
-    from MedAIExtension.dicom.sr import write_tracking_sr
-
-    image = (result.baseline if timepoint == "baseline" else result.followup).image
+    image = _timepoint_image(result, timepoint)
     items = _report_items(result, timepoint)
     if not items:
         if negative_report:  # no SEG (nothing segmented); an SR stating the nodule-free exam and its category
@@ -133,8 +139,6 @@ def _write_dicom(
     )
     names[f"{timepoint}_seg"] = seg_path.name
     import pydicom
-
-    from MedAIExtension.dicom import segment_value_map
 
     number_of = {value: number for number, value in segment_value_map(pydicom.dcmread(seg_path)).items()}
     items = [replace(item, segment_number=number_of[item.segment_number]) for item in items]
@@ -203,9 +207,6 @@ def write_tracking_outputs(
     ``dicom``: write SEG + SR per study (default: when both studies were read from DICOM); a study without
     nodules gets only its SR, which states the nodule-free exam and its Lung-RADS category.
     """
-    from MedAIExtension.io.volume_files import write_volume_file
-    from MedAIExtension.tracking.report import nodule_picture, tracking_html
-
     reporter = Progress(progress)
     both_dicom = bool(result.baseline.image.source_files and result.followup.image.source_files)
     if dicom is None:
@@ -236,12 +237,12 @@ def write_tracking_outputs(
         (staging / "nodules").mkdir()
         pictures = {}
         for nodule in result.nodules:
-            sides = []
+            sides: list[NoduleSide | None] = []
             for finding, image in ((nodule.baseline, result.baseline.image), (nodule.followup, result.followup.image)):
                 sides.append((image, finding, finding.measurement.center_ras) if finding is not None else None)
             if sides[0] is None and sides[1] is not None:
-                centre = result.registration.map_to_baseline(np.asarray([sides[1][2]]))[0]
-                sides[0] = (result.baseline.image, None, centre)
+                r, a, s = result.registration.map_to_baseline(np.asarray([sides[1][2]]))[0]
+                sides[0] = (result.baseline.image, None, (float(r), float(a), float(s)))
             name = f"nodules/{nodule.tracking_id}.png"
             nodule_picture(staging / name, sides[0], sides[1], nodule.label.color)
             pictures[nodule.tracking_id] = name
@@ -307,8 +308,6 @@ def track_to_folder(
     are left out with a warning). Nothing is written when any step fails (files are staged). The result's own
     warnings are left to the caller (``result.warnings``).
     """
-    from MedAIExtension.dicom.source import frame_of_reference_allows, require_single_frame_source
-
     check_output_directory(request.output)
     reporter = Progress(progress, token)
     reporter(0.0, "reading the baseline study")

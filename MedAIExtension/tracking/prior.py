@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
+from MedAIExtension.dicom import read_dicom_seg, segment_value_map
+from MedAIExtension.dicom.sr import read_tracking_sr, tracking_uid_for
 from MedAIExtension.tracking.pipeline import TrackingResult
 
 __all__ = ["adopt_prior_tracking"]
@@ -54,9 +57,6 @@ def adopt_prior_tracking(
     """
     import highdicom as hd
 
-    from MedAIExtension.dicom import read_dicom_seg, segment_value_map
-    from MedAIExtension.dicom.sr import read_tracking_sr, tracking_uid_for
-
     groups = read_tracking_sr(prior_sr)
     header = hd.seg.segread(prior_seg, lazy_frame_retrieval=True)  # UID and segments only; pixels read below
     seg_uid = str(header.SOPInstanceUID)
@@ -78,7 +78,7 @@ def adopt_prior_tracking(
                 fraction = overlap / min(finding.mask.voxel_count, sizes[value])
                 if fraction >= MIN_OVERLAP:
                     pairs.append((fraction, index, value))
-    adopted: dict[int, dict] = {}
+    adopted: dict[int, dict[str, Any]] = {}
     taken: set[int] = set()
     for _, index, value in sorted(pairs, reverse=True):
         if index not in adopted and value not in taken:
@@ -93,15 +93,15 @@ def adopt_prior_tracking(
     next_number = max([0, *used, *(n.number for n in result.nodules)]) + 1
     updated = []
     for index, nodule in enumerate(result.nodules):
-        group = adopted.get(index)
-        if group is not None:
-            match = _NUMBERED.match(str(group["tracking_id"]))
+        prior = adopted.get(index)
+        if prior is not None:
+            match = _NUMBERED.match(str(prior["tracking_id"]))
             number = int(match.group(1)) if match else nodule.number
-            identifier = None if match else str(group["tracking_id"])
+            identifier = None if match else str(prior["tracking_id"])
             if not match and number in used:
                 number, next_number = next_number, next_number + 1
             used.add(number)
-            nodule = replace(nodule, number=number, identifier=identifier, tracking_uid=str(group["tracking_uid"]))
+            nodule = replace(nodule, number=number, identifier=identifier, tracking_uid=str(prior["tracking_uid"]))
         else:
             number = nodule.number
             if number in used:

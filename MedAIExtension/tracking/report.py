@@ -16,7 +16,10 @@ import numpy as np
 from MedAIExtension.io.image import Image
 from MedAIExtension.tracking.types import Finding
 
-__all__ = ["axial_crop", "nodule_picture", "tracking_html"]
+__all__ = ["NoduleSide", "axial_crop", "nodule_picture", "tracking_html"]
+
+#: One study's side of a nodule picture: the image, the finding (None where the nodule is absent) and the centre.
+NoduleSide = tuple[Image, Finding | None, Sequence[float]]
 
 _LUNG_WINDOW = (-600.0, 1500.0)
 
@@ -70,8 +73,8 @@ def _panel(grey: np.ndarray, mask: np.ndarray, color: Sequence[float]) -> np.nda
 
 def nodule_picture(
     path: Path,
-    baseline: tuple[Image, Finding | None, Sequence[float]] | None,
-    followup: tuple[Image, Finding | None, Sequence[float]] | None,
+    baseline: NoduleSide | None,
+    followup: NoduleSide | None,
     color: Sequence[float],
     size_mm: float = 40.0,
 ) -> Path:

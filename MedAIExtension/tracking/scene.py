@@ -15,7 +15,16 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.errors import InputError
+from MedAIExtension.io.volume_files import read_volume_file
 from MedAIExtension.labels import CodedTerm, SegmentLabel
+from MedAIExtension.mrml import (
+    labelmap_to_segmentation_node,
+    linear_transform_node,
+    nodule_fiducials_node,
+    rows_to_table_node,
+    sitk_transform_node,
+    volume_over_time_chart,
+)
 
 __all__ = ["TABLE_COLUMNS", "TrackingNodes", "load_tracking_into_scene", "read_tracking_document"]
 
@@ -105,16 +114,6 @@ def load_tracking_into_scene(
     Segments have the same name (tracking id) and colour in both studies. The transform node maps follow-up
     RAS to baseline RAS (place the follow-up volume under it to see both aligned); it is not applied to anything.
     """
-    from MedAIExtension.io.volume_files import read_volume_file
-    from MedAIExtension.mrml import (
-        labelmap_to_segmentation_node,
-        linear_transform_node,
-        nodule_fiducials_node,
-        rows_to_table_node,
-        sitk_transform_node,
-        volume_over_time_chart,
-    )
-
     folder = Path(output_dir)
     document = read_tracking_document(folder)
     rows = [dict(row, kind=row.get("followup_kind") or row.get("baseline_kind")) for row in document["nodules"]]
