@@ -26,6 +26,7 @@ __all__ = [
     "explanation_worker_args",
     "format_event",
     "parse_event",
+    "review_worker_args",
     "segmentation_worker_args",
     "tracking_worker_args",
 ]
@@ -131,6 +132,20 @@ def explanation_worker_args(request: Any, python: str | None = None) -> list[str
         python: the Python that runs the worker (default: this one).
     """
     return [python or sys.executable, "-m", "MedAIExtension.worker", "explain", *request.to_arguments()]
+
+
+def review_worker_args(
+    task: str,
+    project: str | os.PathLike[str],
+    threshold: float | None = None,
+    python: str | None = None,
+) -> list[str]:
+    """The command line that runs a review step (``metrics`` or ``memorization``) on a project file in a child
+    process (see :mod:`MedAIExtension.review.worker_tasks`); ``threshold`` None keeps the memorization default."""
+    args = [python or sys.executable, "-m", "MedAIExtension.worker", "review", task, "--project", str(project)]
+    if threshold is not None:
+        args += ["--threshold", repr(float(threshold))]
+    return args
 
 
 class WorkerProcess:

@@ -5,6 +5,8 @@
   [--device D] [--deformable] [--force] [--interval-days N]``
 * ``python -m MedAIExtension.worker explain --input ... --model ... --method ... --output ... [--target ...]
   [--roi R A S SR SA SS] ...`` (the options of :func:`MedAIExtension.explain.request.add_explain_arguments`)
+* ``python -m MedAIExtension.worker review {metrics,memorization} --project P [--threshold T]`` (saves the result
+  in the project, as ``medai review metrics`` / ``memorization`` do)
 
 Prints one JSON event per line (see :mod:`MedAIExtension.runner`) and exits 0 on success, the error's exit code
 otherwise. SIGTERM ends it at once; outputs are staged, so nothing partial is left behind.
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 
 from MedAIExtension.errors import MedAIError
 from MedAIExtension.explain.request import ExplainRequest, add_explain_arguments
+from MedAIExtension.review.worker_tasks import REVIEW_TASKS, run_review_task
 from MedAIExtension.runner import WorkerEvent, format_event
 
 __all__ = ["main"]
@@ -94,6 +97,15 @@ def _explain(args: argparse.Namespace) -> dict[str, object]:
     return data
 
 
+def _review(args: argparse.Namespace) -> dict[str, object]:
+    def progress(fraction: float, message: str) -> None:
+        _emit(WorkerEvent("progress", 0.99 * fraction, message))
+
+    data: dict[str, object] = dict(run_review_task(args.task, args.project, args.threshold, progress))
+    data.update(task=args.task, project=str(args.project))
+    return data
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one job and report it as JSON lines."""
     parser = argparse.ArgumentParser(prog="python -m MedAIExtension.worker")
@@ -121,6 +133,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     explain = sub.add_parser("explain")
     add_explain_arguments(explain)
     explain.set_defaults(job=_explain)
+    review = sub.add_parser("review")
+    review.add_argument("task", choices=REVIEW_TASKS)
+    review.add_argument("--project", required=True)
+    review.add_argument("--threshold", type=float, default=None)
+    review.set_defaults(job=_review)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:

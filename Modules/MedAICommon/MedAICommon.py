@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from MedAICommonLib import JobLogic, MedAIError, WorkerJob
+from MedAICommonLib import MedAIError
+from MedAICommonLib.jobs import JobLogic, WorkerJob
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,

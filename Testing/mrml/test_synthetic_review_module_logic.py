@@ -24,14 +24,16 @@ from MedAIExtension.mrml import volume_node_to_image
 from MedAIExtension.phantom import PhantomSpec, generate_chest_phantom
 from MedAIExtension.progress import CancelToken
 
-MODULE = Path(__file__).resolve().parents[2] / "Modules" / "MedAISyntheticReview"
+MODULES = Path(__file__).resolve().parents[2] / "Modules"
 
 
 @pytest.fixture
 def lib(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """``MedAISyntheticReviewLib.logic`` imported as Slicer does (the module folder on ``sys.path``)."""
-    monkeypatch.syspath_prepend(str(MODULE))
-    for name in [name for name in sys.modules if name.startswith("MedAISyntheticReviewLib")]:
+    """``MedAISyntheticReviewLib.logic`` imported as Slicer does (its module folder and that of the MedAI Common
+    module it depends on, on ``sys.path``)."""
+    for module in ("MedAICommon", "MedAISyntheticReview"):
+        monkeypatch.syspath_prepend(str(MODULES / module))
+    for name in [name for name in sys.modules if name.startswith(("MedAISyntheticReviewLib", "MedAICommonLib"))]:
         monkeypatch.delitem(sys.modules, name)
     return importlib.import_module("MedAISyntheticReviewLib.logic")
 

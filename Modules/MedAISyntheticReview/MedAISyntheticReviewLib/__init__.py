@@ -1,9 +1,11 @@
-"""Slicer-side code of the MedAI Synthetic Review module: a review project and the volume nodes it shows.
+"""Slicer-side code of the MedAI Synthetic Review module: a review project and the volume nodes it shows
+(:mod:`.logic`, Qt-free), its long steps as worker jobs (:mod:`.jobs`), Qt helpers (:mod:`.gui`).
 
-Qt-free (the scene is a parameter), so it is tested on the ``slicer-core`` wheel. The dependency installer and the
-search path of ``MedAIExtension`` come from the MedAI Segmentation module (a declared module dependency): the module
-file imports ``MedAISegmentationLib`` before this package.
+The dependency installer, the search path of ``MedAIExtension`` and the job lifecycle come from ``MedAICommonLib``
+(the hidden MedAI Common module, a declared dependency), imported first.
 """
+
+import MedAICommonLib  # noqa: F401 - first: makes MedAIExtension importable in a source checkout
 
 from MedAISyntheticReviewLib.logic import BLINDED_ROUNDING_RANGE, ReviewLogic
 

@@ -1,39 +1,18 @@
-"""Qt helpers of the MedAI Synthetic Review widget: error display, keyboard shortcuts, long steps with a progress
-dialog. Slicer application code (Qt), kept out of the Qt-free ``logic`` and out of the thin module file.
+"""Qt helpers of the MedAI Synthetic Review widget: combo box, keyboard shortcuts, artifact check boxes. Slicer
+application code (Qt), kept out of the Qt-free ``logic`` and out of the thin module file.
 
-Metrics and the memorization check run in Slicer's own process: the progress callback updates a modal progress
-dialog and processes events, and its Cancel button sets the CancelToken that the shared code checks at every
-progress report, so the step stops at the next image. They take seconds to minutes for review-sized sets; for large
-sets the CLI (``medai review metrics``) runs them outside Slicer and the module shows the stored result.
+Errors are shown with ``MedAICommonLib.widget.showErrors``; metrics and the memorization check run in the worker
+process (see ``MedAISyntheticReviewLib.jobs``), polled by the shared job widget mixin.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import qt
-import slicer
 
-from MedAIExtension.errors import CancelledError, MedAIError
-from MedAIExtension.progress import CancelToken
-
-__all__ = ["enableShortcuts", "fillCombo", "keyboardShortcuts", "replaceCheckBoxes", "runWithProgress", "showErrors"]
-
-logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def showErrors(what: str) -> Iterator[None]:
-    """Show an error by its message (a MedAIError names the fix); anything unexpected also goes to the log."""
-    try:
-        yield
-    except Exception as exc:
-        if not isinstance(exc, MedAIError):
-            logger.exception("%s failed", what)
-        slicer.util.errorDisplay(str(exc), windowTitle=f"MedAI - {what}")
+__all__ = ["enableShortcuts", "fillCombo", "keyboardShortcuts", "replaceCheckBoxes"]
 
 
 def fillCombo(combo: Any, titles: list[str], index: int) -> None:
@@ -73,29 +52,3 @@ def replaceCheckBoxes(box: Any, old: list[Any], words: list[str]) -> list[Any]:
     for check in checks:
         box.layout().addWidget(check)
     return checks
-
-
-def runWithProgress(what: str, run: Callable[..., Any]) -> bool:
-    """Call ``run(progress=..., token=...)`` behind a cancellable progress dialog and a wait cursor.
-
-    Returns:
-        True when it finished, False when the user cancelled (nothing was saved then). Errors propagate.
-    """
-    token = CancelToken()
-    dialog = slicer.util.createProgressDialog(windowTitle=f"MedAI - {what}", labelText=what, maximum=100)
-    dialog.canceled.connect(token.cancel)
-
-    def progress(fraction: float, message: str) -> None:
-        dialog.setValue(round(100 * fraction))
-        dialog.setLabelText(message)
-        slicer.app.processEvents()
-
-    qt.QApplication.setOverrideCursor(qt.Qt.WaitCursor)
-    try:
-        run(progress=progress, token=token)
-    except CancelledError:
-        return False
-    finally:
-        qt.QApplication.restoreOverrideCursor()
-        dialog.close()
-    return True
