@@ -1,4 +1,5 @@
-"""The Slicer modules stay thin shells and their GUI files fit their code; MedAIExtension stays Qt-free.
+"""The Slicer modules stay thin shells and their GUI files fit their code; MedAIExtension stays Qt-free; the
+modules share their Slicer-side code through the hidden MedAI Common module only.
 
 Slicer is not available here, so these checks read the sources: the AST of the Python files and the XML of the
 Qt Designer files. They catch what would otherwise only show up when a user opens the module: a misspelt
@@ -8,6 +9,7 @@ Qt Designer files. They catch what would otherwise only show up when a user open
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import sys
 import xml.etree.ElementTree as ElementTree
@@ -19,7 +21,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "MedAIExtension"
 MODULES = sorted(p for p in (ROOT / "Modules").iterdir() if p.is_dir() and not p.name.startswith((".", "__")))
-MAX_MODULE_LINES = 300
+MAX_MODULE_LINES = 200
+#: The hidden module holding the Slicer-side code every MedAI module shares (no panel, no .ui).
+COMMON = "MedAICommon"
+#: The modules with a panel: each has a .ui, an icon and a parameter node.
+PANEL_MODULES = [module for module in MODULES if module.name != COMMON]
 
 #: Modules MedAIExtension must never import: the GUI toolkits.
 FORBIDDEN_IMPORTS = {"qt", "ctk", "PythonQt", "slicer.qt"}
@@ -143,11 +149,58 @@ def test_module_file_follows_the_scripted_module_template(module: Path) -> None:
         bases = [ast.unparse(b) for b in classes[name + suffix].bases]
         assert base in bases, f"{name + suffix} must derive from {base}"
     assert f"{name}Logic" in classes and f"{name}Test" in classes, "a Logic and a Test class are expected"
-    assert parameter_annotations(ast.unparse(tree)), f"{name}.py has no @parameterNodeWrapper class"
+    if name != COMMON:  # the hidden module has no panel, so no GUI state
+        assert parameter_annotations(ast.unparse(tree)), f"{name}.py has no @parameterNodeWrapper class"
     assert tree.body and isinstance(tree.body[0], ast.Expr), f"{name}.py needs a module docstring"
 
 
-@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.name)
+def _module_settings(module: Path) -> dict[str, object]:
+    """The ``self.parent.<name> = <literal>`` settings of the module class (dependencies, hidden, ...)."""
+    settings: dict[str, object] = {}
+    for node in ast.walk(ast.parse(_module_file(module).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Attribute):
+            target = node.targets[0]
+            if ast.unparse(target.value) == "self.parent":
+                with contextlib.suppress(ValueError):
+                    settings[target.attr] = ast.literal_eval(node.value)
+    return settings
+
+
+def test_the_common_module_is_hidden_and_every_other_module_is_shown() -> None:
+    assert (ROOT / "Modules" / COMMON) in MODULES, f"the shared module Modules/{COMMON} is missing"
+    hidden = sorted(module.name for module in MODULES if _module_settings(module).get("hidden") is True)
+    assert hidden == [COMMON], f"only {COMMON} may be hidden (it has no panel); hidden: {hidden}"
+    assert _module_settings(ROOT / "Modules" / COMMON).get("dependencies") == []
+    assert not _ui_file(ROOT / "Modules" / COMMON).exists(), f"{COMMON} is hidden: it has no panel to describe"
+
+
+@pytest.mark.parametrize("module", PANEL_MODULES, ids=lambda m: m.name)
+def test_modules_share_code_through_the_common_module_only(module: Path) -> None:
+    assert _module_settings(module).get("dependencies") == [COMMON], (
+        f"{module.name} must depend on {COMMON} (shared installer, staging, DICOM database, worker jobs) and on "
+        "no other MedAI module"
+    )
+    others = {f"{other.name}Lib" for other in PANEL_MODULES if other != module}
+    for path in sorted(module.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            used = {name.split(".")[0] for name in names} & others
+            assert not used, f"{path.relative_to(ROOT)}:{node.lineno} imports {used}: move shared code to {COMMON}Lib"
+
+
+def test_no_module_processes_events_by_hand() -> None:
+    """Long work runs in the worker process and is polled; no Slicer module spins the event loop itself."""
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "Modules").rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if "processEvents" in line
+    ]
+    assert not found, f"processEvents in {found}: run the work in the worker process (MedAICommonLib.jobs)"
+
+
+@pytest.mark.parametrize("module", PANEL_MODULES, ids=lambda m: m.name)
 def test_ui_file_is_valid_designer_xml(module: Path) -> None:
     root = ElementTree.parse(_ui_file(module)).getroot()
     assert root.tag == "ui"
@@ -164,7 +217,7 @@ def test_ui_file_is_valid_designer_xml(module: Path) -> None:
     assert custom <= declared, f"custom widgets used but not declared in <customwidgets>: {custom - declared}"
 
 
-@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.name)
+@pytest.mark.parametrize("module", PANEL_MODULES, ids=lambda m: m.name)
 def test_every_slicer_parameter_name_is_a_parameter(module: Path) -> None:
     parameters = parameter_annotations(_module_file(module).read_text(encoding="utf-8"))
     bound = {
@@ -198,23 +251,41 @@ def _ui_attribute_names(source: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.name)
+def _uses_job_widget_mixin(module: Path) -> bool:
+    tree = ast.parse(_module_file(module).read_text(encoding="utf-8"))
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == f"{module.name}Widget")
+    return "JobWidgetMixin" in [ast.unparse(base) for base in widget.bases]
+
+
+@pytest.mark.parametrize("module", PANEL_MODULES, ids=lambda m: m.name)
 def test_every_self_ui_name_is_a_widget_of_the_ui_file(module: Path) -> None:
-    used = _ui_attribute_names(_module_file(module).read_text(encoding="utf-8"))
-    missing = sorted(used - set(_ui_widgets(module)))
-    assert not missing, f"{module.name}.py uses self.ui.{missing} but {module.name}.ui has no such widget"
+    """In the module file, its Lib package and (for widgets using it) the shared job widget mixin."""
+    sources = [_module_file(module), *sorted((module / f"{module.name}Lib").glob("*.py"))]
+    if _uses_job_widget_mixin(module):
+        sources.append(ROOT / "Modules" / COMMON / f"{COMMON}Lib" / "widget.py")
+    widgets = set(_ui_widgets(module))
+    for source in sources:
+        missing = sorted(_ui_attribute_names(source.read_text(encoding="utf-8")) - widgets)
+        assert not missing, f"{source.relative_to(ROOT)} uses self.ui.{missing} but {module.name}.ui has none"
 
 
-@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.name)
+def test_the_job_widget_mixin_is_used_and_checked() -> None:
+    """The shared mixin drives the job widgets of the .ui files (the test above checks their names)."""
+    used = _ui_attribute_names((ROOT / "Modules" / COMMON / f"{COMMON}Lib" / "widget.py").read_text(encoding="utf-8"))
+    assert {"progressBar", "statusLabel"} <= used
+    assert all(_uses_job_widget_mixin(module) for module in PANEL_MODULES), "every module runs its jobs the one way"
+
+
+@pytest.mark.parametrize("module", PANEL_MODULES, ids=lambda m: m.name)
 def test_module_icon_is_a_png(module: Path) -> None:
     icon = module / "Resources" / "Icons" / f"{module.name}.png"
     assert icon.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{icon.relative_to(ROOT)} is not a PNG"
 
 
-# ---- the dependency helper of MedAISegmentation (pure Python parts) -----------------------------------------------
+# ---- the dependency helper of MedAICommon (pure Python parts) -------------------------------------------------------
 def _load_dependencies_module() -> ModuleType:
-    path = ROOT / "Modules" / "MedAISegmentation" / "MedAISegmentationLib" / "dependencies.py"
-    spec = importlib.util.spec_from_file_location("medai_segmentation_dependencies", path)
+    path = ROOT / "Modules" / COMMON / f"{COMMON}Lib" / "dependencies.py"
+    spec = importlib.util.spec_from_file_location("medai_common_dependencies", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
