@@ -167,6 +167,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/registration.py
   MedAIExtension/tracking/registration_checks.py
   MedAIExtension/tracking/registration_stages.py
+  MedAIExtension/tracking/repeatability.py
   MedAIExtension/tracking/report.py
   MedAIExtension/tracking/scene.py
   MedAIExtension/tracking/surface_fit.py
