@@ -157,6 +157,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/location.py
   MedAIExtension/tracking/lungrads.py
   MedAIExtension/tracking/lungs.py
+  MedAIExtension/tracking/mass_detection.py
   MedAIExtension/tracking/matching.py
   MedAIExtension/tracking/measurements.py
   MedAIExtension/tracking/nodule_segmentation.py
