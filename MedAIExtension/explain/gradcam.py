@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from MedAIExtension.errors import ModelError
 from MedAIExtension.explain.torch_model import (
     as_torch_module,
     default_target_layer,
@@ -152,8 +153,6 @@ def grad_cam_map(activation: Any, grad: Any, plus_plus: bool = False) -> Any:
 
 
 def _not_spatial(layer: str, shape: Any) -> Exception:
-    from MedAIExtension.errors import ModelError
-
     return ModelError(
         f"Layer {layer} outputs shape {tuple(shape)}, which has no spatial axes matching the input; Grad-CAM needs a "
         "convolution layer before global pooling. Pick the last convolution block as the target layer."

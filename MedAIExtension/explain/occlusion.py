@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.errors import InputError, MedAIError, ModelError
+from MedAIExtension.explain.occlusion_incremental import IncrementalOcclusion, NotAChainError, decompose_chain
+from MedAIExtension.explain.torch_model import torch_device
 from MedAIExtension.explain.types import ScoreTarget
 from MedAIExtension.models.memory import free_gpu_memory, is_out_of_memory
 from MedAIExtension.progress import Progress, ProgressCallback
@@ -307,9 +309,6 @@ def _incremental_evaluator(
     """The exact receptive-field path for a torch chain module and how many of its windows take the memory of one
     full forward pass; None (with a note) when it does not apply."""
     import torch
-
-    from MedAIExtension.explain.occlusion_incremental import IncrementalOcclusion, NotAChainError, decompose_chain
-    from MedAIExtension.explain.torch_model import torch_device
 
     module = getattr(module, "module", module)  # a loaded TorchBackend carries its module
     if not isinstance(module, torch.nn.Module):

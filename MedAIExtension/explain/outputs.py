@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.atomic import staged_output
-from MedAIExtension.explain.overlay_png import key_slices
+from MedAIExtension.dicom.parametric_map import write_parametric_map
+from MedAIExtension.dicom.secondary_capture import write_secondary_capture
+from MedAIExtension.explain.overlay_png import KeySlice, key_slices
 from MedAIExtension.explain.types import Explanation
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.volume_files import write_volume_file
 from MedAIExtension.progress import Progress
 
 __all__ = ["output_stem", "write_explanation_outputs"]
@@ -47,11 +50,8 @@ def _write_segments_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def _write_dicom(
-    explanation: Explanation, image: Image, staging: Path, stem: str, pictures: list[Any]
+    explanation: Explanation, image: Image, staging: Path, stem: str, pictures: list[KeySlice]
 ) -> dict[str, str]:
-    from MedAIExtension.dicom.parametric_map import write_parametric_map
-    from MedAIExtension.dicom.secondary_capture import write_secondary_capture
-
     (staging / "dicom").mkdir()
     method = explanation.method
     entry = explanation.entry
@@ -94,8 +94,6 @@ def write_explanation_outputs(
     DICOM objects are written when ``dicom`` is true and the input was a DICOM series (they must reference it).
     """
     from PIL import Image as PILImage
-
-    from MedAIExtension.io.volume_files import write_volume_file
 
     reporter = Progress(progress)
     stem = output_stem(input_label or str(image.metadata.get("SourceFile", "image")))

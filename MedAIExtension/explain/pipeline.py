@@ -13,14 +13,25 @@ from typing import Any
 
 import numpy as np
 
+from MedAIExtension.atomic import check_output_directory
+from MedAIExtension.dicom.source import frame_of_reference_allows, require_single_frame_source
 from MedAIExtension.errors import InputError, ModelError
+from MedAIExtension.explain.gradcam import GradCamResult, grad_cam
+from MedAIExtension.explain.integrated_gradients import IntegratedGradientsResult, integrated_gradients
 from MedAIExtension.explain.models import ExplainModel, load_explain_model, resolve_target_label, score_target
+from MedAIExtension.explain.occlusion import occlusion_sensitivity
+from MedAIExtension.explain.outputs import write_explanation_outputs
 from MedAIExtension.explain.request import ExplainRequest, ExplainSettings, Roi
+from MedAIExtension.explain.sanity import deletion_insertion, randomisation_test
+from MedAIExtension.explain.torch_model import default_target_layer
 from MedAIExtension.explain.types import GRADIENT_METHODS, ExplainMethod, Explanation, ScoreTarget
+from MedAIExtension.explain.uncertainty import segmentation_uncertainty
 from MedAIExtension.explain.window import ExplanationWindow, explanation_window, to_input_grid
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.loader import load_image
 from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.models.catalog import Catalog, ModelEntry, load_catalog
+from MedAIExtension.models.memory import free_gpu_memory, is_out_of_memory
 from MedAIExtension.progress import CancelToken, Progress
 
 __all__ = ["explain_image", "explain_to_folder"]
@@ -66,20 +77,15 @@ def _gradient_map(
     notes: list[str],
 ) -> np.ndarray:
     """The map of a gradient method; on out-of-memory IG halves its batch, Grad-CAM says how to need less."""
-    from MedAIExtension.models.memory import free_gpu_memory, is_out_of_memory
-
     batch_size = settings.batch_size
+    result: IntegratedGradientsResult | GradCamResult
     while True:
         try:
             if method == ExplainMethod.IG:
-                from MedAIExtension.explain.integrated_gradients import integrated_gradients
-
                 result = integrated_gradients(
                     module, data, target, steps=settings.ig_steps, batch_size=batch_size, device=device
                 )
             else:
-                from MedAIExtension.explain.gradcam import grad_cam
-
                 plus_plus = method == ExplainMethod.GRADCAMPP
                 result = grad_cam(module, data, target, layer, plus_plus=plus_plus, device=device)
             break
@@ -169,16 +175,12 @@ def explain_image(
     if method in GRADIENT_METHODS:
         layer = settings.layer or entry.explain.get("target_layer")
         if layer is None and method != ExplainMethod.IG:
-            from MedAIExtension.explain.torch_model import default_target_layer
-
             layer = default_target_layer(module, window.data)
             notes.append(f"No target layer in the catalogue; Grad-CAM uses {layer}.")
         work(0.0, f"{method.title} of {label.name}")
         values = _gradient_map(method, module, window.data, target_score, layer, settings, loaded.torch_device, notes)
         unit = "normalised relevance (0-1)" if method != ExplainMethod.IG else "attribution (logit units)"
     else:
-        from MedAIExtension.explain.occlusion import occlusion_sensitivity
-
         window_roi = None
         if target_score.region is not None and roi is not None:
             index = np.nonzero(target_score.region)
@@ -234,8 +236,6 @@ def _sanity_checks(
     reporter: Progress,
     notes: list[str],
 ) -> dict[str, Any]:
-    from MedAIExtension.explain.sanity import deletion_insertion, randomisation_test
-
     sanity: dict[str, Any] = {}
     if method in GRADIENT_METHODS:
         stage = reporter.stage(0.6, 0.85)
@@ -271,8 +271,6 @@ def _uncertainty(
     notes: list[str],
     started: float,
 ) -> Explanation:
-    from MedAIExtension.explain.uncertainty import segmentation_uncertainty
-
     entry = loaded.entry
     if entry.is_classifier:
         raise InputError(
@@ -323,18 +321,12 @@ def explain_to_folder(
 
     Nothing is written when any step fails (the output folder is checked first, files are staged).
     """
-    from MedAIExtension.atomic import check_output_directory
-    from MedAIExtension.explain.outputs import write_explanation_outputs
-    from MedAIExtension.io.loader import load_image
-
     check_output_directory(request.output)
     reporter = Progress(progress, token)
     reporter(0.0, "reading the input")
     image = load_image(request.input, series_uid=request.series, warn=warn)
     write_dicom = request.write_dicom
     if write_dicom:  # the Parametric Map cannot reference a multi-frame source yet: say so before the work
-        from MedAIExtension.dicom.source import frame_of_reference_allows, require_single_frame_source
-
         require_single_frame_source(image, "DICOM Parametric Map")
         write_dicom = frame_of_reference_allows([("input", image)], "the DICOM Parametric Map and captures", warn)
     catalog = load_catalog(models_dirs=request.models_dirs)

@@ -18,7 +18,12 @@ from typing import Any
 
 from MedAIExtension.errors import CatalogError, InputError
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.volume_files import read_volume_file
 from MedAIExtension.labels import SegmentLabel
+from MedAIExtension.models.catalog import load_catalog
+from MedAIExtension.mrml.overlays import show_map_overlay
+from MedAIExtension.mrml.segmentations import labelmap_to_segmentation_node
+from MedAIExtension.mrml.tables import rows_to_table_node
 
 __all__ = [
     "DOCUMENT_NAME",
@@ -110,15 +115,17 @@ def _label_of(segment: dict[str, Any], index: int, catalogue_labels: dict[int, S
     value = int(segment["value"])
     known = catalogue_labels.get(value)
     name = str(segment.get("name") or (known.name if known else f"Label {value}"))
+    color: tuple[float, float, float]
     if segment.get("color") is not None:
-        color = tuple(float(c) for c in segment["color"])
+        red, green, blue = (float(c) for c in segment["color"])  # ValueError unless three numbers
+        color = (red, green, blue)
     elif known is not None:
         color = known.color
     else:
         color = colorsys.hsv_to_rgb((index * 0.61803) % 1.0, 0.65, 0.95)
     if known is not None:
-        return SegmentLabel(value, name, color, known.category, known.type)  # type: ignore[arg-type]
-    return SegmentLabel(value, name, color)  # type: ignore[arg-type]
+        return SegmentLabel(value, name, color, known.category, known.type)
+    return SegmentLabel(value, name, color)
 
 
 def _catalogue_labels(model_name: str) -> dict[int, SegmentLabel]:
@@ -126,8 +133,6 @@ def _catalogue_labels(model_name: str) -> dict[int, SegmentLabel]:
     if not model_name:
         return {}
     try:
-        from MedAIExtension.models.catalog import load_catalog
-
         catalog = load_catalog()
         return {label.value: label for label in catalog.get(model_name).labels} if model_name in catalog else {}
     except (CatalogError, ImportError, OSError):
@@ -187,17 +192,14 @@ def load_explanation_into_scene(scene: Any, folder: str | Path, background_node:
         InputError: explanation.json is missing or damaged, a listed file is missing, or the files do not fit
             (a label map value without a segment). The scene is unchanged then.
     """
-    from MedAIExtension.io.volume_files import read_volume_file
-    from MedAIExtension.mrml.overlays import show_map_overlay
-    from MedAIExtension.mrml.segmentations import labelmap_to_segmentation_node
-    from MedAIExtension.mrml.tables import rows_to_table_node
-
     folder = Path(folder)
     document = read_explanation_document(folder)
     files = document["files"]
     try:
         map_path = _file(folder, files, "map_nrrd") or _file(folder, files, "map_nifti")
-        map_image: Image = read_volume_file(map_path)  # type: ignore[arg-type]
+        if map_path is None:
+            raise KeyError("map_nrrd")  # neither map file is listed: reported as a damaged result below
+        map_image: Image = read_volume_file(map_path)
         display = _display(document)
         uncertainty = document.get("uncertainty") or None
         labelmap_path = _file(folder, files, "labelmap") if uncertainty else None

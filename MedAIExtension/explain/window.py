@@ -19,6 +19,7 @@ from MedAIExtension.io.geometry import LPS_TO_RAS, affine_from_parts
 from MedAIExtension.io.image import Image
 from MedAIExtension.models.catalog import ModelEntry
 from MedAIExtension.models.preprocessing import (
+    crop_image,
     foreground_bounding_box,
     grid_corners,
     normalize_intensity,
@@ -168,8 +169,6 @@ def explanation_window(image: Image, entry: ModelEntry, roi: Roi | None = None) 
 
 
 def _crop(image: Image, box: tuple[slice, slice, slice]) -> Image:
-    from MedAIExtension.models.preprocessing import crop_image
-
     return crop_image(image, box)
 
 

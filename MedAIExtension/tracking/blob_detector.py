@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
@@ -403,6 +402,8 @@ def _confidence(contrast_hu: float, blobness: float, required: float) -> float:
 
 def _suppress(blobs: list[_Blob], options: DetectionOptions) -> list[_Blob]:
     """Greedy non-maximum suppression in mm: a blob inside a more confident blob's radius is the same nodule."""
+    from scipy.spatial import cKDTree  # here, not at the top: scipy.spatial costs medai --help ~60 ms
+
     if not blobs:
         return []
     order = sorted(blobs, key=lambda b: (-b.confidence, -b.sigma_mm))
