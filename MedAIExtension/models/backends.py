@@ -14,6 +14,7 @@ import numpy as np
 from MedAIExtension.errors import ModelError
 from MedAIExtension.models.catalog import ModelEntry
 from MedAIExtension.models.devices import Device, cpu_threads, onnx_providers_for, parse_device
+from MedAIExtension.models.discovery import bundle_parser
 
 __all__ = ["Backend", "OnnxBackend", "TorchBackend", "load_backend", "load_bundle_module"]
 
@@ -80,7 +81,7 @@ class TorchBackend:
         self.channels_last = False
         self._runner = self.module
         if not use_cuda:
-            from MedAIExtension.models.torch_inference import cpu_inference_module
+            from MedAIExtension.models.torch_inference import cpu_inference_module  # lazy: imports torch
 
             prepared = cpu_inference_module(self.module)
             self._runner, self.channels_last = prepared.module, prepared.channels_last
@@ -109,8 +110,6 @@ def load_bundle_module(entry: ModelEntry) -> Any:
     Weights are read with ``weights_only=True``: arbitrary pickled objects are never loaded.
     """
     import torch
-
-    from MedAIExtension.models.discovery import bundle_parser
 
     bundle = entry.bundle_dir or entry.model_file.parent
     weights = entry.model_file

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from MedAIExtension.io.image import Image
+from MedAIExtension.models.preprocessing import resample_to_grid
 
 __all__ = ["channel_argmax", "scores_to_labels", "scores_to_labels_reference"]
 
@@ -21,19 +22,17 @@ _MIXED = 255
 
 def scores_to_labels_reference(scores: np.ndarray, model_ijk_to_ras: np.ndarray, target: Image) -> np.ndarray:
     """Per-channel SimpleITK linear resampling onto ``target``'s grid, then arg-max (the plain method)."""
-    from MedAIExtension.models.preprocessing import resample_to_grid
-
-    best = labels = None
+    best: np.ndarray | None = None
+    labels = np.zeros(target.shape, dtype=np.uint8)
     for channel in range(scores.shape[0]):
         channel_image = Image(np.ascontiguousarray(scores[channel]), model_ijk_to_ras)
         resampled = resample_to_grid(channel_image, target.ijk_to_ras, target.shape, linear=True, fill=-1e4).array
         if best is None:
-            best, labels = resampled, np.zeros(target.shape, dtype=np.uint8)
+            best = resampled
         else:
             better = resampled > best
             labels[better] = channel
             np.maximum(best, resampled, out=best)
-    assert labels is not None
     return labels
 
 
@@ -101,7 +100,7 @@ def _axis_aligned(scores: np.ndarray, cells: np.ndarray, mapping: np.ndarray, ta
         mixed = np.unravel_index(flat, labels.shape)
         # model coordinates (k', j', i') of the mixed target voxels
         per_target = {2: coords[2][mixed[0]], 1: coords[1][mixed[1]], 0: coords[0][mixed[2]]}
-        model_coords = [None, None, None]
+        model_coords: list[np.ndarray] = [np.empty(0)] * 3
         for target_axis, model_axis in enumerate(axes):
             model_coords[2 - model_axis] = per_target[target_axis]
         points = np.stack(model_coords)

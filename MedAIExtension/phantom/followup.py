@@ -44,6 +44,7 @@ from MedAIExtension.phantom.followup_model import (
     motion_matrix,
 )
 from MedAIExtension.phantom.spec import NoduleSpec, PhantomSpec
+from MedAIExtension.phantom.study import write_phantom_study
 from MedAIExtension.progress import Progress
 from MedAIExtension.tracking.types import NoduleKind, NoduleStatus
 
@@ -242,8 +243,6 @@ def write_phantom_pair(
         InputError: bad interval, date, patient id, factors, motion (see :func:`followup_spec`).
         OutputError: the output folder cannot be written.
     """
-    from MedAIExtension.phantom.study import write_phantom_study
-
     interval = _interval(interval_days)
     _check_date(baseline_date)
     if not isinstance(patient_id, str) or not patient_id.strip() or len(patient_id) > _MAX_PATIENT_ID:

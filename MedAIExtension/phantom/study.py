@@ -10,6 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from MedAIExtension.atomic import ensure_writable_directory
+from MedAIExtension.io.dicom_series import write_dicom_series
+from MedAIExtension.io.volume_files import write_volume_file
 from MedAIExtension.phantom.chest import generate_chest_phantom
 from MedAIExtension.phantom.spec import PhantomSpec
 
@@ -35,9 +37,6 @@ def write_phantom_study(
     Returns:
         ``{"ct": folder, "nifti": ..., "labels": ..., "nodules": ..., "truth": ...}``.
     """
-    from MedAIExtension.io.dicom_series import write_dicom_series
-    from MedAIExtension.io.volume_files import write_volume_file
-
     spec = spec or PhantomSpec(size_ijk=tuple(size_ijk), spacing=tuple(spacing), seed=seed)
     phantom = generate_chest_phantom(spec, progress)
     out = ensure_writable_directory(output_dir)

@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from MedAIExtension.atomic import staged_output
+from MedAIExtension.dicom import write_dicom_seg
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.volume_files import write_volume_file
 from MedAIExtension.labels import SegmentLabel, label_statistics
+from MedAIExtension.mrml import close_scene, create_scene, labelmap_to_segmentation_node, write_seg_nrrd
 from MedAIExtension.progress import Progress
 
 __all__ = ["OUTPUT_FORMATS", "parse_formats", "write_outputs"]
@@ -38,8 +41,6 @@ def parse_formats(formats: str | Iterable[str]) -> list[str]:
 
 
 def _write_seg_nrrd(labelmap: Image, labels: Sequence[SegmentLabel], path: Path, name: str) -> None:
-    from MedAIExtension.mrml import close_scene, create_scene, labelmap_to_segmentation_node, write_seg_nrrd
-
     scene = create_scene()
     try:
         write_seg_nrrd(labelmap_to_segmentation_node(scene, labelmap, labels, name), path)
@@ -82,12 +83,9 @@ def write_outputs(
             if fmt == "seg.nrrd":
                 _write_seg_nrrd(labelmap, labels, target, stem)
             elif fmt == "nii.gz":
-                from MedAIExtension.io.volume_files import write_volume_file
-
                 write_volume_file(labelmap.with_array(labelmap.array.astype(np.uint8)), target)
             else:
-                from MedAIExtension.dicom import write_dicom_seg
-
+                assert source is not None  # checked above: dicom-seg needs the DICOM source
                 write_dicom_seg(
                     labelmap, source, labels, target, algorithm_name=algorithm_name, algorithm_version=algorithm_version
                 )

@@ -19,12 +19,17 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from MedAIExtension.metrics import dice
+from MedAIExtension.models.backends import load_backend
+from MedAIExtension.models.catalog import DEFAULT_CATALOG, ModelEntry
+from MedAIExtension.models.devices import cpu_threads
+from MedAIExtension.models.inference import run_inference
 from MedAIExtension.models.preprocessing import (
     crop_image,
     foreground_bounding_box,
@@ -32,6 +37,8 @@ from MedAIExtension.models.preprocessing import (
     normalize_intensity,
     resample_to_grid,
 )
+from MedAIExtension.phantom import generate_chest_phantom, random_phantom_spec
+from MedAIExtension.training.export import export_onnx, update_catalog, write_monai_bundle
 from MedAIExtension.training.network import NETWORK_ARGS, build_network
 
 __all__ = ["MODEL_NAME", "bundle_entry", "main", "model_entry", "prepare_case", "train"]
@@ -96,10 +103,6 @@ def prepare_case(spec: Any) -> tuple[np.ndarray, np.ndarray]:
     model grid, normalisation); the labels are generated *directly on the model grid* from the same analytic
     anatomy, so small nodules get exact voxel-centre targets rather than nearest-neighbour copies.
     """
-    from dataclasses import replace
-
-    from MedAIExtension.phantom import generate_chest_phantom
-
     ct = generate_chest_phantom(spec).ct
     box = foreground_bounding_box(ct, BODY_THRESHOLD_HU)
     if box is not None:
@@ -134,8 +137,6 @@ def _random_native_grid(rng: np.random.Generator) -> tuple[tuple[int, int, int],
 def _make_cases(
     seeds: Sequence[int], log: Any, diameter_range_mm: tuple[float, float] = (4.0, 20.0)
 ) -> list[TrainingCase]:
-    from MedAIExtension.phantom import random_phantom_spec
-
     cases = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
@@ -293,10 +294,6 @@ def evaluate_on_heldout(entry: Any, seeds: Sequence[int], log: Any = print) -> d
 
     Nodule Dice is measured per nodule ≥ 6 mm inside a box of twice its diameter around it.
     """
-    from MedAIExtension.metrics import dice
-    from MedAIExtension.models.backends import load_backend
-    from MedAIExtension.models.inference import run_inference
-    from MedAIExtension.phantom import generate_chest_phantom, random_phantom_spec
 
     backend = load_backend(entry, "cpu")
     lung, nodules, nodule_label = [], [], []
@@ -366,10 +363,6 @@ def _training_record(catalog: Path) -> dict[str, Any] | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Train, export (ONNX + MONAI bundle), catalogue and evaluate the shipped model."""
     import torch
-
-    from MedAIExtension.models.catalog import DEFAULT_CATALOG, ModelEntry
-    from MedAIExtension.models.devices import cpu_threads
-    from MedAIExtension.training.export import export_onnx, update_catalog, write_monai_bundle
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=1500)

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.atomic import atomic_path
+from MedAIExtension.models.backends import load_backend
+from MedAIExtension.models.catalog import DEFAULT_CATALOG, load_catalog
 from MedAIExtension.models.preprocessing import normalize_intensity
 from MedAIExtension.phantom.patches import (
     CLASS_NODULE,
@@ -31,6 +33,7 @@ from MedAIExtension.phantom.patches import (
     nodule_vessel_patches,
 )
 from MedAIExtension.training.classifier_network import CLASSIFIER_TARGET_LAYER, build_classifier
+from MedAIExtension.training.export import export_onnx, update_catalog
 from MedAIExtension.training.train import NORMALIZATION  # same CT window as the segmentation model
 
 __all__ = [
@@ -279,10 +282,6 @@ def export_torchscript(network: Any, path: Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """Generate patches, train, evaluate on held-out phantoms, export TorchScript + ONNX and catalogue both."""
     import torch
-
-    from MedAIExtension.models.backends import load_backend
-    from MedAIExtension.models.catalog import DEFAULT_CATALOG, load_catalog
-    from MedAIExtension.training.export import export_onnx, update_catalog
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--iterations", type=int, default=1200)
