@@ -166,9 +166,7 @@ def read_dicom_series(
     return _assemble_checked(datasets, list(info.files), warn)
 
 
-def read_dicom_files(
-    files: Iterable[str | os.PathLike[str]], warn: Callable[[str], None] | None = None
-) -> Image:
+def read_dicom_files(files: Iterable[str | os.PathLike[str]], warn: Callable[[str], None] | None = None) -> Image:
     """Read the given files (one series, any order) into an :class:`Image`, e.g. from Slicer's DICOM database."""
     paths = [Path(f) for f in files]
     if not paths:
@@ -243,7 +241,7 @@ def _assemble(datasets: list, files: list[Path], warn: Callable[[str], None] | N
     integer_rescale = all(
         np.issubdtype(a.dtype, np.integer) and float(s).is_integer() and float(b).is_integer() for a, s, b in slices
     )
-    out_dtype = np.float32
+    out_dtype: type[np.number[Any]] = np.float32
     if integer_rescale:
         lo = min(float(a.min()) * s + b for a, s, b in slices)
         hi = max(float(a.max()) * s + b for a, s, b in slices)
@@ -292,14 +290,14 @@ def write_dicom_series(
         The written file paths, in slice order.
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
     if not image.is_orthogonal():
         raise GeometryError("Cannot write a sheared volume as a DICOM series; resample it first.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
-    def uid(tag: str) -> str:
+    def uid(tag: str) -> UID:
         return generate_uid(entropy_srcs=[uid_seed, tag]) if uid_seed else generate_uid()
 
     study_uid = study_uid or uid("study")

@@ -87,7 +87,8 @@ class Image:
     @property
     def shape(self) -> tuple[int, int, int]:
         """Array shape ``(K, J, I)``."""
-        return tuple(int(n) for n in self.array.shape)  # type: ignore[return-value]
+        k, j, i = self.array.shape  # 3D: checked on construction
+        return int(k), int(j), int(i)
 
     @property
     def size_ijk(self) -> tuple[int, int, int]:

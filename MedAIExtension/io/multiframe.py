@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from MedAIExtension.errors import GeometryError, InputError
+from MedAIExtension.io.dicom_checks import MAX_MATRIX, lossy_compression, record_lossy
 from MedAIExtension.io.dicom_metadata import series_metadata
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.pixel_decoding import decode_frames
@@ -169,7 +170,9 @@ def frame_geometry(dataset: Any) -> FrameGeometry:
             "in space. Export it as an Enhanced CT/MR with its plane positions, or as a single-frame series."
         )
     groups = _FrameGroups(dataset, frames)
-    positions, orientations, spacings = [], [], []
+    positions: list[np.ndarray] = []
+    orientations: list[np.ndarray] = []
+    spacings: list[np.ndarray] = []
     for frame in range(frames):
         for (sequence, keyword), store, count in (
             (_POSITION, positions, 3),
@@ -284,7 +287,6 @@ def _rescale(groups: _FrameGroups, frames: int) -> tuple[np.ndarray, np.ndarray]
 
 def _check_pixel_header(dataset: Any, path: Path) -> None:
     """Grey-scale pixels of a size a CT or MR has, described by intact attributes (before any decoding)."""
-    from MedAIExtension.io.dicom_checks import MAX_MATRIX
 
     def integer(keyword: str) -> int:
         try:
@@ -332,8 +334,6 @@ def read_multiframe(dataset: Any, path: str | Path, warn: Callable[[str], None] 
         GeometryError: missing or inconsistent frame geometry, several stacks / time points / volumes in one
             file, missing frames, uneven spacing, tilted stacks.
     """
-    from MedAIExtension.io.dicom_checks import lossy_compression, record_lossy
-
     path = Path(path)
     frames = _number_of_frames(dataset)
     if frames < 2:

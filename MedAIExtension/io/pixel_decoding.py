@@ -167,13 +167,19 @@ def _encapsulated_problem(value: bytes) -> str | None:
 def _length_problem(ds: Any, keyword: str, actual: int) -> str | None:
     """Native pixel data: the declared image size against the bytes present."""
     numbers: dict[str, int] = {}
-    for name, default in (("Rows", None), ("Columns", None), ("BitsAllocated", None), ("SamplesPerPixel", 1),
-                          ("NumberOfFrames", 1)):  # fmt: skip
+    defaults: tuple[tuple[str, int | None], ...] = (
+        ("Rows", None), ("Columns", None), ("BitsAllocated", None), ("SamplesPerPixel", 1), ("NumberOfFrames", 1)
+    )  # fmt: skip
+    for name, default in defaults:
         raw = ds.get(name, default)
+        value = raw if raw not in (None, "") else default
+        unknown = f"{name} is missing or not a number ({raw!r}), so the image size is unknown"
+        if value is None:
+            return unknown
         try:
-            number = int(raw if raw not in (None, "") else default)  # type: ignore[arg-type]
+            number = int(value)
         except (TypeError, ValueError):
-            return f"{name} is missing or not a number ({raw!r}), so the image size is unknown"
+            return unknown
         if number <= 0:
             return f"{name} is {number}, so the image is empty"
         numbers[name] = number

@@ -6,6 +6,8 @@ Shared by the single-frame series reader and the multi-frame reader, so both ref
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from MedAIExtension.errors import GeometryError
@@ -71,7 +73,7 @@ def stack_order(
 
 
 def stack_affine(
-    orientation: np.ndarray, pixel_spacing: list[float], step_vector: np.ndarray, origin: np.ndarray
+    orientation: np.ndarray, pixel_spacing: Sequence[float] | np.ndarray, step_vector: np.ndarray, origin: np.ndarray
 ) -> np.ndarray:
     """The IJK-to-RAS affine of a sorted stack.
 

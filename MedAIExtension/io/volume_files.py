@@ -20,13 +20,13 @@ Every problem is an :class:`~MedAIExtension.errors.InputError` (values) or
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
@@ -171,7 +171,7 @@ class _NiftiHeader:
     srow: tuple[float, ...]  # srow_x, srow_y, srow_z (12 values)
 
 
-def _open_raw(path: Path) -> IO[bytes]:
+def _open_raw(path: Path) -> io.BufferedIOBase:
     """Open ``path`` for reading its stored bytes, decompressing gzip (detected from the magic bytes)."""
     with path.open("rb") as probe:
         magic = probe.read(2)
