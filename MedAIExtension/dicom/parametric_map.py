@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from MedAIExtension import __version__
 from MedAIExtension.atomic import save_dataset
 from MedAIExtension.dicom.map_methods import ExplainMethod
 from MedAIExtension.dicom.source import (
@@ -58,6 +59,7 @@ from MedAIExtension.errors import GeometryError, InputError, OutputError
 from MedAIExtension.io.dicom_metadata import series_metadata
 from MedAIExtension.io.geometry import LPS_TO_RAS
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.resample import resample_array
 from MedAIExtension.labels import CodedTerm
 
 __all__ = [
@@ -263,8 +265,6 @@ def write_parametric_map(
     from highdicom.coding_schemes import CodingSchemeIdentificationItem
     from pydicom.sr.codedict import codes
 
-    from MedAIExtension import __version__
-
     if not values.same_grid(source):
         raise GeometryError(
             f"The map (shape {values.shape}) is not on the grid of the source series (shape {source.shape}) or "
@@ -404,10 +404,11 @@ def read_parametric_map_info(path: str | os.PathLike[str]) -> ParametricMapInfo:
         elif "RealWorldValueFirstValueMapped" in mapping:
             slope = float(mapping.get("RealWorldValueSlope", 1.0))
             intercept = float(mapping.get("RealWorldValueIntercept", 0.0))
-            value_range = tuple(  # type: ignore[assignment]
+            first, last = (
                 float(mapping[keyword].value) * slope + intercept
                 for keyword in ("RealWorldValueFirstValueMapped", "RealWorldValueLastValueMapped")
             )
+            value_range = (first, last)
         for item in mapping.get("QuantityDefinitionSequence", []):
             name = item.ConceptNameCodeSequence[0]
             key = (str(name.CodeValue), str(name.CodingSchemeDesignator))
@@ -570,8 +571,6 @@ def _flipped_onto(image: Image, reference: Image) -> np.ndarray | None:
 
 def _resample_linear(image: Image, reference: Image) -> np.ndarray:
     """Linear resampling of ``image`` onto the reference grid in physical space (0 outside the map)."""
-    from MedAIExtension.io.resample import resample_array
-
     if not reference.is_orthogonal() or not image.is_orthogonal():
         raise GeometryError(
             "The map or the reference image has non-perpendicular axes (sheared, e.g. gantry tilt), so the map "

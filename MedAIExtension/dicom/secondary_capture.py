@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from MedAIExtension import __version__
 from MedAIExtension.atomic import atomic_directory
 from MedAIExtension.dicom.source import copy_anatomy, load_source_datasets
 from MedAIExtension.errors import InputError, OutputError
@@ -95,7 +96,7 @@ def _check_orientation(orientation: tuple[str, str] | None) -> tuple[str, str] |
             f"patient_orientation {orientation!r} is not two direction codes made of L, R, A, P, H, F (e.g. "
             "('L', 'P')); use slice_patient_orientation(source) or None when unknown."
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _check_target(target: Path) -> None:
@@ -172,8 +173,6 @@ def write_secondary_capture(
     """
     import highdicom as hd
 
-    from MedAIExtension import __version__
-
     target = Path(path)
     images = _check_frames(frames)
     description = str(series_description or "").strip()
@@ -213,13 +212,15 @@ def write_secondary_capture(
             instance_number=number,
             manufacturer=_lo(manufacturer),
             patient_orientation=("L", "P"),  # highdicom needs single letters; the real value is set below
-            pixel_spacing=pixel_spacing_mm,
+            # highdicom annotates from_ref_dataset's pixel_spacing as tuple[int, int]; it takes mm (floats)
+            pixel_spacing=pixel_spacing_mm,  # type: ignore[arg-type]
             transfer_syntax_uid="1.2.840.10008.1.2.1",  # Explicit VR Little Endian
             series_description=_lo(description),
             manufacturer_model_name=_lo(model_name or "MedAI"),
             software_versions=_lo(f"MedAI {__version__}"),
         )
-        capture.PatientOrientation = list(orientation) if orientation else None
+        # Type 2: present, empty when unknown (highdicom wrote the element above)
+        capture["PatientOrientation"].value = list(orientation) if orientation else None
         copy_anatomy(capture, reference)
         capture.ConversionType = "WSD"
         capture.BurnedInAnnotation = "NO"

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from MedAIExtension import __version__
 from MedAIExtension.atomic import save_dataset
 from MedAIExtension.dicom.source import (
     check_frame_of_reference,
@@ -34,6 +35,7 @@ from MedAIExtension.dicom.source import (
 from MedAIExtension.dicom.tools import find_dcmqi_tool
 from MedAIExtension.errors import GeometryError, InputError, OutputError
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.resample import resample_array
 from MedAIExtension.labels import CodedTerm, SegmentLabel, label_counts
 
 __all__ = [
@@ -151,8 +153,6 @@ def write_dicom_seg(
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    from MedAIExtension import __version__
-
     if not labelmap.same_grid(source):
         raise GeometryError(
             f"The label map (shape {labelmap.shape}) is not on the grid of the source series (shape "
@@ -258,8 +258,6 @@ def _relabel(array: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
 
 def _resample_onto(sitk_label: Any, reference: Image) -> np.ndarray:
     """Nearest-neighbour resampling of a SimpleITK label image onto the reference grid (physical space)."""
-    from MedAIExtension.io.resample import resample_array
-
     if not reference.is_orthogonal():
         raise GeometryError(
             "The reference image axes are not perpendicular (sheared, e.g. gantry tilt); a SEG cannot be placed "

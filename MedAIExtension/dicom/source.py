@@ -19,6 +19,7 @@ import numpy as np
 
 from MedAIExtension.errors import GeometryError, InputError
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.multiframe import frame_geometry
 
 __all__ = [
     "POSITION_TOLERANCE_MM",
@@ -173,8 +174,6 @@ def reference_frames(reference: Image) -> tuple[str, list[int]] | None:
 def _load_multiframe_source(source: Image, what: str) -> Any:
     """The header of the one multi-frame object ``source`` was read from, checked frame by frame."""
     import pydicom
-
-    from MedAIExtension.io.multiframe import frame_geometry
 
     paths = set(source.source_files)
     if len(paths) != 1:

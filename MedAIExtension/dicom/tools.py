@@ -43,7 +43,7 @@ def find_dcmqi_tool(name: str = "segimage2itkimage") -> Path:
         return find_tool(name, hint)
     except MissingToolError:
         try:
-            import dcmqi  # type: ignore[import-not-found]
+            import dcmqi
         except ImportError:
             raise MissingToolError(f"dcmqi's {name} was not found. {hint}") from None
         candidate = Path(dcmqi.__file__).parent / "bin" / name

@@ -65,9 +65,11 @@ def _measurement_key(measurement: Any) -> str:
     for code in _MEASUREMENTS:
         if not _same(measurement.name, code.name):
             continue
-        if (code.derivation is None) == (derivation is None) and (
-            derivation is None or _same(derivation, code.derivation)
-        ):
+        if code.derivation is None:
+            matches = derivation is None
+        else:
+            matches = derivation is not None and _same(derivation, code.derivation)
+        if matches:
             return code.key
     name = str(measurement.name.CodeMeaning)
     return f"{name} ({derivation.CodeMeaning})" if derivation is not None else name

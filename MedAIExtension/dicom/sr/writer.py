@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from MedAIExtension import __version__
 from MedAIExtension.atomic import save_dataset
 from MedAIExtension.dicom.source import load_source_datasets
 from MedAIExtension.dicom.sr.codes import (
@@ -32,6 +33,7 @@ from MedAIExtension.dicom.sr.codes import (
     _QUALITATIVE_EVALUATIONS,
     _SEG_SOP_CLASSES,
     PRIVATE_SCHEME,
+    NoduleKind,
     _lung_rads_value,
     _priority_value,
 )
@@ -147,7 +149,7 @@ def _measurement_group(
 ) -> Any:
     import highdicom as hd
 
-    evaluations = [hd.sr.QualitativeEvaluation(_concept(_NODULE_TYPE), _concept(_NODULE_TYPES[item.kind]))]
+    evaluations = [hd.sr.QualitativeEvaluation(_concept(_NODULE_TYPE), _concept(_NODULE_TYPES[NoduleKind(item.kind)]))]
     if item.lung_rads is not None:
         evaluations.append(
             hd.sr.QualitativeEvaluation(_concept(_LUNG_RADS), _concept(_lung_rads_value(item.lung_rads)))
@@ -287,8 +289,6 @@ def write_tracking_sr(
     from highdicom.coding_schemes import CodingSchemeIdentificationItem
     from pydicom.uid import generate_uid
 
-    from MedAIExtension import __version__
-
     target = Path(path)
     if not isinstance(source, Image) or not source.source_files:
         raise InputError(
@@ -311,7 +311,10 @@ def write_tracking_sr(
     if not target.parent.is_dir():
         raise OutputError(f"The folder {target.parent} does not exist; create it or choose another output path.")
     source_datasets = load_source_datasets(source, "tracking SR")
-    seg = _load_seg(Path(seg_path), source_datasets, checked) if checked else None
+    seg = None
+    if checked:
+        assert seg_path is not None  # refused above: nodules need their SEG
+        seg = _load_seg(Path(seg_path), source_datasets, checked)
 
     version = algorithm_version or __version__
     algorithm = hd.sr.AlgorithmIdentification(name=_lo(algorithm_name), version=_lo(version))
