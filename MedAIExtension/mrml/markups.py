@@ -81,7 +81,7 @@ def _check_color(color: Sequence[float] | None) -> tuple[float, float, float] | 
         raise InputError(f"The colour {color!r} is not three numbers; pass (red, green, blue) in 0..1.") from None
     if len(values) != 3 or not all(math.isfinite(c) and 0.0 <= c <= 1.0 for c in values):
         raise InputError(f"The colour {color!r} is not three values in 0..1; pass (red, green, blue) in 0..1.")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def nodule_fiducials_node(

@@ -19,6 +19,8 @@ import numpy as np
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.volume_files import read_volume_file
+from MedAIExtension.mrml.volumes import image_to_volume_node
 
 __all__ = [
     "HEAT_COLOR_NODE_ID",
@@ -115,8 +117,6 @@ def _load(map_image: Image | str | os.PathLike[str]) -> Image:
     if isinstance(map_image, Image):
         image = map_image
     else:
-        from MedAIExtension.io.volume_files import read_volume_file
-
         image = read_volume_file(Path(map_image))
     if np.issubdtype(image.array.dtype, np.complexfloating) or image.array.dtype == bool:
         raise InputError(f"A map overlay needs real numbers per voxel, not {image.array.dtype}; pass a float map.")
@@ -167,8 +167,6 @@ def show_map_overlay(
     ):
         raise InputError("The background must be a volume node of this scene; select the image the map was made on.")
     color = _color_node(scene, colormap)
-
-    from MedAIExtension.mrml.volumes import image_to_volume_node
 
     created = node is None
     volume = image_to_volume_node(scene, image, name, node)

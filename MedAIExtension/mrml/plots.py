@@ -93,7 +93,7 @@ def _check_colors(
             rgb = ()
         if len(rgb) != 3 or not all(math.isfinite(c) and 0.0 <= c <= 1.0 for c in rgb):
             raise InputError(f"The colour {color!r} of {nodule_id} is not three values in 0..1; pass (r, g, b).")
-        result[nodule_id] = rgb  # type: ignore[assignment]
+        result[nodule_id] = rgb
     return result
 
 

@@ -68,9 +68,11 @@ def rows_to_table_node(
     from vtkmodules.vtkCommonCore import vtkDoubleArray, vtkIntArray, vtkStringArray
     from vtkmodules.vtkCommonDataModel import vtkTable
 
-    makers = {"string": vtkStringArray, "int": vtkIntArray, "double": vtkDoubleArray}
-    converters = {"string": str, "int": int, "double": float}
-    missing = {"string": "", "double": float("nan")}
+    makers: dict[str, type[vtkStringArray] | type[vtkIntArray] | type[vtkDoubleArray]] = {
+        "string": vtkStringArray,
+        "int": vtkIntArray,
+        "double": vtkDoubleArray,
+    }
     table = vtkTable()
     for column, (key, kind) in columns.items():
         array = makers[kind]()
@@ -78,12 +80,18 @@ def rows_to_table_node(
         for number, row in enumerate(rows):
             value = row.get(key)
             try:
-                converted = missing[kind] if value is None and kind in missing else converters[kind](value)
-            except (KeyError, TypeError, ValueError):
+                if isinstance(array, vtkStringArray):
+                    array.InsertNextValue("" if value is None else str(value))
+                elif isinstance(array, vtkIntArray):
+                    if value is None:
+                        raise ValueError("int columns need a value in every row")
+                    array.InsertNextValue(int(value))
+                else:
+                    array.InsertNextValue(float("nan") if value is None else float(value))
+            except (TypeError, ValueError):
                 raise InputError(
                     f"Row {number} has no valid {key!r} ({kind}) for the table column {column!r}."
                 ) from None
-            array.InsertNextValue(converted)
         table.AddColumn(array)
     node = slicer.vtkMRMLTableNode()
     node.SetName(name)

@@ -28,7 +28,10 @@ VOXEL_TYPE_ATTRIBUTE = "MedAI.VoxelType"
 #: Node attribute recording the image modality (``CT``, ``MR``).
 MODALITY_ATTRIBUTE = "MedAI.Modality"
 
-_STORED_AS = {np.dtype(bool): np.dtype(np.uint8), np.dtype(np.float16): np.dtype(np.float32)}
+_STORED_AS: dict[np.dtype[Any], np.dtype[Any]] = {
+    np.dtype(bool): np.dtype(np.uint8),
+    np.dtype(np.float16): np.dtype(np.float32),
+}
 
 
 def _vtk_compatible(array: np.ndarray) -> tuple[np.ndarray, str]:
