@@ -34,6 +34,7 @@ import numpy as np
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.geometry import affine_from_parts
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.resample import resample_array
 
 __all__ = [
     "FEATURE_NAMES",
@@ -109,7 +110,7 @@ def plane_slices(image: Image, plane: str, count: int) -> tuple[np.ndarray, np.n
     return stack, in_plane
 
 
-def slice_features(pixels: np.ndarray, spacing_rc: Sequence[float] = (1.0, 1.0)) -> np.ndarray:
+def slice_features(pixels: np.ndarray, spacing_rc: Sequence[float] | np.ndarray = (1.0, 1.0)) -> np.ndarray:
     """The radiomics-style feature vector (:data:`FEATURE_NAMES`) of one 2D slice in HU."""
     from scipy import ndimage
     from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
@@ -200,8 +201,6 @@ def common_grid(
                 f"and spacing {tuple(round(float(s), 3) for s in ref_spacing)} mm. Resample the set to one grid "
                 "first, or pass resample=True to let MedAI resample it to the reference grid."
             )
-        from MedAIExtension.io.resample import resample_array
-
         size_ijk = np.array(reference.size_ijk, dtype=float)
         centre = image.ijk_to_ras[:3, :3] @ ((np.array(image.size_ijk) - 1) / 2.0) + image.ijk_to_ras[:3, 3]
         linear = ref_direction @ np.diag(ref_spacing)

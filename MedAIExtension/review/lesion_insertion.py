@@ -39,6 +39,7 @@ from MedAIExtension.phantom.grid import ChunkGrid
 from MedAIExtension.phantom.render import HU
 from MedAIExtension.phantom.spec import NoduleSpec, NoduleType
 from MedAIExtension.progress import Progress
+from MedAIExtension.tracking.lungs import lung_mask as compute_lung_mask
 
 __all__ = ["GENERATOR", "GENERATOR_VERSION", "Blend", "InsertedLesion", "insert_nodule", "random_insertions"]
 
@@ -270,6 +271,7 @@ def insert_nodule(
     block = _block(*_index_box(ct, center, reach), ct.size_ijk)
     x, y, z = grid.slab_float64(block, 0)
     dist, width = _sdf.sphere(x, y, z, (0.0, 0.0, 0.0), 0.0, grid)
+    assert width is not None  # sphere() gives the voxel widths when given a grid
     safe = np.maximum(dist, 1e-12)
     radius = shape.radius(x / safe, y / safe, z / safe)
     d = dist - radius
@@ -396,8 +398,6 @@ def random_insertions(
     if not kind_list:
         raise InputError("kinds is empty; give at least one of 'solid', 'part-solid', 'ground-glass'.")
     if lung_mask is None:
-        from MedAIExtension.tracking.lungs import lung_mask as compute_lung_mask
-
         lung_mask = compute_lung_mask(ct, progress=report.stage(0.0, 0.3))
     lungs = np.asarray(lung_mask, dtype=bool)
     if lungs.shape != ct.shape:

@@ -304,7 +304,7 @@ def memorization_check(
                 real_index=r_index,
                 real_id=_image_id(real[r_index], r_index),
                 similarity=float(similarity),
-                shift_voxels=tuple(float(v) for v in shift),  # type: ignore[arg-type]
+                shift_voxels=(float(shift[0]), float(shift[1]), float(shift[2])),
                 flagged=bool(similarity >= float(threshold)),
                 threshold=float(threshold),
             )

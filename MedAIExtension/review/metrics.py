@@ -307,7 +307,9 @@ def ms_ssim_diversity(
         x = torch.from_numpy(np.stack([volumes[a] for a, _ in chunk]))[:, None]
         y = torch.from_numpy(np.stack([volumes[b] for _, b in chunk]))[:, None]
         with torch.no_grad():
-            scores.extend(float(v) for v in metric(x, y).reshape(-1))
+            values = metric(x, y)
+        assert isinstance(values, torch.Tensor)  # batched tensors in, one tensor of scores out
+        scores.extend(float(v) for v in values.reshape(-1))
     report(1.0, f"MS-SSIM over {len(all_pairs)} pairs")
     return float(np.mean(scores))
 

@@ -19,7 +19,20 @@ from typing import Any
 
 from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.errors import InputError, OutputError
+from MedAIExtension.io.loader import load_image
+from MedAIExtension.io.volume_files import write_volume_file
 from MedAIExtension.progress import CancelToken, Progress
+from MedAIExtension.review.lesion_insertion import random_insertions
+from MedAIExtension.review.memorization import DEFAULT_THRESHOLD, memorization_check
+from MedAIExtension.review.metrics import set_metrics
+from MedAIExtension.review.plots import svg_bars, svg_roc
+from MedAIExtension.review.reader_study import (
+    ReaderAnswer,
+    agreement,
+    balanced_sequence,
+    per_reader_statistics,
+    reader_statistics,
+)
 
 __all__ = [
     "export_review",
@@ -38,8 +51,6 @@ _STYLE = (
 
 
 def _load(records: Sequence[Any], reporter: Progress, what: str) -> list[Any]:
-    from MedAIExtension.io.loader import load_image
-
     images = []
     for index, record in enumerate(records):
         reporter(index / max(len(records), 1), f"loading {what} image {index + 1}/{len(records)}")
@@ -73,10 +84,6 @@ def generate_lesions(
     Each synthetic image is written as NRRD into ``output_dir`` and added with its full provenance (generator,
     version, seed, parent, centre, size, kind).
     """
-    from MedAIExtension.io.loader import load_image
-    from MedAIExtension.io.volume_files import write_volume_file
-    from MedAIExtension.review.lesion_insertion import random_insertions
-
     parent = store.image(parent_id)
     if str(parent.role) != "real":
         raise InputError(f"Image {parent_id} is synthetic; lesions are inserted into a real image.")
@@ -97,8 +104,6 @@ def generate_lesions(
 
 def start_reader_session(store: Any, reviewer: str, *, per_class: int | None = None, seed: int | None = None) -> int:
     """A new blinded reader session for ``reviewer``: balanced, randomised real/synthetic order, stored."""
-    from MedAIExtension.review.reader_study import balanced_sequence
-
     real, synthetic = _both_sets(store)
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else int(seed)
     trials = balanced_sequence([r.id for r in real], [s.id for s in synthetic], per_class, seed=seed)
@@ -107,13 +112,6 @@ def start_reader_session(store: Any, reviewer: str, *, per_class: int | None = N
 
 def reader_study_results(store: Any) -> dict[str, Any]:
     """Statistics of every answered trial: pooled, per reader, and inter-reader agreement (JSON-ready)."""
-    from MedAIExtension.review.reader_study import (
-        ReaderAnswer,
-        agreement,
-        per_reader_statistics,
-        reader_statistics,
-    )
-
     by_reader: dict[str, list[Any]] = {}
     for session in store.reader_sessions():
         for trial in store.reader_trials(session.id):
@@ -136,8 +134,6 @@ def reader_study_results(store: Any) -> dict[str, Any]:
 
 def run_metrics(store: Any, progress: ProgressArg = None, token: CancelToken | None = None) -> dict[str, Any]:
     """Realism and diversity metrics of the synthetic set against the real set; saved in the project."""
-    from MedAIExtension.review.metrics import set_metrics
-
     reporter = Progress(progress, token)
     real, synthetic = _both_sets(store)
     real_images = _load(real, reporter.stage(0.0, 0.15), "real")
@@ -152,14 +148,16 @@ def run_memorization(
     store: Any, threshold: float | None = None, progress: ProgressArg = None, token: CancelToken | None = None
 ) -> dict[str, Any]:
     """Nearest real image of every synthetic image and the near-copies flagged; saved in the project."""
-    from MedAIExtension.review.memorization import memorization_check
-
     reporter = Progress(progress, token)
     real, synthetic = _both_sets(store)
     real_images = _load(real, reporter.stage(0.0, 0.15), "real")
     synthetic_images = _load(synthetic, reporter.stage(0.15, 0.3), "synthetic")
-    options = {} if threshold is None else {"threshold": threshold}
-    matches = memorization_check(synthetic_images, real_images, progress=reporter.stage(0.3, 1.0), **options)
+    matches = memorization_check(
+        synthetic_images,
+        real_images,
+        DEFAULT_THRESHOLD if threshold is None else threshold,
+        progress=reporter.stage(0.3, 1.0),
+    )
     rows = []
     for record, match in zip(synthetic, matches, strict=True):
         row = match.to_dict()
@@ -215,8 +213,6 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 
 def _report_html(store: Any, accepted: Sequence[Any]) -> str:
-    from MedAIExtension.review.plots import svg_bars, svg_roc
-
     info = store.project_info()
     synthetic = store.images("synthetic")
     grades = _latest_grades(store)

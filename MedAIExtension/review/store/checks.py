@@ -9,7 +9,7 @@ import math
 import numbers
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
@@ -75,7 +75,15 @@ def image_sha256(image: Image) -> str:
     return digest.hexdigest()
 
 
-def parse_role(role: str | ImageRole, allow_none: bool = False) -> ImageRole | None:
+@overload
+def parse_role(role: str | ImageRole, allow_none: Literal[False] = False) -> ImageRole: ...
+
+
+@overload
+def parse_role(role: str | ImageRole | None, allow_none: bool) -> ImageRole | None: ...
+
+
+def parse_role(role: str | ImageRole | None, allow_none: bool = False) -> ImageRole | None:
     if role is None and allow_none:
         return None
     try:
@@ -106,6 +114,14 @@ def check_seconds(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
         raise InputError(f"The time spent must be a number of seconds >= 0 (or none), got {value!r}.")
     return float(value)
+
+
+@overload
+def check_flag(value: Any, what: str, allow_none: Literal[False]) -> bool: ...
+
+
+@overload
+def check_flag(value: Any, what: str, allow_none: bool = True) -> bool | None: ...
 
 
 def check_flag(value: Any, what: str, allow_none: bool = True) -> bool | None:

@@ -34,6 +34,7 @@ from typing import Any
 
 from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.errors import CancelledError, InputError, MedAIError
+from MedAIExtension.io.loader import load_image
 from MedAIExtension.progress import Progress
 from MedAIExtension.review.schema import APPLICATION_ID, SCHEMA_VERSION, create_schema, migrate
 from MedAIExtension.review.store.base import DEFAULT_BUSY_TIMEOUT, ProjectLockedError, translate_error
@@ -306,8 +307,6 @@ class ReviewStore(ReaderStudyMixin):
         Raises:
             InputError: the image cannot be loaded, the role or provenance is invalid, or a parent id is unknown.
         """
-        from MedAIExtension.io.loader import load_image
-
         image_role = parse_role(role)
         added_by = None if reviewer is None else check_name(reviewer, "reviewer name")
         if provenance is None:
@@ -516,7 +515,8 @@ class ReviewStore(ReaderStudyMixin):
             reviewer: only this reviewer.
             latest_only: only each reviewer's newest grade per image (False: the whole history).
         """
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[int | str] = []
         if image_id is not None:
             clauses.append("image_id = ?")
             params.append(int(image_id))

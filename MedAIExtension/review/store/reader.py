@@ -46,7 +46,8 @@ class ReaderStudyMixin(StoreBase):
                 "INSERT INTO reader_sessions (reviewer, seed, created_at) VALUES (?, ?, ?)",
                 (name, None if seed is None else int(seed), now_utc()),
             )
-            session_id = int(cursor.lastrowid)
+            assert cursor.lastrowid is not None  # set by the INSERT just made
+            session_id = cursor.lastrowid
             for index, pair in enumerate(pairs):
                 try:
                     image_id, is_synthetic = pair
