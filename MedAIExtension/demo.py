@@ -9,7 +9,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from MedAIExtension.atomic import ensure_writable_directory
+from MedAIExtension.explain.outputs import write_explanation_outputs
+from MedAIExtension.explain.pipeline import explain_image
+from MedAIExtension.explain.request import Roi
+from MedAIExtension.io.dicom_series import read_dicom_series
+from MedAIExtension.io.volume_files import read_volume_file
+from MedAIExtension.labels import label_statistics
+from MedAIExtension.metrics import compare_labelmaps
+from MedAIExtension.phantom.study import write_phantom_study
 from MedAIExtension.progress import Progress
+from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
+from MedAIExtension.segmentation.report import render_overlay_png, write_html_summary
 
 __all__ = ["DEMO_CLASSIFIER", "DEMO_MODEL", "add_demo_parser", "run_demo"]
 
@@ -24,14 +35,6 @@ def run_demo(
     model: str = DEMO_MODEL,
 ) -> dict[str, Path]:
     """Run the main job end to end on an embedded default phantom; returns the written files."""
-    from MedAIExtension.atomic import ensure_writable_directory
-    from MedAIExtension.io.dicom_series import read_dicom_series
-    from MedAIExtension.labels import label_statistics
-    from MedAIExtension.metrics import compare_labelmaps
-    from MedAIExtension.phantom.study import write_phantom_study
-    from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
-    from MedAIExtension.segmentation.report import render_overlay_png, write_html_summary
-
     reporter = Progress(progress)
     out = ensure_writable_directory(output_dir)
     reporter(0.0, "generating the phantom study")
@@ -43,8 +46,6 @@ def run_demo(
     explained = _explain_largest_nodule(ct, study["truth"], out / "explanation", device, reporter.stage(0.9, 0.97))
     reporter(0.97, "rendering the overlay")
     overlay = render_overlay_png(ct, result.labelmap, result.labels, out / "overlay.png", prefer_label=2)
-    from MedAIExtension.io.volume_files import read_volume_file
-
     truth = read_volume_file(study["labels"])
     metrics = compare_labelmaps(result.labelmap, truth, [(label.value, label.name) for label in result.labels])
     facts = [
@@ -85,10 +86,6 @@ def run_demo(
 def _explain_largest_nodule(ct: Any, truth_path: Path, output: Path, device: str, progress: Progress) -> dict[str, Any]:
     """Grad-CAM of the shipped classifier on the phantom's largest nodule, written with every explanation output."""
     import json
-
-    from MedAIExtension.explain.outputs import write_explanation_outputs
-    from MedAIExtension.explain.pipeline import explain_image
-    from MedAIExtension.explain.request import Roi
 
     nodules = json.loads(Path(truth_path).read_text(encoding="utf-8"))["nodules"]
     largest = max(nodules, key=lambda n: n["diameter_mm"])

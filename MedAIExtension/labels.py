@@ -70,7 +70,8 @@ class SegmentLabel:
     @property
     def color_rgb255(self) -> tuple[int, int, int]:
         """Colour as 0..255 integers."""
-        return tuple(int(round(c * 255)) for c in self.color)  # type: ignore[return-value]
+        red, green, blue = self.color
+        return int(round(red * 255)), int(round(green * 255)), int(round(blue * 255))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SegmentLabel:
@@ -78,7 +79,7 @@ class SegmentLabel:
         return cls(
             value=int(data["value"]),
             name=str(data["name"]),
-            color=tuple(data["color"]),  # type: ignore[arg-type]
+            color=tuple(data["color"]),
             category=CodedTerm.from_dict(data["category"]) if "category" in data else _ANATOMY,
             type=CodedTerm.from_dict(data["type"]) if "type" in data else None,
         )

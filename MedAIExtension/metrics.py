@@ -15,6 +15,7 @@ import numpy as np
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
+from MedAIExtension.io.resample import resample_to_grid
 
 __all__ = ["LabelMetrics", "compare_labelmaps", "dice", "format_metrics_table"]
 
@@ -45,7 +46,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _surface_metrics(
-    pred: np.ndarray, ref: np.ndarray, spacing_kji: Sequence[float], tolerance: float
+    pred: np.ndarray, ref: np.ndarray, spacing_kji: Sequence[float] | np.ndarray, tolerance: float
 ) -> tuple[float, float]:
     import torch
 
@@ -84,8 +85,6 @@ def compare_labelmaps(
     ``labels`` defaults to every non-zero value in either map.
     """
     if not pred.same_grid(ref):
-        from MedAIExtension.io.resample import resample_to_grid
-
         overlap_probe = resample_to_grid(pred, ref.ijk_to_ras, ref.shape, linear=False, fill=0)
         pred = overlap_probe
     pa = np.asarray(pred.array)

@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from MedAIExtension import __version__
+from MedAIExtension.atomic import check_output_directory
 from MedAIExtension.deid.inputs import _collect, _inspect_all, _summarise, burned_in_reason
 from MedAIExtension.deid.profile import Action, ProfileTable, attribute_type, load_profile, resolve_action
 from MedAIExtension.deid.uids import is_standard_uid, pseudonym, remap_uid
@@ -329,8 +331,6 @@ def _apply(ds: Any, key: bytes, options: DeidOptions) -> set[str]:
     """De-identify ``ds`` in place; return the original UIDs remapped."""
     from pydicom.dataset import Dataset
 
-    from MedAIExtension import __version__
-
     reason = burned_in_reason(ds)
     if reason is not None:
         raise InputError(
@@ -429,8 +429,6 @@ def deidentify_files(
         OutputError: the output folder cannot be written.
     """
     import pydicom
-
-    from MedAIExtension.atomic import check_output_directory
 
     options = (options or DeidOptions()).check()
     report_progress = progress or (lambda _fraction, _message: None)
