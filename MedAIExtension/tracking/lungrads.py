@@ -15,13 +15,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
+from typing import TypedDict, TypeVar, Unpack
 
 from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.tracking.types import NoduleKind, NoduleMeasurement
 
 __all__ = [
-    "FEATURE_RULES", "SIZE_RULES", "STEP_DOWN_RULES", "Bounds", "FeatureRule", "LungRadsCategory", "LungRadsInput",
-    "LungRadsResult", "SizeRule", "StepDownRule", "Timepoint", "categorize_exam", "categorize_nodule",
+    "FEATURE_RULES", "SIZE_RULES", "STEP_DOWN_RULES", "Bounds", "FeatureRule", "LungRadsCategory", "LungRadsExtras",
+    "LungRadsInput", "LungRadsResult", "SizeRule", "StepDownRule", "Timepoint", "categorize_exam", "categorize_nodule",
     "follow_up_timepoint", "is_growing", "round_mm"
 ]  # fmt: skip
 
@@ -79,7 +80,10 @@ _GROWING = frozenset({Timepoint.GROWING})
 _FLAGS = ("benign_calcification", "contains_fat", "juxtapleural_typical", "airway_subsegmental", "suspicious_features")
 
 
-def _enum(enum: type[StrEnum], value: str, what: str) -> StrEnum:
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _enum(enum: type[_E], value: str, what: str) -> _E:
     try:
         return enum(value.strip())
     except ValueError:
@@ -196,9 +200,11 @@ class LungRadsInput:
         if has_size != has_days:
             raise InputError("Give prior_mean_diameter_mm and interval_days together (growth needs both).")
         if has_size:
-            put(self, "prior_mean_diameter_mm", _size("prior_mean_diameter_mm", self.prior_mean_diameter_mm))
-            put(self, "interval_days", _number("interval_days", self.interval_days, "days"))
-            derived = follow_up_timepoint(self.prior_mean_diameter_mm, self.mean_diameter_mm, self.interval_days)
+            prior_mm = _size("prior_mean_diameter_mm", self.prior_mean_diameter_mm)
+            days = _number("interval_days", self.interval_days, "days")
+            put(self, "prior_mean_diameter_mm", prior_mm)
+            put(self, "interval_days", days)
+            derived = follow_up_timepoint(prior_mm, self.mean_diameter_mm, days)
             if (derived is Timepoint.GROWING) != (self.timepoint is Timepoint.GROWING):
                 raise InputError(
                     f"Time point {self.timepoint} contradicts the sizes: {self.prior_mean_diameter_mm} → "
@@ -213,11 +219,26 @@ class LungRadsInput:
 
     @classmethod
     def from_measurement(
-        cls, measurement: NoduleMeasurement, timepoint: Timepoint | str, **inputs: object
+        cls, measurement: NoduleMeasurement, timepoint: Timepoint | str, **inputs: Unpack[LungRadsExtras]
     ) -> LungRadsInput:
         """Build from a tracking :class:`NoduleMeasurement`; ``inputs`` are the other fields (flags, prior, ...)."""
         solid = measurement.solid_mean_diameter_mm if measurement.kind is NoduleKind.PART_SOLID else None
-        return cls(measurement.kind, measurement.mean_diameter_mm, timepoint, solid_mean_diameter_mm=solid, **inputs)
+        when = _enum(Timepoint, str(timepoint).lower(), "time point")
+        return cls(measurement.kind, measurement.mean_diameter_mm, when, solid_mean_diameter_mm=solid, **inputs)
+
+
+class LungRadsExtras(TypedDict, total=False):
+    """The fields of :class:`LungRadsInput` besides kind, size and time point (see there)."""
+
+    prior_mean_diameter_mm: float
+    interval_days: float
+    benign_calcification: bool
+    contains_fat: bool
+    juxtapleural_typical: bool
+    airway_subsegmental: bool
+    suspicious_features: bool
+    prior_category: LungRadsCategory
+    months_since_prior: float
 
 
 @dataclass(frozen=True)
@@ -254,7 +275,8 @@ class SizeRule:
         """Whether this row applies to ``s``."""
         if s.kind is not self.kind or s.timepoint not in self.timepoints:
             return False
-        solid_ok = s.kind is not NoduleKind.PART_SOLID or self.solid.contains(s.solid_mean_diameter_mm)
+        solid = s.solid_mean_diameter_mm  # set for every part-solid nodule
+        solid_ok = s.kind is not NoduleKind.PART_SOLID or (solid is not None and self.solid.contains(solid))
         return self.total.contains(s.mean_diameter_mm) and solid_ok
 
 
@@ -360,6 +382,8 @@ def _step_down(s: LungRadsInput, category: LungRadsCategory, reason: str, notes:
     step = next((st for st in STEP_DOWN_RULES if st.prior is prior), None)
     if step is None or s.timepoint not in _KNOWN:
         return category, reason
+    prior = step.prior
+    assert months is not None, "a prior category comes with months_since_prior (checked on construction)"
     if category.rank > prior.rank:
         notes.append(f"no step-down from {prior}: the nodule crossed into a higher size category")
     elif months < step.min_months:

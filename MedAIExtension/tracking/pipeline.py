@@ -25,13 +25,7 @@ from MedAIExtension.segmentation.pipeline import segment_image
 from MedAIExtension.tracking import lungrads
 from MedAIExtension.tracking.detection import DetectionOptions, detect_candidates
 from MedAIExtension.tracking.growth import NoduleChange, nodule_change, study_interval_days
-from MedAIExtension.tracking.lungrads import (
-    LungRadsInput,
-    LungRadsResult,
-    Timepoint,
-    categorize_nodule,
-    follow_up_timepoint,
-)
+from MedAIExtension.tracking.lungrads import LungRadsExtras, LungRadsResult, Timepoint
 from MedAIExtension.tracking.lungs import lung_mask
 from MedAIExtension.tracking.matching import Match, match_nodules
 from MedAIExtension.tracking.measurements import measure_nodule
@@ -365,9 +359,13 @@ def assess_study(
     _check_ct(image, "study")
     result = analyse_timepoint(image, options, reporter.stage(0.0, 0.98))
     nodules = []
+    warnings: list[str] = []
+    categories: list[LungRadsResult] = []
     for number, finding in enumerate(sorted(result.findings, key=_position_order), start=1):
         tracking_id = f"N{number}"
         rads = lungrads_for(finding, None, None, tracking_id in options.suspicious)
+        categories.append(rads)
+        warnings.extend(f"{tracking_id}: {w}" for w in finding.measurement.warnings)
         nodules.append(
             TrackedNodule(
                 number=number,
@@ -380,8 +378,7 @@ def assess_study(
                 baseline_lung_rads=rads,
             )
         )
-    warnings = [f"{n.tracking_id}: {w}" for n in nodules for w in n.baseline.measurement.warnings]
-    exam = {"baseline": lungrads.categorize_exam([n.baseline_lung_rads for n in nodules])}
+    exam = {"baseline": lungrads.categorize_exam(categories)}
     reporter(1.0, f"{len(nodules)} nodules")
     return StudyResult(result, nodules, exam, warnings)
 
@@ -437,9 +434,12 @@ def track_nodules(
                 f"{nodule.tracking_id} touches the pleura: its segmentation stops at the lung boundary; check the "
                 "chest-wall side before relying on its volume."
             )
+    # a nodule seen in a study has that study's category (see _tracked)
+    baseline_categories = [r for n in nodules if n.baseline is not None and (r := n.baseline_lung_rads) is not None]
+    followup_categories = [r for n in nodules if n.followup is not None and (r := n.lung_rads) is not None]
     exam = {
-        "baseline": lungrads.categorize_exam([n.baseline_lung_rads for n in nodules if n.baseline is not None]),
-        "followup": lungrads.categorize_exam([n.lung_rads for n in nodules if n.followup is not None]),
+        "baseline": lungrads.categorize_exam(baseline_categories),
+        "followup": lungrads.categorize_exam(followup_categories),
     }
     reporter(1.0, f"{len(nodules)} nodules tracked")
     return TrackingResult(base, follow, registration, nodules, interval, exam, warnings)
@@ -494,15 +494,17 @@ def _confirm_across(
                 drop[1].add(match.followup)
             continue
         side = 0 if match.followup is None else 1  # the study that has the finding
+        index = match.baseline if side == 0 else match.followup
+        assert index is not None, "a match holds a finding of at least one study"
         source, other = (base, follow) if side == 0 else (follow, base)
-        finding = source.findings[match.baseline if side == 0 else match.followup]
+        finding = source.findings[index]
         if finding.candidate.confidence < options.min_single_confidence:
-            drop[side].add(match.baseline if side == 0 else match.followup)
+            drop[side].add(index)
             continue
         centre = np.asarray(finding.measurement.center_ras, dtype=float)
         mapped = registration.map_to_followup(centre) if side == 0 else registration.map_to_baseline(centre)
         seed = Candidate(
-            tuple(float(v) for v in mapped),
+            (float(mapped[0]), float(mapped[1]), float(mapped[2])),
             finding.measurement.mean_diameter_mm,
             finding.candidate.confidence,
             "propagated",
@@ -538,8 +540,10 @@ def _tracked(
     """Number the nodules (baseline ones first, by position), compute change and Lung-RADS for each."""
 
     def order(match: Match) -> tuple[int, float, float, float]:
-        finding = base.findings[match.baseline] if match.baseline is not None else follow.findings[match.followup]
-        return (0 if match.baseline is not None else 1, *_position_order(finding))
+        if match.baseline is not None:
+            return (0, *_position_order(base.findings[match.baseline]))
+        assert match.followup is not None, "a match holds a finding of at least one study"
+        return (1, *_position_order(follow.findings[match.followup]))
 
     nodules: list[TrackedNodule] = []
     for number, match in enumerate(sorted(matches, key=order), start=1):
@@ -581,13 +585,13 @@ def lungrads_for(finding: Finding, prior: Finding | None, interval: float | None
     measurement = finding.measurement
     if measurement.kind is NoduleKind.PART_SOLID and measurement.solid_mean_diameter_mm <= 0:
         measurement = replace(measurement, kind=NoduleKind.GROUND_GLASS)  # no measurable solid part
-    inputs: dict[str, Any] = {"suspicious_features": suspicious}
+    inputs: LungRadsExtras = {"suspicious_features": suspicious}
     if interval is None:
         timepoint = Timepoint.BASELINE
     elif prior is None:
         timepoint = Timepoint.NEW
     else:
         previous = prior.measurement.mean_diameter_mm
-        timepoint = follow_up_timepoint(previous, measurement.mean_diameter_mm, interval)
-        inputs.update(prior_mean_diameter_mm=previous, interval_days=interval)
-    return categorize_nodule(LungRadsInput.from_measurement(measurement, timepoint, **inputs))
+        timepoint = lungrads.follow_up_timepoint(previous, measurement.mean_diameter_mm, interval)
+        inputs["prior_mean_diameter_mm"], inputs["interval_days"] = previous, interval
+    return lungrads.categorize_nodule(lungrads.LungRadsInput.from_measurement(measurement, timepoint, **inputs))
