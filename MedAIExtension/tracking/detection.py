@@ -152,6 +152,7 @@ def classical_candidates(
     out = []
     for blob in _suppress(blobs, options):
         ras = blob.ras
+        assert ras is not None  # set for every blob above
         out.append(
             Candidate(
                 center_ras=(float(ras[0]), float(ras[1]), float(ras[2])),

@@ -50,9 +50,10 @@ def array_spacing(image: Image) -> np.ndarray:
     return np.asarray(image.spacing, dtype=float)[::-1].copy()
 
 
-def block_factors(spacing_kji: Sequence[float], target_mm: float) -> tuple[int, int, int]:
+def block_factors(spacing_kji: Sequence[float] | np.ndarray, target_mm: float) -> tuple[int, int, int]:
     """Integer block sizes per array axis that bring the spacing close to ``target_mm`` (never below 1)."""
-    return tuple(max(1, int(math.floor(target_mm / float(s) + 0.5))) for s in spacing_kji)  # type: ignore[return-value]
+    k, j, i = (max(1, int(math.floor(target_mm / float(s) + 0.5))) for s in spacing_kji)
+    return k, j, i
 
 
 def block_mean(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
@@ -62,6 +63,7 @@ def block_mean(array: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     """
     factors = tuple(int(f) for f in factors)
     count = math.prod(factors)
+    accumulate: type[np.uint16] | type[np.float32]
     if array.dtype == bool and count < 1 << 16:
         source, accumulate = array.view(np.uint8), np.uint16
     else:

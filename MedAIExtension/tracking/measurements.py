@@ -401,7 +401,7 @@ def _solid_component(
     centre = np.argwhere(core).mean(axis=0) * sampling
     points = _ramp_points(region, np.argwhere(usable), fraction, centre, (fraction >= 0.15) & (fraction <= 0.85))
     if points is None or len(points) < _MIN_POINTS:
-        volume = (np.count_nonzero(interior) + float(np.clip(fraction, 0.0, 1.0).sum())) * voxel_mm3
+        volume = float((np.count_nonzero(interior) + float(np.clip(fraction, 0.0, 1.0).sum())) * voxel_mm3)
         diameter = round((6.0 * volume / math.pi) ** (1.0 / 3.0), 1)
     else:
         fitted = sphere_centre(points, centre)

@@ -393,7 +393,7 @@ def _detach(region: np.ndarray, sampling: np.ndarray, to_seed: np.ndarray) -> np
     if not search.any():
         search = region
     near = np.where(search, depth, 0.0)
-    centre = np.unravel_index(int(np.argmax(near)), near.shape)
+    centre = tuple(int(v) for v in np.unravel_index(int(np.argmax(near)), near.shape))
     r_in = float(depth[centre]) - 0.5 * float(np.min(sampling))
     if r_in < MIN_RADIUS_MM:
         return None

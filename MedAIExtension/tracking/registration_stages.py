@@ -355,6 +355,7 @@ def _bspline_stage(pyramid: list[_Level], linear: Any, report: Progress) -> tupl
             start = sitk.Resample(field, f, sitk.Transform(), sitk.sitkLinear, 0.0, field.GetPixelID())
             field = demons.Execute(f, m, start)
         reporter.finish()
+    assert field is not None, "the loop above runs twice"
     weight = sitk.SmoothingRecursiveGaussian(sitk.Cast(level.region, sitk.sitkFloat32), MASK_MARGIN_MM / 2.0)
     displacement = sitk.GetArrayFromImage(field) * np.clip(sitk.GetArrayFromImage(weight), 0.0, 1.0)[..., None]
     bspline = _fit_bspline(displacement, fixed, BSPLINE_SPACING_MM)

@@ -54,8 +54,8 @@ def axial_crop(
         box = finding.mask.box
         nearest = np.rint(kji).astype(int)
         local = [nearest[a] - (box[a].start or 0) for a in range(3)]
-        shape = finding.mask.mask.shape
-        inside = np.all([(local[a] >= 0) & (local[a] < shape[a]) for a in range(3)], axis=0)
+        mask_shape = finding.mask.mask.shape
+        inside = np.all([(local[a] >= 0) & (local[a] < mask_shape[a]) for a in range(3)], axis=0)
         values = np.zeros(inside.shape, dtype=bool)
         values[inside] = finding.mask.mask[local[0][inside], local[1][inside], local[2][inside]]
         mask = values.reshape(n, n)

@@ -278,10 +278,10 @@ def _raised_patches(points: np.ndarray, centre: np.ndarray, excess: np.ndarray, 
     raised = np.isfinite(stand) & (stand - typical > max(3.0 * spread, 0.05))
     seen_excess = np.isfinite(excess)
     density = np.full(_N_PATCHES, np.nan)
-    for cap in seen:
-        values = excess[member[:, cap] & seen_excess]
+    for seen_cap in seen:
+        values = excess[member[:, seen_cap] & seen_excess]
         if len(values) >= least:
-            density[cap] = float(np.median(values))
+            density[seen_cap] = float(np.median(values))
     known = density[np.isfinite(density)]
     if len(known) < _N_PATCHES // 2:
         return dropped
