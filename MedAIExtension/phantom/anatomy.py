@@ -215,9 +215,10 @@ def nodule_center(layout: Layout, nodule: NoduleSpec) -> np.ndarray:
     if nodule.center_ras is not None:
         point = np.asarray(nodule.center_ras, dtype=float) - layout.origin_ras
     else:
+        assert nodule.lung is not None and nodule.position is not None  # NoduleSpec places it one way or the other
         side = LungSide(nodule.lung)
         center, semi = layout.lungs[side]
-        lateral, anterior, superior = nodule.position  # type: ignore[misc]
+        lateral, anterior, superior = nodule.position
         point = center + np.array([_SIGN[side] * lateral, anterior, superior]) * semi
         if nodule.juxta_pleural:
             point = _push_to_pleura(layout, side, center, point, radius)

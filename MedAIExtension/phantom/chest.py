@@ -151,7 +151,10 @@ def _resolve_nodules(spec: PhantomSpec, layout: Any) -> list[NoduleTruth]:
                     f"Nodules {other.index} and {index} overlap or touch (gap {gap:.1f} mm); "
                     f"move them at least {_MIN_NODULE_GAP_MM:g} mm apart."
                 )
-        core = nodule.radius_mm * float(nodule.solid_fraction) if nodule.kind is NoduleKind.PART_SOLID else 0.0
+        core = 0.0
+        if nodule.kind is NoduleKind.PART_SOLID:
+            assert nodule.solid_fraction is not None  # set for every part-solid nodule on construction
+            core = nodule.radius_mm * nodule.solid_fraction
         out.append(NoduleTruth(index, NoduleKind(nodule.kind), center, nodule.radius_mm, core))
     return out
 

@@ -199,7 +199,7 @@ def followup_spec(
     followup = dataclasses.replace(
         baseline,
         nodules=tuple(followup_nodules),
-        pose_ras=tuple(tuple(float(v) for v in row) for row in motion @ baseline.pose),
+        pose_ras=tuple((float(a), float(b), float(c), float(d)) for a, b, c, d in motion @ baseline.pose),
         noise_seed=noise_seed,
     )
     result = FollowupSpec(baseline, followup, tuple(nodules), rotation, translation, center)

@@ -128,9 +128,10 @@ class ChunkGrid:
         k = np.arange(ks.start + k0, ks.stop + k0, dtype=np.float64)[:, None, None]
         j = np.arange(js.start, js.stop, dtype=np.float64)[None, :, None]
         i = np.arange(is_.start, is_.stop, dtype=np.float64)[None, None, :]
-        return tuple(  # type: ignore[return-value]
+        x, y, z = (
             self.offset[a] + self.linear[a, 0] * i + self.linear[a, 1] * j + self.linear[a, 2] * k for a in range(3)
         )
+        return x, y, z
 
     def index_ranges(self, lows: np.ndarray, highs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Index ranges ``[first, last)`` (N x 3, i j k, clipped to the grid) covering N anatomy-frame boxes."""

@@ -31,7 +31,7 @@ from MedAIExtension.models.preprocessing import (
 from MedAIExtension.phantom.anatomy import build_layout, lung_bounds, nodule_center
 from MedAIExtension.phantom.chest import LABEL_LUNG, Phantom, generate_chest_phantom
 from MedAIExtension.phantom.sampling import random_phantom_spec
-from MedAIExtension.phantom.spec import LungSide, PhantomSpec
+from MedAIExtension.phantom.spec import LungSide, PhantomSpec, _size_triple, _triple
 from MedAIExtension.progress import null_progress
 
 __all__ = [
@@ -114,7 +114,7 @@ class LabelledPatch:
 
 
 def patch_grid(
-    center_ras: Sequence[float],
+    center_ras: Sequence[float] | np.ndarray,
     size: Sequence[int] = PATCH_SIZE,
     spacing: Sequence[float] = PATCH_SPACING,
 ) -> tuple[np.ndarray, tuple[int, int, int]]:
@@ -240,9 +240,9 @@ def phantom_for_patches(
     size = np.ceil((high - low) / step).astype(int) + 1
     spec = replace(
         best,
-        size_ijk=tuple(int(v) for v in size),
-        spacing=tuple(float(v) for v in step),
-        center_ras=tuple(float(v) for v in (low + high) / 2.0),
+        size_ijk=_size_triple(size),
+        spacing=_triple(step, "spacing"),
+        center_ras=_triple((low + high) / 2.0, "center_ras"),
     )
     return generate_chest_phantom(spec)
 

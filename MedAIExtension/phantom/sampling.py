@@ -9,7 +9,7 @@ import numpy as np
 from MedAIExtension.errors import InputError
 from MedAIExtension.phantom.anatomy import Layout, build_layout, lung_sdf, nodule_center
 from MedAIExtension.phantom.grid import make_affine
-from MedAIExtension.phantom.spec import AnatomySpec, LungSide, NoduleSpec, PhantomSpec
+from MedAIExtension.phantom.spec import AnatomySpec, LungSide, NoduleSpec, PhantomSpec, _size_triple, _triple
 from MedAIExtension.tracking.types import NoduleKind
 
 __all__ = ["random_phantom_spec"]
@@ -87,10 +87,10 @@ def random_phantom_spec(
             "(center_ras) or make it larger."
         )
     return PhantomSpec(
-        size_ijk=tuple(int(v) for v in size_ijk),  # type: ignore[arg-type]
-        spacing=tuple(float(v) for v in spacing),  # type: ignore[arg-type]
-        direction_ras=affine[:3, :3] / np.asarray(spacing, dtype=float),  # type: ignore[arg-type]
-        center_ras=tuple(float(v) for v in center_ras),  # type: ignore[arg-type]
+        size_ijk=_size_triple(size_ijk),
+        spacing=_triple(spacing, "spacing"),
+        direction_ras=affine[:3, :3] / np.asarray(spacing, dtype=float),
+        center_ras=_triple(center_ras, "center_ras"),
         seed=int(seed),
         nodules=tuple(nodules),
         noise_hu=float(rng.uniform(8.0, 40.0)),

@@ -44,7 +44,7 @@ def _enum(cls: type[Enum], value: Any, what: str) -> Any:
     try:
         return cls(value.value if isinstance(value, Enum) else value)
     except ValueError:
-        options = ", ".join(repr(m.value) for m in cls)  # type: ignore[attr-defined]
+        options = ", ".join(repr(m.value) for m in cls)
         raise InputError(f"{what} {value!r} is not one of {options}.") from None
 
 
@@ -55,7 +55,20 @@ def _triple(value: Any, what: str) -> tuple[float, float, float]:
         raise InputError(f"{what} must be three numbers, got {value!r}") from None
     if len(out) != 3 or not all(math.isfinite(v) for v in out):
         raise InputError(f"{what} must be three finite numbers, got {value!r}")
-    return out  # type: ignore[return-value]
+    x, y, z = out
+    return x, y, z
+
+
+def _size_triple(value: Any) -> tuple[int, int, int]:
+    """``size_ijk`` as three integers >= 2 within the voxel limit; InputError otherwise."""
+    try:
+        size = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        raise InputError(f"size_ijk must be three integers, got {value!r}") from None
+    if len(size) != 3 or min(size) < 2 or math.prod(size) > _MAX_VOXELS:
+        raise InputError(f"size_ijk must be three integers >= 2 (at most {_MAX_VOXELS} voxels), got {size}.")
+    i, j, k = size
+    return i, j, k
 
 
 @dataclass(frozen=True)
@@ -228,13 +241,7 @@ class PhantomSpec:
     noise_seed: int | None = None
 
     def __post_init__(self) -> None:
-        try:
-            size = tuple(int(v) for v in self.size_ijk)
-        except (TypeError, ValueError):
-            raise InputError(f"size_ijk must be three integers, got {self.size_ijk!r}") from None
-        if len(size) != 3 or min(size) < 2 or math.prod(size) > _MAX_VOXELS:
-            raise InputError(f"size_ijk must be three integers >= 2 (at most {_MAX_VOXELS} voxels), got {size}.")
-        object.__setattr__(self, "size_ijk", size)
+        object.__setattr__(self, "size_ijk", _size_triple(self.size_ijk))
         spacing = _triple(self.spacing, "spacing")
         if min(spacing) <= 0.0:
             raise InputError(f"spacing must be positive (mm), got {spacing}.")

@@ -13,7 +13,7 @@ from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.io.dicom_series import write_dicom_series
 from MedAIExtension.io.volume_files import write_volume_file
 from MedAIExtension.phantom.chest import generate_chest_phantom
-from MedAIExtension.phantom.spec import PhantomSpec
+from MedAIExtension.phantom.spec import PhantomSpec, _size_triple, _triple
 
 __all__ = ["write_phantom_study"]
 
@@ -37,7 +37,7 @@ def write_phantom_study(
     Returns:
         ``{"ct": folder, "nifti": ..., "labels": ..., "nodules": ..., "truth": ...}``.
     """
-    spec = spec or PhantomSpec(size_ijk=tuple(size_ijk), spacing=tuple(spacing), seed=seed)
+    spec = spec or PhantomSpec(size_ijk=_size_triple(size_ijk), spacing=_triple(spacing, "spacing"), seed=seed)
     phantom = generate_chest_phantom(spec, progress)
     out = ensure_writable_directory(output_dir)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".medai-staging-"))
