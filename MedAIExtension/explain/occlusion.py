@@ -261,6 +261,11 @@ def _scores(outputs: Any, target: ScoreTarget) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
+def _window_box(window: np.ndarray, sample: int = 0) -> tuple[int | slice, ...]:
+    """The index of ``window`` (rows of start, stop per spatial axis) in sample ``sample`` of an (N, C, *S) array."""
+    return (sample, slice(None), *(slice(int(a), int(b)) for a, b in window))
+
+
 def _generic_evaluator(
     predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, occluder: _Occluder, target: ScoreTarget
 ) -> Callable[[np.ndarray], np.ndarray]:
@@ -273,7 +278,7 @@ def _generic_evaluator(
             buffer.clear()  # a smaller batch after out-of-memory: drop the big buffer
             batch = np.repeat(x, n, axis=0)
             buffer[n] = batch
-        boxes = [(i, slice(None), *(slice(int(a), int(b)) for a, b in w)) for i, w in enumerate(windows)]
+        boxes = [_window_box(w, i) for i, w in enumerate(windows)]
         for box in boxes:
             batch[box] = occluder.occluded(batch[box])
         try:
@@ -346,7 +351,7 @@ def _incremental_evaluator(
         if multiplier is None:
             fill = torch.tensor(occluder.value, dtype=tensor.dtype, device=device)
         else:
-            boxes = [tensor[(0, slice(None), *(slice(int(a), int(b)) for a, b in w))] for w in windows]
+            boxes = [tensor[_window_box(w)] for w in windows]
             fill = torch.stack(boxes) * multiplier
         return _scores(engine.outputs(windows, fill), target)
 
@@ -425,7 +430,7 @@ def occlusion_sensitivity(
             (windows[:, :, 0] < [s.stop for s in box]) & (windows[:, :, 1] > [s.start for s in box]), axis=1
         )
         windows = windows[touching]
-    unchanged = np.array([not occluder.changes(x[(0, slice(None), *(slice(a, b) for a, b in w))]) for w in windows])
+    unchanged = np.array([not occluder.changes(x[_window_box(w)]) for w in windows])
     unchanged = unchanged.astype(bool).reshape(len(windows))
     to_run = windows[~unchanged]
 

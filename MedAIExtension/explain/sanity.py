@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -505,7 +506,7 @@ def deletion_insertion(
         return out.reshape(x.shape[1:])
 
     inputs: list[Callable[[], np.ndarray]] = [lambda: x[0], lambda: start.reshape(x.shape[1:])]
-    inputs += [lambda job=job: render(job) for job in jobs]
+    inputs += [functools.partial(render, job) for job in jobs]
     probabilities = np.empty(len(inputs), dtype=np.float64)
     for first in range(0, len(inputs), batch_size):
         report(first / len(inputs), "Deletion/insertion curves")
