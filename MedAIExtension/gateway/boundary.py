@@ -20,19 +20,44 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from MedAIExtension.dicom.uids import uid_problem
 from MedAIExtension.pacs.errors import PacsNotFoundError
 from MedAIExtension.pacs.records import SeriesRecord, StudyRecord
+from MedAIExtension.pacs.retrieval import InstanceSource, retrieve_verified
 
-__all__ = ["PacsBoundary", "PatientStudies", "Skipped"]
+__all__ = ["BoundaryOrthanc", "BoundaryStore", "PacsBoundary", "PatientStudies", "Skipped"]
 
 #: A job's list of refused objects: ``{"what": …, "reason": …}`` each.
 Skipped = list[dict[str, str]]
 
 _ORTHANC_ID = re.compile(r"[0-9a-f]{8}(?:-[0-9a-f]{8}){4}")
 _DATE = re.compile(r"\d{8}")
+
+
+class BoundaryStore(InstanceSource, Protocol):
+    """What the boundary reads through DICOMweb (:class:`~MedAIExtension.pacs.dicomweb.DicomWebStore` is one)."""
+
+    def search_series(self, study_uid: str) -> list[SeriesRecord]:
+        """The series of a study (QIDO-RS)."""
+        ...
+
+    def find_patient_studies(self, patient_id: str) -> list[StudyRecord]:
+        """The studies whose PatientID is exactly ``patient_id``."""
+        ...
+
+
+class BoundaryOrthanc(Protocol):
+    """What the boundary reads through Orthanc's REST API (:class:`~MedAIExtension.pacs.orthanc.OrthancClient`)."""
+
+    def study_uid(self, orthanc_id: str) -> str:
+        """The StudyInstanceUID of an Orthanc study."""
+        ...
+
+    def find_studies(self, patient_id: str) -> list[dict[str, Any]]:
+        """Orthanc's ``/tools/find`` answers for a PatientID."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -59,7 +84,7 @@ class PacsBoundary:
         log: the gateway log (``log(event, level=…, **fields)``).
     """
 
-    def __init__(self, store: Any, orthanc: Any | None, log: Callable[..., None]) -> None:
+    def __init__(self, store: BoundaryStore, orthanc: BoundaryOrthanc | None, log: Callable[..., None]) -> None:
         self.store = store
         self.orthanc = orthanc
         self.log = log
@@ -83,6 +108,8 @@ class PacsBoundary:
 
     def study_of_change(self, orthanc_id: str, skipped: Skipped) -> str | None:
         """The StudyInstanceUID of the study an Orthanc change names, or None when refused or deleted since."""
+        if self.orthanc is None:
+            raise ValueError("Orthanc changes name Orthanc studies: this boundary has no Orthanc client to ask.")
         if not _ORTHANC_ID.fullmatch(orthanc_id):
             self.refuse(skipped, "Orthanc study identifier of a change", "it is not an Orthanc identifier")
             return None
@@ -114,8 +141,6 @@ class PacsBoundary:
             PacsTransferError: cut or short transfer (retry later).
             PacsNotFoundError: the PACS lists no instance of the series.
         """
-        from MedAIExtension.pacs.retrieval import retrieve_verified
-
         result = retrieve_verified(self.store, study_uid, series_uid, folder)
         for what, reason in result.refused:
             self.refuse(skipped, what, reason)
@@ -136,7 +161,7 @@ class PacsBoundary:
         (:meth:`~MedAIExtension.pacs.dicomweb.DicomWebStore.find_patient_studies`).
         """
         if self.orthanc is not None:
-            found = self._orthanc_patient_studies(patient_id)
+            found = _orthanc_patient_studies(self.orthanc, patient_id)
         else:
             found = self.store.find_patient_studies(patient_id)
         studies, doubts = [], []
@@ -153,23 +178,6 @@ class PacsBoundary:
         reason = "; ".join(sorted(set(doubts)))
         return PatientStudies(tuple(studies), not doubts, reason)
 
-    def _orthanc_patient_studies(self, patient_id: str) -> list[StudyRecord]:
-        records = []
-        for item in self.orthanc.find_studies(patient_id):
-            tags = {**item.get("PatientMainDicomTags", {}), **item.get("MainDicomTags", {})}
-            records.append(
-                StudyRecord(
-                    study_uid=str(tags.get("StudyInstanceUID", "")),
-                    patient_id=str(tags.get("PatientID", "")),
-                    patient_name="",
-                    study_date=str(tags.get("StudyDate", "")),
-                    accession_number="",
-                    description=str(tags.get("StudyDescription", "")),
-                    modalities=(),
-                )
-            )
-        return records
-
     def tracking_groups(self, groups: list[dict[str, Any]], skipped: Skipped) -> list[dict[str, Any]]:
         """The measurement groups of a prior tracking SR whose Tracking UID and referenced SEG instance are UIDs."""
         kept = []
@@ -181,3 +189,21 @@ class PacsBoundary:
                 continue
             kept.append(group)
         return kept
+
+
+def _orthanc_patient_studies(orthanc: BoundaryOrthanc, patient_id: str) -> list[StudyRecord]:
+    records = []
+    for item in orthanc.find_studies(patient_id):
+        tags = {**item.get("PatientMainDicomTags", {}), **item.get("MainDicomTags", {})}
+        records.append(
+            StudyRecord(
+                study_uid=str(tags.get("StudyInstanceUID", "")),
+                patient_id=str(tags.get("PatientID", "")),
+                patient_name="",
+                study_date=str(tags.get("StudyDate", "")),
+                accession_number="",
+                description=str(tags.get("StudyDescription", "")),
+                modalities=(),
+            )
+        )
+    return records

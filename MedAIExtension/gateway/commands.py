@@ -7,6 +7,7 @@ import json
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 __all__ = ["add_gateway_parsers"]
@@ -33,9 +34,9 @@ def _cmd_gateway(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], Non
 
     config = _open(args)
     gateway = Gateway(config, quiet=args.quiet)
-    previous = {}
+    previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
 
-    def stop(signum: int, _frame: Any) -> None:
+    def stop(signum: int, _frame: FrameType | None) -> None:
         gateway.log("signal", signal=signal.Signals(signum).name)
         gateway.stop()
         for sig, handler in previous.items():  # a second signal ends the process at once

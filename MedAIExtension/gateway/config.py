@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.errors import InputError
+from MedAIExtension.explain.types import ExplainMethod
 
 __all__ = ["ExportSettings", "GatewayConfig", "PacsSettings", "Pipeline", "Rule", "load_config", "parse_config"]
 
@@ -236,8 +237,6 @@ def _rule(value: Any, index: int) -> Rule:
     if model is None and pipeline is not Pipeline.NODULE_TRACKING:
         raise _fail(f"{where} ({name}) key 'model'", f"the {pipeline.value} pipeline needs a model name.")
     method = str(section.get("method", "gradcam")).lower()
-    from MedAIExtension.explain.types import ExplainMethod
-
     if method not in {m.value for m in ExplainMethod}:
         options = ", ".join(m.value for m in ExplainMethod)
         raise _fail(f"{where} ({name}) key 'method'", f"{method!r} is not one of {options}.")

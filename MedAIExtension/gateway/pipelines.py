@@ -15,13 +15,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from MedAIExtension.dicom.source import require_single_frame_source
+from MedAIExtension.dicom.sr import read_tracking_sr
 from MedAIExtension.errors import InputError
+from MedAIExtension.explain.pipeline import explain_to_folder
+from MedAIExtension.explain.request import ExplainRequest
+from MedAIExtension.explain.types import ExplainMethod
 from MedAIExtension.gateway.boundary import PacsBoundary, Skipped
 from MedAIExtension.gateway.config import Pipeline, Rule
 from MedAIExtension.gateway.kill_points import kill_point
 from MedAIExtension.gateway.triage import Triage, from_alert_labels, from_lung_rads, routine
+from MedAIExtension.io.dicom_series import read_dicom_series
 from MedAIExtension.pacs.errors import PacsNotFoundError
 from MedAIExtension.progress import CancelToken
+from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
+from MedAIExtension.tracking import (
+    TrackingOptions,
+    adopt_prior_tracking,
+    assess_study,
+    track_nodules,
+    write_study_dicom,
+)
 
 __all__ = ["PipelineOutput", "PriorLookup", "find_prior_study", "run_pipeline"]
 
@@ -68,8 +82,6 @@ def _retrieve(pacs: PacsBoundary, study_uid: str, series_uid: str, folder: Path,
 
 
 def _read_series(folder: Path) -> Any:
-    from MedAIExtension.io.dicom_series import read_dicom_series
-
     return read_dicom_series(folder)
 
 
@@ -117,8 +129,6 @@ def _prior_report(pacs: PacsBoundary, prior_study: str, folder: Path, skipped: S
     """
     import pydicom
 
-    from MedAIExtension.dicom.sr import read_tracking_sr
-
     series = pacs.series(prior_study, skipped)
     reports = [s for s in series if s.modality == "SR" and s.description == TRACKING_SR_DESCRIPTION]
     if not reports:
@@ -149,15 +159,6 @@ def _nodule_tracking(
     token: CancelToken | None,
     skipped: Skipped,
 ) -> PipelineOutput:
-    from MedAIExtension.dicom.source import require_single_frame_source
-    from MedAIExtension.tracking import (
-        TrackingOptions,
-        adopt_prior_tracking,
-        assess_study,
-        track_nodules,
-        write_study_dicom,
-    )
-
     require_single_frame_source(image, "tracking SR")  # before the model runs: the SR cannot reference it yet
     options = TrackingOptions(model=rule.model, device=device)
     out = _fresh(job_dir / "results")
@@ -182,6 +183,7 @@ def _nodule_tracking(
             summary["prior_error"] = type(exc).__name__
             comments.append("The prior study could not be read; this exam was assessed on its own.")
     if prior_image is not None:
+        assert prior is not None  # the prior image was read from it
         result = track_nodules(prior_image, image, options, token=token)
         warnings += result.warnings
         report = _prior_report(pacs, prior[0], job_dir / "prior-report", skipped)
@@ -216,8 +218,8 @@ def _nodule_tracking(
 def _segmentation(rule: Rule, image: Any, job_dir: Path, device: str, token: CancelToken | None) -> PipelineOutput:
     import numpy as np
 
-    from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
-
+    if rule.model is None:
+        raise InputError(f"The rule {rule.name!r} runs the segmentation pipeline but names no model; set its 'model'.")
     out = _fresh(job_dir / "results")
     request = SegmentRequest(input=image, model=rule.model, output=out, formats=("dicom-seg",), device=device)
     outcome = segment_to_folder(request, token=token)
@@ -235,14 +237,11 @@ def _segmentation(rule: Rule, image: Any, job_dir: Path, device: str, token: Can
 def _explainability(
     rule: Rule, series_dir: Path, job_dir: Path, device: str, progress: Callable[[float, str], None] | None
 ) -> PipelineOutput:
-    from MedAIExtension.explain.pipeline import explain_to_folder
-    from MedAIExtension.explain.request import ExplainRequest
-
     out = _fresh(job_dir / "results")
     request = ExplainRequest(
         input=series_dir,
         model=str(rule.model),
-        method=rule.explain_method,
+        method=ExplainMethod.parse(rule.explain_method),
         output=out,
         device=device,
         sanity=rule.sanity,

@@ -27,15 +27,21 @@ import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 
+from MedAIExtension.deid.deidentify import DeidOptions, deidentify_files
+from MedAIExtension.deid.uids import load_key
 from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.gateway.boundary import PacsBoundary, Skipped
 from MedAIExtension.gateway.config import GatewayConfig
 from MedAIExtension.gateway.journal import Job, JobState, Journal, StudyCandidate
 from MedAIExtension.gateway.kill_points import kill_point
 from MedAIExtension.gateway.logs import GatewayLog
+from MedAIExtension.pacs.credentials import credentials_from_config
+from MedAIExtension.pacs.dicomweb import DicomWebStore
 from MedAIExtension.pacs.errors import PacsAuthError, PacsError, PacsRejectedError, PacsUnavailableError
+from MedAIExtension.pacs.orthanc import OrthancClient
+from MedAIExtension.secret_files import check_private_file
 
 __all__ = ["ORTHANC_METADATA", "Gateway"]
 
@@ -57,7 +63,7 @@ class _WorkFolderLock:
 
     def __init__(self, folder: Path) -> None:
         self.path = folder / "gateway.lock"
-        self._handle: Any = None
+        self._handle: TextIO | None = None
 
     def acquire(self) -> None:
         try:
@@ -98,10 +104,6 @@ class Gateway:
         environ: Mapping[str, str] | None = None,
         quiet: bool = False,
     ) -> None:
-        from MedAIExtension.pacs.credentials import credentials_from_config
-        from MedAIExtension.pacs.dicomweb import DicomWebStore
-        from MedAIExtension.pacs.orthanc import OrthancClient
-
         self.config = config
         try:
             config.workdir.mkdir(parents=True, exist_ok=True)
@@ -112,8 +114,8 @@ class Gateway:
             ) from None
         credentials = credentials_from_config(config.pacs.section, environ if environ is not None else os.environ)
         timeout = config.pacs.timeout
-        self.store: Any = DicomWebStore(config.pacs.dicomweb_url, credentials, timeout)
-        self.orthanc: Any = (
+        self.store = DicomWebStore(config.pacs.dicomweb_url, credentials, timeout)
+        self.orthanc: OrthancClient | None = (
             OrthancClient(config.pacs.url, credentials, timeout) if config.pacs.type == "orthanc" else None
         )
         self.log = log or GatewayLog(config.workdir / "gateway.log", quiet=quiet)
@@ -140,9 +142,6 @@ class Gateway:
     def _load_export_key(self, environ: Mapping[str, str]) -> bytes | None:
         if self.config.export is None:
             return None
-        from MedAIExtension.deid.uids import load_key
-        from MedAIExtension.secret_files import check_private_file
-
         try:
             if self.config.export.key_file is not None:
                 check_private_file(self.config.export.key_file, "export.key_file")
@@ -283,7 +282,7 @@ class Gateway:
         if self.journal.count([JobState.QUEUED]) >= self.config.max_queued:
             return 0
         if self.orthanc is not None:
-            return self._discover_orthanc()
+            return self._discover_orthanc(self.orthanc)
         return self._discover_polling()
 
     def _record(self, candidates: list[StudyCandidate], cursor: tuple[str, str] | None) -> int:
@@ -295,11 +294,11 @@ class Gateway:
                 self.log("job_queued", job=job.id, rule=job.rule, study_uid=job.study_uid)
         return sum(1 for job in created if job.state is JobState.QUEUED)
 
-    def _discover_orthanc(self) -> int:
+    def _discover_orthanc(self, orthanc: OrthancClient) -> int:
         since = int(self.journal.cursor(_CURSOR, "0") or 0)  # a fresh journal reads the whole feed
         total = 0
         while True:
-            changes, last, done = self.orthanc.changes(since=since, limit=100)
+            changes, last, done = orthanc.changes(since=since, limit=100)
             candidates: list[StudyCandidate] = []
             for change in changes:
                 if change.change_type != "StableStudy":
@@ -408,7 +407,7 @@ class Gateway:
         return self.journal.retry_later(job.id, state, delay, error)
 
     def _run_pipeline(self, job: Job) -> Job:
-        from MedAIExtension.gateway.pipelines import run_pipeline
+        from MedAIExtension.gateway.pipelines import run_pipeline  # lazy: medai --help loads gateway, not tracking
 
         rule = self.config.rule(job.rule)
         folder = self.job_dir(job)
@@ -486,8 +485,6 @@ class Gateway:
         """
         if self.config.export is None or self._export_key is None:
             return
-        from MedAIExtension.deid.deidentify import DeidOptions, deidentify_files
-
         # images with burned-in annotation cannot be cleaned by the profile: left out (counted in the log)
         options = DeidOptions(date_shift_days=self.config.export.date_shift_days, skip_burned_in=True)
         try:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.errors import InputError
@@ -31,6 +31,9 @@ from MedAIExtension.pacs.errors import (
 )
 from MedAIExtension.pacs.folder_store import read_header, safe_name, write_instance
 from MedAIExtension.pacs.records import SeriesRecord, StoreOutcome, StudyRecord
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 __all__ = ["QIDO_PAGE_SIZE", "STOW_FAILURE_REASONS", "DicomWebStore", "parse_stow_response"]
 
@@ -210,7 +213,7 @@ class DicomWebStore:
             filters["StudyInstanceUID"] = study_uid
         if modality is not None:
             filters["ModalitiesInStudy"] = modality
-        items = self._call(
+        items: list[dict[str, Any]] = self._call(
             "search for studies",
             lambda: _paged(
                 lambda limit, offset: self._client.search_for_studies(
@@ -234,7 +237,7 @@ class DicomWebStore:
 
     def search_series(self, study_uid: str) -> list[SeriesRecord]:
         """QIDO-RS series search in a study (empty when the study is unknown)."""
-        items = self._call(
+        items: list[dict[str, Any]] = self._call(
             f"search the series of study {study_uid}",
             lambda: _paged(
                 lambda limit, offset: self._client.search_for_series(
@@ -261,7 +264,7 @@ class DicomWebStore:
 
     def series_exists(self, study_uid: str, series_uid: str) -> bool:
         """Whether QIDO-RS finds the series in the study."""
-        items = self._call(
+        items: list[dict[str, Any]] = self._call(
             f"search for series {series_uid}",
             lambda: self._client.search_for_series(
                 study_instance_uid=study_uid, search_filters={"SeriesInstanceUID": series_uid}
@@ -272,7 +275,7 @@ class DicomWebStore:
 
     def instance_uids(self, study_uid: str, series_uid: str) -> set[str]:
         """The SOPInstanceUIDs the server holds for a series (QIDO-RS; empty when unknown)."""
-        items = self._call(
+        items: list[dict[str, Any]] = self._call(
             f"list the instances of series {series_uid}",
             lambda: _paged(
                 lambda limit, offset: self._client.search_for_instances(
@@ -288,7 +291,7 @@ class DicomWebStore:
         )
         return {_value(item, "00080018") for item in items} - {""}
 
-    def iter_instances(self, study_uid: str, series_uid: str) -> Iterator[Any]:
+    def iter_instances(self, study_uid: str, series_uid: str) -> Iterator[Dataset]:
         """WADO-RS: the series' instances as pydicom datasets, one at a time, as they arrive.
 
         Nothing is checked here beyond parsing (see :func:`MedAIExtension.pacs.retrieval.retrieve_verified`).
@@ -329,7 +332,7 @@ class DicomWebStore:
         query = [f"includefield={field}" for field in (*_STUDY_FIELDS, "PatientID")]
         if prefix:
             query.append(f"PatientID={prefix}*")
-        items = self._call(
+        items: list[dict[str, Any]] = self._call(
             "search for the studies of a patient",
             lambda: _paged(lambda limit, offset: self._raw_qido("studies", query, limit, offset), "0020000D"),
             not_found=[],
@@ -359,13 +362,13 @@ class DicomWebStore:
         action = f"retrieve series {series_uid}"
 
         def fetch() -> list[Path]:
-            paths = []
+            paths: list[Path] = []
             datasets = self._client.iter_series(study_uid, series_uid, media_types=(("application/dicom", "*"),))
             for ds in datasets:
                 paths.append(_write_instance(ds, folder))
             return paths
 
-        paths = self._call(action, fetch, not_found=[])
+        paths: list[Path] = self._call(action, fetch, not_found=[])
         if not paths:
             raise PacsNotFoundError(
                 f"The DICOMweb server at {self.url} has no series {series_uid} in study {study_uid}. "

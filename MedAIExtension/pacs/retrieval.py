@@ -13,9 +13,10 @@ Files are written as ``00001.dcm``, ``00002.dcm``, … in arrival order: no file
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.dicom.uids import uid_problem
@@ -23,7 +24,10 @@ from MedAIExtension.io.pixel_decoding import pixel_data_problem
 from MedAIExtension.pacs.errors import PacsNotFoundError, PacsTransferError
 from MedAIExtension.pacs.folder_store import write_instance
 
-__all__ = ["RetrievedSeries", "retrieve_verified", "transfer_damage"]
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+__all__ = ["InstanceSource", "RetrievedSeries", "retrieve_verified", "transfer_damage"]
 
 _UID_KEYWORDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID")
 
@@ -41,7 +45,20 @@ class RetrievedSeries:
     refused: tuple[tuple[str, str], ...] = ()
 
 
-def transfer_damage(ds: Any) -> str | None:
+class InstanceSource(Protocol):
+    """What :func:`retrieve_verified` reads a series through
+    (:class:`~MedAIExtension.pacs.dicomweb.DicomWebStore` is one)."""
+
+    def instance_uids(self, study_uid: str, series_uid: str) -> set[str]:
+        """The SOPInstanceUIDs the PACS lists for the series (empty when unknown)."""
+        ...
+
+    def iter_instances(self, study_uid: str, series_uid: str) -> Iterator[Dataset]:
+        """The series' instances as they arrive, parsed but not checked."""
+        ...
+
+
+def transfer_damage(ds: Dataset) -> str | None:
     """How the pixel data of ``ds`` shows a cut transfer (too short, cut inside a fragment, missing), or ``None``.
 
     Cheap structural checks only (no decoding): a damaged transfer is retried. Whether complete pixel data can be
@@ -57,7 +74,7 @@ def transfer_damage(ds: Any) -> str | None:
     return pixel_data_problem(ds, decode=False)
 
 
-def _header_problem(ds: Any, study_uid: str, series_uid: str) -> tuple[str, str] | None:
+def _header_problem(ds: Dataset, study_uid: str, series_uid: str) -> tuple[str, str] | None:
     """``(what, problem)`` when an instance's UIDs are not UIDs or it is not of the requested series."""
     for keyword in _UID_KEYWORDS:
         problem = uid_problem(str(ds.get(keyword, "")))
@@ -68,12 +85,12 @@ def _header_problem(ds: Any, study_uid: str, series_uid: str) -> tuple[str, str]
     return None
 
 
-def retrieve_verified(store: Any, study_uid: str, series_uid: str, folder: Path) -> RetrievedSeries:
+def retrieve_verified(store: InstanceSource, study_uid: str, series_uid: str, folder: Path) -> RetrievedSeries:
     """Retrieve a series into ``folder`` (``00001.dcm`` …), checking every instance and the instance count.
 
     Args:
-        store: a store with ``instance_uids(study, series)`` and ``iter_instances(study, series)``
-            (:class:`~MedAIExtension.pacs.dicomweb.DicomWebStore`).
+        store: where the series is read from (:class:`InstanceSource`, e.g.
+            :class:`~MedAIExtension.pacs.dicomweb.DicomWebStore`).
         study_uid, series_uid: the series, already checked to be UIDs.
         folder: an empty folder named by the caller.
 
