@@ -128,7 +128,7 @@ def fold_batch_norms(module: Any) -> tuple[Any, int]:
     return (copied, folded) if folded else (module, 0)
 
 
-def _fold_sequences(module: nn.Module, norms: tuple[type, ...]) -> int:
+def _fold_sequences(module: nn.Module, norms: tuple[type[nn.modules.batchnorm._BatchNorm], ...]) -> int:
     """Fold batch norms that follow a convolution in every sequential chain of ``module`` (in place)."""
     transposed = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
     convolutions = (nn.Conv1d, nn.Conv2d, nn.Conv3d, *transposed)
@@ -145,18 +145,21 @@ def _fold_sequences(module: nn.Module, norms: tuple[type, ...]) -> int:
         for (_, _, conv), (parent, name, norm) in itertools.pairwise(steps):
             if not isinstance(conv, convolutions) or not isinstance(norm, norms) or id(norm) in folded:
                 continue
-            if norm.running_mean is None or uses[id(conv)] != 1 or uses[id(norm)] != 1:
-                continue
+            mean, var = norm.running_mean, norm.running_var
+            if mean is None or var is None or uses[id(conv)] != 1 or uses[id(norm)] != 1:
+                continue  # (the running statistics are tracked together: both or neither)
             if isinstance(conv, transposed) and conv.groups != 1:
                 continue  # a grouped transposed weight is laid out (in, out / groups, ...): not folded here
+            gamma = norm.weight if isinstance(norm.weight, torch.Tensor) else None  # None when not affine
+            beta = norm.bias if isinstance(norm.bias, torch.Tensor) else None
             weight, bias = fuse_conv_bn_weights(
                 conv.weight,
                 conv.bias,
-                norm.running_mean,
-                norm.running_var,
+                mean,
+                var,
                 norm.eps,
-                norm.weight,
-                norm.bias,
+                gamma,
+                beta,
                 transpose=isinstance(conv, transposed),
             )
             conv.weight, conv.bias = weight, bias

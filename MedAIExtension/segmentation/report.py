@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,7 @@ def write_html_summary(
     path: str | os.PathLike[str],
     title: str,
     facts: Sequence[tuple[str, str]],
-    statistics: Sequence[dict[str, object]],
+    statistics: Sequence[Mapping[str, Any]],  # rows of labels.label_statistics
     image_name: str | None = None,
     files: dict[str, str] | None = None,
 ) -> Path:

@@ -45,6 +45,8 @@ def export_onnx(
             dynamo=True,
             external_data=False,
         )
+        if program is None:  # torch returns None only for the legacy (dynamo=False) exporter
+            raise RuntimeError("torch.onnx.export(dynamo=True) returned no program")
         program.optimize()
         program.save(str(tmp), external_data=False)
         model = onnx.load(str(tmp))
@@ -147,7 +149,7 @@ def write_monai_bundle(network: Any, bundle_dir: Path, network_args: dict[str, A
 
 def update_catalog(catalog_path: Path, entry: dict[str, Any], model_dir: Path) -> None:
     """Insert or replace ``entry`` in the catalogue, with fresh sha256 for its files."""
-    data = (
+    data: dict[str, Any] = (
         json.loads(catalog_path.read_text(encoding="utf-8")) if catalog_path.is_file() else {"version": 1, "models": []}
     )
     data.setdefault("$schema", "./catalog.schema.json")
