@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from MedAIExtension.tracking.registration_stages import (
     _working_image,
     _working_mask,
 )
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 __all__ = ["Registration", "register_followup"]
 
@@ -75,7 +78,7 @@ class Registration:
 
     followup_to_baseline_ras: np.ndarray
     baseline_to_followup_ras: np.ndarray
-    sitk_transform: Any
+    sitk_transform: sitk.Transform
     converged: bool
     metric: float
     stages: list[str]
@@ -288,7 +291,7 @@ def register_followup(
     )
 
 
-def _as_affine(transform: Any) -> Any:
+def _as_affine(transform: Any) -> sitk.AffineTransform:  # an Euler3D sitk transform
     """An ``AffineTransform`` equal to a linear transform (Euler3D)."""
     import SimpleITK as sitk
 
@@ -299,7 +302,7 @@ def _as_affine(transform: Any) -> Any:
     return affine
 
 
-def _initial_transform(fixed_lungs: Any, moving_lungs: Any) -> tuple[Any, str, float]:
+def _initial_transform(fixed_lungs: sitk.Image, moving_lungs: sitk.Image) -> tuple[sitk.Transform, str, float]:
     """The better of two starts (lung overlap): scanner coordinates as they are, or lung centroids on each other."""
     import SimpleITK as sitk
 

@@ -7,11 +7,14 @@ Helpers of :func:`MedAIExtension.tracking.registration.register_followup`. Simpl
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from MedAIExtension.tracking.registration_stages import _Level
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 __all__: list[str] = []  # private helpers of tracking.registration
 
@@ -25,7 +28,7 @@ SCALE_LIMITS = (0.8, 1.25)
 MIN_JACOBIAN = 0.3
 
 
-def _dice(fixed_lungs: Any, moving_lungs: Any, transform: Any) -> float:
+def _dice(fixed_lungs: sitk.Image, moving_lungs: sitk.Image, transform: sitk.Transform) -> float:
     """Dice of the baseline lungs and the follow-up lungs mapped onto the baseline grid, in the common field of view.
 
     Baseline voxels that map outside the follow-up scan do not count, so a follow-up that covers only part of
@@ -43,7 +46,7 @@ def _dice(fixed_lungs: Any, moving_lungs: Any, transform: Any) -> float:
     return 2.0 * int(np.count_nonzero(a & b)) / total if total else 0.0
 
 
-def _lung_correlation(level: _Level, transform: Any) -> float:
+def _lung_correlation(level: _Level, transform: sitk.Transform) -> float:
     """Pearson correlation of the clipped HU inside the (dilated) baseline lungs after registration."""
     import SimpleITK as sitk
 
@@ -94,7 +97,7 @@ def _implausible(transform: Any, info: dict[str, Any], dice_before: float) -> st
     return ""
 
 
-def _matrix_lps(transform: Any) -> np.ndarray:
+def _matrix_lps(transform: Any) -> np.ndarray:  # an Euler3D or affine sitk transform
     """4x4 matrix of a linear SimpleITK transform (Euler, affine: x -> A (x - c) + t + c)."""
     matrix = np.array(transform.GetMatrix(), dtype=float).reshape(3, 3)
     center = np.array(transform.GetCenter(), dtype=float)

@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from MedAIExtension.errors import CancelledError, InputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.progress import Progress
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
 
 __all__: list[str] = []  # private helpers of tracking.registration
 
@@ -48,7 +51,7 @@ def _shrink_factors(image: Image) -> list[int]:
     return [max(1, int(round(WORKING_SPACING_MM / float(s)))) for s in image.spacing]
 
 
-def _working_image(image: Image) -> Any:
+def _working_image(image: Image) -> sitk.Image:
     """A float32 copy at about ``WORKING_SPACING_MM`` (block averages), HU clipped to ``HU_WINDOW``."""
     import SimpleITK as sitk
 
@@ -59,7 +62,7 @@ def _working_image(image: Image) -> Any:
     return sitk.Clamp(sitk.Cast(source, sitk.sitkFloat32), sitk.sitkFloat32, HU_WINDOW[0], HU_WINDOW[1])
 
 
-def _working_mask(image: Image, mask: np.ndarray | None, work: Any) -> Any:
+def _working_mask(image: Image, mask: np.ndarray | None, work: sitk.Image) -> sitk.Image:
     """The lung mask on the working grid (uint8): the given one (block majority), or air regions inside the body."""
     import SimpleITK as sitk
 
@@ -74,7 +77,7 @@ def _working_mask(image: Image, mask: np.ndarray | None, work: Any) -> Any:
     return out
 
 
-def _air_inside_body(image: Image, work: Any) -> Any:
+def _air_inside_body(image: Image, work: sitk.Image) -> sitk.Image:
     """Stand-in lung mask: air-like regions (< -400 HU) of at least 100 ml that do not touch the in-plane borders.
 
     The in-plane borders are the faces of the two array axes least aligned with the body axis (S); air outside
@@ -103,20 +106,20 @@ def _air_inside_body(image: Image, work: Any) -> Any:
     return out
 
 
-def _voxels(mask: Any) -> int:
+def _voxels(mask: sitk.Image) -> int:
     import SimpleITK as sitk
 
     return int(np.count_nonzero(sitk.GetArrayViewFromImage(mask)))
 
 
-def _dilate(mask: Any, margin_mm: float) -> Any:
+def _dilate(mask: sitk.Image, margin_mm: float) -> sitk.Image:
     import SimpleITK as sitk
 
     radius = [max(1, int(math.ceil(margin_mm / s))) for s in mask.GetSpacing()]
     return sitk.BinaryDilate(mask, radius, sitk.sitkBall)
 
 
-def _centroid_lps(mask: Any) -> np.ndarray:
+def _centroid_lps(mask: sitk.Image) -> np.ndarray:
     import SimpleITK as sitk
 
     stats = sitk.LabelShapeStatisticsImageFilter()
@@ -128,13 +131,13 @@ def _centroid_lps(mask: Any) -> np.ndarray:
 class _Level:
     """One pyramid level: block-averaged copies of both scans and the baseline metric region."""
 
-    fixed: Any
-    moving: Any
-    region: Any
+    fixed: sitk.Image
+    moving: sitk.Image
+    region: sitk.Image
     spacing_mm: float
 
 
-def _pyramid(fixed: Any, moving: Any, region: Any, levels_mm: tuple[float, ...]) -> list[_Level]:
+def _pyramid(fixed: sitk.Image, moving: sitk.Image, region: sitk.Image, levels_mm: tuple[float, ...]) -> list[_Level]:
     """Block-averaged copies at about each of ``levels_mm`` voxel sizes; the baseline is cropped to the region.
 
     Block averaging both shrinks and smooths (a box filter of the block's size), and unlike ITK's built-in pyramid
@@ -218,8 +221,9 @@ def _optimise(pyramid: list[_Level], initial: Any, settings: _Settings, report: 
     return transform, {"metric": metric, "stop": stops[-1], "optimizer_converged": converged}
 
 
-def _parameter_scales(transform: Any, region: Any) -> list[float]:
-    """Optimizer scales: the squared motion (mm²) of the lung points per unit change of each parameter.
+def _parameter_scales(transform: Any, region: sitk.Image) -> list[float]:
+    """Optimizer scales of an Euler3D or affine ``transform``: the squared motion (mm²) of the lung points per unit
+    change of each parameter.
 
     ITK divides the gradient by these, so translations (1 mm per unit) and rotations or matrix entries (about the
     lungs' radius in mm per unit) take comparable steps. Computed from the spread of the metric region around the
@@ -236,7 +240,7 @@ def _parameter_scales(transform: Any, region: Any) -> list[float]:
     return [*(float(spread[column]) for _row in range(3) for column in range(3)), 1.0, 1.0, 1.0]
 
 
-def _method(level: _Level, samples: int) -> Any:
+def _method(level: _Level, samples: int) -> sitk.ImageRegistrationMethod:
     """A registration method on one level: masked Mattes MI on about ``samples`` random points."""
     import SimpleITK as sitk
 
@@ -252,7 +256,7 @@ def _method(level: _Level, samples: int) -> Any:
     return method
 
 
-def _bounding_box(mask: Any) -> tuple[int, ...]:
+def _bounding_box(mask: sitk.Image) -> tuple[int, ...]:
     import SimpleITK as sitk
 
     stats = sitk.LabelShapeStatisticsImageFilter()
@@ -260,7 +264,7 @@ def _bounding_box(mask: Any) -> tuple[int, ...]:
     return tuple(int(v) for v in stats.GetBoundingBox(1))
 
 
-def _grown_box(box: tuple[int, ...], image: Any, margin_mm: float) -> tuple[int, ...]:
+def _grown_box(box: tuple[int, ...], image: sitk.Image, margin_mm: float) -> tuple[int, ...]:
     """``box`` (index start, size) grown by ``margin_mm`` on every side, clipped to ``image``."""
     grow = [int(math.ceil(margin_mm / s)) for s in image.GetSpacing()]
     start = [max(0, box[a] - grow[a]) for a in range(3)]
@@ -268,7 +272,7 @@ def _grown_box(box: tuple[int, ...], image: Any, margin_mm: float) -> tuple[int,
     return (*start, *(stop[a] - start[a] for a in range(3)))
 
 
-def _crop(image: Any, box: tuple[int, ...]) -> Any:
+def _crop(image: sitk.Image, box: tuple[int, ...]) -> sitk.Image:
     import SimpleITK as sitk
 
     return sitk.RegionOfInterest(image, box[3:], box[:3])
@@ -296,7 +300,7 @@ class _Reporter:
         self.first_value: float | None = None
         self.last_value: float | None = None
 
-    def attach(self, process: Any) -> None:
+    def attach(self, process: sitk.ImageRegistrationMethod | sitk.FastSymmetricForcesDemonsRegistrationFilter) -> None:
         import SimpleITK as sitk
 
         def on_iteration() -> None:
@@ -376,7 +380,7 @@ def _bspline_stage(pyramid: list[_Level], linear: Any, report: Progress) -> tupl
     return composite, info
 
 
-def _fit_bspline(displacement: np.ndarray, reference: Any, spacing_mm: float) -> Any:
+def _fit_bspline(displacement: np.ndarray, reference: sitk.Image, spacing_mm: float) -> sitk.BSplineTransform:
     """Least-squares cubic B-spline through a displacement array (``[k, j, i, 3]``, LPS mm) on ``reference``'s grid.
 
     The control grid spans the reference grid with about ``spacing_mm`` between control points (mesh + 3 per
@@ -416,7 +420,7 @@ def _cubic_bspline(t: np.ndarray) -> np.ndarray:
     return np.where(t < 1.0, (4.0 - 6.0 * t**2 + 3.0 * t**3) / 6.0, np.where(t < 2.0, (2.0 - t) ** 3 / 6.0, 0.0))
 
 
-def _metric_value(level: _Level, transform: Any) -> float:
+def _metric_value(level: _Level, transform: sitk.Transform) -> float:
     """Mattes mutual information after ``transform`` on one level (the figure the linear stages report).
 
     The follow-up is resampled first, so evaluating the metric never differentiates a B-spline's parameters.
