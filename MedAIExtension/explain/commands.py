@@ -33,7 +33,9 @@ def _cmd_explain(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]
     return 0
 
 
-def add_explain_parser(sub: Any, set_handler: Callable[..., None]) -> None:
+def add_explain_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], set_handler: Callable[..., None]
+) -> None:
     """Register ``medai explain`` on the CLI's sub-parsers.
 
     ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is

@@ -50,7 +50,9 @@ def _cmd_models(args: argparse.Namespace, _bar: Any, warn: Callable[[str], None]
     return 0
 
 
-def add_models_parser(sub: Any, set_handler: Callable[..., None]) -> None:
+def add_models_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], set_handler: Callable[..., None]
+) -> None:
     """Register ``medai models`` on the CLI's sub-parsers.
 
     ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is

@@ -36,7 +36,9 @@ def _cmd_phantom(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], Non
     return 0
 
 
-def add_phantom_parser(sub: Any, set_handler: Callable[..., None]) -> None:
+def add_phantom_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], set_handler: Callable[..., None]
+) -> None:
     """Register ``medai phantom`` on the CLI's sub-parsers.
 
     ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is

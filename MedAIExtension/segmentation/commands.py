@@ -75,7 +75,9 @@ def _cmd_evaluate(args: argparse.Namespace, _bar: Any, warn: Callable[[str], Non
     return 0
 
 
-def add_segment_parser(sub: Any, set_handler: Callable[..., None]) -> None:
+def add_segment_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], set_handler: Callable[..., None]
+) -> None:
     """Register ``medai segment`` on the CLI's sub-parsers.
 
     ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
@@ -99,7 +101,9 @@ def add_segment_parser(sub: Any, set_handler: Callable[..., None]) -> None:
     set_handler(seg, _cmd_segment, bar="lazy")
 
 
-def add_evaluate_parser(sub: Any, set_handler: Callable[..., None]) -> None:
+def add_evaluate_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], set_handler: Callable[..., None]
+) -> None:
     """Register ``medai evaluate`` on the CLI's sub-parsers (``set_handler`` as for :func:`add_segment_parser`)."""
     ev = sub.add_parser("evaluate", help="Dice, IoU, HD95, surface Dice of a prediction against a reference")
     ev.add_argument("--pred", required=True)

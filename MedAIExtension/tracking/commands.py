@@ -41,7 +41,9 @@ def _cmd_track(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]) 
     return 0
 
 
-def add_track_parser(sub: Any, set_handler: Callable[..., None]) -> None:
+def add_track_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], set_handler: Callable[..., None]
+) -> None:
     """Register ``medai track`` on the CLI's sub-parsers.
 
     ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
