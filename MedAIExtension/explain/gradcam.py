@@ -14,7 +14,7 @@ The map is up-sampled to the input grid (trilinear, ``align_corners=False``, MON
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from MedAIExtension.explain.torch_model import (
 )
 from MedAIExtension.explain.types import ScoreTarget
 from MedAIExtension.models.devices import Device
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["GradCamResult", "grad_cam", "grad_cam_map", "normalise_map"]
 
@@ -74,7 +77,7 @@ def normalise_map(values: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 def grad_cam(
-    module: Any,
+    module: torch.nn.Module,
     x: np.ndarray,
     target: ScoreTarget,
     layer: str | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from MedAIExtension.explain.torch_model import as_torch_module, prepared_module,
 from MedAIExtension.explain.types import ScoreTarget
 from MedAIExtension.models.devices import Device
 from MedAIExtension.progress import Progress
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["IntegratedGradientsResult", "integrated_gradients"]
 
@@ -68,7 +71,7 @@ class IntegratedGradientsResult:
 
 
 def integrated_gradients(
-    module: Any,
+    module: torch.nn.Module,
     x: np.ndarray,
     target: ScoreTarget,
     baseline: float = 0.0,

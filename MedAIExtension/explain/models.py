@@ -8,7 +8,7 @@ also run ONNX models.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.models.backends import Backend, TorchBackend, load_backend
 from MedAIExtension.models.catalog import ModelEntry
 from MedAIExtension.models.devices import Device
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ExplainModel", "load_explain_model", "resolve_target_label", "score_target"]
 
@@ -34,7 +37,7 @@ class ExplainModel:
 
     entry: ModelEntry
     backend: Backend
-    module: Any | None
+    module: torch.nn.Module | None
 
     @property
     def provider(self) -> str:
@@ -50,7 +53,7 @@ class ExplainModel:
         """Model outputs for a float32 batch ``(N, C, *S)``."""
         return self.backend.predict(batch)
 
-    def require_gradients(self, method: ExplainMethod) -> Any:
+    def require_gradients(self, method: ExplainMethod) -> torch.nn.Module:
         """The torch module, or ModelError naming the methods that work without gradients."""
         if self.module is None:
             applicable = ", ".join(

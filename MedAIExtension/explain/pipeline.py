@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,6 +33,9 @@ from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.models.catalog import Catalog, ModelEntry, load_catalog
 from MedAIExtension.models.memory import free_gpu_memory, is_out_of_memory
 from MedAIExtension.progress import CancelToken, Progress
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["explain_image", "explain_to_folder"]
 
@@ -68,7 +71,7 @@ def _segmentation_region(model: ExplainModel, window: ExplanationWindow, target:
 
 def _gradient_map(
     method: ExplainMethod,
-    module: Any,
+    module: torch.nn.Module,
     data: np.ndarray,
     target: ScoreTarget,
     layer: str | None,
@@ -173,6 +176,7 @@ def explain_image(
     layer = None
     work = reporter.stage(0.05, 0.6 if settings.sanity else 0.95)
     if method in GRADIENT_METHODS:
+        assert module is not None  # require_gradients gave it (or raised)
         layer = settings.layer or entry.explain.get("target_layer")
         if layer is None and method != ExplainMethod.IG:
             layer = default_target_layer(module, window.data)
@@ -244,11 +248,12 @@ def _sanity_checks(
             layer=layer, sanity=False, ig_steps=min(settings.ig_steps, 16), batch_size=settings.batch_size
         )
 
-        def explain_with(module: Any) -> np.ndarray:
+        def explain_with(module: torch.nn.Module) -> np.ndarray:
             stage(0.5, "sanity check: explaining the randomised model")
             return _gradient_map(method, module, window.data, target, layer, quick, loaded.torch_device, [])
 
-        sanity["randomisation"] = randomisation_test(loaded.module, explain_with, max_steps=6).to_dict()
+        module = loaded.require_gradients(method)  # present: checked before the map was made
+        sanity["randomisation"] = randomisation_test(module, explain_with, max_steps=6).to_dict()
     else:
         notes.append(
             "Occlusion queries the model itself for every hidden window, so it cannot ignore the model; the "

@@ -19,7 +19,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from MedAIExtension.errors import InputError, ModelError
 from MedAIExtension.explain.torch_model import type_name
 from MedAIExtension.explain.types import ScoreTarget
 from MedAIExtension.progress import Progress
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DEFAULT_RANDOMISATION_THRESHOLD",
@@ -229,8 +232,8 @@ def _randomise(module: Any, names: Sequence[str], generator: Any) -> int:
 
 
 def randomisation_test(
-    module: Any,
-    explain: Callable[[Any], Any],
+    module: torch.nn.Module,
+    explain: Callable[[torch.nn.Module], Any],
     *,
     layers: Sequence[str] | None = None,
     seed: int = 0,
