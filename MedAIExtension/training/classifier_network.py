@@ -9,7 +9,10 @@ TorchScript export (where forward hooks do not exist): ``features`` (four conv b
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["CLASSIFIER_ARGS", "CLASSIFIER_TARGET_LAYER", "build_classifier"]
 
@@ -20,7 +23,7 @@ CLASSIFIER_ARGS: dict[str, Any] = {"in_channels": 1, "classes": 2, "widths": [8,
 CLASSIFIER_TARGET_LAYER = "features.block4"
 
 
-def build_classifier(in_channels: int = 1, classes: int = 2, widths: list[int] | None = None) -> Any:
+def build_classifier(in_channels: int = 1, classes: int = 2, widths: list[int] | None = None) -> torch.nn.Module:
     """A fresh classifier: four conv blocks (``features.block1``…``block4``), global average pool, linear head."""
     import torch.nn as nn
 

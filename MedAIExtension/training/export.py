@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from MedAIExtension.atomic import atomic_path
 from MedAIExtension.models.catalog import sha256_of
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["export_onnx", "update_catalog", "write_monai_bundle"]
 
 
 def export_onnx(
-    network: Any,
+    network: torch.nn.Module,
     path: Path,
     patch_size: tuple[int, int, int],
     entry: dict[str, Any],
@@ -59,7 +62,9 @@ def export_onnx(
     return path
 
 
-def write_monai_bundle(network: Any, bundle_dir: Path, network_args: dict[str, Any], entry: dict[str, Any]) -> Path:
+def write_monai_bundle(
+    network: torch.nn.Module, bundle_dir: Path, network_args: dict[str, Any], entry: dict[str, Any]
+) -> Path:
     """Write a MONAI bundle (configs/metadata.json, configs/inference.json, models/model.pt weights-only)."""
     import torch
 

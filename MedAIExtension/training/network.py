@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["NETWORK_ARGS", "build_network"]
 
@@ -18,7 +21,7 @@ NETWORK_ARGS: dict[str, Any] = {
 }
 
 
-def build_network(**overrides: Any) -> Any:
+def build_network(**overrides: Any) -> torch.nn.Module:
     """A fresh ``monai.networks.nets.UNet`` with :data:`NETWORK_ARGS` (plus overrides)."""
     from monai.networks.nets import UNet
 

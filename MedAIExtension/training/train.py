@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,8 +38,12 @@ from MedAIExtension.models.preprocessing import (
     resample_to_grid,
 )
 from MedAIExtension.phantom import generate_chest_phantom, random_phantom_spec
+from MedAIExtension.phantom.spec import PhantomSpec, _rows, _triple
 from MedAIExtension.training.export import export_onnx, update_catalog, write_monai_bundle
 from MedAIExtension.training.network import NETWORK_ARGS, build_network
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["MODEL_NAME", "bundle_entry", "main", "model_entry", "prepare_case", "train"]
 
@@ -96,7 +100,7 @@ def model_entry(version: str = "1.0.0") -> dict[str, Any]:
     }
 
 
-def prepare_case(spec: Any) -> tuple[np.ndarray, np.ndarray]:
+def prepare_case(spec: PhantomSpec) -> tuple[np.ndarray, np.ndarray]:
     """The network's view of a phantom and its exact labels on the model grid.
 
     The CT is generated on its native grid and goes through the inference code (body crop, resampling to the
@@ -116,8 +120,8 @@ def prepare_case(spec: Any) -> tuple[np.ndarray, np.ndarray]:
         spec,
         size_ijk=(ni, nj, nk),
         spacing=SPACING,
-        direction_ras=affine[:3, :3] / SPACING[0],
-        center_ras=tuple(centre),
+        direction_ras=_rows(affine[:3, :3] / SPACING[0]),
+        center_ras=_triple(centre, "center_ras"),
         noise_hu=0.0,
     )
     labels = generate_chest_phantom(label_spec).labels
@@ -135,7 +139,7 @@ def _random_native_grid(rng: np.random.Generator) -> tuple[tuple[int, int, int],
 
 
 def _make_cases(
-    seeds: Sequence[int], log: Any, diameter_range_mm: tuple[float, float] = (4.0, 20.0)
+    seeds: Sequence[int], log: Callable[[str], None], diameter_range_mm: tuple[float, float] = (4.0, 20.0)
 ) -> list[TrainingCase]:
     cases = []
     for seed in seeds:
@@ -218,7 +222,7 @@ def train(
     n_train: int = 20,
     batch_size: int = 4,
     seed: int = 0,
-    log: Any = print,
+    log: Callable[[str], None] = print,
     *,
     init_weights: Path | None = None,
     lr: float = 3e-3,
@@ -226,7 +230,7 @@ def train(
     max_diameter_mm: float = 20.0,
     nodule_weight: float = 2.0,
     nodule_share: float = 0.3,
-) -> Any:
+) -> torch.nn.Module:
     """Train the network on ``n_train`` random phantoms; returns the trained network (eval mode).
 
     Args:
@@ -289,7 +293,7 @@ def train(
     return network.eval()
 
 
-def evaluate_on_heldout(entry: Any, seeds: Sequence[int], log: Any = print) -> dict[str, Any]:
+def evaluate_on_heldout(entry: ModelEntry, seeds: Sequence[int], log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the catalogued model through the real inference path on held-out phantoms; Dice per label.
 
     Nodule Dice is measured per nodule ≥ 6 mm inside a box of twice its diameter around it.

@@ -16,7 +16,7 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from MedAIExtension.phantom.patches import (
 from MedAIExtension.training.classifier_network import CLASSIFIER_TARGET_LAYER, build_classifier
 from MedAIExtension.training.export import export_onnx, update_catalog
 from MedAIExtension.training.train import NORMALIZATION  # same CT window as the segmentation model
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "HELDOUT_SETS",
@@ -136,7 +139,9 @@ def _patch_sets(
     return out
 
 
-def augment(x: Any, rng: np.random.Generator, crop: int | None = None, noise: float = 0.02, shift: float = 0.02) -> Any:
+def augment(
+    x: torch.Tensor, rng: np.random.Generator, crop: int | None = None, noise: float = 0.02, shift: float = 0.02
+) -> torch.Tensor:
     """Random flips of each axis, a random 90° rotation, a small intensity shift and noise, per sample.
 
     Args:
@@ -184,7 +189,7 @@ def train(
     learning_rate: float = 4e-3,
     seed: int = 0,
     log: Callable[[str], None] = print,
-) -> Any:
+) -> torch.nn.Module:
     """Train a fresh :func:`build_classifier` on ``(x, y)`` with augmentation; returns it in eval mode.
 
     The network is fully convolutional with global average pooling, so training grows the input: the first
@@ -242,7 +247,7 @@ def train(
     return network.eval()
 
 
-def predict_logits(model: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def predict_logits(model: torch.nn.Module, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Logits ``(N, 2)`` of a torch module (eval mode, no gradients) for a float32 batch."""
     import torch
 
@@ -269,7 +274,7 @@ def evaluate(logits: np.ndarray, y: np.ndarray, patches: Sequence[LabelledPatch]
     }
 
 
-def export_torchscript(network: Any, path: Path) -> Path:
+def export_torchscript(network: torch.nn.Module, path: Path) -> Path:
     """Script ``network`` (eval mode) with ``torch.jit.script`` and save it atomically."""
     import torch
 
