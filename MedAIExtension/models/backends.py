@@ -7,7 +7,7 @@ engine (:mod:`MedAIExtension.models.inference`) calls it window batch by window 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from MedAIExtension.errors import ModelError
 from MedAIExtension.models.catalog import ModelEntry
 from MedAIExtension.models.devices import Device, cpu_threads, onnx_providers_for, parse_device
 from MedAIExtension.models.discovery import bundle_parser
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["Backend", "OnnxBackend", "TorchBackend", "load_backend", "load_bundle_module"]
 
@@ -67,7 +70,7 @@ class TorchBackend:
     switches its dropout layers on), :meth:`predict` runs :attr:`module` itself, so such switches take effect.
     """
 
-    def __init__(self, module: Any, device: Device | str = Device.AUTO) -> None:
+    def __init__(self, module: torch.nn.Module, device: Device | str = Device.AUTO) -> None:
         import torch
 
         device = parse_device(device)
@@ -104,7 +107,7 @@ class TorchBackend:
             return out.float().cpu().contiguous().numpy()
 
 
-def load_bundle_module(entry: ModelEntry) -> Any:
+def load_bundle_module(entry: ModelEntry) -> torch.nn.Module:
     """The torch module of a MONAI-bundle entry: ``network_def`` plus weights, or a TorchScript ``models/model.ts``.
 
     Weights are read with ``weights_only=True``: arbitrary pickled objects are never loaded.

@@ -20,7 +20,6 @@ import itertools
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -61,7 +60,7 @@ class ChannelsLastPReLU(nn.Module):
         return functional.prelu(x, self.weight)
 
 
-def _swap_prelus(module: Any) -> int:
+def _swap_prelus(module: nn.Module) -> int:
     """Replace every ``nn.PReLU`` leaf of ``module`` (in place) by a :class:`ChannelsLastPReLU`; returns the count."""
     swapped = 0
     for name, layer in list(module.named_modules()):
@@ -76,13 +75,13 @@ def _swap_prelus(module: Any) -> int:
 class CpuInferenceModule:
     """A network prepared by :func:`cpu_inference_module` and what was done to it."""
 
-    module: Any
+    module: nn.Module
     folded_batch_norms: int
     channels_last: bool
     channels_last_prelus: int = 0
 
 
-def _suits_channels_last_3d(module: Any) -> bool:
+def _suits_channels_last_3d(module: nn.Module) -> bool:
     """Whether ``module`` is a volumetric network whose weights can take the channels-last-3d layout.
 
     True when it has 5-D weights (3-D convolutions) and no 4-D ones (``Module.to`` refuses those).
@@ -106,7 +105,7 @@ def _chain(container: nn.Sequential) -> list[tuple[nn.Module, str, nn.Module]]:
     return steps
 
 
-def fold_batch_norms(module: Any) -> tuple[Any, int]:
+def fold_batch_norms(module: nn.Module) -> tuple[nn.Module, int]:
     """A copy of an ``nn.Module`` (in eval mode) with each batch norm folded into the convolution feeding it.
 
     A batch norm is folded when it directly follows a convolution or transposed convolution inside a sequential
@@ -168,7 +167,7 @@ def _fold_sequences(module: nn.Module, norms: tuple[type[nn.modules.batchnorm._B
     return len(folded)
 
 
-def cpu_inference_module(module: Any) -> CpuInferenceModule:
+def cpu_inference_module(module: nn.Module) -> CpuInferenceModule:
     """The inference form of ``module`` for the CPU: batch norms folded, channels-last-3d for 3-D networks.
 
     ``module`` itself is left as it is (the rewrites work on a copy).
@@ -181,7 +180,8 @@ def cpu_inference_module(module: Any) -> CpuInferenceModule:
             prepared = copy.deepcopy(module).eval()
         with warnings.catch_warnings():  # ScriptModule.to reads .grad of non-leaf tensors and warns about it
             warnings.simplefilter("ignore", UserWarning)
-            prepared = prepared.to(memory_format=torch.channels_last_3d)
+            # torch documents Module.to(memory_format=...) but its overloads leave the keyword out
+            prepared = prepared.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         if not isinstance(prepared, torch.jit.ScriptModule):
             prelus = _swap_prelus(prepared)
     return CpuInferenceModule(prepared, folded, channels_last, prelus)
