@@ -20,12 +20,15 @@ import contextlib
 import difflib
 import weakref
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from MedAIExtension.errors import InputError, ModelError
 from MedAIExtension.models.devices import Device, parse_device
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "NON_GRADIENT_METHODS_HINT",
@@ -51,23 +54,23 @@ _CONV_TYPES = frozenset(
 )
 _SEQUENTIAL_TYPES = frozenset({"Sequential"})
 #: Modules whose chain was already checked against ``module(x)``: module -> True (reproduces) / False.
-_CHAIN_CHECKED: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+_CHAIN_CHECKED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
-def type_name(module: Any) -> str:
+def type_name(module: object) -> str:
     """The Python class name of a module, also for ScriptModules (``original_name``)."""
     name = getattr(module, "original_name", None)
     return str(name) if name else type(module).__name__
 
 
-def is_script_module(module: Any) -> bool:
+def is_script_module(module: object) -> bool:
     """Whether ``module`` is a TorchScript module (scripted or traced), which has no forward hooks."""
     import torch
 
     return isinstance(module, torch.jit.ScriptModule)
 
 
-def as_torch_module(model: Any) -> Any:
+def as_torch_module(model: object) -> torch.nn.Module:
     """The torch module behind ``model`` (an ``nn.Module``, a ScriptModule or a loaded ``TorchBackend``).
 
     Raises:
@@ -87,7 +90,7 @@ def as_torch_module(model: Any) -> Any:
     )
 
 
-def torch_device(device: str | Device | None = None, module: Any = None) -> Any:
+def torch_device(device: str | Device | None = None, module: torch.nn.Module | None = None) -> torch.device:
     """The ``torch.device`` for ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when torch sees a GPU).
 
     None means where ``module``'s parameters already are (the CPU for a module without parameters).
@@ -105,7 +108,7 @@ def torch_device(device: str | Device | None = None, module: Any = None) -> Any:
 
 
 @contextlib.contextmanager
-def prepared_module(module: Any, device: str | Device | None = None) -> Iterator[Any]:
+def prepared_module(module: torch.nn.Module, device: str | Device | None = None) -> Iterator[torch.device]:
     """Put ``module`` in eval mode with deterministic kernels (and on ``device``); restore its train flags after.
 
     Yields the ``torch.device`` used. ``device=None`` keeps the module where it is; otherwise it is moved there in
@@ -135,7 +138,7 @@ def prepared_module(module: Any, device: str | Device | None = None) -> Iterator
             sub.training = flag
 
 
-def to_input_tensor(x: Any, device: Any) -> Any:
+def to_input_tensor(x: np.ndarray | torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """A float32 tensor ``(1, C, *S)`` on ``device`` from a numpy array or tensor; InputError for other shapes."""
     import torch
 
@@ -159,11 +162,11 @@ def _first_output(output: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------- chains
 
 
-def _chain(module: Any) -> list[tuple[str, Any]]:
+def _chain(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """The forward pass of a ScriptModule as ``[(dotted name, child)]``: children in order, Sequentials expanded."""
 
-    def expand(prefix: str, parent: Any) -> list[tuple[str, Any]]:
-        steps: list[tuple[str, Any]] = []
+    def expand(prefix: str, parent: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+        steps: list[tuple[str, torch.nn.Module]] = []
         for name, child in parent.named_children():
             full = f"{prefix}{name}"
             if type_name(child) in _SEQUENTIAL_TYPES and any(True for _ in child.children()):
@@ -175,7 +178,7 @@ def _chain(module: Any) -> list[tuple[str, Any]]:
     return expand("", module)
 
 
-def _chain_layer_names(steps: list[tuple[str, Any]]) -> list[str]:
+def _chain_layer_names(steps: list[tuple[str, torch.nn.Module]]) -> list[str]:
     """Every name whose output a chain exposes: each step and each expanded Sequential (output of its last step)."""
     names: list[str] = []
     for name, _ in steps:
@@ -188,7 +191,7 @@ def _chain_layer_names(steps: list[tuple[str, Any]]) -> list[str]:
     return names
 
 
-def _last_step_of(steps: list[tuple[str, Any]], layer: str) -> int | None:
+def _last_step_of(steps: list[tuple[str, torch.nn.Module]], layer: str) -> int | None:
     """Index of the chain step whose output is ``layer``'s output (the layer itself or its container's last step)."""
     found = None
     for index, (name, _) in enumerate(steps):
@@ -197,7 +200,9 @@ def _last_step_of(steps: list[tuple[str, Any]], layer: str) -> int | None:
     return found
 
 
-def _run_chain(steps: list[tuple[str, Any]], x: Any, stop_after: int | None = None) -> tuple[Any, Any]:
+def _run_chain(
+    steps: list[tuple[str, torch.nn.Module]], x: torch.Tensor, stop_after: int | None = None
+) -> tuple[Any, Any]:
     activation = None
     out = x
     for index, (_, child) in enumerate(steps):
@@ -207,7 +212,7 @@ def _run_chain(steps: list[tuple[str, Any]], x: Any, stop_after: int | None = No
     return activation, out
 
 
-def _check_chain(module: Any, steps: list[tuple[str, Any]], x: Any) -> None:
+def _check_chain(module: torch.nn.Module, steps: list[tuple[str, torch.nn.Module]], x: torch.Tensor) -> None:
     import torch
 
     verdict = _CHAIN_CHECKED.get(module)
@@ -237,7 +242,7 @@ def _check_chain(module: Any, steps: list[tuple[str, Any]], x: Any) -> None:
 # ---------------------------------------------------------------------------------------------------- layers
 
 
-def layer_names(module: Any) -> list[str]:
+def layer_names(module: torch.nn.Module) -> list[str]:
     """Dotted names of the layers whose output can be explained, in definition order.
 
     Plain modules: every submodule. ScriptModules: the steps of the forward chain and the Sequential containers
@@ -248,15 +253,15 @@ def layer_names(module: Any) -> list[str]:
     return [name for name, _ in module.named_modules() if name]
 
 
-def _modules_by_name(module: Any) -> dict[str, Any]:
+def _modules_by_name(module: torch.nn.Module) -> dict[str, torch.nn.Module]:
     return {name: sub for name, sub in module.named_modules() if name}
 
 
-def _is_conv(module: Any) -> bool:
+def _is_conv(module: torch.nn.Module) -> bool:
     return type_name(module) in _CONV_TYPES
 
 
-def conv_layer_names(module: Any) -> list[str]:
+def conv_layer_names(module: torch.nn.Module) -> list[str]:
     """Reachable layers that are convolutions or conv blocks (modules with a convolution as a direct child)."""
     reachable = set(layer_names(module))
     names = []
@@ -266,7 +271,7 @@ def conv_layer_names(module: Any) -> list[str]:
     return names
 
 
-def _unknown_layer(module: Any, layer: str) -> ModelError:
+def _unknown_layer(module: torch.nn.Module, layer: str) -> ModelError:
     names = layer_names(module)
     close = difflib.get_close_matches(layer, names, n=5, cutoff=0.5)
     convs = conv_layer_names(module)
@@ -279,7 +284,7 @@ def _unknown_layer(module: Any, layer: str) -> ModelError:
     )
 
 
-def forward_with_activation(module: Any, x: Any, layer: str) -> tuple[Any, Any]:
+def forward_with_activation(module: torch.nn.Module, x: torch.Tensor, layer: str) -> tuple[Any, Any]:
     """Run ``module`` on tensor ``x`` and return ``(activation of layer, output)`` with the autograd graph kept.
 
     Args:
@@ -329,7 +334,7 @@ def forward_with_activation(module: Any, x: Any, layer: str) -> tuple[Any, Any]:
     return activation, output
 
 
-def _monai_unet_decoder_layer(module: Any) -> str | None:
+def _monai_unet_decoder_layer(module: torch.nn.Module) -> str | None:
     """The decoder layer at half resolution of a MONAI ``UNet``, else None (see :func:`default_target_layer`)."""
     if type_name(module) != "UNet":
         return None
@@ -346,7 +351,7 @@ def _monai_unet_decoder_layer(module: Any) -> str | None:
     return f"model.1.submodule.{children[-1]}"
 
 
-def default_target_layer(module: Any, x: Any) -> str:
+def default_target_layer(module: torch.nn.Module, x: np.ndarray | torch.Tensor) -> str:
     """The layer Grad-CAM looks at when the catalogue names none.
 
     - MONAI ``UNet``: ``model.1.submodule.<last>``, the decoder's up-sampling block at half the input resolution
