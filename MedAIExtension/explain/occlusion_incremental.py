@@ -19,11 +19,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from MedAIExtension.explain.torch_model import type_name
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ChainLayer", "IncrementalOcclusion", "NotAChainError", "decompose_chain"]
 
@@ -78,7 +81,7 @@ class ChainLayer:
     """
 
     kind: str
-    module: Any
+    module: Any  # an nn.Module or a ScriptModule: its layer attributes are read by the layer's type name
     kernel: tuple[int, ...]
     stride: tuple[int, ...]
     padding: tuple[int, ...]
@@ -100,7 +103,7 @@ class ChainLayer:
         k, s, d = np.asarray(self.kernel), np.asarray(self.stride), np.asarray(self.dilation)
         return np.stack([box[..., 0] * s, (box[..., 1] - 1) * s + d * (k - 1) + 1], axis=-1)
 
-    def apply(self, patch: Any) -> Any:
+    def apply(self, patch: torch.Tensor) -> torch.Tensor:
         """The layer on an already padded ``patch`` (point-wise layers: on the patch as it is)."""
         import torch.nn.functional as F
 
@@ -122,7 +125,7 @@ class ChainLayer:
             return getattr(F, f"max_pool{n}d")(patch, self.kernel, self.stride, 0, self.dilation)
         return getattr(F, f"avg_pool{n}d")(patch, self.kernel, self.stride, 0)
 
-    def pad(self, tensor: Any) -> Any:
+    def pad(self, tensor: torch.Tensor) -> torch.Tensor:
         """``tensor`` padded by this layer's padding with its pad value."""
         import torch.nn.functional as F
 
@@ -145,7 +148,7 @@ def _tuple(value: Any, n: int) -> tuple[int, ...]:
     return values
 
 
-def _flatten(module: Any) -> list[Any]:
+def _flatten(module: torch.nn.Module) -> list[Any]:  # leaves read by type name (see ChainLayer.module)
     import torch.nn as nn
 
     is_sequential = (isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward) or type_name(
@@ -196,7 +199,7 @@ def _local_layer(module: Any, name: str, n: int) -> ChainLayer:
     raise NotAChainError(f"layer {name} is not a known local layer")
 
 
-def decompose_chain(module: Any, spatial_dims: int) -> tuple[list[ChainLayer], list[Any]]:
+def decompose_chain(module: torch.nn.Module, spatial_dims: int) -> tuple[list[ChainLayer], list[torch.nn.Module]]:
     """Split ``module`` into local layers, a global average pool and the tail applied to the pooled features.
 
     Raises:
@@ -227,7 +230,7 @@ class IncrementalOcclusion:
         x: the unoccluded input ``(1, C, *S)`` as a torch tensor on the module's device.
     """
 
-    def __init__(self, layers: Sequence[ChainLayer], tail: Sequence[Any], x: Any) -> None:
+    def __init__(self, layers: Sequence[ChainLayer], tail: Sequence[torch.nn.Module], x: torch.Tensor) -> None:
         import torch
 
         self.layers = list(layers)
@@ -249,14 +252,14 @@ class IncrementalOcclusion:
         self.count = float(np.prod(self.shapes[-1]))
         self.pooled = self.last.double().sum(dim=dims, keepdim=True) / self.count
 
-    def base_output(self) -> Any:
+    def base_output(self) -> torch.Tensor:
         """The network output of the unoccluded input through the decomposed chain."""
         import torch
 
         with torch.inference_mode():
             return self._head(self.pooled)
 
-    def _head(self, pooled: Any) -> Any:
+    def _head(self, pooled: torch.Tensor) -> torch.Tensor:
         out = pooled.to(self.last.dtype)
         for module in self.tail:
             out = module(out)
@@ -282,7 +285,7 @@ class IncrementalOcclusion:
             boxes.append(current)
         return boxes
 
-    def outputs(self, windows: np.ndarray, fill: Any) -> Any:
+    def outputs(self, windows: np.ndarray, fill: torch.Tensor) -> torch.Tensor:
         """Network outputs ``(W, L)`` with each window occluded.
 
         Args:
@@ -312,7 +315,7 @@ class IncrementalOcclusion:
             return self._head(self.pooled + delta / self.count)
 
 
-def _gather(tensor: Any, starts: np.ndarray, lengths: Sequence[int]) -> Any:
+def _gather(tensor: torch.Tensor, starts: np.ndarray, lengths: Sequence[int]) -> torch.Tensor:
     """Boxes of ``tensor`` ``(C, *S)`` starting at ``starts`` ``(W, D)``: a new tensor ``(W, C, *lengths)``."""
     import torch
 
@@ -324,7 +327,9 @@ def _gather(tensor: Any, starts: np.ndarray, lengths: Sequence[int]) -> Any:
     )
 
 
-def _paste(target: Any, source: Any, source_starts: np.ndarray, target_starts: np.ndarray) -> Any:
+def _paste(
+    target: torch.Tensor, source: torch.Tensor, source_starts: np.ndarray, target_starts: np.ndarray
+) -> torch.Tensor:
     """Write the overlapping part of ``source`` ``(W, C, *P)`` into ``target`` ``(W, C, *T)`` (in place).
 
     Both are boxes of one grid, starting at ``source_starts`` and ``target_starts`` (``(W, D)``).
@@ -334,8 +339,15 @@ def _paste(target: Any, source: Any, source_starts: np.ndarray, target_starts: n
     high = np.minimum(source_starts + source_size, target_starts + target_size)
     for w in np.flatnonzero(np.all(high > low, axis=1)):
         box = list(zip(low[w], high[w], strict=True))
-        into = (w, slice(None), *(slice(int(a - s), int(b - s)) for (a, b), s in zip(box, target_starts[w])))
-        target[into] = source[
-            (w, slice(None), *(slice(int(a - s), int(b - s)) for (a, b), s in zip(box, source_starts[w])))
-        ]
+        into: tuple[int | slice, ...] = (
+            int(w),
+            slice(None),
+            *(slice(int(a - s), int(b - s)) for (a, b), s in zip(box, target_starts[w])),
+        )
+        read: tuple[int | slice, ...] = (
+            int(w),
+            slice(None),
+            *(slice(int(a - s), int(b - s)) for (a, b), s in zip(box, source_starts[w])),
+        )
+        target[into] = source[read]
     return target
