@@ -297,7 +297,7 @@ def write_phantom_pair(
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
-def _interval(value: Any) -> int:
+def _interval(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer | float) or float(value) != int(value):
         raise InputError(f"interval_days must be a whole number of days, got {value!r}.")
     if int(value) <= 0:
@@ -308,7 +308,7 @@ def _interval(value: Any) -> int:
     return int(value)
 
 
-def _check_date(value: Any) -> None:
+def _check_date(value: object) -> None:
     if not isinstance(value, dt.date):
         raise InputError(f"baseline_date must be a datetime.date, got {value!r}.")
 

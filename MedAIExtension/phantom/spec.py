@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -40,7 +40,10 @@ class LungSide(StrEnum):
     LEFT = "left"
 
 
-def _enum(cls: type[Enum], value: Any, what: str) -> Any:
+_E = TypeVar("_E", bound=Enum)
+
+
+def _enum(cls: type[_E], value: object, what: str) -> _E:
     try:
         return cls(value.value if isinstance(value, Enum) else value)
     except ValueError:

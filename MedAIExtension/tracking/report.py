@@ -93,7 +93,7 @@ def nodule_picture(
     return path
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     if value is None:
         return "—"
     if isinstance(value, float):
