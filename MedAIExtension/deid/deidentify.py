@@ -39,7 +39,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from MedAIExtension import __version__
 from MedAIExtension.atomic import check_output_directory
@@ -48,6 +48,9 @@ from MedAIExtension.deid.profile import Action, ProfileTable, attribute_type, lo
 from MedAIExtension.deid.uids import is_standard_uid, pseudonym, remap_uid
 from MedAIExtension.errors import InputError, OutputError
 from MedAIExtension.io.pixel_decoding import pixel_data_problem
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 __all__ = [
     "DUMMY_DATE",
@@ -375,7 +378,7 @@ def _apply(ds: Any, key: bytes, options: DeidOptions) -> set[str]:
     return cleaner.remapped
 
 
-def deidentify_dataset(ds: Any, key: bytes, options: DeidOptions | None = None) -> Any:
+def deidentify_dataset(ds: Dataset, key: bytes, options: DeidOptions | None = None) -> Dataset:
     """De-identify one dataset in place with the PS3.15 Basic Profile (see the module docstring).
 
     Args:

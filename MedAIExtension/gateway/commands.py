@@ -8,12 +8,16 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from MedAIExtension.gateway.config import GatewayConfig
+    from MedAIExtension.gateway.journal import Journal
 
 __all__ = ["add_gateway_parsers"]
 
 
-def _open(args: argparse.Namespace) -> Any:
+def _open(args: argparse.Namespace) -> GatewayConfig:
     from MedAIExtension.gateway.config import load_config
 
     if args.config is None:
@@ -51,7 +55,7 @@ def _cmd_gateway(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], Non
     return 0
 
 
-def _journal(config: Any) -> Any:
+def _journal(config: GatewayConfig) -> Journal:
     from MedAIExtension.errors import InputError
     from MedAIExtension.gateway.journal import Journal
 

@@ -26,6 +26,7 @@ from MedAIExtension.gateway.config import Pipeline, Rule
 from MedAIExtension.gateway.kill_points import kill_point
 from MedAIExtension.gateway.triage import Triage, from_alert_labels, from_lung_rads, routine
 from MedAIExtension.io.dicom_series import read_dicom_series
+from MedAIExtension.io.image import Image
 from MedAIExtension.pacs.errors import PacsNotFoundError
 from MedAIExtension.progress import CancelToken
 from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
@@ -81,7 +82,7 @@ def _retrieve(pacs: PacsBoundary, study_uid: str, series_uid: str, folder: Path,
     return folder
 
 
-def _read_series(folder: Path) -> Any:
+def _read_series(folder: Path) -> Image:
     return read_dicom_series(folder)
 
 
@@ -89,7 +90,7 @@ def _dicom_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*.dcm") if path.is_file())
 
 
-def find_prior_study(pacs: PacsBoundary, image: Any, rule: Rule, study_uid: str, skipped: Skipped) -> PriorLookup:
+def find_prior_study(pacs: PacsBoundary, image: Image, rule: Rule, study_uid: str, skipped: Skipped) -> PriorLookup:
     """The patient's most recent earlier study with a series this rule matches.
 
     Studies are found by exact PatientID (:meth:`PacsBoundary.patient_studies`: Orthanc's REST find, or a broader
@@ -153,7 +154,7 @@ def _nodule_tracking(
     rule: Rule,
     pacs: PacsBoundary,
     study_uid: str,
-    image: Any,
+    image: Image,
     job_dir: Path,
     device: str,
     token: CancelToken | None,
@@ -215,7 +216,7 @@ def _nodule_tracking(
     return PipelineOutput(sorted(files.values()), triage, summary)
 
 
-def _segmentation(rule: Rule, image: Any, job_dir: Path, device: str, token: CancelToken | None) -> PipelineOutput:
+def _segmentation(rule: Rule, image: Image, job_dir: Path, device: str, token: CancelToken | None) -> PipelineOutput:
     import numpy as np
 
     if rule.model is None:

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from MedAIExtension.gateway.journal import JobState, Journal
+from MedAIExtension.pacs.records import DicomStore
 
 __all__ = ["WorklistRow", "failed_rows", "worklist_rows"]
 
@@ -37,7 +38,7 @@ class WorklistRow:
         return asdict(self)
 
 
-def worklist_rows(journal: Journal, store: Any | None = None, include_shadow: bool = False) -> list[WorklistRow]:
+def worklist_rows(journal: Journal, store: DicomStore | None = None, include_shadow: bool = False) -> list[WorklistRow]:
     """Finished jobs with a priority, sorted by priority then by when they finished (oldest first).
 
     Args:

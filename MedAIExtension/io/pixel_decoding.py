@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from MedAIExtension.errors import InputError
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 __all__ = [
     "PIXEL_KEYWORDS",
@@ -47,7 +50,7 @@ def transfer_syntax_name(dataset: Any) -> str:
     return f"{name} ({uid})" if name and name != str(uid) else str(uid)
 
 
-def read_dataset(path: Path) -> Any:
+def read_dataset(path: Path) -> Dataset:
     """Read a whole DICOM file (header and pixel data), or raise :class:`InputError` naming the file."""
     import pydicom
 

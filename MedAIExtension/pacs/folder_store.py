@@ -12,12 +12,15 @@ import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from MedAIExtension.atomic import atomic_path, ensure_writable_directory
 from MedAIExtension.errors import InputError
 from MedAIExtension.pacs.errors import PacsNotFoundError, PacsRejectedError, PacsUnavailableError
 from MedAIExtension.pacs.records import SeriesRecord, StoreOutcome, StudyRecord
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 __all__ = ["FolderStore", "read_header", "safe_name", "write_instance"]
 
@@ -49,7 +52,7 @@ def write_instance(ds: Any, target: Path) -> Path:
     return target
 
 
-def read_header(path: Path) -> Any:
+def read_header(path: Path) -> Dataset:
     """The header (no pixel data) of a DICOM file.
 
     Raises:

@@ -19,6 +19,7 @@ from typing import Any
 
 from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.errors import InputError, OutputError
+from MedAIExtension.io.image import Image
 from MedAIExtension.io.loader import load_image
 from MedAIExtension.io.volume_files import write_volume_file
 from MedAIExtension.progress import CancelToken, Progress
@@ -33,6 +34,7 @@ from MedAIExtension.review.reader_study import (
     per_reader_statistics,
     reader_statistics,
 )
+from MedAIExtension.review.store import GradeRecord, ImageRecord, ReviewStore
 
 __all__ = [
     "export_review",
@@ -50,7 +52,7 @@ _STYLE = (
 )
 
 
-def _load(records: Sequence[Any], reporter: Progress, what: str) -> list[Any]:
+def _load(records: Sequence[ImageRecord], reporter: Progress, what: str) -> list[Image]:
     images = []
     for index, record in enumerate(records):
         reporter(index / max(len(records), 1), f"loading {what} image {index + 1}/{len(records)}")
@@ -58,7 +60,7 @@ def _load(records: Sequence[Any], reporter: Progress, what: str) -> list[Any]:
     return images
 
 
-def _both_sets(store: Any) -> tuple[list[Any], list[Any]]:
+def _both_sets(store: ReviewStore) -> tuple[list[ImageRecord], list[ImageRecord]]:
     real, synthetic = store.images("real"), store.images("synthetic")
     if not real or not synthetic:
         raise InputError(
@@ -69,7 +71,7 @@ def _both_sets(store: Any) -> tuple[list[Any], list[Any]]:
 
 
 def generate_lesions(
-    store: Any,
+    store: ReviewStore,
     parent_id: int,
     count: int,
     output_dir: str | os.PathLike[str],
@@ -78,7 +80,7 @@ def generate_lesions(
     sizes: tuple[float, float] = (4.0, 20.0),
     reviewer: str | None = None,
     progress: ProgressArg = None,
-) -> list[Any]:
+) -> list[ImageRecord]:
     """Insert ``count`` synthetic nodules into real image ``parent_id`` (one per copy), save and import them.
 
     Each synthetic image is written as NRRD into ``output_dir`` and added with its full provenance (generator,
@@ -102,7 +104,9 @@ def generate_lesions(
     return records
 
 
-def start_reader_session(store: Any, reviewer: str, *, per_class: int | None = None, seed: int | None = None) -> int:
+def start_reader_session(
+    store: ReviewStore, reviewer: str, *, per_class: int | None = None, seed: int | None = None
+) -> int:
     """A new blinded reader session for ``reviewer``: balanced, randomised real/synthetic order, stored."""
     real, synthetic = _both_sets(store)
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else int(seed)
@@ -110,13 +114,18 @@ def start_reader_session(store: Any, reviewer: str, *, per_class: int | None = N
     return store.create_reader_session(reviewer, trials, seed=seed)
 
 
-def reader_study_results(store: Any) -> dict[str, Any]:
+def reader_study_results(store: ReviewStore) -> dict[str, Any]:
     """Statistics of every answered trial: pooled, per reader, and inter-reader agreement (JSON-ready)."""
-    by_reader: dict[str, list[Any]] = {}
+    by_reader: dict[str, list[ReaderAnswer]] = {}
     for session in store.reader_sessions():
         for trial in store.reader_trials(session.id):
             if trial.said_synthetic is None:
                 continue
+            if trial.confidence is None:
+                raise InputError(
+                    f"Trial {trial.index} of reader session {session.id} was answered without a confidence; the "
+                    "reader-study statistics need one (1 guess .. 5 certain) with every answer."
+                )
             answer = ReaderAnswer(trial.image_id, trial.is_synthetic, trial.said_synthetic, trial.confidence)
             by_reader.setdefault(session.reviewer, []).append(answer)
     if not by_reader:
@@ -132,7 +141,7 @@ def reader_study_results(store: Any) -> dict[str, Any]:
     return result
 
 
-def run_metrics(store: Any, progress: ProgressArg = None, token: CancelToken | None = None) -> dict[str, Any]:
+def run_metrics(store: ReviewStore, progress: ProgressArg = None, token: CancelToken | None = None) -> dict[str, Any]:
     """Realism and diversity metrics of the synthetic set against the real set; saved in the project."""
     reporter = Progress(progress, token)
     real, synthetic = _both_sets(store)
@@ -145,7 +154,7 @@ def run_metrics(store: Any, progress: ProgressArg = None, token: CancelToken | N
 
 
 def run_memorization(
-    store: Any, threshold: float | None = None, progress: ProgressArg = None, token: CancelToken | None = None
+    store: ReviewStore, threshold: float | None = None, progress: ProgressArg = None, token: CancelToken | None = None
 ) -> dict[str, Any]:
     """Nearest real image of every synthetic image and the near-copies flagged; saved in the project."""
     reporter = Progress(progress, token)
@@ -173,14 +182,14 @@ def run_memorization(
     return data
 
 
-def _latest_grades(store: Any) -> dict[int, list[Any]]:
-    grades: dict[int, list[Any]] = {}
+def _latest_grades(store: ReviewStore) -> dict[int, list[GradeRecord]]:
+    grades: dict[int, list[GradeRecord]] = {}
     for grade in store.grades(latest_only=True):
         grades.setdefault(grade.image_id, []).append(grade)
     return grades
 
 
-def _manifest_rows(store: Any, records: Sequence[Any]) -> list[dict[str, Any]]:
+def _manifest_rows(store: ReviewStore, records: Sequence[ImageRecord]) -> list[dict[str, Any]]:
     grades = _latest_grades(store)
     rows = []
     for record in records:
@@ -212,7 +221,7 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _report_html(store: Any, accepted: Sequence[Any]) -> str:
+def _report_html(store: ReviewStore, accepted: Sequence[ImageRecord]) -> str:
     info = store.project_info()
     synthetic = store.images("synthetic")
     grades = _latest_grades(store)
@@ -295,7 +304,7 @@ def _report_html(store: Any, accepted: Sequence[Any]) -> str:
 
 
 def export_review(
-    store: Any, output_dir: str | os.PathLike[str], *, min_reviewers: int = 1, progress: ProgressArg = None
+    store: ReviewStore, output_dir: str | os.PathLike[str], *, min_reviewers: int = 1, progress: ProgressArg = None
 ) -> dict[str, Path]:
     """Write the accepted synthetic subset as a training manifest (CSV + JSON) and the review report (HTML)."""
     reporter = Progress(progress)
