@@ -34,8 +34,8 @@ class ExplainMethod(StrEnum):
             raise InputError(f"Unknown explanation method {value!r}; choose one of {choices}.") from None
 
     @property
-    def title(self) -> str:
-        """A human-readable name for reports and node names."""
+    def display_name(self) -> str:
+        """A human-readable name for reports and node names (not ``title``: that is ``str.title()``)."""
         return {
             ExplainMethod.GRADCAM: "Grad-CAM",
             ExplainMethod.GRADCAMPP: "Grad-CAM++",

@@ -272,7 +272,7 @@ def write_parametric_map(
             "source image grid (linear) before writing it."
         )
     explain_method = ExplainMethod.parse(method)
-    title = _required_text("method_title", method_title or explain_method.title)
+    title = _required_text("method_title", method_title or explain_method.display_name)
     target_name = _required_text("target", target)
     model = _required_text("model_name", model_name)
     version = _required_text("model_version", model_version)

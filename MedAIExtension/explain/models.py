@@ -62,7 +62,7 @@ class ExplainModel:
                 if m not in GRADIENT_METHODS and (m != ExplainMethod.UNCERTAINTY or not self.entry.is_classifier)
             )
             raise ModelError(
-                f"{method.title} needs the model's gradients, but {self.entry.name} is an "
+                f"{method.display_name} needs the model's gradients, but {self.entry.name} is an "
                 f"{self.entry.backend.upper()} model (ONNX Runtime gives no gradients). Use --method {applicable} "
                 "with this model, or a TorchScript / MONAI-bundle version of it for gradient methods."
             )

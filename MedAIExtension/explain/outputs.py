@@ -55,14 +55,14 @@ def _write_dicom(
     (staging / "dicom").mkdir()
     method = explanation.method
     entry = explanation.entry
-    description = f"MedAI {method.title} {explanation.label.name}"[:64]
+    description = f"MedAI {method.display_name} {explanation.label.name}"[:64]
     names = {"parametric_map": f"dicom/{stem}_{method.value}_pm.dcm"}
     write_parametric_map(
         explanation.map,
         image,
         staging / names["parametric_map"],
         method=method.value,
-        method_title=method.title,
+        method_title=method.display_name,
         target=explanation.label.name,
         model_name=entry.name,
         model_version=entry.version,

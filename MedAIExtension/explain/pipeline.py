@@ -102,8 +102,8 @@ def _gradient_map(
                 continue
             size = "x".join(str(v) for v in data.shape[2:])
             raise ModelError(
-                f"{method.title} ran out of memory on a {size}-voxel window. Draw a smaller ROI around the structure, "
-                "close other programs, or use occlusion (it needs no gradients)."
+                f"{method.display_name} ran out of memory on a {size}-voxel window. Draw a smaller ROI around the "
+                "structure, close other programs, or use occlusion (it needs no gradients)."
             ) from None
     values = getattr(result, "map", result)
     for note in getattr(result, "notes", ()):
@@ -181,7 +181,7 @@ def explain_image(
         if layer is None and method != ExplainMethod.IG:
             layer = default_target_layer(module, window.data)
             notes.append(f"No target layer in the catalogue; Grad-CAM uses {layer}.")
-        work(0.0, f"{method.title} of {label.name}")
+        work(0.0, f"{method.display_name} of {label.name}")
         values = _gradient_map(method, module, window.data, target_score, layer, settings, loaded.torch_device, notes)
         unit = "normalised relevance (0-1)" if method != ExplainMethod.IG else "attribution (logit units)"
     else:

@@ -161,7 +161,7 @@ class Explanation:
         """JSON-ready facts (without arrays) for explanation.json and the Slicer module."""
         return {
             "method": self.method.value,
-            "method_title": self.method.title,
+            "method_title": self.method.display_name,
             "model": {
                 "name": self.entry.name,
                 "version": self.entry.version,

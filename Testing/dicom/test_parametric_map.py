@@ -180,7 +180,7 @@ def test_each_method_records_its_quantity(axial: Image, tmp_path: Path, method: 
     assert (term.value, term.scheme) == code
     assert info.quantity == term.meaning
     assert info.method == ExplainMethod.parse(method).value
-    assert info.method_title == ExplainMethod.parse(method).title
+    assert info.method_title == ExplainMethod.parse(method).display_name
     assert (info.target, info.units) == ("Vessel", "%")
 
 

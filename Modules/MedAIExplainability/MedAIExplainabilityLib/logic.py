@@ -122,8 +122,8 @@ class ExplainabilityLogic(JobLogic):
         method = ExplainMethod.parse(method)
         methods = self.methodsFor(model)
         if method not in methods:
-            names = ", ".join(m.title for m in methods)
-            raise InputError(f"{method.title} does not apply to the model {model!r}; choose one of: {names}.")
+            names = ", ".join(m.display_name for m in methods)
+            raise InputError(f"{method.display_name} does not apply to the model {model!r}; choose one of: {names}.")
         return ExplainRequest(
             input=Path(inputPath),
             model=model,
