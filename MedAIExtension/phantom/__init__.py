@@ -26,7 +26,7 @@ from MedAIExtension.phantom.followup import (
 )
 from MedAIExtension.phantom.grid import AXIAL, CORONAL, SAGITTAL, make_affine
 from MedAIExtension.phantom.sampling import random_phantom_spec
-from MedAIExtension.phantom.spec import AnatomySpec, LungSide, NoduleKind, NoduleSpec, NoduleType, PhantomSpec
+from MedAIExtension.phantom.spec import AnatomySpec, LungSide, NoduleKind, NoduleSpec, PhantomSpec
 
 __all__ = [
     "AXIAL",
@@ -43,7 +43,6 @@ __all__ = [
     "NoduleKind",
     "NoduleSpec",
     "NoduleStatus",
-    "NoduleType",
     "Phantom",
     "PhantomPair",
     "PhantomSpec",

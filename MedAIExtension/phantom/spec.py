@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any, TypeVar
 
 import numpy as np
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.phantom.grid import AXIAL, make_affine, normalized_direction
-from MedAIExtension.tracking.types import NoduleKind
+from MedAIExtension.tracking.types import LungSide, NoduleKind
 
 __all__ = [
     "DEFAULT_NODULES",
@@ -20,24 +20,12 @@ __all__ = [
     "LungSide",
     "NoduleKind",
     "NoduleSpec",
-    "NoduleType",
     "PhantomSpec",
     "rigid_matrix",
 ]
 
 _MAX_DIAMETER_MM = 60.0
 _MAX_VOXELS = 2048**3 // 8
-
-
-#: The phantom's former name for tracking's :class:`NoduleKind` (the same enum); new code uses ``NoduleKind``.
-NoduleType = NoduleKind
-
-
-class LungSide(StrEnum):
-    """Which lung (patient side)."""
-
-    RIGHT = "right"
-    LEFT = "left"
 
 
 _E = TypeVar("_E", bound=Enum)

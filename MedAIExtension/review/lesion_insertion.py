@@ -37,7 +37,7 @@ from MedAIExtension.io.image import Image
 from MedAIExtension.phantom import _sdf
 from MedAIExtension.phantom.grid import ChunkGrid
 from MedAIExtension.phantom.render import HU
-from MedAIExtension.phantom.spec import NoduleSpec, NoduleType
+from MedAIExtension.phantom.spec import NoduleKind, NoduleSpec
 from MedAIExtension.progress import Progress
 from MedAIExtension.tracking.lungs import lung_mask as compute_lung_mask
 
@@ -202,7 +202,7 @@ def insert_nodule(
     ct: Image,
     center_ras: Sequence[float],
     diameter_mm: float,
-    kind: NoduleType | str = NoduleType.SOLID,
+    kind: NoduleKind | str = NoduleKind.SOLID,
     *,
     seed: int,
     solid_fraction: float = 0.5,
@@ -236,10 +236,10 @@ def insert_nodule(
     spec = NoduleSpec(
         diameter_mm,
         kind,
-        solid_fraction=solid_fraction if NoduleType(_kind(kind)) is NoduleType.PART_SOLID else None,
+        solid_fraction=solid_fraction if NoduleKind(_kind(kind)) is NoduleKind.PART_SOLID else None,
         center_ras=tuple(center_ras),  # type: ignore[arg-type]
     )
-    nodule_kind = NoduleType(spec.kind)
+    nodule_kind = NoduleKind(spec.kind)
     try:
         blend_mode = Blend(blend)
     except ValueError:
@@ -284,13 +284,13 @@ def insert_nodule(
     original = ct.array[block].astype(np.float64)
     values = original.copy()
     hu_used: dict[str, float] = {}
-    if nodule_kind is NoduleType.SOLID:
+    if nodule_kind is NoduleKind.SOLID:
         hu_used["solid"] = HU["solid_nodule"]
         values += fraction * (HU["solid_nodule"] - values)
     else:
         hu_used["ground_glass"] = HU["ground_glass"]
         values += fraction * (np.maximum(values, HU["ground_glass"]) - values)
-        if nodule_kind is NoduleType.PART_SOLID:
+        if nodule_kind is NoduleKind.PART_SOLID:
             hu_used["solid_core"] = HU["solid_core"]
             core_d = dist - radius * float(spec.solid_fraction)  # type: ignore[arg-type]
             core = _sdf.ramp(core_d, width) if blend_mode is Blend.PARTIAL_VOLUME else (core_d <= 0.0) * 1.0
@@ -347,9 +347,9 @@ def insert_nodule(
 
 def _kind(kind: Any) -> Any:
     try:
-        return NoduleType(kind.value if isinstance(kind, NoduleType) else kind)
+        return NoduleKind(kind.value if isinstance(kind, NoduleKind) else kind)
     except ValueError:
-        options = ", ".join(repr(m.value) for m in NoduleType)
+        options = ", ".join(repr(m.value) for m in NoduleKind)
         raise InputError(f"Nodule kind {kind!r} is not one of {options}.") from None
 
 
@@ -359,7 +359,7 @@ def random_insertions(
     count: int,
     seed: int,
     sizes: tuple[float, float] = (4.0, 20.0),
-    kinds: Sequence[NoduleType | str] = tuple(NoduleType),
+    kinds: Sequence[NoduleKind | str] = tuple(NoduleKind),
     progress: Progress | Callable[[float, str], None] | None = None,
 ) -> list[InsertedLesion]:
     """Insert ``count`` random nodules, each into its own copy of ``ct`` (one synthetic image per nodule).

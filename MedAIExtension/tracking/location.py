@@ -19,18 +19,12 @@ import numpy as np
 import pydicom
 
 from MedAIExtension.io.image import Image
+from MedAIExtension.tracking.types import LungSide
 
 __all__ = ["LungSide", "LungZone", "NoduleLocation", "locate_nodule"]
 
 #: Sub-sampling of the lung mask when measuring its extent (voxels); the extent is needed to a few millimetres.
 _EXTENT_STEP = 2
-
-
-class LungSide(StrEnum):
-    """The patient's side."""
-
-    RIGHT = "right"
-    LEFT = "left"
 
 
 class LungZone(StrEnum):

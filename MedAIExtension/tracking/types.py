@@ -16,7 +16,14 @@ import numpy as np
 
 from MedAIExtension.dicom.sr.codes import NoduleKind
 
-__all__ = ["Candidate", "Finding", "NoduleKind", "NoduleMask", "NoduleMeasurement", "NoduleStatus"]
+__all__ = ["Candidate", "Finding", "LungSide", "NoduleKind", "NoduleMask", "NoduleMeasurement", "NoduleStatus"]
+
+
+class LungSide(StrEnum):
+    """The patient's side (of a lung, a nodule)."""
+
+    RIGHT = "right"
+    LEFT = "left"
 
 
 class NoduleStatus(StrEnum):

@@ -15,7 +15,7 @@ __all__ = ["PRIVATE_SCHEME", "NoduleKind"]
 
 
 class NoduleKind(StrEnum):
-    """Attenuation class used by Lung-RADS (same values as the phantom's ``NoduleType``).
+    """Attenuation class used by Lung-RADS: the one nodule-kind vocabulary (tracking and the phantoms re-export it).
 
     It lives with the SR's codes so that the report can be written without knowing the tracking pipeline;
     :mod:`MedAIExtension.tracking.types` re-exports it.
