@@ -7,6 +7,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/allocator.py
   MedAIExtension/atomic.py
   MedAIExtension/cli.py
+  MedAIExtension/command_types.py
   MedAIExtension/deid/__init__.py
   MedAIExtension/deid/commands.py
   MedAIExtension/deid/deidentify.py
@@ -14,6 +15,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/deid/profile.py
   MedAIExtension/deid/uids.py
   MedAIExtension/demo.py
+  MedAIExtension/demo_commands.py
   MedAIExtension/dicom/__init__.py
   MedAIExtension/dicom/map_methods.py
   MedAIExtension/dicom/parametric_map.py
@@ -71,6 +73,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/io/slice_stack.py
   MedAIExtension/io/volume_files.py
   MedAIExtension/labels.py
+  MedAIExtension/lazy_exports.py
   MedAIExtension/metrics.py
   MedAIExtension/models/__init__.py
   MedAIExtension/models/backends.py

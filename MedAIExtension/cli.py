@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from MedAIExtension import __version__
+from MedAIExtension.command_types import BarMode, Handler
 from MedAIExtension.deid.commands import add_deidentify_parser
-from MedAIExtension.demo import add_demo_parser
+from MedAIExtension.demo_commands import add_demo_parser
 from MedAIExtension.errors import MedAIError
 from MedAIExtension.explain.commands import add_explain_parser
 from MedAIExtension.gateway.commands import add_gateway_parsers
@@ -28,9 +29,6 @@ from MedAIExtension.segmentation.commands import add_evaluate_parser, add_segmen
 from MedAIExtension.tracking.commands import add_track_parser
 
 __all__ = ["build_parser", "main", "set_handler"]
-
-Handler = Callable[[argparse.Namespace, Any, Callable[[str], None]], int]
-"""A sub-command's handler: ``handler(args, bar, warn) -> exit status``."""
 
 
 class _ProgressBar:
@@ -67,7 +65,7 @@ def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def set_handler(parser: argparse.ArgumentParser, handler: Handler, *, bar: Literal["eager", "lazy", "none"]) -> None:
+def set_handler(parser: argparse.ArgumentParser, handler: Handler, *, bar: BarMode) -> None:
     """Make ``handler(args, bar, warn)`` the function :func:`main` runs for ``parser``'s sub-command.
 
     ``bar`` says when the progress bar on stderr appears: ``"eager"`` at once, ``"lazy"`` at the first progress

@@ -3,7 +3,6 @@ explain the shipped classifier's view of the largest nodule (Grad-CAM map, Param
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ from MedAIExtension.progress import Progress
 from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
 from MedAIExtension.segmentation.report import render_overlay_png, write_html_summary
 
-__all__ = ["DEMO_CLASSIFIER", "DEMO_MODEL", "add_demo_parser", "run_demo"]
+__all__ = ["DEMO_CLASSIFIER", "DEMO_MODEL", "run_demo"]
 
 DEMO_MODEL = "chest-ct-lung-nodule"
 DEMO_CLASSIFIER = "chest-ct-nodule-classifier"
@@ -94,27 +93,3 @@ def _explain_largest_nodule(ct: Any, truth_path: Path, output: Path, device: str
     return write_explanation_outputs(
         explanation, ct, output, input_label="phantom-ct", progress=progress.stage(0.8, 1.0)
     )
-
-
-def _cmd_demo(args: argparse.Namespace, bar: Any, _warn: Callable[[str], None]) -> int:
-    try:
-        files = run_demo(args.output, device=args.device, progress=bar)
-    finally:
-        bar.close()
-    print(f"Demo finished. Results in {args.output}:")
-    for key, path in files.items():
-        print(f"  {key:<12} {path}")
-    return 0
-
-
-def add_demo_parser(sub: Any, set_handler: Callable[..., None]) -> None:
-    """Register ``medai demo`` on the CLI's sub-parsers.
-
-    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
-    the CLI's progress bar, ``warn`` its warning printer).
-    """
-    demo = sub.add_parser("demo", help="phantom → segmentation → DICOM SEG, seg.nrrd, overlay PNG, HTML")
-    demo.add_argument("--output", default="medai-demo")
-    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    demo.add_argument("--quiet", action="store_true")
-    set_handler(demo, _cmd_demo, bar="eager")

@@ -11,6 +11,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from MedAIExtension.command_types import SetHandler, SubParsers
+
 __all__ = ["add_deidentify_parser"]
 
 
@@ -46,13 +48,8 @@ def _cmd_deidentify(args: argparse.Namespace, bar: Any, warn: Callable[[str], No
     return 0
 
 
-def add_deidentify_parser(subparsers: Any, set_handler: Callable[..., None]) -> None:
-    """Register the ``deidentify`` sub-command on ``subparsers`` (from ``ArgumentParser.add_subparsers``).
-
-    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
-    the CLI's progress bar, ``warn`` its warning printer); the handler raises
-    :class:`~MedAIExtension.errors.MedAIError` for problems (the caller prints them).
-    """
+def add_deidentify_parser(subparsers: SubParsers, set_handler: SetHandler) -> None:
+    """Register ``medai deidentify`` (see :mod:`MedAIExtension.command_types`)."""
     parser = subparsers.add_parser(
         "deidentify",
         help="de-identify DICOM studies and their SEG/SR/maps (PS3.15 Basic Profile)",

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from MedAIExtension.command_types import SetHandler, SubParsers
 from MedAIExtension.explain.request import add_explain_arguments
 
 __all__ = ["add_explain_parser"]
@@ -33,14 +34,8 @@ def _cmd_explain(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]
     return 0
 
 
-def add_explain_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], set_handler: Callable[..., None]
-) -> None:
-    """Register ``medai explain`` on the CLI's sub-parsers.
-
-    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
-    the CLI's progress bar, ``warn`` its warning printer).
-    """
+def add_explain_parser(sub: SubParsers, set_handler: SetHandler) -> None:
+    """Register ``medai explain`` on the CLI's sub-parsers (see :mod:`MedAIExtension.command_types`)."""
     explain = sub.add_parser("explain", help="Grad-CAM, occlusion, integrated gradients or uncertainty map")
     add_explain_arguments(explain)
     explain.add_argument("--quiet", action="store_true", help="no progress bar")

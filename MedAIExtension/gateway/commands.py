@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from MedAIExtension.gateway.config import GatewayConfig
     from MedAIExtension.gateway.journal import Journal
 
+from MedAIExtension.command_types import SetHandler, SubParsers
+
 __all__ = ["add_gateway_parsers"]
 
 
@@ -125,11 +127,10 @@ def _cmd_requeue(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], Non
     return 0
 
 
-def add_gateway_parsers(sub: Any, set_handler: Callable[..., None]) -> None:
-    """Register ``gateway`` (with ``gateway requeue``) and ``worklist`` on the ``medai`` sub-command parser.
+def add_gateway_parsers(sub: SubParsers, set_handler: SetHandler) -> None:
+    """Register ``gateway`` (with ``gateway requeue``) and ``worklist`` (see :mod:`MedAIExtension.command_types`).
 
-    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
-    the CLI's progress bar, ``warn`` its warning printer); the gateway logs its progress itself, so no bar.
+    The gateway logs its progress itself, so no bar.
     """
     gateway = sub.add_parser(
         "gateway", help="watch a PACS (Orthanc/DICOMweb), run pipelines by rule, store SEG/SR back"

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from MedAIExtension.command_types import SetHandler, SubParsers
+
 __all__ = ["add_models_parser"]
 
 
@@ -50,14 +52,8 @@ def _cmd_models(args: argparse.Namespace, _bar: Any, warn: Callable[[str], None]
     return 0
 
 
-def add_models_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], set_handler: Callable[..., None]
-) -> None:
-    """Register ``medai models`` on the CLI's sub-parsers.
-
-    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
-    the CLI's progress bar, ``warn`` its warning printer).
-    """
+def add_models_parser(sub: SubParsers, set_handler: SetHandler) -> None:
+    """Register ``medai models`` on the CLI's sub-parsers (see :mod:`MedAIExtension.command_types`)."""
     models = sub.add_parser("models", help="list the models and the device each would use")
     models.add_argument("--models-dir", action="append", help="extra folder with user models")
     models.add_argument("--catalog", type=Path, default=None, help="model catalogue JSON (default: the shipped one)")

@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from MedAIExtension.command_types import SetHandler, SubParsers
+
 __all__ = ["add_phantom_parser"]
 
 
@@ -36,14 +38,8 @@ def _cmd_phantom(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], Non
     return 0
 
 
-def add_phantom_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], set_handler: Callable[..., None]
-) -> None:
-    """Register ``medai phantom`` on the CLI's sub-parsers.
-
-    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
-    the CLI's progress bar, ``warn`` its warning printer).
-    """
+def add_phantom_parser(sub: SubParsers, set_handler: SetHandler) -> None:
+    """Register ``medai phantom`` on the CLI's sub-parsers (see :mod:`MedAIExtension.command_types`)."""
     ph = sub.add_parser("phantom", help="write a synthetic chest CT study (DICOM, NIfTI, truth)")
     ph.add_argument("--output", required=True)
     ph.add_argument("--size", type=int, nargs=3, default=[256, 256, 160], metavar=("I", "J", "K"))

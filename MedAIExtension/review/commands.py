@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from MedAIExtension.command_types import SetHandler, SubParsers
 from MedAIExtension.errors import InputError
 
 __all__ = ["add_review_parser"]
@@ -227,12 +228,8 @@ def _export(args: argparse.Namespace, bar: Any, _warn: Callable[[str], None]) ->
     return 0
 
 
-def add_review_parser(sub: Any, set_handler: Callable[..., None]) -> None:
-    """Add ``medai review`` and its sub-commands to the CLI's sub-parsers.
-
-    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
-    the CLI's progress bar, ``warn`` its warning printer).
-    """
+def add_review_parser(sub: SubParsers, set_handler: SetHandler) -> None:
+    """Register ``medai review`` and its sub-commands (see :mod:`MedAIExtension.command_types`)."""
     review = sub.add_parser("review", help="synthetic data review: grades, reader study, metrics, memorization")
     commands = review.add_subparsers(dest="review_command", required=True)
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from MedAIExtension.command_types import SetHandler, SubParsers
+
 __all__ = ["add_evaluate_parser", "add_segment_parser"]
 
 _ALL_FORMATS = "seg.nrrd,nii.gz,dicom-seg"
@@ -75,14 +77,8 @@ def _cmd_evaluate(args: argparse.Namespace, _bar: Any, warn: Callable[[str], Non
     return 0
 
 
-def add_segment_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], set_handler: Callable[..., None]
-) -> None:
-    """Register ``medai segment`` on the CLI's sub-parsers.
-
-    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
-    the CLI's progress bar, ``warn`` its warning printer).
-    """
+def add_segment_parser(sub: SubParsers, set_handler: SetHandler) -> None:
+    """Register ``medai segment`` on the CLI's sub-parsers (see :mod:`MedAIExtension.command_types`)."""
     seg = sub.add_parser("segment", help="segment a CT/MR volume with a catalogue model")
     seg.add_argument("--input", required=True, help="DICOM folder, .nii.gz or .nrrd")
     seg.add_argument("--model", required=True, help="model name ('medai models' lists them)")
@@ -101,10 +97,8 @@ def add_segment_parser(
     set_handler(seg, _cmd_segment, bar="lazy")
 
 
-def add_evaluate_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], set_handler: Callable[..., None]
-) -> None:
-    """Register ``medai evaluate`` on the CLI's sub-parsers (``set_handler`` as for :func:`add_segment_parser`)."""
+def add_evaluate_parser(sub: SubParsers, set_handler: SetHandler) -> None:
+    """Register ``medai evaluate`` on the CLI's sub-parsers (see :mod:`MedAIExtension.command_types`)."""
     ev = sub.add_parser("evaluate", help="Dice, IoU, HD95, surface Dice of a prediction against a reference")
     ev.add_argument("--pred", required=True)
     ev.add_argument("--ref", required=True)

@@ -11,8 +11,9 @@ pipeline with its detectors, registration and writers.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from MedAIExtension.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:  # the same names as _EXPORTS, for type checkers and readers
     from MedAIExtension.tracking.outputs import (
@@ -65,15 +66,4 @@ __all__ = [
     "write_tracking_outputs",
 ]
 
-
-def __getattr__(name: str) -> object:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

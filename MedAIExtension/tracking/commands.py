@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from MedAIExtension.command_types import SetHandler, SubParsers
+
 __all__ = ["add_track_parser"]
 
 
@@ -41,14 +43,8 @@ def _cmd_track(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]) 
     return 0
 
 
-def add_track_parser(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser], set_handler: Callable[..., None]
-) -> None:
-    """Register ``medai track`` on the CLI's sub-parsers.
-
-    ``set_handler(parser, handler, bar=...)`` registers ``handler(args, bar, warn) -> exit status`` (``bar`` is
-    the CLI's progress bar, ``warn`` its warning printer).
-    """
+def add_track_parser(sub: SubParsers, set_handler: SetHandler) -> None:
+    """Register ``medai track`` on the CLI's sub-parsers (see :mod:`MedAIExtension.command_types`)."""
     track = sub.add_parser("track", help="follow lung nodules from a baseline to a follow-up chest CT")
     track.add_argument("--baseline", required=True, help="baseline CT: DICOM folder, .nii.gz or .nrrd")
     track.add_argument("--followup", required=True, help="follow-up CT of the same patient")
