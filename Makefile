@@ -46,10 +46,12 @@ demo: venv
 
 test: dev-deps system-deps
 	$(VENV)/bin/ruff check MedAIExtension Modules Testing bench Utilities
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 lint: dev-deps
 	$(VENV)/bin/ruff check MedAIExtension Modules Testing bench Utilities
+	$(VENV)/bin/mypy
 
 bench: dev-deps
 	$(PY) bench/segmentation.py

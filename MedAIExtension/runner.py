@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from MedAIExtension.errors import MedAIError
+
 __all__ = [
     "WorkerEvent",
     "WorkerProcess",
@@ -256,8 +258,6 @@ def apply_result_events(
     ignores both kinds. A MedAIError while loading becomes the error message as it is (it names the fix); any
     other exception is logged with its traceback and reported as ``"The <what> result could not be loaded"``.
     """
-    from MedAIExtension.errors import MedAIError
-
     for event in events:
         if job.cancelled:
             continue

@@ -15,6 +15,8 @@ from typing import Any
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.progress import CancelToken, Progress
+from MedAIExtension.review.store import ReviewStore
+from MedAIExtension.review.workflow import run_memorization, run_metrics
 
 __all__ = ["REVIEW_TASKS", "run_review_task"]
 
@@ -41,9 +43,6 @@ def run_review_task(
     Raises:
         InputError: an unknown task, or the project cannot be opened.
     """
-    from MedAIExtension.review.store import ReviewStore
-    from MedAIExtension.review.workflow import run_memorization, run_metrics
-
     if task not in REVIEW_TASKS:
         raise InputError(f"Unknown review task {task!r}; choose one of: {', '.join(REVIEW_TASKS)}.")
     with ReviewStore.open(project) as store:

@@ -269,3 +269,49 @@ def test_no_file_in_the_package_is_over_the_line_limit() -> None:
     assert sizes, "no Python file found: the walk is broken"
     too_big = {name: lines for name, lines in sizes.items() if lines > MAX_FILE_LINES}
     assert not too_big, f"split these along their seams (limit {MAX_FILE_LINES} lines): {too_big}"
+
+
+# --- MedAI's own imports sit at the top of files ---------------------------------------------------------------
+
+#: Command dispatchers: each sub-command imports its package's work when it runs, so ``medai --help`` and a
+#: worker started for one job load no other pipeline.
+LAZY_BY_DESIGN = ("commands.py", "demo_commands.py", "cli.py", "worker.py")
+
+
+def function_level_own_imports(source: str, package: str = PACKAGE) -> list[tuple[int, str]]:
+    """``(line, text)`` of each import of ``package`` (absolute or relative) inside a function of ``source``."""
+    lines = source.splitlines()
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for inner in ast.walk(node):
+            own = (isinstance(inner, ast.ImportFrom) and (inner.level or (inner.module or "").startswith(package))) or (
+                isinstance(inner, ast.Import) and any(a.name.startswith(package) for a in inner.names)
+            )
+            if own:
+                found.append((inner.lineno, lines[inner.lineno - 1].strip()))
+    return sorted(set(found))
+
+
+def test_the_function_level_import_finder_works() -> None:
+    source = (
+        "from toy import a\n"
+        "def f():\n    from toy.b import c\n    import toy.d\n    import os\n"
+        "class K:\n    def m(self):\n        from . import e  # lazy: a reason\n"
+    )
+    assert [line for line, _ in function_level_own_imports(source, "toy")] == [3, 4, 8]
+
+
+def test_own_imports_are_at_the_top_unless_a_reason_is_given() -> None:
+    """A reader sees a file's arrows at its top; an import inside a function says why (``# lazy: <reason>``)."""
+    hidden = []
+    for path in sorted((ROOT / PACKAGE).rglob("*.py")):
+        if path.name in LAZY_BY_DESIGN:
+            continue
+        for line, text in function_level_own_imports(path.read_text(encoding="utf-8")):
+            if "# lazy:" not in text:
+                hidden.append(f"{path.relative_to(ROOT)}:{line}: {text}")
+    assert not hidden, "move these imports to the top of their file, or say why not with '# lazy: <reason>':\n" + (
+        "\n".join(hidden)
+    )
