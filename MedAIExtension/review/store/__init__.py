@@ -8,20 +8,18 @@
 * :mod:`.manifest` — reading CSV/JSON image manifests.
 """
 
-from MedAIExtension.review.store.project import (
-    DEFAULT_ARTIFACTS,
-    DEFAULT_BUSY_TIMEOUT,
-    SCHEMA_VERSION,
+from MedAIExtension.review.schema import SCHEMA_VERSION
+from MedAIExtension.review.store.base import DEFAULT_BUSY_TIMEOUT, ProjectLockedError
+from MedAIExtension.review.store.checks import image_sha256
+from MedAIExtension.review.store.project import DEFAULT_ARTIFACTS, ReviewStore
+from MedAIExtension.review.store.records import (
     GradeRecord,
     ImageRecord,
     ImageRole,
     ImportFailure,
     ImportReport,
-    ProjectLockedError,
     ReaderSession,
-    ReviewStore,
     Trial,
-    image_sha256,
 )
 
 __all__ = [

@@ -57,25 +57,9 @@ from MedAIExtension.review.store.records import (
     ImageRole,
     ImportFailure,
     ImportReport,
-    ReaderSession,
-    Trial,
 )
 
-__all__ = [
-    "DEFAULT_ARTIFACTS",
-    "DEFAULT_BUSY_TIMEOUT",
-    "SCHEMA_VERSION",
-    "GradeRecord",
-    "ImageRecord",
-    "ImageRole",
-    "ImportFailure",
-    "ImportReport",
-    "ProjectLockedError",
-    "ReaderSession",
-    "ReviewStore",
-    "Trial",
-    "image_sha256",
-]
+__all__ = ["DEFAULT_ARTIFACTS", "ReviewStore"]
 
 #: The artifact flags a new project offers unless the creator gives its own vocabulary.
 DEFAULT_ARTIFACTS: tuple[str, ...] = (
