@@ -173,6 +173,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/registration_stages.py
   MedAIExtension/tracking/repeatability.py
   MedAIExtension/tracking/report.py
+  MedAIExtension/tracking/results.py
   MedAIExtension/tracking/scene.py
   MedAIExtension/tracking/surface_fit.py
   MedAIExtension/tracking/types.py

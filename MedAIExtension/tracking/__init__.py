@@ -23,24 +23,19 @@ if TYPE_CHECKING:  # the same names as _EXPORTS, for type checkers and readers
         write_study_dicom,
         write_tracking_outputs,
     )
-    from MedAIExtension.tracking.pipeline import (
-        StudyResult,
-        TrackingOptions,
-        TrackingResult,
-        assess_study,
-        track_nodules,
-    )
+    from MedAIExtension.tracking.pipeline import TrackingOptions, assess_study, track_nodules
     from MedAIExtension.tracking.prior import adopt_prior_tracking
+    from MedAIExtension.tracking.results import StudyResult, TrackingResult
     from MedAIExtension.tracking.scene import TrackingNodes, load_tracking_into_scene
 
 #: Exported name -> the module of this package that defines it.
 _EXPORTS = {
-    "StudyResult": "pipeline",
+    "StudyResult": "results",
     "TrackRequest": "outputs",
     "TrackingNodes": "scene",
     "TrackingOptions": "pipeline",
     "TrackingOutcome": "outputs",
-    "TrackingResult": "pipeline",
+    "TrackingResult": "results",
     "adopt_prior_tracking": "prior",
     "assess_study": "pipeline",
     "load_tracking_into_scene": "scene",

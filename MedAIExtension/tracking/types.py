@@ -16,7 +16,16 @@ import numpy as np
 
 from MedAIExtension.dicom.sr.codes import NoduleKind
 
-__all__ = ["Candidate", "Finding", "LungSide", "NoduleKind", "NoduleMask", "NoduleMeasurement", "NoduleStatus"]
+__all__ = [
+    "Candidate",
+    "Finding",
+    "LungSide",
+    "NoduleKind",
+    "NoduleMask",
+    "NoduleMeasurement",
+    "NoduleStatus",
+    "NoduleTrend",
+]
 
 
 class LungSide(StrEnum):
@@ -36,6 +45,18 @@ class NoduleStatus(StrEnum):
     NEW = "new"  # at follow-up only
     RESOLVED = "resolved"  # at baseline only
     BASELINE = "baseline"  # a study assessed without a prior (assess_study)
+
+
+class NoduleTrend(StrEnum):
+    """How a nodule seen in both studies changed, judged against its measurement uncertainty.
+
+    GROWING / SHRINKING only when the volume change exceeds what re-measuring the same nodule would give
+    (:mod:`MedAIExtension.tracking.repeatability`); otherwise STABLE ("stable within measurement error").
+    """
+
+    GROWING = "growing"
+    SHRINKING = "shrinking"
+    STABLE = "stable within measurement error"
 
 
 @dataclass(frozen=True)
