@@ -59,11 +59,20 @@ def _cmd_segment(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]
 
 
 def _cmd_evaluate(args: argparse.Namespace, _bar: Any, warn: Callable[[str], None]) -> int:
+    from MedAIExtension.errors import InputError
     from MedAIExtension.io.loader import load_image
     from MedAIExtension.metrics import compare_labelmaps, format_metrics_table
 
-    pred = load_image(args.pred, warn=warn)
-    ref = load_image(args.ref, warn=warn)
+    if len(args.pred) != len(args.ref):
+        raise InputError(
+            f"Give one --ref per --pred ({len(args.pred)} predictions, {len(args.ref)} references), in the same order."
+        )
+    if args.froc:
+        return _evaluate_froc(args, warn)
+    if len(args.pred) > 1:
+        raise InputError("Per-label metrics compare one prediction with one reference; use --froc for several scans.")
+    pred = load_image(args.pred[0], warn=warn)
+    ref = load_image(args.ref[0], warn=warn)
     labels = None
     if args.model:
         from MedAIExtension.models.catalog import load_catalog
@@ -74,6 +83,22 @@ def _cmd_evaluate(args: argparse.Namespace, _bar: Any, warn: Callable[[str], Non
         print(json.dumps([r.to_dict() for r in rows], indent=2))
     else:
         print(format_metrics_table(rows, args.tolerance))
+    return 0
+
+
+def _evaluate_froc(args: argparse.Namespace, warn: Callable[[str], None]) -> int:
+    from MedAIExtension.errors import InputError
+    from MedAIExtension.io.loader import load_image
+    from MedAIExtension.segmentation.froc import format_froc, froc, scan_detections
+
+    if args.label is None:
+        raise InputError("--froc needs --label: the reference label value of the lesions (e.g. 2 for nodules).")
+    scans = []
+    for pred_path, ref_path in zip(args.pred, args.ref):
+        prediction, reference = load_image(pred_path, warn=warn), load_image(ref_path, warn=warn)
+        scans.append(scan_detections(prediction, reference, args.label, threshold=args.threshold))
+    result = froc(scans)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_froc(result))
     return 0
 
 
@@ -99,9 +124,20 @@ def add_segment_parser(sub: SubParsers, set_handler: SetHandler) -> None:
 
 def add_evaluate_parser(sub: SubParsers, set_handler: SetHandler) -> None:
     """Register ``medai evaluate`` on the CLI's sub-parsers (see :mod:`MedAIExtension.command_types`)."""
-    ev = sub.add_parser("evaluate", help="Dice, IoU, HD95, surface Dice of a prediction against a reference")
-    ev.add_argument("--pred", required=True)
-    ev.add_argument("--ref", required=True)
+    ev = sub.add_parser(
+        "evaluate",
+        help="Dice, IoU, HD95, surface Dice of a prediction against a reference; or lesion detection (--froc)",
+    )
+    ev.add_argument("--pred", required=True, action="append", help="prediction (repeat with --froc: one per scan)")
+    ev.add_argument("--ref", required=True, action="append", help="reference label map (one per --pred, in order)")
+    ev.add_argument(
+        "--froc",
+        action="store_true",
+        help="lesion-level FROC and LUNA16 CPM over the scans: a float --pred is a lesion probability map "
+        "(candidates scored by their peak), an integer one a label map (one operating point)",
+    )
+    ev.add_argument("--label", type=int, default=None, help="with --froc: the lesion label value")
+    ev.add_argument("--threshold", type=float, default=0.5, help="with --froc: probability that makes a candidate")
     ev.add_argument("--model", default=None, help="name the labels after this model's catalogue entry")
     ev.add_argument("--tolerance", type=float, default=1.0, help="surface Dice tolerance in mm")
     ev.add_argument("--json", action="store_true")

@@ -34,8 +34,11 @@ __all__ = [
     "Lesion",
     "ScanDetections",
     "candidates_from_probability",
+    "format_froc",
     "froc",
+    "lesions_from_instances",
     "lesions_from_labelmap",
+    "scan_detections",
 ]
 
 #: False positives per scan at which the LUNA16 CPM averages the sensitivity.
@@ -122,11 +125,8 @@ def _ras_of(image: Image, kji: np.ndarray) -> np.ndarray:
     return (image.ijk_to_ras @ ijk1.T).T[:, :3]
 
 
-def lesions_from_labelmap(reference: Image, label: int | Sequence[int]) -> tuple[Lesion, ...]:
-    """The connected components of ``label`` (one value or several, merged) in a reference label map."""
-    values = [label] if isinstance(label, int) else list(label)
-    mask = np.isin(reference.array, values)
-    components, _ = ndimage.label(mask, structure=_CONNECTIVITY)
+def _lesions(reference: Image, components: np.ndarray) -> tuple[Lesion, ...]:
+    """One lesion per positive value of ``components`` (an integer array on ``reference``'s grid)."""
     ras_to_ijk = np.linalg.inv(reference.ijk_to_ras)
     lesions = []
     for index, box in enumerate(ndimage.find_objects(components), start=1):
@@ -139,6 +139,25 @@ def lesions_from_labelmap(reference: Image, label: int | Sequence[int]) -> tuple
         voxels = frozenset((int(k), int(j), int(i)) for k, j, i in local)
         lesions.append(Lesion(_point(ras.mean(axis=0)), diameter, voxels, ras_to_ijk))
     return tuple(lesions)
+
+
+def lesions_from_labelmap(reference: Image, label: int | Sequence[int]) -> tuple[Lesion, ...]:
+    """The connected components of ``label`` (one value or several, merged) in a reference label map."""
+    values = [label] if isinstance(label, int) else list(label)
+    components, _ = ndimage.label(np.isin(reference.array, values), structure=_CONNECTIVITY)
+    return _lesions(reference, components)
+
+
+def lesions_from_instances(instances: Image) -> tuple[Lesion, ...]:
+    """One lesion per distinct positive value of an instance map (e.g. a phantom's nodule ids), touching or not."""
+    values = np.asarray(instances.array)
+    if not np.issubdtype(values.dtype, np.integer) or values.min(initial=0) < 0:
+        raise InputError("An instance map holds one non-negative integer per lesion (0 = background).")
+    _, dense = np.unique(values, return_inverse=True)  # 0 stays 0 when present
+    dense = dense.reshape(values.shape)
+    if values.min(initial=0) != 0:
+        dense = dense + 1
+    return _lesions(instances, dense.astype(np.int32))
 
 
 def candidates_from_probability(
@@ -227,3 +246,27 @@ def _sensitivity_at(rate: float, fp_per_scan: Sequence[float], sensitivity: Sequ
         best[x] = max(y, best.get(x, 0.0))
     points = sorted(best.items())
     return float(np.interp(rate, [p[0] for p in points], [p[1] for p in points]))
+
+
+def scan_detections(prediction: Image, reference: Image, label: int, threshold: float = 0.5) -> ScanDetections:
+    """What ``medai evaluate --froc`` scores for one scan: candidates from a prediction, lesions from a reference.
+
+    A floating-point prediction is a probability map of the lesion class (candidates scored by their peak); an
+    integer one is a label map, whose components of ``label`` are candidates scored 1 (a single operating point).
+    """
+    if np.issubdtype(prediction.array.dtype, np.floating):
+        candidates = candidates_from_probability(prediction, threshold)
+    else:
+        mask = prediction.with_array((prediction.array == label).astype(np.float32))
+        candidates = tuple(Candidate(c.center_ras, 1.0) for c in candidates_from_probability(mask, 0.5))
+    return ScanDetections(candidates, lesions_from_labelmap(reference, label))
+
+
+def format_froc(result: FrocResult) -> str:
+    """A short table: sensitivity at each false-positive rate, the CPM, lesions found."""
+    rates = "  ".join(f"{rate:g}: {value:.3f}" for rate, value in result.sensitivity_at.items())
+    return (
+        f"FROC over {result.scans} scan(s), {result.lesions} lesion(s), {result.detected} hit at any score\n"
+        f"  sensitivity at false positives per scan  {rates}\n"
+        f"  CPM (mean of those) {result.cpm:.3f}"
+    )

@@ -130,3 +130,56 @@ def test_a_hit_inside_an_irregular_mass_far_from_its_centroid_counts() -> None:
     assert not lesion.contains(outside)
     result = froc([ScanDetections((Candidate(tuple(on_ring), 0.8),), (lesion,))])
     assert result.cpm == 1.0
+
+
+# --- medai evaluate --froc ------------------------------------------------------------------------------------
+
+
+def _write_case(tmp_path, name: str, spacing=(0.7, 0.8, 2.5)) -> tuple[str, str, str]:
+    """A reference with two lesions (label 2) and a lung label (1); a probability map hitting one, plus an FP."""
+    from MedAIExtension.io.volume_files import write_volume_file
+
+    shape = (24, 80, 80)
+    reference = np.zeros(shape, np.uint8)
+    reference[_ellipsoid(shape, (12, 40, 40), 30.0, spacing)] = 1
+    reference[_ellipsoid(shape, (12, 20, 20), 6.0, spacing)] = 2
+    reference[_ellipsoid(shape, (10, 60, 60), 4.0, spacing)] = 2
+    probability = np.zeros(shape, np.float32)
+    probability[_ellipsoid(shape, (12, 20, 20), 6.0, spacing)] = 0.9
+    probability[_ellipsoid(shape, (5, 60, 20), 3.0, spacing)] = 0.6
+    labels = (probability > 0.5).astype(np.uint8) * 2
+    ref_path = write_volume_file(_grid(reference, spacing), tmp_path / f"{name}-ref.nii.gz")
+    prob_path = write_volume_file(_grid(probability, spacing), tmp_path / f"{name}-prob.nii.gz")
+    label_path = write_volume_file(_grid(labels, spacing), tmp_path / f"{name}-labels.nii.gz")
+    return str(prob_path), str(label_path), str(ref_path)
+
+
+def test_medai_evaluate_froc_over_several_scans(tmp_path, capsys) -> None:
+    import json
+
+    from MedAIExtension.cli import main
+
+    first, second = _write_case(tmp_path, "a"), _write_case(tmp_path, "b")
+    args = ["evaluate", "--froc", "--label", "2", "--json"]
+    for prob, _, ref in (first, second):
+        args += ["--pred", prob, "--ref", ref]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["scans"], report["lesions"], report["detected"]) == (2, 4, 2)
+    # strictest point: 2 of 4 lesions at 0 FP; then 1 FP per scan at 0.6, still half of them
+    assert report["sensitivity_at_fp_per_scan"]["0.125"] == pytest.approx(0.5)
+    assert report["cpm"] == pytest.approx(0.5)
+    # a label map gives one operating point: every candidate scored 1
+    assert main(["evaluate", "--froc", "--label", "2", "--pred", first[1], "--ref", first[2]]) == 0
+    text = capsys.readouterr().out
+    assert "CPM" in text and "1 scan(s), 2 lesion(s), 1 hit" in text
+
+
+def test_medai_evaluate_froc_refuses_mismatched_or_unlabelled_input(tmp_path, capsys) -> None:
+    from MedAIExtension.cli import main
+
+    prob, _, ref = _write_case(tmp_path, "a")
+    assert main(["evaluate", "--froc", "--pred", prob, "--ref", ref]) != 0
+    assert "--label" in capsys.readouterr().err
+    assert main(["evaluate", "--froc", "--label", "2", "--pred", prob, "--pred", prob, "--ref", ref]) != 0
+    assert "one --ref per --pred" in capsys.readouterr().err
