@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from MedAIExtension.io.image import Image
 from MedAIExtension.metrics import dice
 from MedAIExtension.models.backends import load_backend
 from MedAIExtension.models.catalog import DEFAULT_CATALOG, ModelEntry
 from MedAIExtension.models.devices import cpu_threads
-from MedAIExtension.models.inference import run_inference
+from MedAIExtension.models.inference import predict_scores, prepare_input, scores_to_labelmap
 from MedAIExtension.models.preprocessing import (
     crop_image,
     foreground_bounding_box,
@@ -37,8 +38,9 @@ from MedAIExtension.models.preprocessing import (
     normalize_intensity,
     resample_to_grid,
 )
-from MedAIExtension.phantom import generate_chest_phantom, random_phantom_spec
+from MedAIExtension.phantom import LABEL_NODULE, generate_chest_phantom, random_phantom_spec
 from MedAIExtension.phantom.spec import PhantomSpec, _rows, _triple
+from MedAIExtension.segmentation.froc import ScanDetections, candidates_from_probability, froc, lesions_from_instances
 from MedAIExtension.training.export import export_onnx, update_catalog, write_monai_bundle
 from MedAIExtension.training.network import NETWORK_ARGS, build_network
 
@@ -293,22 +295,43 @@ def train(
     return network.eval()
 
 
-def evaluate_on_heldout(entry: ModelEntry, seeds: Sequence[int], log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the catalogued model through the real inference path on held-out phantoms; Dice per label.
+def _prediction_with_nodule_probability(image: Image, entry: ModelEntry, backend: Any) -> tuple[np.ndarray, Image]:
+    """The label map on ``image``'s grid (as ``run_inference`` makes it) and the nodule class's softmax probability
+    on the model grid, from one network pass."""
+    prepared = prepare_input(image, entry)
+    if prepared is None:
+        empty = np.zeros(image.shape, dtype=np.float32)
+        return empty.astype(np.uint8), image.with_array(empty)
+    scores, _ = predict_scores(prepared, backend)
+    labelmap = scores_to_labelmap(scores, prepared, entry, image)
+    channel = 1 + [label.value for label in entry.labels].index(LABEL_NODULE)
+    shifted = np.exp(scores - scores.max(axis=0, keepdims=True))
+    probability = (shifted[channel] / shifted.sum(axis=0)).astype(np.float32)
+    return labelmap, Image(np.ascontiguousarray(probability), prepared.model_ijk_to_ras)
 
-    Nodule Dice is measured per nodule ≥ 6 mm inside a box of twice its diameter around it.
+
+def evaluate_on_heldout(entry: ModelEntry, seeds: Sequence[int], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the catalogued model through the real inference path on held-out phantoms.
+
+    Dice per label; nodule Dice per nodule ≥ 6 mm inside a box of twice its diameter around it; and nodule
+    detection scored lesion by lesion (:mod:`MedAIExtension.segmentation.froc`: FROC, LUNA16 CPM, false-positive
+    components per scan), candidates being the regions of nodule probability above 0.5 scored by their peak.
     """
 
     backend = load_backend(entry, "cpu")
     lung, nodules, nodule_label = [], [], []
+    scans: list[ScanDetections] = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
         size, spacing = _random_native_grid(rng)
         phantom = generate_chest_phantom(random_phantom_spec(seed, size_ijk=size, spacing=spacing))
-        pred = run_inference(phantom.ct, entry, backend).labelmap.array
+        pred, probability = _prediction_with_nodule_probability(phantom.ct, entry, backend)
         truth = phantom.labels.array
         lung.append(dice(pred == 1, truth == 1))
         nodule_label.append(dice(pred == 2, truth == 2))
+        scans.append(
+            ScanDetections(candidates_from_probability(probability, 0.5), lesions_from_instances(phantom.nodule_ids))
+        )
         for nod in phantom.truth["nodules"]:
             if nod["diameter_mm"] < 6.0:
                 continue
@@ -318,12 +341,22 @@ def evaluate_on_heldout(entry: ModelEntry, seeds: Sequence[int], log: Callable[[
             box = tuple(slice(max(c - h, 0), c + h + 1) for c, h in zip(centre, half))
             nodules.append(dice(pred[box] == 2, truth[box] == 2))
         log(f"  held-out seed {seed}: lung Dice {lung[-1]:.3f}, nodule-label Dice {nodule_label[-1]:.3f}")
+    detection = froc(scans)
+    false_positives = [
+        sum(1 for c in scan.candidates if not any(lesion.contains(c.center_ras) for lesion in scan.lesions))
+        for scan in scans
+    ]
     return {
         "heldout_seeds": list(seeds),
         "dice_lung": round(float(np.mean(lung)), 4),
         "dice_nodule_label": round(float(np.mean(nodule_label)), 4),
         "dice_nodules_ge_6mm": round(float(np.mean(nodules)), 4) if nodules else None,
         "nodules_ge_6mm": len(nodules),
+        "froc_cpm": round(detection.cpm, 4),
+        "froc_sensitivity_at_fp_per_scan": {f"{k:g}": round(v, 4) for k, v in detection.sensitivity_at.items()},
+        "lesions": detection.lesions,
+        "lesions_detected": detection.detected,
+        "false_positive_components_per_scan": round(float(np.mean(false_positives)), 2),
     }
 
 

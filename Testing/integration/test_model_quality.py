@@ -30,6 +30,11 @@ def heldout_metrics() -> dict[str, Any]:
         f"  {MODEL_NAME}: Dice lungs {metrics['dice_lung']:.3f} (target ≥ 0.90), nodules ≥ 6 mm "
         f"{metrics['dice_nodules_ge_6mm']:.3f} over {metrics['nodules_ge_6mm']} nodules (target ≥ 0.70)"
     )
+    print(
+        f"  detection: CPM {metrics['froc_cpm']:.3f}, sensitivity at 1/8..8 FP per scan "
+        f"{metrics['froc_sensitivity_at_fp_per_scan']}, {metrics['lesions_detected']} of {metrics['lesions']} "
+        f"nodules hit, {metrics['false_positive_components_per_scan']} false-positive components per scan"
+    )
     return metrics
 
 
