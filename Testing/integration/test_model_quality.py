@@ -50,3 +50,10 @@ def test_nodule_dice_reaches_the_target(heldout_metrics: dict[str, Any]) -> None
 def test_nodule_label_has_few_false_positives(heldout_metrics: dict[str, Any]) -> None:
     """Dice of the whole nodule label (false positives anywhere in the lungs count against it)."""
     assert heldout_metrics["dice_nodule_label"] >= 0.65
+
+
+def test_nodule_detection_froc(heldout_metrics: dict[str, Any]) -> None:
+    """Lesion-level detection (LUNA16 CPM) of the shipped model on these v1 phantoms: 0.849 when measured
+    (2026-12-07); issue 17's targets (CPM ≥ 0.85, ≤ 2 false positives ≥ 3 mm per scan) are for phantom-v2."""
+    assert heldout_metrics["lesions"] >= 30
+    assert heldout_metrics["froc_cpm"] >= 0.80
