@@ -20,6 +20,7 @@ from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import CodedTerm, SegmentLabel
 from MedAIExtension.phantom.anatomy import build_layout, lung_sdf, nodule_center
+from MedAIExtension.phantom.ct_noise import KERNELS
 from MedAIExtension.phantom.grid import ChunkGrid
 from MedAIExtension.phantom.render import LABEL_LUNG, LABEL_NODULE, NoduleTruth, Renderer
 from MedAIExtension.phantom.spec import (
@@ -124,7 +125,18 @@ def generate_chest_phantom(
     # A moved patient (spec.pose_ras) is sampled by taking the scanner grid into the body frame.
     sampled = affine if spec.pose_ras is None else np.linalg.inv(spec.pose) @ affine
     grid = ChunkGrid(sampled, spec.shape, layout.origin_ras)
-    renderer = Renderer(grid, layout, vessels, nodules, spec.seed, spec.noise_hu, spec.effective_noise_seed)
+    kernel = KERNELS[spec.noise_kernel] if spec.noise_kernel is not None else None
+    renderer = Renderer(
+        grid,
+        layout,
+        vessels,
+        nodules,
+        spec.seed,
+        spec.noise_hu,
+        spec.effective_noise_seed,
+        noise_kernel=kernel,
+        slice_thickness_mm=spec.slice_thickness_mm,
+    )
     report(0.0, "Rendering phantom slices")
     ct, labels, ids = renderer.run(report)
     description = "MedAI synthetic chest CT phantom"
@@ -198,6 +210,10 @@ def _truth(
         extra["pose_ras"] = [list(row) for row in spec.pose_ras]
     if spec.noise_seed is not None:
         extra["noise_seed"] = spec.noise_seed
+    if spec.noise_kernel is not None:
+        extra["noise_kernel"] = spec.noise_kernel
+    if spec.slice_thickness_mm is not None:
+        extra["slice_thickness_mm"] = spec.slice_thickness_mm
     return {
         "generator": "MedAIExtension.phantom.chest",
         "seed": spec.seed,

@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from MedAIExtension.phantom import _sdf
 from MedAIExtension.phantom.anatomy import Layout, Tube, lung_bounds, lung_parts, mediastinum_sdf
+from MedAIExtension.phantom.ct_noise import ReconKernel, ct_noise_slices
 from MedAIExtension.phantom.grid import Block, ChunkGrid, intersect, slab_block
 from MedAIExtension.phantom.spec import LungSide
 from MedAIExtension.tracking.types import NoduleKind
@@ -120,6 +121,8 @@ class Renderer:
         seed: int,
         noise_hu: float,
         noise_seed: int | None = None,
+        noise_kernel: ReconKernel | None = None,
+        slice_thickness_mm: float | None = None,
     ) -> None:
         self.grid = grid
         self.layout = layout
@@ -127,6 +130,8 @@ class Renderer:
         self.seed = seed
         self.noise_seed = seed if noise_seed is None else noise_seed
         self.noise_hu = noise_hu
+        self.noise_kernel = noise_kernel
+        self.slice_thickness_mm = slice_thickness_mm
         self.lung_voxels = {side: 0 for side in LungSide}
         rng = np.random.default_rng([seed, 1])
         wave_dirs = rng.normal(size=(_N_TEXTURE_WAVES, 3))
@@ -370,10 +375,27 @@ class Renderer:
 
     # ---- noise ----------------------------------------------------------------------------------------------
     def _add_noise(self, slab: _Slab) -> None:
-        """Add correlated (in-plane smoothed) Gaussian noise; each slice's noise depends only on seed and k."""
+        """Add correlated Gaussian noise; each slice's noise depends only on seed and k.
+
+        With a reconstruction kernel the noise has that kernel's noise power spectrum (and z correlation from the
+        slice thickness, :mod:`MedAIExtension.phantom.ct_noise`); without one it is white noise smoothed in-plane.
+        """
         if self.noise_hu <= 0.0:
             return
         _, nj, ni = self.grid.shape
+        if self.noise_kernel is not None:
+            spacing_i, spacing_j, spacing_k = (float(v) for v in self.grid.spacing)
+            slab.hu += ct_noise_slices(
+                self.noise_seed,
+                range(slab.k0, slab.k1),
+                (nj, ni),
+                (spacing_j, spacing_i),
+                self.noise_hu,
+                self.noise_kernel,
+                slice_thickness_mm=self.slice_thickness_mm,
+                slice_increment_mm=spacing_k,
+            )
+            return
         noise = np.empty(slab.hu.shape, dtype=np.float32)
         for n, k in enumerate(range(slab.k0, slab.k1)):
             rng = np.random.default_rng([self.noise_seed, 2, k])

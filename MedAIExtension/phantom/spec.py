@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from MedAIExtension.errors import InputError
+from MedAIExtension.phantom.ct_noise import KERNELS
 from MedAIExtension.phantom.grid import AXIAL, make_affine, normalized_direction
 from MedAIExtension.tracking.types import LungSide, NoduleKind
 
@@ -218,6 +219,11 @@ class PhantomSpec:
             on the table at a follow-up scan. None: the body frame is the scanner frame.
         noise_seed: seed of the image noise only (default: ``seed``); a follow-up study of the same patient
             keeps ``seed`` (same vessels and texture) and takes a new noise realisation.
+        noise_kernel: None for the original in-plane smoothed noise; or the name of a reconstruction kernel of
+            :data:`MedAIExtension.phantom.ct_noise.KERNELS` (``"soft"`` … ``"lung"``) for noise with that kernel's
+            noise power spectrum, the texture of real filtered back-projection CT.
+        slice_thickness_mm: with ``noise_kernel``, the reconstructed slice thickness (default: the slice spacing);
+            thicker than the spacing correlates the noise of neighbouring slices as overlapping reconstructions do.
     """
 
     size_ijk: tuple[int, int, int] = (512, 512, 300)
@@ -230,6 +236,8 @@ class PhantomSpec:
     anatomy: AnatomySpec = field(default_factory=AnatomySpec)
     pose_ras: tuple[tuple[float, float, float, float], ...] | None = None
     noise_seed: int | None = None
+    noise_kernel: str | None = None
+    slice_thickness_mm: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size_ijk", _size_triple(self.size_ijk))
@@ -262,6 +270,13 @@ class PhantomSpec:
             if self.noise_seed < 0:
                 raise InputError(f"noise_seed must be a non-negative integer or None, got {self.noise_seed!r}.")
             object.__setattr__(self, "noise_seed", int(self.noise_seed))
+        if self.noise_kernel is not None and self.noise_kernel not in KERNELS:
+            raise InputError(f"noise_kernel must be None or one of {sorted(KERNELS)}, got {self.noise_kernel!r}.")
+        if self.slice_thickness_mm is not None:
+            thickness = float(self.slice_thickness_mm)
+            if not 0.0 < thickness <= 20.0:
+                raise InputError(f"slice_thickness_mm must be in (0, 20] mm, got {self.slice_thickness_mm!r}.")
+            object.__setattr__(self, "slice_thickness_mm", thickness)
 
     @property
     def pose(self) -> np.ndarray:

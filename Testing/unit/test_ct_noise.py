@@ -76,3 +76,52 @@ def test_bad_arguments_are_clear_errors() -> None:
         ct_noise_slices(0, range(1), (64, 64), SPACING, 1.0, slice_thickness_mm=0.0)
     with pytest.raises(InputError, match="at least"):
         radial_nps(np.zeros((1, 32, 32), np.float32), SPACING)
+
+
+# --- in the phantom renderer ----------------------------------------------------------------------------------
+
+
+def _phantom_noise(kernel: str | None, noise_seed: int, thickness: float | None = None) -> np.ndarray:
+    from MedAIExtension.phantom import PhantomSpec, generate_chest_phantom
+
+    spec = PhantomSpec(
+        size_ijk=(192, 192, 12),
+        spacing=(0.7, 0.7, 1.0),
+        nodules=(),
+        seed=4,
+        noise_hu=25.0,
+        noise_seed=noise_seed,
+        noise_kernel=kernel,
+        slice_thickness_mm=thickness,
+    )
+    return generate_chest_phantom(spec).ct.array.astype(np.float32)
+
+
+@pytest.mark.parametrize("kernel", ["soft", "lung"])
+def test_phantoms_rendered_with_a_kernel_have_its_texture(kernel: str) -> None:
+    # Two noise realisations of one patient: the anatomy cancels in the difference, the noise stays (x sqrt 2).
+    difference = (_phantom_noise(kernel, 1) - _phantom_noise(kernel, 2)) / np.sqrt(2.0)
+    centre = difference[:, 32:160, 32:160]  # inside the body: no air clipped at -1024 HU
+    assert float(centre.std()) == pytest.approx(25.0, rel=0.1)
+    frequency, nps = radial_nps(centre, (0.7, 0.7))
+    assert nps_peak_frequency(frequency, nps) == pytest.approx(KERNELS[kernel].peak_cycles_per_mm, abs=0.06)
+
+
+def test_default_phantom_noise_is_unchanged_and_thickness_correlates_slices() -> None:
+    default = _phantom_noise(None, 1) - _phantom_noise(None, 2)
+    _, nps = radial_nps(default[:, 32:160, 32:160], (0.7, 0.7))
+    assert nps[0] > 0.5 * nps.max()  # the original noise: smoothed white noise, low-pass
+    thick = (_phantom_noise("standard", 1, thickness=3.0) - _phantom_noise("standard", 2, thickness=3.0))[
+        :, 32:160, 32:160
+    ]
+    correlation = float(np.corrcoef(thick[:-1].ravel(), thick[1:].ravel())[0, 1])
+    assert correlation == pytest.approx(0.826, abs=0.05)
+
+
+def test_a_phantom_kernel_must_be_known() -> None:
+    from MedAIExtension.phantom import PhantomSpec
+
+    with pytest.raises(InputError, match="noise_kernel"):
+        PhantomSpec(noise_kernel="bone-ultra")
+    with pytest.raises(InputError, match="slice_thickness_mm"):
+        PhantomSpec(slice_thickness_mm=0.0)
