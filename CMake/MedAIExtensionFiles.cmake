@@ -110,6 +110,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/pacs/stores.py
   MedAIExtension/phantom/__init__.py
   MedAIExtension/phantom/_sdf.py
+  MedAIExtension/phantom/acquisition.py
   MedAIExtension/phantom/anatomy.py
   MedAIExtension/phantom/chest.py
   MedAIExtension/phantom/commands.py
@@ -155,6 +156,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/axes.py
   MedAIExtension/tracking/blob_detector.py
   MedAIExtension/tracking/commands.py
+  MedAIExtension/tracking/confirmation.py
   MedAIExtension/tracking/detection.py
   MedAIExtension/tracking/growth.py
   MedAIExtension/tracking/location.py
@@ -167,6 +169,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/outputs.py
   MedAIExtension/tracking/pipeline.py
   MedAIExtension/tracking/prior.py
+  MedAIExtension/tracking/reading.py
   MedAIExtension/tracking/recommendations.py
   MedAIExtension/tracking/registration.py
   MedAIExtension/tracking/registration_checks.py
@@ -176,6 +179,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/results.py
   MedAIExtension/tracking/scene.py
   MedAIExtension/tracking/surface_fit.py
+  MedAIExtension/tracking/trend.py
   MedAIExtension/tracking/types.py
   MedAIExtension/tracking/vessel_rejection.py
   MedAIExtension/training/__init__.py

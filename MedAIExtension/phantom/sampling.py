@@ -28,6 +28,8 @@ def random_phantom_spec(
     center_ras: Sequence[float] = (0.0, 0.0, 0.0),
     max_nodules: int = 4,
     diameter_range_mm: tuple[float, float] = (4.0, 20.0),
+    masses: int = 0,
+    mass_range_mm: tuple[float, float] = (30.0, 70.0),
 ) -> PhantomSpec:
     """A random phantom spec: habitus, lung position, 1..``max_nodules`` nodules, kinds, sizes and noise.
 
@@ -42,6 +44,8 @@ def random_phantom_spec(
         center_ras: RAS centre of the field of view.
         max_nodules: largest number of nodules (at least 1 is always placed).
         diameter_range_mm: smallest and largest nodule diameter.
+        masses: lesions of ``mass_range_mm`` placed before the nodules (0 by default: the v1 training sets).
+        mass_range_mm: smallest and largest mass diameter.
 
     Returns:
         A validated :class:`PhantomSpec`.
@@ -77,6 +81,10 @@ def random_phantom_spec(
     count = int(rng.integers(1, max_nodules + 1))
     nodules: list[NoduleSpec] = []
     centers: list[tuple[np.ndarray, float]] = []
+    for _ in range(masses):  # drawn after the nodule count, so masses=0 leaves the v1 specs as they were
+        mass = _place_nodule(rng, layout, affine, size_ijk, centers, mass_range_mm)
+        if mass is not None:
+            nodules.append(mass)
     for _ in range(count):
         nodule = _place_nodule(rng, layout, affine, size_ijk, centers, (low_d, high_d))
         if nodule is not None:

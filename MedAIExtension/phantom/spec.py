@@ -25,7 +25,7 @@ __all__ = [
     "rigid_matrix",
 ]
 
-_MAX_DIAMETER_MM = 60.0
+_MAX_DIAMETER_MM = 80.0  # masses up to 70 mm (issue 17)
 _MAX_VOXELS = 2048**3 // 8
 
 
