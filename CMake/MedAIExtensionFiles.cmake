@@ -118,6 +118,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/phantom/followup.py
   MedAIExtension/phantom/followup_model.py
   MedAIExtension/phantom/grid.py
+  MedAIExtension/phantom/lesion_shape.py
   MedAIExtension/phantom/patches.py
   MedAIExtension/phantom/render.py
   MedAIExtension/phantom/sampling.py

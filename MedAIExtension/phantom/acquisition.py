@@ -73,7 +73,8 @@ def random_ct_spec(
 
     ``fov_mm`` is the field of view (R-L, A-P, S-I) centred on the chest; the voxel counts follow from the sampled
     spacing, and the in-plane pixel is enlarged when the grid would exceed ``max_voxels`` (so thin-slice, fine-
-    pixel draws stay renderable). With ``mass_probability`` one lesion of 30-70 mm is added (a mass).
+    pixel draws stay renderable). With ``mass_probability`` one lesion of 30-70 mm is added (a mass); about half of
+    the lesions get a lobulated outline (:mod:`~MedAIExtension.phantom.lesion_shape`).
     """
     if not 0.0 <= mass_probability <= 1.0:
         raise InputError(f"mass_probability must be in [0, 1], got {mass_probability}.")
@@ -98,8 +99,15 @@ def random_ct_spec(
         diameter_range_mm=diameter_range_mm,
         masses=1 if with_mass else 0,
     )
+    lesions = tuple(  # half of them lobulated (the same volume; the axes differ)
+        dataclasses.replace(n, lobulation=round(float(rng.uniform(0.1, 0.25)), 3), shape_seed=int(rng.integers(2**31)))
+        if rng.random() < 0.5
+        else n
+        for n in spec.nodules
+    )
     spec = dataclasses.replace(
         spec,
+        nodules=lesions,
         noise_hu=acquisition.noise_hu,
         noise_kernel=acquisition.kernel,
         slice_thickness_mm=acquisition.slice_thickness_mm,

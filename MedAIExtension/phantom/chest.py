@@ -22,6 +22,7 @@ from MedAIExtension.labels import CodedTerm, SegmentLabel
 from MedAIExtension.phantom.anatomy import build_layout, lung_sdf, nodule_center
 from MedAIExtension.phantom.ct_noise import KERNELS
 from MedAIExtension.phantom.grid import ChunkGrid
+from MedAIExtension.phantom.lesion_shape import lobed_shape
 from MedAIExtension.phantom.render import LABEL_LUNG, LABEL_NODULE, NoduleTruth, Renderer
 from MedAIExtension.phantom.spec import (
     DEFAULT_NODULES,
@@ -167,7 +168,8 @@ def _resolve_nodules(spec: PhantomSpec, layout: Any) -> list[NoduleTruth]:
         if nodule.kind is NoduleKind.PART_SOLID:
             assert nodule.solid_fraction is not None  # set for every part-solid nodule on construction
             core = nodule.radius_mm * nodule.solid_fraction
-        out.append(NoduleTruth(index, NoduleKind(nodule.kind), center, nodule.radius_mm, core))
+        shape = lobed_shape(nodule.lobulation, nodule.shape_seed)
+        out.append(NoduleTruth(index, NoduleKind(nodule.kind), center, nodule.radius_mm, core, shape))
     return out
 
 
@@ -192,6 +194,7 @@ def _truth(
                 "center_ras": [round(float(v), 4) for v in center_ras],
                 "lung": min(sides, key=sides.__getitem__).value,
                 "juxta_pleural": nodule.juxta_pleural,
+                **({"lobulation": nodule.lobulation} if nodule.lobulation else {}),  # diameter: volume-equivalent
                 "diameter_mm": nodule.diameter_mm,
                 "mean_diameter_mm": nodule.diameter_mm,
                 "volume_mm3": round(nodule.volume_mm3, 3),

@@ -19,6 +19,7 @@ from MedAIExtension.phantom import _sdf
 from MedAIExtension.phantom.anatomy import Layout, Tube, lung_bounds, lung_parts, mediastinum_sdf
 from MedAIExtension.phantom.ct_noise import ReconKernel, ct_noise_slices
 from MedAIExtension.phantom.grid import Block, ChunkGrid, intersect, slab_block
+from MedAIExtension.phantom.lesion_shape import LobedShape
 from MedAIExtension.phantom.spec import LungSide
 from MedAIExtension.tracking.types import NoduleKind
 
@@ -62,6 +63,7 @@ class NoduleTruth:
     center: np.ndarray
     radius: float
     core_radius: float
+    shape: LobedShape | None = None  # None: a sphere
     voxels: int = 0
     core_voxels: int = 0
     index_sum: np.ndarray = field(default_factory=lambda: np.zeros(3))
@@ -345,11 +347,12 @@ class Renderer:
 
     def _nodules(self, slab: _Slab) -> None:
         for nodule in self.nodules:
-            b = self._block(slab, nodule.center - nodule.radius, nodule.center + nodule.radius)
+            reach = nodule.radius * (nodule.shape.max_relative_radius if nodule.shape is not None else 1.0)
+            b = self._block(slab, nodule.center - reach, nodule.center + reach)
             if b is None:
                 continue
             x, y, z = self.grid.slab_float64(b, slab.k0)
-            d, w = _sdf.sphere(x, y, z, nodule.center, nodule.radius, self.grid)
+            d, w = self._nodule_distance(x, y, z, nodule)
             inside = d <= 0.0
             slab.labels[b][inside] = LABEL_NODULE
             slab.ids[b][inside] = nodule.index
@@ -372,6 +375,17 @@ class Renderer:
                 d, w = _sdf.sphere(x, y, z, nodule.center, nodule.core_radius, self.grid)
                 nodule.core_voxels += int(np.count_nonzero(d <= 0.0))
                 _lerp(hu, self._fraction(d, w).astype(np.float32), HU["solid_core"])
+
+    def _nodule_distance(
+        self, x: np.ndarray, y: np.ndarray, z: np.ndarray, nodule: NoduleTruth
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Signed distance to the nodule's outline (exact for a sphere, radial for a lobulated one)."""
+        if nodule.shape is None:
+            return _sdf.sphere(x, y, z, nodule.center, nodule.radius, self.grid)
+        px, py, pz = x - nodule.center[0], y - nodule.center[1], z - nodule.center[2]
+        dist = np.maximum(np.sqrt(px * px + py * py + pz * pz), 1e-9)
+        ux, uy, uz = px / dist, py / dist, pz / dist
+        return dist - nodule.radius * nodule.shape.relative_radius(ux, uy, uz), self.grid.width(ux, uy, uz)
 
     # ---- noise ----------------------------------------------------------------------------------------------
     def _add_noise(self, slab: _Slab) -> None:

@@ -77,6 +77,9 @@ class NoduleSpec:
         position: (lateral, anterior, superior) in units of the lung's semi-axes, inside the unit ball;
             lateral is positive away from the midline on both sides.
         juxta_pleural: push the nodule outward along ``position`` until it abuts the pleura.
+        lobulation: 0 for a sphere; up to 0.5 for a lobulated outline of the same volume
+            (:mod:`MedAIExtension.phantom.lesion_shape`), ``diameter_mm`` being the volume-equivalent diameter.
+        shape_seed: which lobulated outline.
     """
 
     diameter_mm: float
@@ -86,9 +89,15 @@ class NoduleSpec:
     lung: LungSide | str | None = None
     position: tuple[float, float, float] | None = None
     juxta_pleural: bool = False
+    lobulation: float = 0.0
+    shape_seed: int = 0
 
     def __post_init__(self) -> None:
         kind = _enum(NoduleKind, self.kind, "Nodule kind")
+        lobulation = float(self.lobulation)
+        if not 0.0 <= lobulation <= 0.5:
+            raise InputError(f"lobulation must be in [0, 0.5] (0 = a sphere), got {self.lobulation!r}.")
+        object.__setattr__(self, "lobulation", lobulation)
         object.__setattr__(self, "kind", kind)
         diameter = float(self.diameter_mm)
         if not math.isfinite(diameter) or not 0.0 < diameter <= _MAX_DIAMETER_MM:

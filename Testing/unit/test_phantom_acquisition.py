@@ -46,6 +46,8 @@ def test_masses_appear_in_some_specs_and_never_change_the_v1_specs() -> None:
         spec, _ = random_ct_spec(seed, fov_mm=(300.0, 240.0, 250.0), mass_probability=1.0, max_voxels=1_000_000)
         diameters.append(max(n.diameter_mm for n in spec.nodules))
     assert sum(d >= 30.0 for d in diameters) >= 6
+    lobulated = [n.lobulation for seed in range(12) for n in random_ct_spec(seed, max_voxels=1_000_000)[0].nodules]
+    assert 0 < sum(v > 0 for v in lobulated) < len(lobulated) and max(lobulated) <= 0.25
     assert all(d <= 70.0 for d in diameters)
     # v1 training specs (masses=0) are exactly what they were: the mass draws come after the nodule count
     v1 = random_phantom_spec(1000, size_ijk=(96, 96, 64), spacing=(3.0, 3.0, 3.0))
