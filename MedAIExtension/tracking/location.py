@@ -12,6 +12,7 @@ and zone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -21,7 +22,7 @@ import pydicom
 from MedAIExtension.io.image import Image
 from MedAIExtension.tracking.types import LungSide
 
-__all__ = ["LungSide", "LungZone", "NoduleLocation", "locate_nodule"]
+__all__ = ["LungSide", "LungZone", "NoduleLocation", "NoduleLocator", "locate_nodule"]
 
 #: Sub-sampling of the lung mask when measuring its extent (voxels); the extent is needed to a few millimetres.
 _EXTENT_STEP = 2
@@ -76,19 +77,37 @@ def _image_number(image: Image, k: int) -> tuple[int, str]:
     return k + 1, "slice index"
 
 
+class NoduleLocator:
+    """Locates any number of nodules in one study, measuring the lungs' extent once.
+
+    ``lungs`` is the study's lung mask (``[k, j, i]``) or None (then side and zone are None).
+    """
+
+    def __init__(self, image: Image, lungs: np.ndarray | None) -> None:
+        self.image = image
+        self.extent = _lung_extent_ras(lungs, image) if lungs is not None else None
+
+    def locate(self, center_ras: tuple[float, float, float] | Sequence[float]) -> NoduleLocation:
+        """Side, zone and image number of ``center_ras``."""
+        image = self.image
+        centre = np.asarray(center_ras, dtype=float)
+        ijk = np.linalg.inv(image.ijk_to_ras) @ np.append(centre, 1.0)
+        k = int(np.clip(np.rint(ijk[2]), 0, image.shape[0] - 1))
+        number, kind = _image_number(image, k)
+        if self.extent is None:
+            return NoduleLocation(None, None, number, kind)
+        low, high = self.extent
+        side = LungSide.RIGHT if centre[0] > (low[0] + high[0]) / 2 else LungSide.LEFT
+        height = max(high[2] - low[2], 1e-6)
+        fraction_from_top = (high[2] - centre[2]) / height
+        zones = (LungZone.UPPER, LungZone.MIDDLE, LungZone.LOWER)
+        zone = zones[min(int(fraction_from_top * 3), 2)] if fraction_from_top > 0 else LungZone.UPPER
+        return NoduleLocation(side, zone, number, kind)
+
+
 def locate_nodule(center_ras: tuple[float, float, float], image: Image, lungs: np.ndarray | None) -> NoduleLocation:
-    """Side, zone and image number of ``center_ras`` in ``image`` (``lungs``: its lung mask, ``[k, j, i]``)."""
-    centre = np.asarray(center_ras, dtype=float)
-    ijk = np.linalg.inv(image.ijk_to_ras) @ np.append(centre, 1.0)
-    k = int(np.clip(np.rint(ijk[2]), 0, image.shape[0] - 1))
-    number, kind = _image_number(image, k)
-    extent = _lung_extent_ras(lungs, image) if lungs is not None else None
-    if extent is None:
-        return NoduleLocation(None, None, number, kind)
-    low, high = extent
-    side = LungSide.RIGHT if centre[0] > (low[0] + high[0]) / 2 else LungSide.LEFT
-    height = max(high[2] - low[2], 1e-6)
-    fraction_from_top = (high[2] - centre[2]) / height
-    zones = (LungZone.UPPER, LungZone.MIDDLE, LungZone.LOWER)
-    zone = zones[min(int(fraction_from_top * 3), 2)] if fraction_from_top > 0 else LungZone.UPPER
-    return NoduleLocation(side, zone, number, kind)
+    """Side, zone and image number of ``center_ras`` in ``image`` (``lungs``: its lung mask, ``[k, j, i]``).
+
+    For several nodules of one study use :class:`NoduleLocator`, which measures the lungs once.
+    """
+    return NoduleLocator(image, lungs).locate(center_ras)

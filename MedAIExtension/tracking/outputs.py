@@ -27,7 +27,9 @@ from MedAIExtension.io.volume_files import write_volume_file
 from MedAIExtension.mrml import close_scene, create_scene, labelmap_to_segmentation_node, write_seg_nrrd
 from MedAIExtension.progress import CancelToken, Progress
 from MedAIExtension.tracking.pipeline import StudyResult, TrackingOptions, TrackingResult, track_nodules
-from MedAIExtension.tracking.report import NoduleSide, nodule_picture, tracking_html
+from MedAIExtension.tracking.reading import Readings, exam_management, report_readings, report_rows
+from MedAIExtension.tracking.recommendations import NelsonResult
+from MedAIExtension.tracking.report import NoduleSide, crop_size_mm, nodule_picture, tracking_html
 
 __all__ = ["TrackRequest", "TrackingOutcome", "track_to_folder", "write_study_dicom", "write_tracking_outputs"]
 
@@ -65,15 +67,21 @@ def _timepoint_image(result: TrackingResult | StudyResult, timepoint: str) -> Im
     return result.followup.image
 
 
-def _report_items(result: TrackingResult | StudyResult, timepoint: str) -> list[NoduleReportItem]:
+def _report_items(
+    result: TrackingResult | StudyResult, timepoint: str, readings: Readings | None = None
+) -> list[NoduleReportItem]:
+    """The SR items of ``timepoint``: measurements and the reading (``readings`` from report_readings)."""
+    readings = readings if readings is not None else report_readings(result)
     items = []
     for nodule in result.nodules:
         finding = nodule.baseline if timepoint == "baseline" else nodule.followup
         if finding is None:
             continue
         m = finding.measurement
-        rads = nodule.baseline_lung_rads if timepoint == "baseline" else nodule.lung_rads
+        reading = readings[(nodule.number, timepoint)]
+        rads = reading.lung_rads
         change = nodule.change if timepoint == "followup" else None
+        where = reading.location
         items.append(
             NoduleReportItem(
                 tracking_id=nodule.tracking_id,
@@ -82,20 +90,38 @@ def _report_items(result: TrackingResult | StudyResult, timepoint: str) -> list[
                 kind=m.kind.value,
                 center_ras=(float(m.center_ras[0]), float(m.center_ras[1]), float(m.center_ras[2])),
                 volume_mm3=float(m.volume_mm3),
-                long_axis_mm=float(m.long_axis_mm),
-                short_axis_mm=float(m.short_axis_mm),
-                mean_diameter_mm=float(m.mean_diameter_mm),
+                long_axis_mm=round(float(m.long_axis_mm), 1),
+                short_axis_mm=round(float(m.short_axis_mm), 1),
+                mean_diameter_mm=round(float(m.mean_diameter_mm), 1),
                 mean_hu=float(m.mean_hu),
                 solid_volume_mm3=float(m.solid_volume_mm3) if m.kind.value == "part-solid" else None,
-                solid_mean_diameter_mm=float(m.solid_mean_diameter_mm) if m.kind.value == "part-solid" else None,
+                solid_mean_diameter_mm=(
+                    round(float(m.solid_mean_diameter_mm), 1) if m.kind.value == "part-solid" else None
+                ),
                 volume_change_percent=change.volume_change_percent if change else None,
-                vdt_days=change.vdt_days if change else None,
+                vdt_days=change.vdt_days if change and not reading.mass else None,  # a mass gets no VDT
                 diameter_change_mm=change.mean_diameter_change_mm if change else None,
                 lung_rads=str(rads.category) if rads else None,
                 lung_rads_reason=rads.reason if rads else None,
+                laterality=str(where.side) if where is not None and where.side is not None else None,
+                lung_zone=str(where.zone) if where is not None and where.zone is not None else None,
+                location=where.describe() if where is not None else None,
+                mass=reading.mass,
+                management=reading.management,
+                growth=reading.growth,
+                nelson=_nelson_text(reading.nelson, reading.nelson_note),
+                borderline=reading.borderline,
             )
         )
     return items
+
+
+def _nelson_text(nelson: NelsonResult | None, note: str | None) -> str | None:
+    """The NELSON category with its criterion, and why it differs from Lung-RADS when it does."""
+    if nelson is None:
+        return None
+    text = f"{nelson.category} ({nelson.reason})"
+    return f"{text}. {note}" if note else text
 
 
 def _write_dicom(
@@ -107,9 +133,10 @@ def _write_dicom(
     reading_priority: int | None = None,
     negative_report: bool = False,
     comments: Sequence[str] = (),
+    readings: Readings | None = None,
 ) -> None:
     image = _timepoint_image(result, timepoint)
-    items = _report_items(result, timepoint)
+    items = _report_items(result, timepoint, readings)
     if not items:
         if negative_report:  # no SEG (nothing segmented); an SR stating the nodule-free exam and its category
             sr_path = staging / f"{timepoint}_sr.dcm"
@@ -123,6 +150,7 @@ def _write_dicom(
                 algorithm_name="MedAI nodule tracking",
                 reading_priority=reading_priority,
                 comments=comments,
+                exam_management=exam_management(result, timepoint),
             )
             names[f"{timepoint}_sr"] = sr_path.name
         return  # the JSON/HTML report states the nodule-free exam (Lung-RADS 1)
@@ -154,6 +182,7 @@ def _write_dicom(
         algorithm_name="MedAI nodule tracking",
         reading_priority=reading_priority,
         comments=comments,
+        exam_management=exam_management(result, timepoint),
     )
     names[f"{timepoint}_sr"] = sr_path.name
 
@@ -214,7 +243,8 @@ def write_tracking_outputs(
     names: dict[str, str] = {}
     with staged_output(output_dir) as staged:
         staging = staged.folder
-        rows = result.rows()
+        readings = report_readings(result)
+        rows = report_rows(result, readings)
         reporter(0.05, "writing the nodule table")
         _write_csv(rows, staging / "tracking.csv")
         names["table_csv"] = "tracking.csv"
@@ -226,7 +256,7 @@ def write_tracking_outputs(
             write_volume_file(labelmap, staging / f"{timepoint}_nodules.nii.gz")
             names[f"{timepoint}_labels"] = f"{timepoint}_nodules.nii.gz"
             if dicom:
-                _write_dicom(result, labelmap, timepoint, staging, names, negative_report=True)
+                _write_dicom(result, labelmap, timepoint, staging, names, negative_report=True, readings=readings)
         transform = getattr(result.registration, "sitk_transform", None)
         if transform is not None:
             import SimpleITK as sitk
@@ -236,7 +266,7 @@ def write_tracking_outputs(
         reporter(0.8, "drawing the nodules")
         (staging / "nodules").mkdir()
         pictures = {}
-        for nodule in result.nodules:
+        for nodule, row in zip(result.nodules, rows, strict=True):
             sides: list[NoduleSide | None] = []
             for finding, image in ((nodule.baseline, result.baseline.image), (nodule.followup, result.followup.image)):
                 sides.append((image, finding, finding.measurement.center_ras) if finding is not None else None)
@@ -244,9 +274,16 @@ def write_tracking_outputs(
                 r, a, s = result.registration.map_to_baseline(np.asarray([sides[1][2]]))[0]
                 sides[0] = (result.baseline.image, None, (float(r), float(a), float(s)))
             name = f"nodules/{nodule.tracking_id}.png"
-            nodule_picture(staging / name, sides[0], sides[1], nodule.label.color)
+            findings = [f for f in (nodule.baseline, nodule.followup) if f is not None]
+            longest = max(f.measurement.long_axis_mm for f in findings)
+            captions = [
+                f"{when}, image {row[f'{key}_image']}" if row.get(f"{key}_image") is not None else when
+                for when, key in (("baseline", "baseline"), ("follow-up", "followup"))
+            ]
+            nodule_picture(staging / name, sides[0], sides[1], nodule.label.color, crop_size_mm(longest), captions)
             pictures[nodule.tracking_id] = name
         summary = result.summary()
+        summary["exam_management"] = {key: exam_management(result, key) for key in result.exam_lung_rads}
         facts = [
             ("Interval", f"{result.interval_days:g} days"),
             ("Registration", "converged" if result.registered else "FAILED — unregistered result"),
@@ -255,6 +292,7 @@ def write_tracking_outputs(
                 (f"Lung-RADS {key}", f"{value['category']} — {value['reason']}")
                 for key, value in summary["exam_lung_rads"].items()
             ],
+            *[(f"Management ({key}, Lung-RADS v2022)", text) for key, text in summary["exam_management"].items()],
         ]
         names["report"] = "report.html"
         (staging / "report.html").write_text(

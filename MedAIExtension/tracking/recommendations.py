@@ -68,7 +68,9 @@ def _moved(status: LungRadsInput, total: float, solid: float | None) -> LungRads
     """``status`` with other sizes (its time point re-derived when a prior size decides growth); None if invalid."""
     timepoint = status.timepoint
     if status.prior_mean_diameter_mm is not None and status.interval_days is not None:
-        timepoint = follow_up_timepoint(status.prior_mean_diameter_mm, total, status.interval_days)
+        margin = status.diameter_uncertainty_mm or 0.0  # growth must exceed the measurement uncertainty ...
+        within = status.stable_within_error  # ... and is never claimed for a change judged within error
+        timepoint = follow_up_timepoint(status.prior_mean_diameter_mm, total, status.interval_days, margin, within)
         if timepoint is Timepoint.DECREASED and status.timepoint is Timepoint.STABLE:
             timepoint = Timepoint.STABLE  # "decreased" and "stable" categorise alike; keep the reader's word
     if total <= 0 or (solid is not None and not 0 < solid <= total):

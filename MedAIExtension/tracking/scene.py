@@ -36,6 +36,8 @@ TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "Nodule": ("tracking_id", "string"),
     "Status": ("status", "string"),
     "Type": ("kind", "string"),
+    "Finding": ("finding", "string"),
+    "Location": ("location", "string"),
     "Volume baseline [mm3]": ("baseline_volume_mm3", "double"),
     "Volume follow-up [mm3]": ("followup_volume_mm3", "double"),
     "Volume change [%]": ("volume_change_percent", "double"),
@@ -46,6 +48,11 @@ TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "Short axis follow-up [mm]": ("followup_short_axis_mm", "double"),
     "Lung-RADS": ("lung_rads", "string"),
     "Reason": ("lung_rads_reason", "string"),
+    "Growth": ("growth", "string"),
+    "Lung-RADS baseline": ("baseline_lung_rads", "string"),
+    "Management": ("management", "string"),
+    "NELSON": ("nelson", "string"),
+    "Borderline": ("borderline", "string"),
     "Tracking UID": ("tracking_uid", "string"),
 }
 

@@ -26,11 +26,19 @@ measurement is listed as ``key``: concept name, UCUM unit (the keys are those of
 - ``vdt_days``: (VDT, 99MEDAI, "Volume doubling time"), d
 - ``diameter_change_mm``: (DIAMCHG, 99MEDAI, "Mean diameter change from prior"), mm
 
+The finding site is SCT Lung with the nodule's laterality (SCT 272741003 "Laterality": 24028007 Right or
+7771000 Left) and, when the lung zone is known, a second finding site naming the zone (SCT 281392002 / 281393007
+/ 281394001, "Upper / Middle / Lower zone of lung") with the same laterality. A lesion over 30 mm has the
+finding type SCT 4147007 "Mass" instead of "Nodule".
+
 Qualitative evaluations (CODE items, private scheme): the nodule attenuation type (NODTYPE: SOLID, PARTSOLID,
 GGN) and the Lung-RADS v2022 category (LRADS: LRADS-2, LRADS-4A, ...); the reason for the category is a TEXT
-item (LRADSWHY). The exam's overall Lung-RADS category goes into TID 1500's "Qualitative Evaluations" container
-(UMLS C0034375). No standard code for a percent volume change, a volume doubling time, the solid component of a
-sub-solid nodule or a Lung-RADS category was found in DICOM PS3.16 / pydicom's code dictionary, so these use the
+item (LRADSWHY). The reading adds TEXT items: where the nodule is (LOCATION, e.g. "right lower zone, image
+123"), how it changed (GROWTH), its NELSON category (NELSON), a size on a category threshold (BORDERLINE), and
+the Lung-RADS v2022 management (DCM 121075 "Recommendation", also once for the exam). The exam's overall
+Lung-RADS category goes into TID 1500's "Qualitative Evaluations" container (UMLS C0034375). No standard code
+for a percent volume change, a volume doubling time, the solid component of a sub-solid nodule or a Lung-RADS
+category was found in DICOM PS3.16 / pydicom's code dictionary, so these use the
 private coding scheme ``99MEDAI``, declared in the Coding Scheme Identification Sequence of the SR.
 
 highdicom and pydicom are imported lazily inside the functions that need them.
@@ -41,7 +49,12 @@ The package: :mod:`.codes` (the codes above), :mod:`.report_item` (:class:`Nodul
 """
 
 from MedAIExtension.dicom.sr.codes import PRIVATE_SCHEME
-from MedAIExtension.dicom.sr.reader import read_exam_lung_rads, read_reading_priority, read_tracking_sr
+from MedAIExtension.dicom.sr.reader import (
+    read_exam_lung_rads,
+    read_exam_management,
+    read_reading_priority,
+    read_tracking_sr,
+)
 from MedAIExtension.dicom.sr.report_item import NoduleReportItem, tracking_uid_for
 from MedAIExtension.dicom.sr.writer import write_tracking_sr
 
@@ -49,6 +62,7 @@ __all__ = [
     "PRIVATE_SCHEME",
     "NoduleReportItem",
     "read_exam_lung_rads",
+    "read_exam_management",
     "read_reading_priority",
     "read_tracking_sr",
     "tracking_uid_for",

@@ -43,6 +43,18 @@ _HU = CodedTerm("[hnsf'U]", "UCUM", "Hounsfield unit")
 _NODULE = CodedTerm("27925004", "SCT", "Nodule")
 _ABNORMAL_STRUCTURE = CodedTerm("49755003", "SCT", "Morphologically Abnormal Structure")
 _LUNG = CodedTerm("39607008", "SCT", "Lung")
+_MASS = CodedTerm("4147007", "SCT", "Mass")
+_LATERALITY = CodedTerm("272741003", "SCT", "Laterality")
+_LATERALITIES: dict[str, CodedTerm] = {
+    "right": CodedTerm("24028007", "SCT", "Right"),
+    "left": CodedTerm("7771000", "SCT", "Left"),
+}
+_LUNG_ZONES: dict[str, CodedTerm] = {
+    "upper": CodedTerm("281392002", "SCT", "Upper zone of lung"),
+    "middle": CodedTerm("281393007", "SCT", "Middle zone of lung"),
+    "lower": CodedTerm("281394001", "SCT", "Lower zone of lung"),
+}
+_RECOMMENDATION = CodedTerm("121075", "DCM", "Recommendation")
 _MEAN = CodedTerm("373098007", "SCT", "Mean")
 _QUALITATIVE_EVALUATIONS = CodedTerm("C0034375", "UMLS", "Qualitative Evaluations")
 _DEFAULT_PROCEDURE = CodedTerm("25045-6", "LN", "CT unspecified body region")
@@ -55,6 +67,10 @@ _NODULE_TYPES: dict[NoduleKind, CodedTerm] = {
 }
 _LUNG_RADS = CodedTerm("LRADS", PRIVATE_SCHEME, "Lung-RADS v2022 category")
 _LUNG_RADS_REASON = CodedTerm("LRADSWHY", PRIVATE_SCHEME, "Lung-RADS category reason")
+_LOCATION = CodedTerm("LOCATION", PRIVATE_SCHEME, "Location (side, lung zone, image)")
+_GROWTH = CodedTerm("GROWTH", PRIVATE_SCHEME, "Growth assessment")
+_NELSON = CodedTerm("NELSON", PRIVATE_SCHEME, "NELSON category")
+_BORDERLINE = CodedTerm("BORDERLINE", PRIVATE_SCHEME, "Size near a category threshold")
 _NODULES_FOUND = CodedTerm("NODFOUND", PRIVATE_SCHEME, "Lung nodules found")
 _NONE_FOUND = CodedTerm("NONE", PRIVATE_SCHEME, "None found")
 _PRIORITY = CodedTerm("PRIORITY", PRIVATE_SCHEME, "Reading priority")

@@ -11,20 +11,28 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.dicom.sr.codes import (
+    _BORDERLINE,
+    _GROWTH,
+    _LATERALITIES,
+    _LOCATION,
     _LUNG_RADS,
     _LUNG_RADS_REASON,
+    _LUNG_ZONES,
+    _MASS,
     _MEASUREMENTS,
+    _NELSON,
     _NODULE_TYPE,
     _NODULE_TYPES,
     _PRIORITY,
     _PRIORITY_VALUES,
     _QUALITATIVE_EVALUATIONS,
+    _RECOMMENDATION,
     PRIVATE_SCHEME,
 )
 from MedAIExtension.errors import InputError
 from MedAIExtension.labels import CodedTerm
 
-__all__ = ["read_exam_lung_rads", "read_reading_priority", "read_tracking_sr"]
+__all__ = ["read_exam_lung_rads", "read_exam_management", "read_reading_priority", "read_tracking_sr"]
 
 
 def _open_report(path: str | os.PathLike[str]) -> Any:
@@ -89,6 +97,25 @@ def _text_items(group: Any, term: CodedTerm) -> list[str]:
     ]
 
 
+def _first_text(group: Any, term: CodedTerm) -> str | None:
+    texts = _text_items(group, term)
+    return texts[0] if texts else None
+
+
+def _sites(group: Any) -> tuple[list[dict[str, Any]], str | None, str | None]:
+    """The finding sites (``{"site", "code", "laterality"}``), the laterality and the lung zone they give."""
+    sites, laterality, zone = [], None, None
+    for site in group.finding_sites:
+        side = site.laterality
+        side_name = None
+        if side is not None:
+            side_name = next((k for k, term in _LATERALITIES.items() if _same(side, term)), str(side.meaning))
+        sites.append({"site": str(site.value.meaning), "code": _code_value(site.value), "laterality": side_name})
+        laterality = laterality or side_name
+        zone = zone or next((k for k, term in _LUNG_ZONES.items() if _same(site.value, term)), None)
+    return sites, laterality, zone
+
+
 def _group_dict(group: Any) -> dict[str, Any]:
     measurements: dict[str, dict[str, Any]] = {}
     for measurement in group.get_measurements():
@@ -112,6 +139,8 @@ def _group_dict(group: Any) -> dict[str, Any]:
         source_uids = [str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for item in reference[1:]]
     time_points = _text_items(group, CodedTerm("C2348792", "UMLS", "Time Point"))
     reasons = _text_items(group, _LUNG_RADS_REASON)
+    sites, laterality, zone = _sites(group)
+    finding_type = group.finding_type
     return {
         "tracking_id": group.tracking_identifier,
         "tracking_uid": str(group.tracking_uid) if group.tracking_uid is not None else None,
@@ -123,6 +152,16 @@ def _group_dict(group: Any) -> dict[str, Any]:
         "measurements": measurements,
         "lung_rads": lung_rads,
         "lung_rads_reason": reasons[0] if reasons else None,
+        "finding_type": str(finding_type.meaning) if finding_type is not None else None,
+        "mass": finding_type is not None and _same(finding_type, _MASS),
+        "finding_sites": sites,
+        "laterality": laterality,
+        "lung_zone": zone,
+        "location": _first_text(group, _LOCATION),
+        "growth": _first_text(group, _GROWTH),
+        "nelson": _first_text(group, _NELSON),
+        "borderline": _first_text(group, _BORDERLINE),
+        "management": _first_text(group, _RECOMMENDATION),
     }
 
 
@@ -134,7 +173,11 @@ def read_tracking_sr(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         ``seg_sop_instance_uid`` (the referenced segment), ``source_sop_instance_uids`` (the CT images of that
         segment), ``kind``, ``time_point``, ``measurements`` (key -> ``{"value": float, "unit": UCUM code}``;
         keys as :meth:`NoduleReportItem.measurement_values`, or the code meaning for other measurements),
-        ``lung_rads`` and ``lung_rads_reason``. Absent values are None.
+        ``lung_rads`` and ``lung_rads_reason``; the reading: ``finding_type`` (its meaning, "Nodule" or
+        "Mass") and ``mass``, ``finding_sites`` (``{"site", "code", "laterality"}`` each), ``laterality``
+        (``"right"``/``"left"``) and ``lung_zone`` (``"upper"``/``"middle"``/``"lower"``) from them,
+        ``location``, ``growth``, ``nelson``, ``borderline`` and ``management`` (free texts). Absent values are
+        None.
 
     Raises:
         InputError: the file is not a readable TID 1500 Structured Report.
@@ -162,6 +205,22 @@ def read_exam_lung_rads(path: str | os.PathLike[str]) -> str | None:
     """
     code = _exam_code(path, _LUNG_RADS)
     return None if code is None else _category(code)
+
+
+def read_exam_management(path: str | os.PathLike[str]) -> str | None:
+    """The exam-level management recommendation (Lung-RADS v2022) of a tracking SR, or None when it has none.
+
+    Raises:
+        InputError: the file is not a readable TID 1500 Structured Report.
+    """
+    report = _open_report(path)
+    for item in report[0].ContentSequence:
+        if item.ValueType != "CONTAINER" or not _same(item.ConceptNameCodeSequence[0], _QUALITATIVE_EVALUATIONS):
+            continue
+        for child in item.get("ContentSequence", []):
+            if child.ValueType == "TEXT" and _same(child.ConceptNameCodeSequence[0], _RECOMMENDATION):
+                return str(child.TextValue)
+    return None
 
 
 def read_reading_priority(path: str | os.PathLike[str]) -> int | None:

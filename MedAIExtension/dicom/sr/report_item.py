@@ -8,7 +8,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from MedAIExtension.dicom.sr.codes import _LO_MAX, _LUNG_RADS_PATTERN, _MEASUREMENTS, NoduleKind
+from MedAIExtension.dicom.sr.codes import (
+    _LATERALITIES,
+    _LO_MAX,
+    _LUNG_RADS_PATTERN,
+    _LUNG_ZONES,
+    _MEASUREMENTS,
+    NoduleKind,
+)
 from MedAIExtension.errors import InputError
 
 __all__ = ["MeasuredNodule", "NoduleReportItem", "tracking_uid_for"]
@@ -92,6 +99,16 @@ class NoduleReportItem:
         diameter_change_mm: follow-up only: change of the mean diameter from the prior study.
         lung_rads: Lung-RADS v2022 category of this nodule (``"2"``, ``"4A"`` ...), or None.
         lung_rads_reason: why that category was given (free text), or None.
+        laterality: ``"right"`` or ``"left"`` (the patient's side), or None; written as the finding site's
+            laterality.
+        lung_zone: ``"upper"``, ``"middle"`` or ``"lower"`` third of the lungs, or None; written as a second
+            finding site (SCT "Upper/Middle/Lower zone of lung") with the same laterality.
+        location: where a reader finds it, e.g. ``"right lower zone, image 123"`` (free text), or None.
+        mass: the lesion is a mass (mean diameter > 30 mm): its finding type is SCT "Mass", not "Nodule".
+        management: the Lung-RADS v2022 management of its category (free text), or None.
+        growth: how it changed since the prior study, in words (e.g. "stable within measurement error"), or None.
+        nelson: the NELSON category of a solid nodule with its criterion (free text), or None.
+        borderline: a sentence when its size sits on a Lung-RADS threshold within the measurement margin, or None.
 
     The constructor validates every field, so an item is never half-valid; bad values raise :class:`InputError`.
     """
@@ -113,6 +130,14 @@ class NoduleReportItem:
     diameter_change_mm: float | None = None
     lung_rads: str | None = None
     lung_rads_reason: str | None = None
+    laterality: str | None = None
+    lung_zone: str | None = None
+    location: str | None = None
+    mass: bool = False
+    management: str | None = None
+    growth: str | None = None
+    nelson: str | None = None
+    borderline: str | None = None
 
     def __post_init__(self) -> None:
         tracking_id = str(self.tracking_id or "").strip()
@@ -163,6 +188,23 @@ class NoduleReportItem:
         if reason is not None and self.lung_rads is None:
             raise InputError(f"{name}lung_rads_reason was given without a lung_rads category; give both or neither.")
         object.__setattr__(self, "lung_rads_reason", reason)
+        self._check_reading(name)
+
+    def _check_reading(self, name: str) -> None:
+        """Validate and normalise the reading fields (site, mass flag, free texts)."""
+        for field_name, allowed in (("laterality", _LATERALITIES), ("lung_zone", _LUNG_ZONES)):
+            value = getattr(self, field_name)
+            if value is None:
+                continue
+            text = str(getattr(value, "value", value)).strip().lower()
+            if text not in allowed:
+                raise InputError(f"{name}{field_name} {value!r} must be one of {sorted(allowed)} or None.")
+            object.__setattr__(self, field_name, text)
+        if not isinstance(self.mass, bool):
+            raise InputError(f"{name}mass must be True or False, got {self.mass!r}.")
+        for field_name in ("location", "management", "growth", "nelson", "borderline"):
+            value = getattr(self, field_name)
+            object.__setattr__(self, field_name, None if value is None else str(value).strip() or None)
 
     @classmethod
     def from_measurement(
@@ -177,7 +219,8 @@ class NoduleReportItem:
 
         The solid component is filled in for part-solid nodules only. ``follow_up`` passes the remaining
         fields (``volume_change_percent``, ``vdt_days``, ``diameter_change_mm``, ``lung_rads``,
-        ``lung_rads_reason``).
+        ``lung_rads_reason`` and the reading: ``laterality``, ``lung_zone``, ``location``, ``mass``,
+        ``management``, ``growth``, ``nelson``, ``borderline``).
         """
         part_solid = NoduleKind(measurement.kind) is NoduleKind.PART_SOLID
         return cls(

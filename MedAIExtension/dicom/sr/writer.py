@@ -17,13 +17,20 @@ from MedAIExtension.atomic import save_dataset
 from MedAIExtension.dicom.source import load_source_datasets
 from MedAIExtension.dicom.sr.codes import (
     _ABNORMAL_STRUCTURE,
+    _BORDERLINE,
     _COMMENT,
     _DEFAULT_PROCEDURE,
+    _GROWTH,
+    _LATERALITIES,
     _LO_MAX,
+    _LOCATION,
     _LUNG,
     _LUNG_RADS,
     _LUNG_RADS_REASON,
+    _LUNG_ZONES,
+    _MASS,
     _MEASUREMENTS,
+    _NELSON,
     _NODULE,
     _NODULE_TYPE,
     _NODULE_TYPES,
@@ -31,6 +38,7 @@ from MedAIExtension.dicom.sr.codes import (
     _NONE_FOUND,
     _PRIORITY,
     _QUALITATIVE_EVALUATIONS,
+    _RECOMMENDATION,
     _SEG_SOP_CLASSES,
     PRIVATE_SCHEME,
     NoduleKind,
@@ -144,6 +152,30 @@ def _measurements(item: NoduleReportItem) -> list[Any]:
     return out
 
 
+def _finding_sites(item: NoduleReportItem) -> list[Any]:
+    """Lung with the nodule's laterality; with its zone known, the zone of lung (same laterality) as well."""
+    import highdicom as hd
+
+    laterality = _concept(_LATERALITIES[item.laterality]) if item.laterality is not None else None
+    sites = [hd.sr.FindingSite(anatomic_location=_concept(_LUNG), laterality=laterality)]
+    if item.lung_zone is not None:
+        sites.append(hd.sr.FindingSite(anatomic_location=_concept(_LUNG_ZONES[item.lung_zone]), laterality=laterality))
+    return sites
+
+
+def _reading_texts(item: NoduleReportItem) -> list[tuple[CodedTerm, str]]:
+    """The reading's free texts in report order: reason, location, growth, NELSON, borderline, management."""
+    texts = [
+        (_LUNG_RADS_REASON, item.lung_rads_reason),
+        (_LOCATION, item.location),
+        (_GROWTH, item.growth),
+        (_NELSON, item.nelson),
+        (_BORDERLINE, item.borderline),
+        (_RECOMMENDATION, item.management),
+    ]
+    return [(term, text) for term, text in texts if text is not None]
+
+
 def _measurement_group(
     item: NoduleReportItem, seg: Any, source_datasets: list[Any], algorithm: Any, time_point: str | None
 ) -> Any:
@@ -158,19 +190,17 @@ def _measurement_group(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=item.tracking_uid, identifier=item.tracking_id),
         referenced_segment=_referenced_segment(seg, item.segment_number, source_datasets),
         time_point_context=hd.sr.TimePointContext(time_point=_lo(time_point)) if time_point else None,
-        finding_type=_concept(_NODULE),
+        finding_type=_concept(_MASS if item.mass else _NODULE),
         finding_category=_concept(_ABNORMAL_STRUCTURE),
-        finding_sites=[hd.sr.FindingSite(anatomic_location=_concept(_LUNG))],
+        finding_sites=_finding_sites(item),
         algorithm_id=algorithm,
         measurements=_measurements(item),
         qualitative_evaluations=evaluations,
     )
-    if item.lung_rads_reason is not None:
+    for term, text in _reading_texts(item):
         group[0].ContentSequence.append(
             hd.sr.TextContentItem(
-                name=_concept(_LUNG_RADS_REASON),
-                value=item.lung_rads_reason,
-                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+                name=_concept(term), value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
             )
         )
     return group
@@ -193,7 +223,9 @@ def _no_nodule_group(algorithm: Any, time_point: str | None, category: str | Non
     )
 
 
-def _exam_evaluations(category: str | None, priority: int | None, comments: Sequence[str] = ()) -> Any:
+def _exam_evaluations(
+    category: str | None, priority: int | None, comments: Sequence[str] = (), management: str | None = None
+) -> Any:
     import highdicom as hd
 
     container = hd.sr.ContainerContentItem(
@@ -214,9 +246,12 @@ def _exam_evaluations(category: str | None, priority: int | None, comments: Sequ
             ),
             *(
                 hd.sr.TextContentItem(
-                    name=_concept(_COMMENT), value=str(text), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+                    name=_concept(term), value=str(text), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
                 )
-                for text in comments
+                for term, text in [
+                    *([(_RECOMMENDATION, management)] if management else []),
+                    *((_COMMENT, text) for text in comments),
+                ]
             ),
         ]
     )
@@ -241,6 +276,7 @@ def write_tracking_sr(
     include_image_library: bool = False,
     reading_priority: int | None = None,
     comments: Sequence[str] = (),
+    exam_management: str | None = None,
 ) -> Path:
     """Write the nodule tracking report of one time point as a Comprehensive 3D SR (TID 1500).
 
@@ -275,6 +311,8 @@ def write_tracking_sr(
             the exam's Lung-RADS category so a worklist reading the SR can sort by it.
         comments: free-text remarks on the exam (e.g. that the search for a prior study cannot be trusted), each
             a TEXT item "Comment" (DCM 121106) in the exam's qualitative evaluations.
+        exam_management: the management the exam's category calls for (Lung-RADS v2022), a TEXT item
+            "Recommendation" (DCM 121075) in the exam's qualitative evaluations.
 
     Returns:
         The written path.
@@ -342,8 +380,9 @@ def write_tracking_sr(
         imaging_measurements=groups,
         referenced_images=source_datasets if include_image_library else None,
     )
-    if exam_category is not None or reading_priority is not None or comments:
-        report[0].ContentSequence.append(_exam_evaluations(exam_category, reading_priority, comments))
+    management = (str(exam_management).strip() or None) if exam_management is not None else None
+    if exam_category is not None or reading_priority is not None or comments or management:
+        report[0].ContentSequence.append(_exam_evaluations(exam_category, reading_priority, comments, management))
     private_scheme = CodingSchemeIdentificationItem(
         designator=PRIVATE_SCHEME,
         name="MedAI private codes",
