@@ -36,12 +36,15 @@ class NoduleChange:
     volume_change_percent: float
     vdt_days: float | None
     mean_diameter_change_mm: float
+    vdt_note: str | None = None  # why no VDT is given although the volume rose (e.g. within measurement error)
 
     @property
     def growth_text(self) -> str:
         """A short phrase for reports, e.g. ``"+35.2 % in 180 days, VDT 410 days"``."""
         text = f"{self.volume_change_percent:+.1f} % in {self.interval_days:g} days"
-        return text + (f", VDT {self.vdt_days:.0f} days" if self.vdt_days is not None else ", not growing")
+        if self.vdt_days is not None:
+            return text + f", VDT {self.vdt_days:.0f} days"
+        return text + (f", {self.vdt_note}" if self.vdt_note else ", not growing")
 
 
 def nodule_change(

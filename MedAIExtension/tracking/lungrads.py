@@ -127,10 +127,21 @@ def is_growing(prior_mean_diameter_mm: float, current_mean_diameter_mm: float, i
 
 
 def follow_up_timepoint(
-    prior_mean_diameter_mm: float, current_mean_diameter_mm: float, interval_days: float
+    prior_mean_diameter_mm: float,
+    current_mean_diameter_mm: float,
+    interval_days: float,
+    uncertainty_mm: float = 0.0,
+    within_error: bool = False,
 ) -> Timepoint:
-    """GROWING (per :func:`is_growing`), DECREASED (smaller at 0.1 mm) or STABLE, for a nodule seen before."""
-    if is_growing(prior_mean_diameter_mm, current_mean_diameter_mm, interval_days):
+    """GROWING (per :func:`is_growing`), DECREASED (smaller at 0.1 mm) or STABLE, for a nodule seen before.
+
+    Growth must also be real: with ``uncertainty_mm`` (the 95 % limit of a mean-diameter change from measurement
+    error alone, ``1.96 * sqrt(sd1² + sd2²)``) an increase not larger than it is not growth, and with
+    ``within_error`` (the caller found the change within measurement error, e.g. by volume) nothing is growth.
+    """
+    grown = is_growing(prior_mean_diameter_mm, current_mean_diameter_mm, interval_days)
+    increase = round_mm(current_mean_diameter_mm) - round_mm(prior_mean_diameter_mm)
+    if grown and not within_error and increase > uncertainty_mm:
         return Timepoint.GROWING
     smaller = round_mm(current_mean_diameter_mm) < round_mm(prior_mean_diameter_mm)
     return Timepoint.DECREASED if smaller else Timepoint.STABLE
@@ -155,6 +166,11 @@ class LungRadsInput:
         suspicious_features: additional findings that raise suspicion of cancer (3 or 4 → 4X).
         prior_category, months_since_prior: category given on the prior exam and months since it, for stepped
             management of a stable or decreased nodule (3 at ≥ 6 months → 2; 4A at ≥ 3 months → 3).
+        diameter_uncertainty_mm: 95 % limit of the mean-diameter change from measurement error alone
+            (``1.96 * sqrt(sd1² + sd2²)`` of the two measurements); an increase not above it is not growth, even
+            when it exceeds 1.5 mm. Needs the prior size.
+        stable_within_error: the caller judged the change since the prior exam to be within measurement error
+            (e.g. the volume change against its repeatability): never growth. Needs the prior size.
     """
 
     kind: NoduleKind
@@ -170,6 +186,8 @@ class LungRadsInput:
     suspicious_features: bool = False
     prior_category: LungRadsCategory | None = None
     months_since_prior: float | None = None
+    diameter_uncertainty_mm: float | None = None
+    stable_within_error: bool = False
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -186,7 +204,7 @@ class LungRadsInput:
             put(self, "solid_mean_diameter_mm", solid)
         elif self.solid_mean_diameter_mm is not None:
             put(self, "solid_mean_diameter_mm", _size("solid_mean_diameter_mm", self.solid_mean_diameter_mm, False))
-        for flag in _FLAGS:
+        for flag in (*_FLAGS, "stable_within_error"):
             if not isinstance(getattr(self, flag), bool):
                 raise InputError(f"{flag} must be True or False, got {getattr(self, flag)!r}.")
         if (self.benign_calcification or self.contains_fat) and self.suspicious_features:
@@ -199,17 +217,25 @@ class LungRadsInput:
             raise InputError(f"A {self.timepoint} nodule has no prior size or category; remove them or fix timepoint.")
         if has_size != has_days:
             raise InputError("Give prior_mean_diameter_mm and interval_days together (growth needs both).")
+        error_given = self.diameter_uncertainty_mm is not None or self.stable_within_error
+        if error_given and not has_size:
+            raise InputError("A measurement uncertainty of the change needs the prior size and the interval.")
+        uncertainty = 0.0
+        if self.diameter_uncertainty_mm is not None:
+            uncertainty = _number("diameter_uncertainty_mm", self.diameter_uncertainty_mm, "millimetres", False)
+            put(self, "diameter_uncertainty_mm", uncertainty)
         if has_size:
             prior_mm = _size("prior_mean_diameter_mm", self.prior_mean_diameter_mm)
             days = _number("interval_days", self.interval_days, "days")
             put(self, "prior_mean_diameter_mm", prior_mm)
             put(self, "interval_days", days)
-            derived = follow_up_timepoint(prior_mm, self.mean_diameter_mm, days)
+            derived = follow_up_timepoint(prior_mm, self.mean_diameter_mm, days, uncertainty, self.stable_within_error)
             if (derived is Timepoint.GROWING) != (self.timepoint is Timepoint.GROWING):
                 raise InputError(
                     f"Time point {self.timepoint} contradicts the sizes: {self.prior_mean_diameter_mm} → "
                     f"{self.mean_diameter_mm} mm in {self.interval_days:g} days is {derived} (growth needs > 1.5 mm "
-                    "within 12 months); pass the time point from follow_up_timepoint()."
+                    "within 12 months, beyond the measurement uncertainty); pass the time point from "
+                    "follow_up_timepoint()."
                 )
         if (self.prior_category is None) != (self.months_since_prior is None):
             raise InputError("Give prior_category and months_since_prior together (stepped management needs both).")
@@ -239,6 +265,8 @@ class LungRadsExtras(TypedDict, total=False):
     suspicious_features: bool
     prior_category: LungRadsCategory
     months_since_prior: float
+    diameter_uncertainty_mm: float
+    stable_within_error: bool
 
 
 @dataclass(frozen=True)
@@ -396,6 +424,25 @@ def _step_down(s: LungRadsInput, category: LungRadsCategory, reason: str, notes:
     return category, reason
 
 
+def _growth_within_error(s: LungRadsInput) -> str | None:
+    """A note when the sizes meet the 1.5 mm growth definition but the change is within measurement error."""
+    prior, days = s.prior_mean_diameter_mm, s.interval_days
+    if (
+        prior is None
+        or days is None
+        or s.timepoint is Timepoint.GROWING
+        or not is_growing(prior, s.mean_diameter_mm, days)
+    ):
+        return None
+    change = round_mm(s.mean_diameter_mm - prior)
+    if s.diameter_uncertainty_mm is not None and not s.stable_within_error:
+        return (
+            f"mean diameter {prior:.1f} → {s.mean_diameter_mm:.1f} mm (+{change:.1f} mm) is within the measurement "
+            f"uncertainty of ±{s.diameter_uncertainty_mm:.1f} mm: not counted as growth"
+        )
+    return f"mean diameter +{change:.1f} mm, but the change is within measurement error: not counted as growth"
+
+
 def categorize_nodule(status: LungRadsInput) -> LungRadsResult:
     """The Lung-RADS v2022 category of one nodule, with the rule that applied spelled out in ``reason``.
 
@@ -417,6 +464,9 @@ def categorize_nodule(status: LungRadsInput) -> LungRadsResult:
     reason = f"{_describe(status, rule)}{f', {rule.note}' if rule.note else ''} → {category}"
     if status.juxtapleural_typical:
         notes.append("juxtapleural rule not applied (solid, not growing and < 10 mm only)")
+    within = _growth_within_error(status)
+    if within:
+        notes.append(within)
     if not (status.suspicious_features and category in _SUSPICIOUS_BASE):  # suspicious nodules are not stepped down
         category, reason = _step_down(status, category, reason, notes)
     if status.suspicious_features:

@@ -32,12 +32,12 @@ from scipy import ndimage
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.tracking.lungs import array_spacing, block_factors, block_mean
-from MedAIExtension.tracking.types import Candidate
+from MedAIExtension.tracking.types import MASS_DIAMETER_MM, Candidate, NoduleMask
 
-__all__ = ["MASS_MIN_DIAMETER_MM", "MassOptions", "mass_candidates"]
+__all__ = ["MASS_MIN_DIAMETER_MM", "MassOptions", "mass_candidates", "mass_masks"]
 
 #: Fleischner: a lesion larger than 3 cm is a mass.
-MASS_MIN_DIAMETER_MM = 30.0
+MASS_MIN_DIAMETER_MM = MASS_DIAMETER_MM
 _WORKING_SPACING_MM = 3.0
 _SMOOTH_MM = 1.5
 
@@ -88,9 +88,27 @@ def _closed(mask: np.ndarray, radius_mm: float, sampling: np.ndarray) -> np.ndar
     return closed[pad:-pad, pad:-pad, pad:-pad] | mask
 
 
-def mass_candidates(image: Image, lungs: np.ndarray, options: MassOptions | None = None) -> list[Candidate]:
-    """Mass candidates (source ``"mass"``) in a CT in HU with its lung mask, largest first."""
-    options = options or MassOptions()
+@dataclass(frozen=True)
+class _Component:
+    """One mass candidate on the working grid: its voxels (``inside`` within ``box``), volume and candidate."""
+
+    box: tuple[slice, ...]
+    inside: np.ndarray
+    volume_mm3: float
+    candidate: Candidate
+
+
+@dataclass(frozen=True)
+class _Search:
+    """The working grid of one search: block factors, spacing, the closed lung hull and the components."""
+
+    factors: tuple[int, int, int]
+    sampling: np.ndarray
+    hull: np.ndarray
+    components: list[_Component]
+
+
+def _search(image: Image, lungs: np.ndarray, options: MassOptions) -> _Search | None:
     if np.shape(lungs) != image.shape:
         raise InputError(
             f"The lung mask has shape {np.shape(lungs)} but the image has {image.shape} (k, j, i); "
@@ -98,7 +116,7 @@ def mass_candidates(image: Image, lungs: np.ndarray, options: MassOptions | None
         )
     lungs = np.asarray(lungs, dtype=bool)
     if not lungs.any():
-        return []
+        return None
     spacing = array_spacing(image)
     factors = block_factors([float(s) for s in spacing], _WORKING_SPACING_MM)
     sampling = np.asarray(spacing, dtype=float) * np.asarray(factors)
@@ -112,7 +130,7 @@ def mass_candidates(image: Image, lungs: np.ndarray, options: MassOptions | None
     components, _ = ndimage.label(opened, structure=np.ones((3, 3, 3), dtype=bool))
     lung_near = ndimage.binary_dilation(lung & ~dense, iterations=1)
     voxel_mm3 = float(np.prod(sampling))
-    candidates: list[tuple[float, Candidate]] = []
+    found: list[_Component] = []
     for index, box in enumerate(ndimage.find_objects(components), start=1):
         if box is None:
             continue
@@ -128,5 +146,69 @@ def mass_candidates(image: Image, lungs: np.ndarray, options: MassOptions | None
         image_kji = kji * np.asarray(factors) + (np.asarray(factors) - 1) / 2.0
         ras = image.ijk_to_ras @ np.append(image_kji[::-1], 1.0)
         candidate = Candidate((float(ras[0]), float(ras[1]), float(ras[2])), round(diameter, 1), 1.0, "mass")
-        candidates.append((volume, candidate))
-    return [candidate for _, candidate in sorted(candidates, key=lambda item: -item[0])]
+        found.append(_Component(box, inside, volume, candidate))
+    found.sort(key=lambda c: -c.volume_mm3)
+    k, j, i = (int(f) for f in factors)
+    return _Search((k, j, i), sampling, hull, found)
+
+
+def mass_candidates(image: Image, lungs: np.ndarray, options: MassOptions | None = None) -> list[Candidate]:
+    """Mass candidates (source ``"mass"``) in a CT in HU with its lung mask, largest first."""
+    search = _search(image, lungs, options or MassOptions())
+    return [] if search is None else [c.candidate for c in search.components]
+
+
+def mass_masks(
+    image: Image, lungs: np.ndarray, options: MassOptions | None = None
+) -> list[tuple[Candidate, NoduleMask]]:
+    """Each mass candidate with its voxels on the image grid, largest first.
+
+    The mask is the detector's opened component brought to the image grid, grown by one working voxel and
+    thresholded at full resolution half-way between the aerated lung and the mass's own (median) attenuation,
+    inside the closed lung hull (so it stops at the chest wall and the mediastinum); the connected part that
+    holds the component's core is kept. A mass too irregular for a seed-grown nodule segmentation keeps its
+    necrotic or lobulated parts this way (they are inside the thick component).
+    """
+    options = options or MassOptions()
+    search = _search(image, lungs, options)
+    if search is None:
+        return []
+    lungs = np.asarray(lungs, dtype=bool)
+    spacing = np.asarray(array_spacing(image), dtype=float)
+    factors = search.factors
+    out: list[tuple[Candidate, NoduleMask]] = []
+    for component in search.components:
+        # the component grown by one working voxel, as an index box of the image
+        box = tuple(
+            slice(max(0, (s.start - 1) * f), min(n, (s.stop + 1) * f))
+            for s, f, n in zip(component.box, factors, image.shape, strict=True)
+        )
+        index = np.ix_(
+            *(np.minimum(np.arange(b.start, b.stop) // f, n - 1) for b, f, n in zip(box, factors, search.hull.shape))
+        )
+        whole = np.zeros(search.hull.shape, dtype=bool)
+        whole[component.box] = component.inside
+        core, hull = whole[index], search.hull[index]
+        reach = ndimage.distance_transform_edt(~core, sampling=spacing) <= float(np.max(search.sampling))
+        hu = ndimage.gaussian_filter(np.asarray(image.array[box], dtype=np.float32), sigma=_SMOOTH_MM / 2 / spacing)
+        inside_hu = hu[core]
+        lung_hu = hu[lungs[box] & ~reach]
+        level = float(np.median(inside_hu)) if inside_hu.size else 0.0
+        parenchyma = float(np.median(lung_hu)) if lung_hu.size else -850.0
+        threshold = max(0.5 * (level + parenchyma), options.dense_hu)
+        mask = reach & (hu > threshold) & (hull | lungs[box])
+        labels, _ = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+        held = np.unique(labels[core & mask])
+        mask = np.isin(labels, held[held > 0])
+        if not mask.any():
+            continue
+        out.append((component.candidate, _tight(box, mask)))
+    return out
+
+
+def _tight(box: tuple[slice, ...], mask: np.ndarray) -> NoduleMask:
+    """``mask`` cut to its own bounding box, as a :class:`NoduleMask` of the image."""
+    found = ndimage.find_objects(mask.astype(np.uint8))[0]
+    assert found is not None, "the mask is not empty"
+    k, j, i = (slice(b.start + f.start, b.start + f.stop) for b, f in zip(box, found, strict=True))
+    return NoduleMask((k, j, i), mask[found])

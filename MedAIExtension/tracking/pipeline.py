@@ -20,16 +20,19 @@ from MedAIExtension.models.preprocessing import crop_image
 from MedAIExtension.progress import CancelToken, Progress, run_side_by_side
 from MedAIExtension.segmentation.pipeline import segment_image
 from MedAIExtension.tracking import lungrads
+from MedAIExtension.tracking.confirmation import confirm_across
 from MedAIExtension.tracking.detection import DetectionOptions, detect_candidates
 from MedAIExtension.tracking.growth import nodule_change, study_interval_days
 from MedAIExtension.tracking.lungrads import LungRadsExtras, LungRadsResult, Timepoint
 from MedAIExtension.tracking.lungs import lung_mask
+from MedAIExtension.tracking.mass_detection import mass_masks
 from MedAIExtension.tracking.matching import Match, match_nodules
 from MedAIExtension.tracking.measurements import measure_nodule
 from MedAIExtension.tracking.nodule_segmentation import segment_nodule
 from MedAIExtension.tracking.registration import Registration, register_followup
 from MedAIExtension.tracking.results import StudyResult, TimepointResult, TrackedNodule, TrackingResult
-from MedAIExtension.tracking.types import Candidate, Finding, NoduleKind, NoduleMask, NoduleStatus
+from MedAIExtension.tracking.trend import judge_change, limit_warnings
+from MedAIExtension.tracking.types import Finding, NoduleKind, NoduleStatus, NoduleTrend
 
 __all__ = [
     "StudyResult",
@@ -123,7 +126,11 @@ def analyse_timepoint(
     options: TrackingOptions,
     progress: Progress,
 ) -> TimepointResult:
-    """Lungs, candidates (model + classical), one segmented and measured finding per nodule."""
+    """Lungs, masses, nodule candidates (model + classical), one segmented and measured finding per lesion.
+
+    Masses (lesions over 30 mm, :mod:`~MedAIExtension.tracking.mass_detection`) are found and segmented first
+    (source ``"mass"``); nodule candidates on their voxels are not segmented again.
+    """
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     progress(0.0, "finding the lungs")
@@ -152,6 +159,13 @@ def analyse_timepoint(
     started = time.perf_counter()
     findings: list[Finding] = []
     claimed = np.zeros(image.shape, dtype=bool)
+    # masses first: they claim their voxels, so no nodule candidate on or inside a mass becomes a second finding
+    for candidate, mask in mass_masks(image, lungs):
+        measurement = measure_nodule(image, mask, lungs)
+        claimed[mask.box] |= mask.mask
+        findings.append(Finding(candidate, mask, measurement))
+    seconds["masses"] = time.perf_counter() - started
+    started = time.perf_counter()
     measure = progress.stage(0.7, 1.0)
     for index, candidate in enumerate(candidates):
         measure(index / max(len(candidates), 1), f"segmenting candidate {index + 1}/{len(candidates)}")
@@ -221,6 +235,7 @@ def assess_study(
                 baseline_lung_rads=rads,
             )
         )
+    warnings.extend(limit_warnings(nodules, {"study": image}, options.min_mean_diameter_mm))
     exam = {"baseline": lungrads.categorize_exam(categories)}
     reporter(1.0, f"{len(nodules)} nodules")
     return StudyResult(result, nodules, exam, warnings)
@@ -264,9 +279,19 @@ def track_nodules(
         )
     reporter(0.92, "matching nodules")
     matches = _match(base, follow, registration, options)
-    if _confirm_across(base, follow, registration, matches, options):
+    confirmed = confirm_across(
+        base,
+        follow,
+        registration,
+        matches,
+        options.min_single_confidence,
+        options.gate_mm,
+        options.min_mean_diameter_mm,
+    )
+    if confirmed:
         matches = _match(base, follow, registration, options)
-    nodules = _tracked(matches, base, follow, interval, options)
+    reporter(0.94, "judging growth against the measurement uncertainty")
+    nodules = _tracked(matches, base, follow, interval, options, warnings, reporter.stage(0.94, 0.99))
     for nodule in nodules:
         for study, finding in (("baseline", nodule.baseline), ("follow-up", nodule.followup)):
             if finding is not None:
@@ -277,6 +302,9 @@ def track_nodules(
                 f"{nodule.tracking_id} touches the pleura: its segmentation stops at the lung boundary; check the "
                 "chest-wall side before relying on its volume."
             )
+    warnings.extend(
+        limit_warnings(nodules, {"baseline": baseline, "follow-up": followup}, options.min_mean_diameter_mm)
+    )
     # a nodule seen in a study has that study's category (see _tracked)
     baseline_categories = [r for n in nodules if n.baseline is not None and (r := n.baseline_lung_rads) is not None]
     followup_categories = [r for n in nodules if n.followup is not None and (r := n.lung_rads) is not None]
@@ -301,86 +329,21 @@ def _match(
     )
 
 
-def _overlap(a: NoduleMask, b: NoduleMask) -> bool:
-    """Whether two :class:`NoduleMask` of one image share a voxel (compared inside their common box)."""
-    starts = [max(x.start or 0, y.start or 0) for x, y in zip(a.box, b.box, strict=True)]
-    stops = [min(x.stop, y.stop) for x, y in zip(a.box, b.box, strict=True)]
-    if any(lo >= hi for lo, hi in zip(starts, stops, strict=True)):
-        return False
-    part_a = a.mask[tuple(slice(lo - (x.start or 0), hi - (x.start or 0)) for lo, hi, x in zip(starts, stops, a.box))]
-    part_b = b.mask[tuple(slice(lo - (y.start or 0), hi - (y.start or 0)) for lo, hi, y in zip(starts, stops, b.box))]
-    return bool(np.any(part_a & part_b))
-
-
-def _confirm_across(
-    base: TimepointResult,
-    follow: TimepointResult,
-    registration: Registration,
-    matches: Sequence[Match],
-    options: TrackingOptions,
-) -> bool:
-    """Look again where a one-study nodule should be in the other study; drop unconfirmed weak findings.
-
-    The detectors can miss a nodule in one study (smaller, fainter, next to a vessel). For each unmatched,
-    confident finding the nodule is segmented at its registered position in the other study; a nodule found
-    there joins that study's findings (source ``"propagated"``). Unmatched findings below
-    ``min_single_confidence`` are dropped, and so are pairs below it in both studies. Returns True when the finding
-    lists changed.
-    """
-    changed = False
-    drop: dict[int, set[int]] = {0: set(), 1: set()}
-    for match in matches:
-        if match.baseline is not None and match.followup is not None:
-            pair = (base.findings[match.baseline], follow.findings[match.followup])
-            if max(f.candidate.confidence for f in pair) < options.min_single_confidence:
-                drop[0].add(match.baseline)  # weak in both studies (e.g. model-only at a vessel junction)
-                drop[1].add(match.followup)
-            continue
-        side = 0 if match.followup is None else 1  # the study that has the finding
-        index = match.baseline if side == 0 else match.followup
-        assert index is not None, "a match holds a finding of at least one study"
-        source, other = (base, follow) if side == 0 else (follow, base)
-        finding = source.findings[index]
-        if finding.candidate.confidence < options.min_single_confidence:
-            drop[side].add(index)
-            continue
-        centre = np.asarray(finding.measurement.center_ras, dtype=float)
-        mapped = registration.map_to_followup(centre) if side == 0 else registration.map_to_baseline(centre)
-        seed = Candidate(
-            (float(mapped[0]), float(mapped[1]), float(mapped[2])),
-            finding.measurement.mean_diameter_mm,
-            finding.candidate.confidence,
-            "propagated",
-        )
-        mask = segment_nodule(other.image, seed, other.lungs)
-        if mask is None or mask.voxel_count == 0:
-            continue
-        if any(_overlap(f.mask, mask) for f in other.findings):
-            continue
-        measurement = measure_nodule(other.image, mask, other.lungs)
-        if np.linalg.norm(np.subtract(measurement.center_ras, mapped)) > options.gate_mm:
-            continue
-        if measurement.mean_diameter_mm < options.min_mean_diameter_mm:
-            continue
-        other.findings.append(
-            Finding(seed, mask, measurement, {"propagated_from": "baseline" if side == 0 else "followup"})
-        )
-        changed = True
-    for side, result in ((0, base), (1, follow)):
-        if drop[side]:
-            result.findings[:] = [f for index, f in enumerate(result.findings) if index not in drop[side]]
-            changed = True
-    return changed
-
-
 def _tracked(
     matches: Sequence[Match],
     base: TimepointResult,
     follow: TimepointResult,
     interval: float,
     options: TrackingOptions,
+    warnings: list[str],
+    progress: Progress | None = None,
 ) -> list[TrackedNodule]:
-    """Number the nodules (baseline ones first, by position), compute change and Lung-RADS for each."""
+    """Number the nodules (baseline ones first, by position), judge their change, categorise each.
+
+    A nodule in both studies gets its trend against its measurement uncertainty
+    (:func:`~MedAIExtension.tracking.trend.judge_change`); the Lung-RADS growing rules and the VDT apply only to
+    real growth. Warnings about unrepeatable measurements are added to ``warnings``.
+    """
 
     def order(match: Match) -> tuple[int, float, float, float]:
         if match.baseline is not None:
@@ -392,39 +355,56 @@ def _tracked(
     for number, match in enumerate(sorted(matches, key=order), start=1):
         b = base.findings[match.baseline] if match.baseline is not None else None
         f = follow.findings[match.followup] if match.followup is not None else None
-        status = match.status
-        change = None
-        if b is not None and f is not None:
-            change = nodule_change(
-                b.measurement.volume_mm3,
-                f.measurement.volume_mm3,
-                b.measurement.mean_diameter_mm,
-                f.measurement.mean_diameter_mm,
-                interval,
-            )
-        uid_source = base.image if b is not None else follow.image
         tracking_id = f"N{number}"
         suspicious = tracking_id in options.suspicious
         baseline_rads = lungrads_for(b, None, None, suspicious) if b is not None else None
         current = lungrads_for(f, b, interval, suspicious) if f is not None else baseline_rads
-        nodules.append(
-            TrackedNodule(
-                number=number,
-                tracking_uid=_tracking_uid(uid_source, number),
-                status=status,
-                baseline=b,
-                followup=f,
-                change=change,
-                lung_rads=current,
-                baseline_lung_rads=baseline_rads,
-                distance_mm=match.distance_mm,
-            )
+        nodule = TrackedNodule(
+            number=number,
+            tracking_uid=_tracking_uid(base.image if b is not None else follow.image, number),
+            status=match.status,
+            baseline=b,
+            followup=f,
+            change=None,
+            lung_rads=current,
+            baseline_lung_rads=baseline_rads,
+            distance_mm=match.distance_mm,
         )
+        if b is not None and f is not None:
+            first, second = b.measurement, f.measurement
+            change = nodule_change(
+                first.volume_mm3, second.volume_mm3, first.mean_diameter_mm, second.mean_diameter_mm, interval
+            )
+            judged = judge_change(tracking_id, b, f, base, follow, change, interval, progress)
+            warnings.extend(judged.warnings)
+            nodule.change, nodule.trend = judged.change, judged.trend
+            nodule.baseline_spread, nodule.followup_spread = judged.baseline_spread, judged.followup_spread
+            nodule.lung_rads = lungrads_for(
+                f,
+                b,
+                interval,
+                suspicious,
+                uncertainty_mm=judged.diameter_uncertainty_mm,
+                within_error=judged.trend is not NoduleTrend.GROWING,
+            )
+        nodules.append(nodule)
     return nodules
 
 
-def lungrads_for(finding: Finding, prior: Finding | None, interval: float | None, suspicious: bool) -> LungRadsResult:
-    """Lung-RADS of ``finding``: baseline rules without ``interval``; new/growing/stable rules with it."""
+def lungrads_for(
+    finding: Finding,
+    prior: Finding | None,
+    interval: float | None,
+    suspicious: bool,
+    uncertainty_mm: float | None = None,
+    within_error: bool = False,
+) -> LungRadsResult:
+    """Lung-RADS of ``finding``: baseline rules without ``interval``; new/growing/stable rules with it.
+
+    ``uncertainty_mm`` (95 % limit of the mean-diameter change from measurement error) and ``within_error`` (the
+    change was judged within measurement error) keep a change that is not real from the growing rules. A mass
+    (> 30 mm) is categorised by the size table like any lesion; its reason says that it is a mass.
+    """
     measurement = finding.measurement
     if measurement.kind is NoduleKind.PART_SOLID and measurement.solid_mean_diameter_mm <= 0:
         measurement = replace(measurement, kind=NoduleKind.GROUND_GLASS)  # no measurable solid part
@@ -435,6 +415,15 @@ def lungrads_for(finding: Finding, prior: Finding | None, interval: float | None
         timepoint = Timepoint.NEW
     else:
         previous = prior.measurement.mean_diameter_mm
-        timepoint = lungrads.follow_up_timepoint(previous, measurement.mean_diameter_mm, interval)
+        margin = 0.0 if uncertainty_mm is None else uncertainty_mm
+        timepoint = lungrads.follow_up_timepoint(previous, measurement.mean_diameter_mm, interval, margin, within_error)
         inputs["prior_mean_diameter_mm"], inputs["interval_days"] = previous, interval
-    return lungrads.categorize_nodule(lungrads.LungRadsInput.from_measurement(measurement, timepoint, **inputs))
+        if uncertainty_mm is not None:
+            inputs["diameter_uncertainty_mm"] = uncertainty_mm
+        if within_error:
+            inputs["stable_within_error"] = True
+    result = lungrads.categorize_nodule(lungrads.LungRadsInput.from_measurement(measurement, timepoint, **inputs))
+    if measurement.is_mass:
+        reason = f"{result.reason}; a mass (> 30 mm), not a nodule: categorised by its size, no VDT is given"
+        result = replace(result, reason=reason)
+    return result

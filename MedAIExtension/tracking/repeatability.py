@@ -31,7 +31,7 @@ from MedAIExtension.tracking.measurements import measure_nodule
 from MedAIExtension.tracking.nodule_segmentation import box_around, robust_std, segment_nodule
 from MedAIExtension.tracking.types import Candidate, NoduleMeasurement
 
-__all__ = ["Z_95", "MeasurementSpread", "change_exceeds_uncertainty", "measurement_spread"]
+__all__ = ["Z_95", "MeasurementSpread", "change_exceeds_uncertainty", "measurement_spread", "minimum_spread"]
 
 #: Two-sided 95 % normal quantile: the default confidence for calling a change real.
 Z_95 = 1.96
@@ -82,6 +82,16 @@ def _noise_level(local: Image, lungs: np.ndarray | None) -> float:
     residual = hu - ndimage.gaussian_filter(hu, sigma=sigma)
     side = lungs if lungs is not None and lungs.any() else hu < -500.0
     return robust_std(residual[side]) if side.any() else robust_std(residual)
+
+
+def minimum_spread(measurement: NoduleMeasurement) -> MeasurementSpread:
+    """The smallest spread :func:`measurement_spread` can report for ``measurement`` (its floor, no repeats).
+
+    A change within ``z`` combined floors is within the uncertainty whatever the repeats would give, so a caller
+    can skip them there.
+    """
+    volume, diameter = _floor(measurement)
+    return MeasurementSpread(volume, diameter, 0, 0)
 
 
 def _floor(measurement: NoduleMeasurement) -> tuple[float, float]:

@@ -61,6 +61,23 @@ class TrackedNodule:
         return self.identifier or f"N{self.number}"
 
     @property
+    def is_mass(self) -> bool:
+        """Whether the lesion is a mass (> 30 mm mean diameter) in the latest study showing it."""
+        finding = self.followup if self.followup is not None else self.baseline
+        return finding is not None and finding.is_mass
+
+    @property
+    def reported_vdt_days(self) -> float | None:
+        """The volume doubling time to report: only for a nodule (not a mass) whose growth exceeds its
+        measurement uncertainty (trend GROWING); None otherwise ("stable within measurement error" is no VDT)."""
+        change = self.change
+        if change is None or change.vdt_days is None or self.is_mass:
+            return None
+        if self.trend is not None and self.trend is not NoduleTrend.GROWING:
+            return None
+        return change.vdt_days
+
+    @property
     def label(self) -> SegmentLabel:
         """The nodule's segment: same name and colour in both studies."""
         hue = (self.number * 0.618034) % 1.0
@@ -116,8 +133,13 @@ class TrackingResult:
             change = nodule.change
             row["volume_change_mm3"] = round(change.volume_change_mm3, 1) if change else None
             row["volume_change_percent"] = round(change.volume_change_percent, 1) if change else None
-            row["vdt_days"] = round(change.vdt_days, 1) if change and change.vdt_days is not None else None
+            row["vdt_days"] = round(vdt, 1) if (vdt := nodule.reported_vdt_days) is not None else None
             row["mean_diameter_change_mm"] = change.mean_diameter_change_mm if change else None
+            row["trend"] = nodule.trend.value if nodule.trend is not None else None
+            row["is_mass"] = nodule.is_mass
+            for name, spread in (("baseline", nodule.baseline_spread), ("followup", nodule.followup_spread)):
+                sd = spread.volume_sd_mm3 if spread is not None and spread.stable else None
+                row[f"{name}_volume_sd_mm3"] = round(sd, 1) if sd is not None else None
             row["match_distance_mm"] = round(nodule.distance_mm, 2) if nodule.distance_mm is not None else None
             row["lung_rads"] = str(nodule.lung_rads.category) if nodule.lung_rads else None
             row["lung_rads_reason"] = nodule.lung_rads.reason if nodule.lung_rads else None

@@ -17,6 +17,7 @@ import numpy as np
 from MedAIExtension.dicom.sr.codes import NoduleKind
 
 __all__ = [
+    "MASS_DIAMETER_MM",
     "Candidate",
     "Finding",
     "LungSide",
@@ -26,6 +27,10 @@ __all__ = [
     "NoduleStatus",
     "NoduleTrend",
 ]
+
+
+#: A lesion larger than 3 cm is a mass, not a nodule (Fleischner Society glossary).
+MASS_DIAMETER_MM = 30.0
 
 
 class LungSide(StrEnum):
@@ -67,7 +72,8 @@ class Candidate:
         center_ras: (R, A, S) in mm.
         diameter_mm: rough size estimate (blob scale or model component size).
         confidence: 0..1, higher is more nodule-like.
-        source: ``"model"``, ``"classical"`` or ``"model+classical"``.
+        source: ``"model"``, ``"classical"``, ``"model+classical"``, ``"mass"`` (the mass detector) or
+            ``"propagated"`` (found again at a nodule's registered position in the other study).
     """
 
     center_ras: tuple[float, float, float]
@@ -116,6 +122,11 @@ class NoduleMeasurement:
     touches_pleura: bool = False
     warnings: tuple[str, ...] = ()
 
+    @property
+    def is_mass(self) -> bool:
+        """Whether the lesion is a mass: mean diameter over 30 mm (Fleischner glossary), not a nodule."""
+        return self.mean_diameter_mm > MASS_DIAMETER_MM
+
 
 @dataclass
 class Finding:
@@ -125,3 +136,8 @@ class Finding:
     mask: NoduleMask
     measurement: NoduleMeasurement
     extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def is_mass(self) -> bool:
+        """Whether this finding is a mass (> 30 mm mean diameter), whichever detector found it."""
+        return self.measurement.is_mass
