@@ -160,10 +160,9 @@ def analyse_timepoint(
     findings: list[Finding] = []
     claimed = np.zeros(image.shape, dtype=bool)
     # masses first: they claim their voxels, so no nodule candidate on or inside a mass becomes a second finding
-    for candidate, mask in mass_masks(image, lungs):
-        measurement = measure_nodule(image, mask, lungs)
-        claimed[mask.box] |= mask.mask
-        findings.append(Finding(candidate, mask, measurement))
+    for mass, mass_mask in mass_masks(image, lungs):
+        claimed[mass_mask.box] |= mass_mask.mask
+        findings.append(Finding(mass, mass_mask, measure_nodule(image, mass_mask, lungs)))
     seconds["masses"] = time.perf_counter() - started
     started = time.perf_counter()
     measure = progress.stage(0.7, 1.0)
