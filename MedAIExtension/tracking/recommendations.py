@@ -156,9 +156,12 @@ def nelson_category(
     if prior_volume_mm3 is None:
         return by_volume
     change = 100.0 * (volume_mm3 - prior_volume_mm3) / prior_volume_mm3
-    if change < 25.0 or vdt_days is None:
+    if change < 25.0:
         no_growth = f"volume change {change:+.0f} % (< 25 %: no growth)"
         return NelsonResult(by_volume.category, f"{by_volume.reason}; {no_growth}")
+    if vdt_days is None:  # growth without a doubling time (e.g. a mass, or a change within measurement error)
+        growth = f"volume change {change:+.0f} % (≥ 25 %), no doubling time given"
+        return NelsonResult(by_volume.category, f"{by_volume.reason}; {growth}")
     growth = f"volume change {change:+.0f} %, VDT {vdt_days:.0f} days"
     if vdt_days < 400:
         return NelsonResult(NelsonCategory.POSITIVE, f"{growth} (< 400 days)")

@@ -14,6 +14,7 @@ import csv
 import json
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import highdicom as hd
@@ -215,3 +216,40 @@ def test_sr_finding_sites_carry_the_laterality(run: dict[str, Any], timepoint: s
             assert group["growth"] == row["growth"]
     category = run["document"]["summary"]["exam_lung_rads"][timepoint]["category"]
     assert read_exam_management(path) == management_recommendation(category)
+
+
+def test_a_mass_is_reported_as_a_mass_without_a_doubling_time(tmp_path: Path) -> None:
+    """A 45 mm lesion growing 30 %: 'mass' in the table, the page and the SR (SCT Mass), and no VDT anywhere."""
+    spec = PhantomSpec(
+        size_ijk=(200, 160, 110),
+        spacing=(1.8, 1.8, 2.5),
+        seed=23,
+        nodules=(
+            NoduleSpec(45.0, "solid", lung="right", position=(0.0, 0.0, -0.1)),
+            NoduleSpec(10.0, "solid", lung="left", position=(0.3, 0.2, 0.55)),
+        ),
+    )
+    write_phantom_pair(tmp_path / "pair", seed=23, baseline=spec, volume_factors=(1.3, 1.0), rotation_deg=(0, 0, 3))
+    out = tmp_path / "out"
+    argv = ["track", "--baseline", str(tmp_path / "pair/baseline/ct"), "--followup", str(tmp_path / "pair/followup/ct")]
+    assert main([*argv, "--output", str(out), "--quiet", "--no-model"]) == 0
+    with (out / "tracking.csv").open(newline="", encoding="utf-8") as handle:
+        rows = {row["tracking_id"]: row for row in csv.DictReader(handle)}
+    masses = [row for row in rows.values() if row["finding"] == "mass"]
+    assert len(masses) == 1, rows
+    mass = masses[0]
+    print(f"\n  {mass['tracking_id']}: {mass['location']}; {mass['growth']}")
+    assert mass["side"] == "right" and float(mass["baseline_mean_diameter_mm"]) > 30.0
+    assert mass["vdt_days"] == "" and "VDT" not in mass["growth"] and mass["growth"].startswith("mass, ")
+    page = _Page()
+    page.feed((out / "report.html").read_text(encoding="utf-8"))
+    assert not re.search(r"VDT \d", page.sections[mass["tracking_id"]])  # "no VDT is given" may be said
+    groups = {g["tracking_id"]: g for g in read_tracking_sr(out / "followup_sr.dcm")}
+    group = groups[mass["tracking_id"]]
+    assert group["mass"] and group["finding_type"] == "Mass" and group["laterality"] == "right"
+    assert "vdt_days" not in group["measurements"]
+    others = [g for tid, g in groups.items() if tid != mass["tracking_id"]]
+    assert others and not any(g["mass"] for g in others)
+    picture = PILImage.open(out / "nodules" / f"{mass['tracking_id']}.png")
+    assert 1.0 / float(picture.text["mm_per_pixel"]) >= MIN_PIXELS_PER_MM
+    assert picture.size[1] > 4 * 1.5 * float(mass["followup_long_axis_mm"])  # the whole mass with a margin

@@ -210,6 +210,7 @@ def test_a_mass_is_called_a_mass_and_never_gets_a_doubling_time() -> None:
     row = report_rows(_result(nodule))[0]
     assert row["finding"] == "mass" and row["vdt_days"] is None
     assert "VDT" not in row["growth"] and "mass" in row["growth"] and "+40 %" in row["growth"]
+    assert row["nelson"] == "positive" and "+40 % (≥ 25 %), no doubling time given" in row["nelson_reason"]
     page = tracking_html("t", [], [row], {}, {}, [])
     assert "N1: mass, solid" in page
 
