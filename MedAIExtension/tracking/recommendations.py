@@ -84,8 +84,8 @@ def _moved(status: LungRadsInput, total: float, solid: float | None) -> LungRads
 def borderline_note(status: LungRadsInput, margin_mm: float) -> str | None:
     """A sentence when a size change within ``margin_mm`` changes the category, else None.
 
-    E.g. ``"mean diameter 5.9 mm is within 0.1 mm of a Lung-RADS threshold: 0.1 mm more gives category 3 instead
-    of 2"``. The whole nodule's mean diameter is moved, and for a part-solid nodule its solid component too.
+    E.g. ``"mean diameter 5.9 mm is within 0.1 mm of a Lung-RADS threshold (6 mm): 0.1 mm more gives category 3
+    instead of 2"``. The whole nodule's mean diameter is moved, and for a part-solid nodule its solid component too.
     """
     if margin_mm < 0:
         raise InputError(f"The measurement margin must not be negative (got {margin_mm} mm).")
@@ -109,9 +109,11 @@ def borderline_note(status: LungRadsInput, margin_mm: float) -> str | None:
                 other = categorize_nodule(moved).category
                 if other is not current:
                     direction = "more" if sign > 0 else "less"
+                    # the size where the category changes: reached going up, the last one kept going down
+                    threshold = moved_value if sign > 0 else round(moved_value + float(_STEP_MM), 1)
                     return (
-                        f"{what} {value:.1f} mm is within {delta:.1f} mm of a Lung-RADS threshold: {delta:.1f} mm "
-                        f"{direction} gives category {other} instead of {current}"
+                        f"{what} {value:.1f} mm is within {delta:.1f} mm of a Lung-RADS threshold ({threshold:g} mm): "
+                        f"{delta:.1f} mm {direction} gives category {other} instead of {current}"
                     )
     return None
 

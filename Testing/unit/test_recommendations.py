@@ -28,7 +28,8 @@ def test_a_solid_nodule_just_under_6_mm_is_flagged() -> None:
     status = LungRadsInput(NoduleKind.SOLID, 5.9, Timepoint.BASELINE)
     note = borderline_note(status, margin_mm=0.3)
     assert note == (
-        "mean diameter 5.9 mm is within 0.1 mm of a Lung-RADS threshold: 0.1 mm more gives category 3 instead of 2"
+        "mean diameter 5.9 mm is within 0.1 mm of a Lung-RADS threshold (6 mm): 0.1 mm more gives category 3 "
+        "instead of 2"
     )
 
 
@@ -39,7 +40,7 @@ def test_a_size_far_from_every_threshold_is_not_flagged() -> None:
 
 def test_a_size_just_over_a_threshold_is_flagged_downwards() -> None:
     note = borderline_note(LungRadsInput(NoduleKind.SOLID, 8.1, Timepoint.BASELINE), margin_mm=0.5)
-    assert note is not None and "0.2 mm less gives category 3 instead of 4A" in note
+    assert note is not None and "(8 mm): 0.2 mm less gives category 3 instead of 4A" in note
 
 
 def test_growth_near_the_1_5_mm_definition_is_flagged() -> None:

@@ -245,7 +245,9 @@ def test_borderline_margin_is_1_96_sd_or_half_a_millimetre(spread: MeasurementSp
     nodule = _tracked(_finding((20.0, 0.0, 30.0), 5.9), None, spreads=(spread, None))
     row = report_rows(_result(nodule))[0]
     if flagged:
-        assert row["baseline_borderline"].startswith("mean diameter 5.9 mm is within 0.1 mm")
+        assert row["baseline_borderline"].startswith(
+            "mean diameter 5.9 mm is within 0.1 mm of a Lung-RADS threshold (6 mm)"
+        )
         assert "category 3 instead of 2" in row["baseline_borderline"]
     else:
         assert row["baseline_borderline"] is None
@@ -326,5 +328,5 @@ def test_html_shows_one_decimal_diameters_whole_volumes_and_the_reading() -> Non
     assert "113.3" not in page and "114.2" not in page and "114 mm³" in page
     assert "right upper zone, image 53" in page and STABLE_WORDING in page
     assert "Management (Lung-RADS v2022)" in page and "6-month LDCT." in page
-    assert "within 0.1 mm of a Lung-RADS threshold" in page  # 6.0 mm: 0.1 mm less is category 2
+    assert "within 0.1 mm of a Lung-RADS threshold (6 mm)" in page  # 6.0 mm: 0.1 mm less is category 2
     assert 'src="nodules/N1.png"' in page and "10 mm scale bar" in page
