@@ -290,7 +290,9 @@ def track_nodules(
     if confirmed:
         matches = _match(base, follow, registration, options)
     reporter(0.94, "judging growth against the measurement uncertainty")
+    started = time.perf_counter()
     nodules = _tracked(matches, base, follow, interval, options, warnings, reporter.stage(0.94, 0.99))
+    follow.seconds["growth gate"] = round(time.perf_counter() - started, 2)  # both studies' repeats
     for nodule in nodules:
         for study, finding in (("baseline", nodule.baseline), ("follow-up", nodule.followup)):
             if finding is not None:
