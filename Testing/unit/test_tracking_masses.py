@@ -12,11 +12,21 @@ import functools
 import numpy as np
 import pytest
 
+from MedAIExtension.io.image import Image
 from MedAIExtension.phantom import NoduleSpec, PhantomSpec, generate_chest_phantom
 from MedAIExtension.phantom.followup import followup_spec, generate_phantom_pair
 from MedAIExtension.progress import Progress
 from MedAIExtension.tracking.pipeline import TrackingOptions, TrackingResult, analyse_timepoint, track_nodules
-from MedAIExtension.tracking.types import NoduleStatus
+from MedAIExtension.tracking.results import TrackedNodule
+from MedAIExtension.tracking.trend import limit_warnings
+from MedAIExtension.tracking.types import (
+    Candidate,
+    Finding,
+    NoduleKind,
+    NoduleMask,
+    NoduleMeasurement,
+    NoduleStatus,
+)
 
 SIZE = (200, 160, 110)  # a whole chest at 1.8 x 1.8 x 2.5 mm
 SPACING = (1.8, 1.8, 2.5)
@@ -78,3 +88,24 @@ def test_a_chest_without_masses_gets_no_mass_finding() -> None:
     result = analyse_timepoint(phantom.ct, OPTIONS, Progress(None))
     assert result.findings, "the nodules are found"
     assert not [f for f in result.findings if f.candidate.source == "mass" or f.is_mass]
+
+
+def test_the_limits_of_the_method_are_stated_when_they_apply() -> None:
+    def nodule(number: int, diameter: float) -> TrackedNodule:
+        measurement = NoduleMeasurement(
+            (0.0, 0.0, 0.0), 1.0, diameter, diameter, diameter, 0.0, NoduleKind.SOLID, 1.0, diameter
+        )
+        mask = NoduleMask((slice(0, 1), slice(0, 1), slice(0, 1)), np.ones((1, 1, 1), dtype=bool))
+        finding = Finding(Candidate((0.0, 0.0, 0.0), diameter, 1.0, "test"), mask, measurement)
+        return TrackedNodule(number, "1.2.3", NoduleStatus.BASELINE, finding, None, None, None, None)
+
+    thick = Image(np.zeros((4, 4, 4), dtype=np.int16), np.diag([0.7, 0.7, 5.0, 1.0]), "CT")
+    thin = Image(np.zeros((4, 4, 4), dtype=np.int16), np.diag([0.7, 0.7, 1.0, 1.0]), "CT")
+    nodules = [nodule(1, 3.4), nodule(2, 12.0), nodule(3, 31.5)]
+    warnings = limit_warnings(nodules, {"baseline": thin, "follow-up": thick}, 3.0)
+    text = "\n".join(warnings)
+    assert len(warnings) == 3, text
+    assert "N1 (3.4 mm) is at the lower edge" in text and "N2" not in text
+    assert "N3 (31.5 mm, a mass) is at the edge of the detectors' size ranges" in text
+    assert "The follow-up has 5 mm slices" in text and "under ~10 mm" in text and "baseline" not in text
+    assert limit_warnings([nodule(2, 12.0)], {"study": thin}, 3.0) == []
