@@ -268,7 +268,7 @@ def test_a_moved_spec_keeps_its_pose_in_the_phantom_truth():
         ({"rotation_deg": (0, 0, 45)}, "beyond"),
         ({"rotation_deg": (0, 0)}, "rotation_deg must be three"),
         ({"translation_mm": (150.0, 0.0, 0.0)}, r"Nodule \d+ .*outside the follow-up field of view; reduce the motion"),
-        ({"volume_factors": (1000.0, 1.0, 1.0, 1.0)}, "Nodule 1 at follow-up"),
+        ({"volume_factors": (1500.0, 1.0, 1.0, 1.0)}, "Nodule 1 at follow-up"),  # 8 mm -> 92 mm > 80 mm
         ({"new_nodules": (NoduleSpec(8.0, lung="right", position=(0.35, 0.25, 0.35)),)}, "nodules 1 and 5 overlap"),
         ({"new_nodules": ("big",)}, "NoduleSpec"),
         ({"solid_fractions": (0.5, None, None, None)}, "nodule 1 is solid"),
