@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
 from typing import TypedDict, TypeVar, Unpack
@@ -388,10 +388,11 @@ _SUSPICIOUS_BASE = frozenset({LungRadsCategory.C3, LungRadsCategory.C4A, LungRad
 
 @dataclass(frozen=True)
 class LungRadsResult:
-    """A category and a sentence naming the rule that gave it."""
+    """A category and a sentence naming the rule that gave it (and, for one nodule, the input it was given)."""
 
     category: LungRadsCategory
     reason: str
+    input: LungRadsInput | None = field(default=None, compare=False, repr=False)
 
 
 def _describe(s: LungRadsInput, rule: SizeRule | None) -> str:
@@ -455,7 +456,8 @@ def categorize_nodule(status: LungRadsInput) -> LungRadsResult:
         raise InputError(f"categorize_nodule needs a LungRadsInput, got {type(status).__name__}; build one first.")
     for feature in FEATURE_RULES:
         if feature.applies(status):
-            return LungRadsResult(feature.category, f"{_describe(status, None)}: {feature.text} → {feature.category}")
+            text = f"{_describe(status, None)}: {feature.text} → {feature.category}"
+            return LungRadsResult(feature.category, text, status)
     rows = [r for r in SIZE_RULES if r.matches(status)]
     if len(rows) != 1:  # the table is a partition (tested); this guards edits to it
         raise MedAIError(f"{len(rows)} Lung-RADS rows match {status}; fix SIZE_RULES so exactly one matches.")
@@ -475,7 +477,7 @@ def categorize_nodule(status: LungRadsInput) -> LungRadsResult:
             reason += "; additional features suspicious for cancer → 4X"
         else:
             notes.append("suspicious features given, but 4X applies to category 3 or 4 nodules only")
-    return LungRadsResult(category, reason + "".join(f" ({n})" for n in notes))
+    return LungRadsResult(category, reason + "".join(f" ({n})" for n in notes), status)
 
 
 def categorize_exam(results: Sequence[LungRadsResult]) -> LungRadsResult:

@@ -19,21 +19,15 @@ Conventions (../shared/DOMAIN.md, "Reporting a nodule the way radiologists expec
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from MedAIExtension.errors import InputError
-from MedAIExtension.tracking import lungrads
 from MedAIExtension.tracking.location import NoduleLocation, NoduleLocator
 from MedAIExtension.tracking.lungrads import (
     LungRadsCategory,
-    LungRadsExtras,
-    LungRadsInput,
     LungRadsResult,
-    Timepoint,
-    categorize_nodule,
 )
 from MedAIExtension.tracking.recommendations import (
     NelsonCategory,
@@ -44,7 +38,7 @@ from MedAIExtension.tracking.recommendations import (
 )
 from MedAIExtension.tracking.repeatability import Z_95, MeasurementSpread
 from MedAIExtension.tracking.results import StudyResult, TimepointResult, TrackedNodule, TrackingResult
-from MedAIExtension.tracking.types import Finding, NoduleKind, NoduleTrend
+from MedAIExtension.tracking.types import Finding, NoduleTrend
 
 __all__ = [
     "MASS_DIAMETER_MM",
@@ -138,44 +132,6 @@ def _timepoint_result(result: TrackingResult | StudyResult, timepoint: str) -> T
     return result.followup if isinstance(result, TrackingResult) else None
 
 
-def _lung_rads_input(
-    finding: Finding,
-    prior: Finding | None,
-    interval: float | None,
-    suspicious: bool,
-    trend: NoduleTrend | None = None,
-    spreads: tuple[MeasurementSpread | None, MeasurementSpread | None] = (None, None),
-) -> LungRadsInput:
-    """The Lung-RADS input the pipeline categorised ``finding`` with (as ``pipeline.lungrads_for`` builds it).
-
-    On follow-up, a ``trend`` other than GROWING keeps the change from the growing rules, and the two spreads give
-    the mean-diameter uncertainty of the change (1.96 combined standard deviations), as the pipeline judges them.
-    """
-    measurement = finding.measurement
-    if measurement.kind is NoduleKind.PART_SOLID and measurement.solid_mean_diameter_mm <= 0:
-        measurement = dataclasses.replace(measurement, kind=NoduleKind.GROUND_GLASS)
-    inputs: LungRadsExtras = {"suspicious_features": suspicious}
-    if interval is None:
-        timepoint = Timepoint.BASELINE
-    elif prior is None:
-        timepoint = Timepoint.NEW
-    else:
-        previous = prior.measurement.mean_diameter_mm
-        within = trend is not None and trend is not NoduleTrend.GROWING
-        uncertainty = None
-        if all(s is not None and s.stable for s in spreads):
-            first, second = (s.mean_diameter_sd_mm for s in spreads if s is not None)
-            uncertainty = round(Z_95 * math.hypot(first, second), 2)
-        margin = 0.0 if uncertainty is None else uncertainty
-        timepoint = lungrads.follow_up_timepoint(previous, measurement.mean_diameter_mm, interval, margin, within)
-        inputs["prior_mean_diameter_mm"], inputs["interval_days"] = previous, interval
-        if uncertainty is not None:
-            inputs["diameter_uncertainty_mm"] = uncertainty
-        if within:
-            inputs["stable_within_error"] = True
-    return LungRadsInput.from_measurement(measurement, timepoint, **inputs)
-
-
 def _margin_mm(spread: MeasurementSpread | None) -> float:
     if spread is None:
         return DEFAULT_MARGIN_MM
@@ -183,23 +139,15 @@ def _margin_mm(spread: MeasurementSpread | None) -> float:
     return min(margin, _MAX_MARGIN_MM) if math.isfinite(margin) else _MAX_MARGIN_MM
 
 
-def _borderline(nodule: TrackedNodule, result: TrackingResult | StudyResult, timepoint: str) -> str | None:
-    """The borderline note of the category given in ``timepoint`` (None when it cannot be re-derived)."""
+def _borderline(nodule: TrackedNodule, timepoint: str) -> str | None:
+    """The borderline note of the category given in ``timepoint`` (None without one)."""
     finding = _finding(nodule, timepoint)
     rads = nodule.baseline_lung_rads if timepoint == "baseline" else nodule.lung_rads
-    if finding is None or rads is None:
+    if finding is None or rads is None or rads.input is None:
         return None
-    suspicious = rads.category is LungRadsCategory.C4X
     spread = nodule.baseline_spread if timepoint == "baseline" else nodule.followup_spread
-    try:
-        if timepoint == "baseline" or not isinstance(result, TrackingResult):
-            status = _lung_rads_input(finding, None, None, suspicious)
-        else:
-            spreads = (nodule.baseline_spread, nodule.followup_spread)
-            status = _lung_rads_input(finding, nodule.baseline, result.interval_days, suspicious, nodule.trend, spreads)
-        if categorize_nodule(status).category is not rads.category:
-            return None  # inputs the pipeline had and this cannot see (e.g. a reader's flags): no guessed note
-        return borderline_note(status, _margin_mm(spread))
+    try:  # the very input the pipeline categorised, so the note can never contradict the category
+        return borderline_note(rads.input, _margin_mm(spread))
     except (InputError, ArithmeticError):  # a size Lung-RADS cannot take: no note rather than no report
         return None
 
@@ -292,7 +240,7 @@ def nodule_reading(
         nelson=nelson,
         nelson_note=note,
         growth=growth_wording(nodule, mass) if timepoint == "followup" else None,
-        borderline=_borderline(nodule, result, timepoint),
+        borderline=_borderline(nodule, timepoint),
     )
 
 

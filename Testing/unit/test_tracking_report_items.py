@@ -16,17 +16,17 @@ from PIL import Image as PILImage
 
 from MedAIExtension.io.image import Image
 from MedAIExtension.tracking.growth import nodule_change
-from MedAIExtension.tracking.lungrads import LungRadsResult, categorize_exam, categorize_nodule
+from MedAIExtension.tracking.lungrads import LungRadsResult, categorize_exam
+from MedAIExtension.tracking.pipeline import lungrads_for
 from MedAIExtension.tracking.reading import (
     STABLE_WORDING,
-    _lung_rads_input,
     growth_wording,
     is_mass,
     nodule_reading,
     report_rows,
 )
 from MedAIExtension.tracking.registration import Registration
-from MedAIExtension.tracking.repeatability import MeasurementSpread
+from MedAIExtension.tracking.repeatability import Z_95, MeasurementSpread
 from MedAIExtension.tracking.report import (
     MIN_PIXELS_PER_MM,
     SCALE_BAR_COLOR,
@@ -87,8 +87,20 @@ def _finding(
     return Finding(Candidate(center, mean, 1.0, "classical"), NoduleMask(box, np.ones((1, 1, 1), bool)), measurement)
 
 
-def _rads(finding: Finding, prior: Finding | None = None, interval: float | None = None) -> LungRadsResult:
-    return categorize_nodule(_lung_rads_input(finding, prior, interval, False))
+def _rads(
+    finding: Finding,
+    prior: Finding | None = None,
+    interval: float | None = None,
+    trend: NoduleTrend | None = None,
+    spreads: tuple[MeasurementSpread | None, MeasurementSpread | None] = (None, None),
+) -> LungRadsResult:
+    """Lung-RADS as the pipeline gives it: the trend and the spreads decide whether a change counts as growth."""
+    uncertainty = None
+    if all(s is not None and s.stable for s in spreads):
+        first, second = (s.mean_diameter_sd_mm for s in spreads if s is not None)
+        uncertainty = round(Z_95 * math.hypot(first, second), 2)
+    within = trend is not None and trend is not NoduleTrend.GROWING
+    return lungrads_for(finding, prior, interval, False, uncertainty_mm=uncertainty, within_error=within)
 
 
 def _tracked(
@@ -106,7 +118,7 @@ def _tracked(
     if followup is None:
         current = first
     else:  # as the pipeline does: the trend and spreads decide whether the change counts as growth
-        current = categorize_nodule(_lung_rads_input(followup, baseline, INTERVAL, False, trend, spreads))
+        current = _rads(followup, baseline, INTERVAL, trend, spreads)
     status = (
         NoduleStatus.PERSISTENT if baseline and followup else NoduleStatus.NEW if followup else NoduleStatus.RESOLVED
     )
