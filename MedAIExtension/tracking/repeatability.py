@@ -27,6 +27,7 @@ from scipy import ndimage
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
+from MedAIExtension.models.preprocessing import crop_image
 from MedAIExtension.tracking.measurements import measure_nodule
 from MedAIExtension.tracking.nodule_segmentation import box_around, robust_std, segment_nodule
 from MedAIExtension.tracking.types import Candidate, NoduleMeasurement
@@ -69,10 +70,7 @@ class MeasurementSpread:
 def _local_image(image: Image, center_ras: Sequence[float], half_mm: float) -> tuple[Image, tuple[slice, ...]]:
     centre = (np.linalg.inv(image.ijk_to_ras) @ np.append(np.asarray(center_ras, float), 1.0))[:3][::-1]
     box = box_around(image, centre, half_mm)
-    corner = np.array([box[2].start, box[1].start, box[0].start, 1.0])
-    affine = np.array(image.ijk_to_ras, dtype=float)
-    affine[:3, 3] = (image.ijk_to_ras @ corner)[:3]
-    return Image(np.asarray(image.array[box], dtype=np.float32), affine, modality=image.modality), box
+    return crop_image(image, box), box
 
 
 def _noise_level(local: Image, lungs: np.ndarray | None) -> float:
