@@ -18,6 +18,9 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from MedAIExtension.io.image import Image
+from MedAIExtension.io.resample import resample_array
+from MedAIExtension.models.preprocessing import crop_image
 from MedAIExtension.tracking.matching import Match
 from MedAIExtension.tracking.measurements import measure_nodule
 from MedAIExtension.tracking.nodule_segmentation import segment_nodule
@@ -140,17 +143,11 @@ def _carried(
     box = _box_in(other.image.shape, ijk[:, ::-1].min(axis=0) - 1, ijk[:, ::-1].max(axis=0) + 1)
     if box is None:
         return None
-    grid = np.stack(np.meshgrid(*(np.arange(b.start, b.stop) for b in box), indexing="ij"), axis=-1).reshape(-1, 3)
-    back = np.linalg.inv(to_other)
-    ras = grid[:, ::-1] @ other.image.ijk_to_ras[:3, :3].T + other.image.ijk_to_ras[:3, 3]
-    ras = ras @ back[:3, :3].T + back[:3, 3]
-    from_index = np.linalg.inv(source.image.ijk_to_ras)
-    src = np.rint(ras @ from_index[:3, :3].T + from_index[:3, 3])[:, ::-1].astype(int)
-    src -= np.array([b.start for b in mask.box])
-    valid = np.all((src >= 0) & (src < np.asarray(mask.mask.shape)), axis=1)
-    inside = np.zeros(len(grid), dtype=bool)
-    inside[valid] = mask.mask[tuple(src[valid].T)]
-    carried = inside.reshape(tuple(b.stop - b.start for b in box))
+    # the mask's own grid, placed where the transform takes it, resampled (nearest) onto the other study's box
+    placed = to_other @ crop_image(source.image, mask.box).ijk_to_ras
+    moved = Image(mask.mask.astype(np.uint8), placed)
+    target = crop_image(other.image, box)
+    carried = resample_array(moved, target.ijk_to_ras, target.shape, linear=False, fill=0).astype(bool)
     if not carried.any():
         return None
     return NoduleMask(box, carried)
