@@ -21,8 +21,10 @@ import numpy as np
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.phantom.ct_noise import KERNELS
+from MedAIExtension.phantom.findings_spec import LungFindingsSpec
+from MedAIExtension.phantom.lung_findings import random_findings
 from MedAIExtension.phantom.sampling import random_phantom_spec
-from MedAIExtension.phantom.spec import PhantomSpec
+from MedAIExtension.phantom.spec import NoduleKind, NoduleSpec, PhantomSpec
 
 __all__ = ["Acquisition", "random_acquisition", "random_ct_spec"]
 
@@ -68,6 +70,7 @@ def random_ct_spec(
     diameter_range_mm: tuple[float, float] = (3.0, 30.0),
     mass_probability: float = 0.25,
     max_voxels: int = 24_000_000,
+    findings: bool = True,
 ) -> tuple[PhantomSpec, Acquisition]:
     """A random patient (habitus, lesions) under a random acquisition; the same seed gives the same pair.
 
@@ -105,11 +108,29 @@ def random_ct_spec(
         else n
         for n in spec.nodules
     )
+    extra = np.random.default_rng([int(seed), 0x4649])  # a separate stream: the draws above stay as they were
+    if findings:
+        lesions = tuple(_roughen(lesion, extra) for lesion in lesions)
     spec = dataclasses.replace(
         spec,
         nodules=lesions,
+        findings=random_findings(extra) if findings else LungFindingsSpec(),
         noise_hu=acquisition.noise_hu,
         noise_kernel=acquisition.kernel,
         slice_thickness_mm=acquisition.slice_thickness_mm,
     )
     return spec, acquisition
+
+
+def _roughen(lesion: NoduleSpec, rng: np.random.Generator) -> NoduleSpec:
+    """Spiculate some solid lesions and give some masses a necrotic centre (draws from ``rng`` in a fixed order)."""
+    spiculate, necrotic = rng.random(), rng.random()
+    spiculation, necrosis = float(rng.uniform(0.3, 0.9)), float(rng.uniform(0.3, 0.6))
+    if lesion.kind is not NoduleKind.SOLID:
+        return lesion
+    return dataclasses.replace(
+        lesion,
+        spiculation=round(spiculation, 3) if spiculate < 0.25 else 0.0,
+        necrosis=round(necrosis, 3) if necrotic < 0.5 and lesion.diameter_mm >= 30.0 else 0.0,
+        shape_seed=lesion.shape_seed or int(rng.integers(2**31)),
+    )

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from MedAIExtension.phantom.anatomy import build_layout, lung_sdf, nodule_center
 from MedAIExtension.phantom.ct_noise import KERNELS
 from MedAIExtension.phantom.grid import ChunkGrid
 from MedAIExtension.phantom.lesion_shape import lobed_shape
+from MedAIExtension.phantom.lung_findings import build_findings
 from MedAIExtension.phantom.render import LABEL_LUNG, LABEL_NODULE, NoduleTruth, Renderer
 from MedAIExtension.phantom.spec import (
     DEFAULT_NODULES,
@@ -122,6 +124,8 @@ def generate_chest_phantom(
     layout = build_layout(spec.anatomy)
     nodules = _resolve_nodules(spec, layout)
     vessels = vessel_trees(layout, np.random.default_rng([spec.seed, 0]))
+    reach = [(n.center, n.radius * (n.shape.max_relative_radius if n.shape is not None else 1.0)) for n in nodules]
+    findings = build_findings(layout, spec.findings, spec.seed, reach)
     affine = spec.ijk_to_ras
     # A moved patient (spec.pose_ras) is sampled by taking the scanner grid into the body frame.
     sampled = affine if spec.pose_ras is None else np.linalg.inv(spec.pose) @ affine
@@ -137,6 +141,7 @@ def generate_chest_phantom(
         spec.effective_noise_seed,
         noise_kernel=kernel,
         slice_thickness_mm=spec.slice_thickness_mm,
+        findings=findings,
     )
     report(0.0, "Rendering phantom slices")
     ct, labels, ids = renderer.run(report)
@@ -168,8 +173,10 @@ def _resolve_nodules(spec: PhantomSpec, layout: Any) -> list[NoduleTruth]:
         if nodule.kind is NoduleKind.PART_SOLID:
             assert nodule.solid_fraction is not None  # set for every part-solid nodule on construction
             core = nodule.radius_mm * nodule.solid_fraction
-        shape = lobed_shape(nodule.lobulation, nodule.shape_seed)
-        out.append(NoduleTruth(index, NoduleKind(nodule.kind), center, nodule.radius_mm, core, shape))
+        shape = lobed_shape(nodule.lobulation, nodule.shape_seed, nodule.spiculation)
+        truth = NoduleTruth(index, NoduleKind(nodule.kind), center, nodule.radius_mm, core, shape)
+        truth.necrosis_radius = nodule.radius_mm * nodule.necrosis
+        out.append(truth)
     return out
 
 
@@ -195,6 +202,8 @@ def _truth(
                 "lung": min(sides, key=sides.__getitem__).value,
                 "juxta_pleural": nodule.juxta_pleural,
                 **({"lobulation": nodule.lobulation} if nodule.lobulation else {}),  # diameter: volume-equivalent
+                **({"spiculation": nodule.spiculation} if nodule.spiculation else {}),
+                **({"necrosis": nodule.necrosis} if nodule.necrosis else {}),
                 "diameter_mm": nodule.diameter_mm,
                 "mean_diameter_mm": nodule.diameter_mm,
                 "volume_mm3": round(nodule.volume_mm3, 3),
@@ -217,6 +226,8 @@ def _truth(
         extra["noise_kernel"] = spec.noise_kernel
     if spec.slice_thickness_mm is not None:
         extra["slice_thickness_mm"] = spec.slice_thickness_mm
+    if spec.findings.any:
+        extra["findings"] = {k: v for k, v in dataclasses.asdict(spec.findings).items() if v}
     return {
         "generator": "MedAIExtension.phantom.chest",
         "seed": spec.seed,

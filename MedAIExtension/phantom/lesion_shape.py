@@ -10,14 +10,17 @@ diameter and its truth volume stays ``4/3 π R³``; only its axes change.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 __all__ = ["LobedShape", "lobed_shape"]
 
 _LOBES = 5
+_SPIKES = 14
+_SPIKE_WIDTH = 0.09  # radians
 _QUADRATURE_POINTS = 4096
+_SPIKE_QUADRATURE_POINTS = 16384  # narrow spikes need a finer sphere
 
 
 def _fibonacci_sphere(count: int) -> np.ndarray:
@@ -36,29 +39,42 @@ class LobedShape:
     weights: np.ndarray
     amplitude: float
     scale: float
+    spike_directions: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    spike_lengths: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def relative_radius(self, ux: np.ndarray, uy: np.ndarray, uz: np.ndarray) -> np.ndarray:
         """``r(u) / R`` for unit vectors given by their components (any matching shapes)."""
         bulge = np.zeros(np.shape(ux), dtype=np.float64)
         for (vx, vy, vz), weight in zip(self.directions, self.weights):
             bulge += weight * np.maximum(ux * vx + uy * vy + uz * vz, 0.0) ** 3
-        return self.scale * (1.0 + self.amplitude * bulge)
+        radius = 1.0 + self.amplitude * bulge
+        for (sx, sy, sz), length in zip(self.spike_directions, self.spike_lengths):
+            radius += length * np.exp((ux * sx + uy * sy + uz * sz - 1.0) / _SPIKE_WIDTH**2)
+        return self.scale * radius
 
     @property
     def max_relative_radius(self) -> float:
-        """The largest ``r(u) / R`` (an upper bound: all lobes at once)."""
-        return float(self.scale * (1.0 + self.amplitude * self.weights.sum()))
+        """An upper bound of ``r(u) / R``: all lobes at once plus the longest spikes where they may overlap."""
+        spikes = np.sort(self.spike_lengths)[::-1][:2].sum() if self.spike_lengths.size else 0.0
+        return float(self.scale * (1.0 + self.amplitude * self.weights.sum() + spikes))
 
 
-def lobed_shape(amplitude: float, seed: int) -> LobedShape | None:
-    """The lobed outline of amplitude ``amplitude`` (0: a sphere, None) from ``seed``."""
-    if amplitude <= 0.0:
+def lobed_shape(amplitude: float, seed: int, spiculation: float = 0.0) -> LobedShape | None:
+    """The outline with lobes of amplitude ``amplitude`` and spikes of relative length up to ``spiculation``
+    (both 0: a sphere, None) from ``seed``."""
+    if amplitude <= 0.0 and spiculation <= 0.0:
         return None
     rng = np.random.default_rng([int(seed), 0x4C4F42])
     directions = rng.normal(size=(_LOBES, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     weights = rng.uniform(0.5, 1.0, size=_LOBES)
-    raw = LobedShape(directions, weights, float(amplitude), 1.0)
-    points = _fibonacci_sphere(_QUADRATURE_POINTS)
+    spikes, lengths = np.zeros((0, 3)), np.zeros(0)
+    if spiculation > 0.0:
+        spike_rng = np.random.default_rng([int(seed), 0x535049])  # lobes stay as they were without spikes
+        spikes = spike_rng.normal(size=(_SPIKES, 3))
+        spikes /= np.linalg.norm(spikes, axis=1, keepdims=True)
+        lengths = float(spiculation) * spike_rng.uniform(0.3, 1.0, size=_SPIKES)
+    raw = LobedShape(directions, weights, float(amplitude), 1.0, spikes, lengths)
+    points = _fibonacci_sphere(_SPIKE_QUADRATURE_POINTS if spiculation > 0.0 else _QUADRATURE_POINTS)
     mean_cube = float(np.mean(raw.relative_radius(points[:, 0], points[:, 1], points[:, 2]) ** 3))
-    return LobedShape(directions, weights, float(amplitude), mean_cube ** (-1.0 / 3.0))
+    return LobedShape(directions, weights, float(amplitude), mean_cube ** (-1.0 / 3.0), spikes, lengths)

@@ -18,9 +18,12 @@ from scipy import ndimage
 from MedAIExtension.phantom import _sdf
 from MedAIExtension.phantom.anatomy import Layout, Tube, lung_bounds, lung_parts, mediastinum_sdf
 from MedAIExtension.phantom.ct_noise import ReconKernel, ct_noise_slices
-from MedAIExtension.phantom.grid import Block, ChunkGrid, intersect, slab_block
+from MedAIExtension.phantom.findings_render import FindingsPainter
+from MedAIExtension.phantom.grid import Block, ChunkGrid, intersect
 from MedAIExtension.phantom.lesion_shape import LobedShape
+from MedAIExtension.phantom.lung_findings import FindingsLayout
 from MedAIExtension.phantom.spec import LungSide
+from MedAIExtension.phantom.tube_boxes import TubeBoxes
 from MedAIExtension.tracking.types import NoduleKind
 
 __all__ = ["HU", "LABEL_LUNG", "LABEL_NODULE", "NoduleTruth", "Renderer"]
@@ -45,6 +48,7 @@ HU: dict[str, float] = {
     "solid_nodule": 30.0,
     "ground_glass": -600.0,
     "solid_core": 20.0,
+    "necrosis": 12.0,
 }
 
 _SLAB_VOXELS = 1 << 20
@@ -52,6 +56,7 @@ _AIRWAY_WALL_MM = 1.8
 _NOISE_SIGMA_VOXELS = 0.7
 _N_RIBS = 12
 _N_TEXTURE_WAVES = 6
+_HETEROGENEOUS_RADIUS_MM = 15.0
 
 
 @dataclass
@@ -64,6 +69,7 @@ class NoduleTruth:
     radius: float
     core_radius: float
     shape: LobedShape | None = None  # None: a sphere
+    necrosis_radius: float = 0.0  # a necrotic centre of this radius (solid lesions), 0: none
     voxels: int = 0
     core_voxels: int = 0
     index_sum: np.ndarray = field(default_factory=lambda: np.zeros(3))
@@ -79,31 +85,6 @@ class _Slab:
     hu: np.ndarray
     labels: np.ndarray
     ids: np.ndarray
-
-
-class _TubeBoxes:
-    """Tubes with their index ranges precomputed, for a quick overlap test against each slab."""
-
-    def __init__(self, grid: ChunkGrid, tubes: list[Tube], margin: float) -> None:
-        self.tubes = tubes
-        if tubes:
-            bounds = [tube.bounds(margin) for tube in tubes]
-            self.first, self.last = grid.index_ranges(
-                np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds])
-            )
-
-    def overlapping(self, k0: int, k1: int) -> list[tuple[Tube, Block]]:
-        """The tubes whose box meets slices k0..k1, each with its block relative to the slab."""
-        if not self.tubes:
-            return []
-        first, last = self.first, self.last
-        hits = (first[:, 2] < k1) & (last[:, 2] > k0) & (first[:, 0] < last[:, 0]) & (first[:, 1] < last[:, 1])
-        out = []
-        for n in np.nonzero(hits)[0]:
-            block = slab_block(first[n], last[n], k0, k1)
-            if block is not None:
-                out.append((self.tubes[n], block))
-        return out
 
 
 def _lerp(hu: np.ndarray, fraction: np.ndarray, value: float | np.ndarray) -> None:
@@ -125,6 +106,7 @@ class Renderer:
         noise_seed: int | None = None,
         noise_kernel: ReconKernel | None = None,
         slice_thickness_mm: float | None = None,
+        findings: FindingsLayout | None = None,
     ) -> None:
         self.grid = grid
         self.layout = layout
@@ -141,9 +123,12 @@ class Renderer:
         self.waves = wave_dirs * (2.0 * math.pi / rng.uniform(12.0, 60.0, size=(_N_TEXTURE_WAVES, 1)))
         self.wave_phases = rng.uniform(0.0, 2.0 * math.pi, size=_N_TEXTURE_WAVES)
         self.max_width = float(np.sum(grid.spacing))
-        self.vessel_boxes = {side: _TubeBoxes(grid, vessels[side], self.max_width) for side in LungSide}
-        self.great_vessel_boxes = _TubeBoxes(grid, layout.great_vessels, self.max_width)
-        self.airway_wall_boxes = _TubeBoxes(grid, layout.airways, self.max_width + _AIRWAY_WALL_MM)
+        self.vessel_boxes = {side: TubeBoxes(grid, vessels[side], self.max_width) for side in LungSide}
+        self.great_vessel_boxes = TubeBoxes(grid, layout.great_vessels, self.max_width)
+        self.airway_wall_boxes = TubeBoxes(grid, layout.airways, self.max_width + _AIRWAY_WALL_MM)
+        self.findings = None
+        if findings is not None and findings.spec.any:
+            self.findings = FindingsPainter(grid, layout, findings, self.max_width)
 
     # ---- driver ---------------------------------------------------------------------------------------------
     def run(self, progress: Callable[[float, str], None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -163,6 +148,8 @@ class Renderer:
             slab = _Slab(k0, k1, x, y, z, self._body(x, y), labels[k0:k1], ids[k0:k1])
             for painter in painters:
                 painter(slab)
+            if self.findings is not None:
+                self.findings.streaks(slab.hu, x, y, z)
             del x, y, z
             self._add_noise(slab)
             np.rint(slab.hu, out=slab.hu)
@@ -209,7 +196,7 @@ class Renderer:
         _lerp(hu, self._fraction(*pericardium), HU["pericardial_fat"])
         _lerp(hu, self._fraction(*_sdf.ellipsoid(x, y, z, lay.heart_center, lay.heart_semi, self.grid)), HU["blood"])
 
-    def _tubes(self, slab: _Slab, boxes: _TubeBoxes, value: float, grow: float = 0.0) -> None:
+    def _tubes(self, slab: _Slab, boxes: TubeBoxes, value: float, grow: float = 0.0) -> None:
         for tube, b in boxes.overlapping(slab.k0, slab.k1):
             x, y, z = slab.x[b], slab.y[b], slab.z[b]
             d, w = _sdf.segment(x, y, z, tube.p0, tube.p1, tube.r0 + grow, tube.r1 + grow, self.grid)
@@ -313,14 +300,20 @@ class Renderer:
         x, y, z = slab.x[b], slab.y[b], slab.z[b]
         parts = lung_parts(lay, side, x, y, z, self.grid)
         inside = parts[0][0] <= 0.0
+        distance = None
+        if self.findings is not None and self.findings.needs_lung_distance:
+            distance = parts[0][0].copy()
+            for d, _ in parts[1:]:
+                np.maximum(distance, d, out=distance)
         f = self._fraction(*parts[0])
         for d, w in parts[1:]:
             inside &= d <= 0.0
             np.minimum(f, self._fraction(d, w), out=f)
         del parts
-        slab.labels[b][inside] = LABEL_LUNG
-        self.lung_voxels[side] += int(np.count_nonzero(inside))
         _lerp(slab.hu[b], f, self._lung_hu(x, y, z))
+        if self.findings is not None:
+            self.findings.parenchyma(slab.hu[b], side, x, y, z, f, distance)
+        del distance
         vessels = np.zeros_like(f)
         for tube, sub in self.vessel_boxes[side].overlapping(slab.k0, slab.k1):
             both = intersect(sub, b)
@@ -332,6 +325,12 @@ class Renderer:
             np.maximum(vessels[relative], self._fraction(d, w), out=vessels[relative])
         vessels *= f
         _lerp(slab.hu[b], vessels, HU["blood"])
+        del vessels
+        if self.findings is not None:
+            coordinates = (slab.x, slab.y, slab.z)
+            self.findings.structures(slab.hu[b], side, b, slab.k0, slab.k1, (x, y, z), coordinates, f, inside)
+        slab.labels[b][inside] = LABEL_LUNG
+        self.lung_voxels[side] += int(np.count_nonzero(inside))
 
     def _lung_hu(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
         """Lung attenuation: denser posteriorly (gravity) plus low-frequency texture of about ±30 HU."""
@@ -368,7 +367,15 @@ class Renderer:
             hu = slab.hu[b]
             f = self._fraction(d, w).astype(np.float32)
             if nodule.kind is NoduleKind.SOLID:
-                _lerp(hu, f, HU["solid_nodule"])
+                value: float | np.ndarray = HU["solid_nodule"]
+                if nodule.radius >= _HETEROGENEOUS_RADIUS_MM:  # masses enhance unevenly
+                    value = (np.cos(x * 0.23 + nodule.index) * np.cos(y * 0.19 - z * 0.17) * 12.0 + value).astype(
+                        np.float32
+                    )
+                _lerp(hu, f, value)
+                if nodule.necrosis_radius > 0.0:
+                    d, w = _sdf.sphere(x, y, z, nodule.center, nodule.necrosis_radius, self.grid)
+                    _lerp(hu, self._fraction(d, w).astype(np.float32), HU["necrosis"])
                 continue
             _lerp(hu, f, np.maximum(hu, np.float32(HU["ground_glass"])))  # vessels stay visible through GGO
             if nodule.kind is NoduleKind.PART_SOLID:

@@ -12,6 +12,7 @@ import numpy as np
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.phantom.ct_noise import KERNELS
+from MedAIExtension.phantom.findings_spec import LungFindingsSpec
 from MedAIExtension.phantom.grid import AXIAL, make_affine, normalized_direction
 from MedAIExtension.tracking.types import LungSide, NoduleKind
 
@@ -80,6 +81,9 @@ class NoduleSpec:
         lobulation: 0 for a sphere; up to 0.5 for a lobulated outline of the same volume
             (:mod:`MedAIExtension.phantom.lesion_shape`), ``diameter_mm`` being the volume-equivalent diameter.
         shape_seed: which lobulated outline.
+        spiculation: 0 for a smooth outline; up to 1 for spikes up to that fraction of the radius long.
+        necrosis: 0 for a homogeneous lesion; up to 0.7 for a solid lesion (a mass) with a necrotic centre of
+            that fraction of its radius.
     """
 
     diameter_mm: float
@@ -91,9 +95,21 @@ class NoduleSpec:
     juxta_pleural: bool = False
     lobulation: float = 0.0
     shape_seed: int = 0
+    spiculation: float = 0.0
+    necrosis: float = 0.0
 
     def __post_init__(self) -> None:
         kind = _enum(NoduleKind, self.kind, "Nodule kind")
+        spiculation, necrosis = float(self.spiculation), float(self.necrosis)
+        if not 0.0 <= spiculation <= 1.0:
+            raise InputError(f"spiculation must be in [0, 1] (0 = smooth), got {self.spiculation!r}.")
+        if not 0.0 <= necrosis <= 0.7 or (necrosis > 0.0 and kind is not NoduleKind.SOLID):
+            raise InputError(
+                f"necrosis must be in [0, 0.7] and applies to solid lesions only, got {self.necrosis!r} for a "
+                f"{kind.value} lesion."
+            )
+        object.__setattr__(self, "spiculation", spiculation)
+        object.__setattr__(self, "necrosis", necrosis)
         lobulation = float(self.lobulation)
         if not 0.0 <= lobulation <= 0.5:
             raise InputError(f"lobulation must be in [0, 0.5] (0 = a sphere), got {self.lobulation!r}.")
@@ -233,6 +249,8 @@ class PhantomSpec:
             noise power spectrum, the texture of real filtered back-projection CT.
         slice_thickness_mm: with ``noise_kernel``, the reconstructed slice thickness (default: the slice spacing);
             thicker than the spacing correlates the noise of neighbouring slices as overlapping reconstructions do.
+        findings: what else the lungs show (fissures, airways, emphysema, fibrosis, atelectasis, effusion,
+            granulomas, scars, streaks; :mod:`MedAIExtension.phantom.lung_findings`); none by default.
     """
 
     size_ijk: tuple[int, int, int] = (512, 512, 300)
@@ -247,9 +265,12 @@ class PhantomSpec:
     noise_seed: int | None = None
     noise_kernel: str | None = None
     slice_thickness_mm: float | None = None
+    findings: LungFindingsSpec = field(default_factory=LungFindingsSpec)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size_ijk", _size_triple(self.size_ijk))
+        if not isinstance(self.findings, LungFindingsSpec):
+            raise InputError("findings must be a LungFindingsSpec.")
         spacing = _triple(self.spacing, "spacing")
         if min(spacing) <= 0.0:
             raise InputError(f"spacing must be positive (mm), got {spacing}.")

@@ -13,7 +13,7 @@ import numpy as np
 from MedAIExtension.phantom.anatomy import Layout, Tube, lung_bounds, lung_sdf
 from MedAIExtension.phantom.spec import LungSide
 
-__all__ = ["vessel_trees"]
+__all__ = ["grow_tree", "vessel_trees"]
 
 _POINTS_PER_TREE = 1500
 _ROOT_RADIUS_MM = 3.0
@@ -37,22 +37,28 @@ def _lung_points(layout: Layout, side: LungSide, rng: np.random.Generator, count
     return np.concatenate(found)[:count]
 
 
-def _grow(root: np.ndarray, points: np.ndarray, rng: np.random.Generator) -> list[Tube]:
+def _grow(
+    root: np.ndarray,
+    points: np.ndarray,
+    rng: np.random.Generator,
+    root_radius: float = _ROOT_RADIUS_MM,
+    min_radius: float = _MIN_RADIUS_MM,
+) -> list[Tube]:
     tubes: list[Tube] = []
     total = len(points)
     stack = [(root, points)]
     while stack:
         start, territory = stack.pop()
         n = len(territory)
-        radius = _ROOT_RADIUS_MM * (n / total) ** (1.0 / 3.0)
-        if radius < _MIN_RADIUS_MM:
+        radius = root_radius * (n / total) ** (1.0 / 3.0)
+        if radius < min_radius:
             continue
         centroid = territory.mean(axis=0)
         child_radius = radius * 0.79  # Murray's law for two equal children
-        leaf = child_radius < _MIN_RADIUS_MM
+        leaf = child_radius < min_radius
         end = start + (centroid - start) * (1.0 if leaf else _BRANCH_FRACTION)
         end = end + rng.normal(scale=0.08 * float(np.linalg.norm(end - start)), size=3)
-        tubes.append(Tube(tuple(start), tuple(end), radius, max(child_radius, _MIN_RADIUS_MM)))
+        tubes.append(Tube(tuple(start), tuple(end), radius, max(child_radius, min_radius)))
         if leaf:
             continue
         centred = territory - centroid
@@ -63,6 +69,20 @@ def _grow(root: np.ndarray, points: np.ndarray, rng: np.random.Generator) -> lis
         stack.append((end, territory[order[:half]]))
         stack.append((end, territory[order[half:]]))
     return tubes
+
+
+def grow_tree(
+    layout: Layout,
+    side: LungSide,
+    root: np.ndarray,
+    rng: np.random.Generator,
+    points: int,
+    root_radius: float,
+    min_radius: float,
+) -> list[Tube]:
+    """A branching tree from ``root`` filling one lung (territories of ``points`` random points), tapering
+    by Murray's law from ``root_radius`` to ``min_radius``; the airway tree is grown this way too."""
+    return _grow(np.asarray(root, dtype=float), _lung_points(layout, side, rng, points), rng, root_radius, min_radius)
 
 
 def vessel_trees(layout: Layout, rng: np.random.Generator) -> dict[LungSide, list[Tube]]:

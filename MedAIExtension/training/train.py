@@ -39,6 +39,7 @@ from MedAIExtension.models.preprocessing import (
     resample_to_grid,
 )
 from MedAIExtension.phantom import LABEL_NODULE, generate_chest_phantom, random_phantom_spec
+from MedAIExtension.phantom.acquisition import random_ct_spec
 from MedAIExtension.phantom.spec import PhantomSpec, _rows, _triple
 from MedAIExtension.segmentation.froc import ScanDetections, candidates_from_probability, froc, lesions_from_instances
 from MedAIExtension.training.export import export_onnx, update_catalog, write_monai_bundle
@@ -140,16 +141,32 @@ def _random_native_grid(rng: np.random.Generator) -> tuple[tuple[int, int, int],
     return (n, n, int(round(z_extent / slice_mm))), (in_plane, in_plane, slice_mm)
 
 
+def v2_spec(seed: int) -> PhantomSpec:
+    """A phantom-v2 case (:func:`~MedAIExtension.phantom.acquisition.random_ct_spec`): random acquisition, lung
+    findings and hard negatives, lesions of 3-30 mm and, in 40 % of the scans, a mass of 30-70 mm."""
+    spec, _ = random_ct_spec(
+        seed, fov_mm=(340.0, 280.0, 200.0), max_nodules=5, mass_probability=0.4, max_voxels=10_000_000
+    )
+    return spec
+
+
 def _make_cases(
-    seeds: Sequence[int], log: Callable[[str], None], diameter_range_mm: tuple[float, float] = (4.0, 20.0)
+    seeds: Sequence[int],
+    log: Callable[[str], None],
+    diameter_range_mm: tuple[float, float] = (4.0, 20.0),
+    v2_share: float = 0.0,
 ) -> list[TrainingCase]:
     cases = []
-    for seed in seeds:
+    for n, seed in enumerate(seeds):
         rng = np.random.default_rng(seed)
         size, spacing = _random_native_grid(rng)
-        spec = random_phantom_spec(
-            seed, size_ijk=size, spacing=spacing, max_nodules=6, diameter_range_mm=diameter_range_mm
-        )
+        if round((n + 1) * v2_share) > round(n * v2_share):  # v2 cases spread evenly among the seeds
+            spec = v2_spec(seed)
+            size, spacing = spec.size_ijk, spec.spacing
+        else:
+            spec = random_phantom_spec(
+                seed, size_ijk=size, spacing=spacing, max_nodules=6, diameter_range_mm=diameter_range_mm
+            )
         cases.append(TrainingCase.from_arrays(*prepare_case(spec), np.random.default_rng(seed)))
         log(
             f"  case seed {seed}: native {size} @ {tuple(round(s, 2) for s in spacing)} "
@@ -232,6 +249,7 @@ def train(
     max_diameter_mm: float = 20.0,
     nodule_weight: float = 2.0,
     nodule_share: float = 0.3,
+    v2_share: float = 0.0,
 ) -> torch.nn.Module:
     """Train the network on ``n_train`` random phantoms; returns the trained network (eval mode).
 
@@ -248,6 +266,7 @@ def train(
         max_diameter_mm: largest nodule diameter in the training phantoms (smallest: 4 mm).
         nodule_weight: cross-entropy weight of the nodule class (background and lung: 1).
         nodule_share: share of patches centred on a nodule chosen uniformly (at most 0.6).
+        v2_share: share of the training phantoms drawn as phantom-v2 (:func:`v2_spec`), the rest as v1.
     """
     import torch
     from monai.losses import DiceCELoss
@@ -257,7 +276,7 @@ def train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     log(f"generating {n_train} training phantoms")
-    cases = _make_cases([case_seed + i for i in range(n_train)], log, (4.0, max_diameter_mm))
+    cases = _make_cases([case_seed + i for i in range(n_train)], log, (4.0, max_diameter_mm), v2_share)
     network = build_network()
     if init_weights is not None:
         network.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
@@ -413,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-diameter", type=float, default=20.0)
     parser.add_argument("--nodule-weight", type=float, default=2.0)
     parser.add_argument("--nodule-share", type=float, default=0.3)
+    parser.add_argument("--v2-share", type=float, default=0.0, help="share of phantom-v2 training cases")
     parser.add_argument("--version", default="1.0.0")
     args = parser.parse_args(argv)
     torch.set_num_threads(cpu_threads())
@@ -434,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_diameter_mm=args.max_diameter,
         nodule_weight=args.nodule_weight,
         nodule_share=args.nodule_share,
+        v2_share=args.v2_share,
     )
     model_dir = args.catalog.parent
     entry = model_entry(args.version)
@@ -449,6 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_diameter_mm": args.max_diameter,
         "nodule_weight": args.nodule_weight,
         "nodule_share": args.nodule_share,
+        "v2_share": args.v2_share,
         "seconds": round(time.perf_counter() - started, 1),
     }
     if previous is not None:
