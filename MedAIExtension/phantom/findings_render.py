@@ -39,7 +39,7 @@ _FIBROSIS_DEPTH_MM = 15.0
 def _ramp(d: np.ndarray, w: np.ndarray | float | None) -> np.ndarray:
     """:func:`_sdf.ramp` for shapes drawn with a grid (their ramp width is never None)."""
     assert w is not None
-    return _ramp(d, w)
+    return _sdf.ramp(d, w)
 
 
 def _lerp(hu: np.ndarray, fraction: np.ndarray, value: float) -> None:
