@@ -1,0 +1,139 @@
+"""The shipped segmentation model on held-out phantom-v2 scans, judged as issue 17 asks.
+
+Each scan is a :func:`~MedAIExtension.phantom.acquisition.random_ct_spec` phantom (random acquisition, lung
+findings and hard negatives, lesions of 3-30 mm and often a mass of 30-70 mm) from seeds the training never uses
+(9500 and up). The model runs through the same inference path as ``medai segment`` (sliding window, clean-up,
+lesion filter). What is measured:
+
+- **detection** (LUNA16 style, :mod:`MedAIExtension.segmentation.froc`): each lesion component of the final label
+  map is a candidate at its centroid, scored by its peak lesion probability; FROC and CPM over the scans;
+- **false positives ≥ 3 mm per scan**: components of at least 3 mm equivalent diameter that hit no lesion;
+- **lesion Dice** of each lesion ≥ 6 mm in a box of twice its diameter around it (a miss counts 0);
+- **masses**: each lesion ≥ 30 mm must be hit and at least half of it covered by the lesion label;
+- **lung Dice**.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from MedAIExtension.io.image import Image
+from MedAIExtension.metrics import dice
+from MedAIExtension.models.backends import load_backend
+from MedAIExtension.models.catalog import ModelEntry
+from MedAIExtension.models.inference import map_to_input, predict_scores, prepare_input, scores_to_labelmap
+from MedAIExtension.phantom import LABEL_LUNG, LABEL_NODULE, generate_chest_phantom
+from MedAIExtension.phantom.acquisition import random_ct_spec
+from MedAIExtension.phantom.spec import PhantomSpec
+from MedAIExtension.segmentation.froc import Candidate, ScanDetections, froc, lesions_from_instances
+
+__all__ = ["HELDOUT_V2_SEEDS", "evaluate_v2", "heldout_v2_spec"]
+
+#: Seeds of the held-out phantom-v2 scans (training uses 5000-5999; the lesion filter 6000-6999).
+HELDOUT_V2_SEEDS: tuple[int, ...] = tuple(range(9500, 9510))
+_MIN_FP_DIAMETER_MM = 3.0
+_MASS_MM = 30.0
+_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
+
+
+def heldout_v2_spec(seed: int, max_voxels: int = 6_000_000) -> PhantomSpec:
+    """A held-out phantom-v2 scan: a chest field of view of 340 x 280 x 150 mm, every other scan with a mass."""
+    spec, _ = random_ct_spec(
+        seed, fov_mm=(340.0, 280.0, 150.0), max_nodules=4, mass_probability=0.5, max_voxels=max_voxels
+    )
+    return spec
+
+
+def _segment(image: Image, entry: ModelEntry, backend: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The final label map and the lesion probability, both on ``image``'s grid, from one network pass."""
+    prepared = prepare_input(image, entry)
+    if prepared is None:
+        empty = np.zeros(image.shape, dtype=np.uint8)
+        return empty, empty.astype(np.float32)
+    scores, _ = predict_scores(prepared, backend)
+    channel = 1 + [label.value for label in entry.labels].index(LABEL_NODULE)
+    shifted = np.exp(scores - scores.max(axis=0, keepdims=True))
+    probability = (shifted[channel] / shifted.sum(axis=0)).astype(np.float32)
+    labelmap = scores_to_labelmap(scores, prepared, entry, image)
+    return labelmap, map_to_input(probability, prepared, image)
+
+
+def _candidates(image: Image, labelmap: np.ndarray, probability: np.ndarray) -> list[tuple[Candidate, float]]:
+    """Each lesion component as a candidate (centroid, peak probability) with its equivalent diameter."""
+    components, _ = ndimage.label(labelmap == LABEL_NODULE, structure=_CONNECTIVITY)
+    out = []
+    for index, box in enumerate(ndimage.find_objects(components), start=1):
+        if box is None:
+            continue
+        inside = components[box] == index
+        local = np.argwhere(inside) + np.array([s.start for s in box])
+        ijk = np.column_stack([local[:, ::-1].astype(float), np.ones(len(local))])
+        centre = (image.ijk_to_ras @ ijk.T).T[:, :3].mean(axis=0)
+        diameter = float(np.cbrt(6.0 * inside.sum() * image.voxel_volume_mm3 / np.pi))
+        score = float(probability[box][inside].max())
+        out.append((Candidate((float(centre[0]), float(centre[1]), float(centre[2])), score), diameter))
+    return out
+
+
+def evaluate_v2(
+    entry: ModelEntry,
+    seeds: Sequence[int] = HELDOUT_V2_SEEDS,
+    log: Callable[[str], None] = print,
+    max_voxels: int = 6_000_000,
+) -> dict[str, Any]:
+    """Run ``entry`` on the held-out phantom-v2 scans of ``seeds``; the figures of the module docstring."""
+    backend = load_backend(entry, "cpu")
+    scans: list[ScanDetections] = []
+    lung_dice, lesion_dice, false_positives, masses, seconds = [], [], [], [], []
+    for seed in seeds:
+        phantom = generate_chest_phantom(heldout_v2_spec(seed, max_voxels))
+        started = time.perf_counter()
+        labelmap, probability = _segment(phantom.ct, entry, backend)
+        seconds.append(time.perf_counter() - started)
+        truth = phantom.labels.array
+        lesions = lesions_from_instances(phantom.nodule_ids)
+        found = _candidates(phantom.ct, labelmap, probability)
+        scans.append(ScanDetections(tuple(c for c, _ in found), lesions))
+        false = [d for c, d in found if d >= _MIN_FP_DIAMETER_MM and not any(x.contains(c.center_ras) for x in lesions)]
+        false_positives.append(len(false))
+        lung_dice.append(dice(labelmap == LABEL_LUNG, truth == LABEL_LUNG))
+        for item in phantom.truth["nodules"]:
+            mask = phantom.nodule_mask(item["id"])
+            if not mask.any():
+                continue
+            diameter = float(item["diameter_mm"])
+            if diameter >= 6.0:
+                centre = np.argwhere(mask).mean(axis=0).round().astype(int)
+                half = np.ceil(diameter / np.asarray(phantom.ct.spacing[::-1])).astype(int)
+                box = tuple(slice(max(c - h, 0), c + h + 1) for c, h in zip(centre, half, strict=True))
+                lesion_dice.append(dice(labelmap[box] == LABEL_NODULE, truth[box] == LABEL_NODULE))
+            if diameter >= _MASS_MM:
+                covered = float(np.mean(labelmap[mask] == LABEL_NODULE))
+                lesion = next(x for x in lesions if x.contains(item["mask_centroid_ras"] or item["center_ras"]))
+                hit = any(lesion.contains(c.center_ras) for c, _ in found)
+                masses.append({"seed": seed, "diameter_mm": round(diameter, 1), "hit": hit, "covered": covered})
+        log(
+            f"  v2 seed {seed}: {len(lesions)} lesion(s), {len(found)} component(s), {len(false)} false >= 3 mm, "
+            f"lung Dice {lung_dice[-1]:.3f}, {seconds[-1]:.1f} s"
+        )
+    detection = froc(scans)
+    return {
+        "heldout_v2_seeds": list(seeds),
+        "dice_lung": round(float(np.mean(lung_dice)), 4),
+        "dice_lesions_ge_6mm": round(float(np.mean(lesion_dice)), 4) if lesion_dice else None,
+        "lesions_ge_6mm": len(lesion_dice),
+        "froc_cpm": round(detection.cpm, 4),
+        "froc_sensitivity_at_fp_per_scan": {f"{k:g}": round(v, 4) for k, v in detection.sensitivity_at.items()},
+        "lesions": detection.lesions,
+        "lesions_detected": detection.detected,
+        "false_positives_ge_3mm_per_scan": round(float(np.mean(false_positives)), 2),
+        "false_positives_ge_3mm_max": int(max(false_positives, default=0)),
+        "masses": masses,
+        "masses_found": sum(1 for m in masses if m["hit"] and m["covered"] >= 0.5),
+        "seconds_per_scan": round(float(np.mean(seconds)), 1),
+    }
