@@ -83,6 +83,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/models/discovery.py
   MedAIExtension/models/entry.py
   MedAIExtension/models/inference.py
+  MedAIExtension/models/lesion_filter.py
   MedAIExtension/models/memory.py
   MedAIExtension/models/preprocessing.py
   MedAIExtension/models/resample_scores.py
@@ -115,15 +116,20 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/phantom/chest.py
   MedAIExtension/phantom/commands.py
   MedAIExtension/phantom/ct_noise.py
+  MedAIExtension/phantom/findings_render.py
+  MedAIExtension/phantom/findings_spec.py
   MedAIExtension/phantom/followup.py
   MedAIExtension/phantom/followup_model.py
   MedAIExtension/phantom/grid.py
   MedAIExtension/phantom/lesion_shape.py
+  MedAIExtension/phantom/lung_findings.py
+  MedAIExtension/phantom/no_change.py
   MedAIExtension/phantom/patches.py
   MedAIExtension/phantom/render.py
   MedAIExtension/phantom/sampling.py
   MedAIExtension/phantom/spec.py
   MedAIExtension/phantom/study.py
+  MedAIExtension/phantom/tube_boxes.py
   MedAIExtension/phantom/vessels.py
   MedAIExtension/progress.py
   MedAIExtension/review/__init__.py
@@ -186,9 +192,11 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/training/__init__.py
   MedAIExtension/training/classifier_network.py
   MedAIExtension/training/export.py
+  MedAIExtension/training/heldout_v2.py
   MedAIExtension/training/network.py
   MedAIExtension/training/train.py
   MedAIExtension/training/train_classifier.py
+  MedAIExtension/training/train_lesion_filter.py
   MedAIExtension/worker.py
   )
 

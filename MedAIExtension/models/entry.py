@@ -24,6 +24,7 @@ __all__ = [
     "SCHEMA_PATH",
     "InferenceSpec",
     "InputSpec",
+    "LesionFilterSpec",
     "ModelEntry",
     "ModelFile",
     "PostprocessingSpec",
@@ -104,11 +105,27 @@ class InferenceSpec:
 
 
 @dataclass(frozen=True)
+class LesionFilterSpec:
+    """A learned false-positive filter for one label (see :mod:`MedAIExtension.models.lesion_filter`).
+
+    Attributes:
+        label: the label whose connected components are scored and, when rejected, removed.
+        path: the filter's JSON file (listed in the entry's files with role ``postprocessing`` and its sha256).
+        lung_label: the lung's label value: a rejected component inside the lung becomes lung; None: background.
+    """
+
+    label: int
+    path: Path
+    lung_label: int | None = None
+
+
+@dataclass(frozen=True)
 class PostprocessingSpec:
     """Label-map clean-up after argmax."""
 
     keep_largest_component: tuple[tuple[int, int], ...] = ()
     min_component_mm3: float = 0.0
+    lesion_filter: LesionFilterSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +155,9 @@ class ModelEntry:
         values = [label.value for label in self.labels]
         if len(set(values)) != len(values):
             raise CatalogError(f"Model {self.name}: two labels share a value; give each label its own value.")
+        lesion_filter = self.postprocessing.lesion_filter
+        if lesion_filter is not None:
+            _check_lesion_filter(self, lesion_filter, values)
 
     @property
     def model_file(self) -> Path:
@@ -205,12 +225,37 @@ class ModelEntry:
                     for item in data.get("postprocessing", {}).get("keep_largest_component", [])
                 ),
                 min_component_mm3=float(data.get("postprocessing", {}).get("min_component_mm3", 0.0)),
+                lesion_filter=_lesion_filter_spec(data.get("postprocessing", {}).get("lesion_filter"), base_dir),
             ),
             labels=tuple(SegmentLabel.from_dict(label) for label in data["labels"]),
             source=source,
             training=dict(data.get("training", {})),
             explain=dict(data.get("explain", {})),
             cpu_variant=data.get("cpu_variant"),
+        )
+
+
+def _lesion_filter_spec(data: Mapping[str, Any] | None, base_dir: Path) -> LesionFilterSpec | None:
+    """The catalogue's ``postprocessing.lesion_filter`` (``label``, ``file``, optional ``lung_label``)."""
+    if not data:
+        return None
+    lung = data.get("lung_label")
+    return LesionFilterSpec(int(data["label"]), base_dir / data["file"], int(lung) if lung is not None else None)
+
+
+def _check_lesion_filter(entry: ModelEntry, spec: LesionFilterSpec, values: list[int]) -> None:
+    """Refuse a lesion filter on an unknown label or whose file is not among the entry's (sha256-checked) files."""
+    for what, value in (("label", spec.label), ("lung_label", spec.lung_label)):
+        if value is not None and value not in values:
+            raise CatalogError(
+                f"Model {entry.name}: postprocessing.lesion_filter {what} {value} is not one of its labels "
+                f"{values}; fix the catalogue entry."
+            )
+    listed = [item for item in entry.files if item.path == spec.path]
+    if not listed or listed[0].role != "postprocessing":
+        raise CatalogError(
+            f"Model {entry.name}: its lesion filter {spec.path.name} must be listed in its files with role "
+            "'postprocessing' and its sha256, so the catalogue's integrity check covers it; add it there."
         )
 
 

@@ -24,6 +24,7 @@ from MedAIExtension.io.image import Image
 from MedAIExtension.labels import bincount_slabs, label_boxes
 from MedAIExtension.models.backends import Backend
 from MedAIExtension.models.catalog import ModelEntry
+from MedAIExtension.models.lesion_filter import filter_lesions
 from MedAIExtension.models.preprocessing import (
     crop_grid,
     crop_image,
@@ -367,6 +368,8 @@ def scores_to_labelmap(
     if postprocess:
         post(0.0, "cleaning up the label map")
         postprocess_labelmap(sub_labels, entry, image.voxel_volume_mm3)
+        if entry.postprocessing.lesion_filter is not None:  # learned false-positive control (issue 17)
+            filter_lesions(sub_labels, prepared.region, entry.postprocessing.lesion_filter)
     if prepared.box is None or sub_labels.shape == image.shape:
         labelmap = sub_labels
     else:
