@@ -160,6 +160,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/segmentation/plausibility.py
   MedAIExtension/segmentation/report.py
   MedAIExtension/tracking/__init__.py
+  MedAIExtension/tracking/attenuation_mass.py
   MedAIExtension/tracking/axes.py
   MedAIExtension/tracking/blob_detector.py
   MedAIExtension/tracking/commands.py

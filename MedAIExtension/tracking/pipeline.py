@@ -291,7 +291,9 @@ def track_nodules(
         matches = _match(base, follow, registration, options)
     reporter(0.94, "judging growth against the measurement uncertainty")
     started = time.perf_counter()
-    nodules = _tracked(matches, base, follow, interval, options, warnings, reporter.stage(0.94, 0.99))
+    nodules = _tracked(
+        matches, base, follow, interval, options, warnings, reporter.stage(0.94, 0.99), registration=registration
+    )
     follow.seconds["growth gate"] = round(time.perf_counter() - started, 2)  # both studies' repeats
     for nodule in nodules:
         for study, finding in (("baseline", nodule.baseline), ("follow-up", nodule.followup)):
@@ -338,6 +340,7 @@ def _tracked(
     options: TrackingOptions,
     warnings: list[str],
     progress: Progress | None = None,
+    registration: Registration | None = None,
 ) -> list[TrackedNodule]:
     """Number the nodules (baseline ones first, by position), judge their change, categorise each.
 
@@ -376,7 +379,7 @@ def _tracked(
             change = nodule_change(
                 first.volume_mm3, second.volume_mm3, first.mean_diameter_mm, second.mean_diameter_mm, interval
             )
-            judged = judge_change(tracking_id, b, f, base, follow, change, interval, progress)
+            judged = judge_change(tracking_id, b, f, base, follow, change, interval, progress, registration)
             warnings.extend(judged.warnings)
             nodule.change, nodule.trend = judged.change, judged.trend
             nodule.baseline_spread, nodule.followup_spread = judged.baseline_spread, judged.followup_spread

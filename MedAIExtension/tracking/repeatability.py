@@ -7,7 +7,9 @@ image:
 
 * the seed moved by a quarter of the nodule's mean diameter (at least one voxel) along each of the image's six
   axis directions;
-* fresh noise of the image's own local level added (a stand-in for the repeat scan's different noise).
+* fresh noise of the image's own local level added (a stand-in for the repeat scan's different noise);
+* the image resampled half a voxel further along each of its axes (a repositioned patient is sampled on another
+  grid: thin or small structures, whose partial volume decides what crosses the threshold, change most).
 
 The spread (sample standard deviation) of the repeated volumes and mean diameters is the measurement's
 uncertainty, never below 1 % of the volume (the perturbations of a clean phantom nodule scatter by less; real
@@ -82,6 +84,17 @@ def _noise_level(local: Image, lungs: np.ndarray | None) -> float:
     return robust_std(residual[side]) if side.any() else robust_std(residual)
 
 
+def _half_voxel_resampled(local: Image, axis_ijk: int) -> Image:
+    """``local`` sampled half a voxel further along ``axis_ijk`` (linear interpolation): the same anatomy at the
+    same place in RAS, seen through another grid."""
+    offset = np.zeros(3)
+    offset[2 - axis_ijk] = 0.5  # array axes are (k, j, i)
+    values = ndimage.shift(local.array.astype(np.float32), -offset, order=1, mode="nearest")
+    affine = np.array(local.ijk_to_ras, dtype=float)
+    affine[:3, 3] += affine[:3, axis_ijk] * 0.5
+    return Image(values, affine, modality=local.modality, metadata=local.metadata)
+
+
 def minimum_spread(measurement: NoduleMeasurement) -> MeasurementSpread:
     """The smallest spread :func:`measurement_spread` can report for ``measurement`` (its floor, no repeats).
 
@@ -135,6 +148,8 @@ def measurement_spread(
     for _ in range(noise_repeats):
         noisy = local.array + rng.normal(0.0, noise, size=local.shape).astype(np.float32)
         runs.append((local.with_array(noisy), centre))
+    for axis in range(3):
+        runs.append((_half_voxel_resampled(local, axis), centre))
     volumes, diameters, failed = [measurement.volume_mm3], [measurement.mean_diameter_mm], 0
     for run_image, point in runs:
         candidate = Candidate((float(point[0]), float(point[1]), float(point[2])), diameter, 1.0, "repeat")

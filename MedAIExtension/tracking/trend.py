@@ -48,9 +48,11 @@ import numpy as np
 from MedAIExtension.io.image import Image
 from MedAIExtension.progress import Progress, run_side_by_side
 from MedAIExtension.tracking import lungrads
+from MedAIExtension.tracking.attenuation_mass import compare_attenuation_mass
 from MedAIExtension.tracking.blob_detector import DetectionOptions
 from MedAIExtension.tracking.growth import NoduleChange
 from MedAIExtension.tracking.measurements import THICK_SLICE_MM
+from MedAIExtension.tracking.registration import Registration
 from MedAIExtension.tracking.repeatability import (
     Z_95,
     MeasurementSpread,
@@ -150,12 +152,32 @@ def judge_change(
     change: NoduleChange,
     interval_days: float,
     progress: Progress | None = None,
+    registration: Registration | None = None,
 ) -> ChangeJudgement:
     """The trend of a nodule from ``baseline`` (a finding of ``base``) to ``followup`` (of ``follow``).
 
-    ``progress`` carries cancellation into the repeats.
+    ``progress`` carries cancellation into the repeats. With a converged ``registration``, growth beyond the
+    measurement uncertainty must also show in the image: the attenuation mass of the findings' place
+    (:mod:`~MedAIExtension.tracking.attenuation_mass`) must rise, else the nodule is stable with a warning.
     """
     judged = _judge(tracking_id, baseline, followup, base, follow, change, interval_days, progress)
+    if judged.trend is NoduleTrend.GROWING and registration is not None and registration.converged:
+        mass = compare_attenuation_mass(
+            base.image,
+            follow.image,
+            baseline.mask,
+            followup.mask,
+            registration.followup_to_baseline_ras,
+            registration.baseline_to_followup_ras,
+        )
+        if not mass.confirms_growth:
+            volume_change = 100.0 * (followup.measurement.volume_mm3 / baseline.measurement.volume_mm3 - 1.0)
+            note = (
+                f"{tracking_id}: the segmented volume changed by {volume_change:+.0f} % but the attenuation mass at "
+                f"its place by only {100.0 * mass.relative_change:+.1f} %: a boundary drawn differently, not growth "
+                "(stable within measurement error)."
+            )
+            judged = replace(judged, trend=NoduleTrend.STABLE, warnings=[*judged.warnings, note])
     if baseline.is_mass or followup.is_mass:
         return replace(judged, change=_without_vdt(judged.change, "no VDT for a mass"))
     if judged.trend is not NoduleTrend.GROWING:
