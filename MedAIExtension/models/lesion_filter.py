@@ -9,8 +9,10 @@ that score below the file's threshold are removed. The threshold is chosen on va
 Components are **26-connected**, as readers count lesions and as :mod:`MedAIExtension.segmentation.froc` matches
 them, so one removed component is exactly one false positive less in the detection scores.
 
-Components whose equivalent-sphere diameter is at least :data:`MASS_DIAMETER_MM` (30 mm: masses) are **never**
-removed, whatever their score: masses must always be found.
+Components whose equivalent-sphere diameter is at least :data:`MASS_DIAMETER_MM` (30 mm: masses) are never
+removed for their score: masses must always be found. Any component, a mass included, is removed when less than
+half of it lies in the lungs' envelope (the per-slice convex hull of each lung,
+:mod:`~MedAIExtension.models.lung_envelope`): chest-wall muscle below a lung base is no lung lesion.
 
 A removed component becomes lung (the catalogue's ``lung_label``) when it lies inside the lung mask with its holes
 filled, and background otherwise: a false nodule inside the lung is lung tissue (a vessel junction), and leaving a
@@ -34,6 +36,7 @@ from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import label_boxes
 from MedAIExtension.models.entry import LesionFilterSpec
+from MedAIExtension.models.lung_envelope import LungEnvelope
 
 __all__ = [
     "ALL_FEATURES",
@@ -50,6 +53,9 @@ __all__ = [
 
 #: Components at least this large (equivalent-sphere diameter, mm) are masses and are never removed.
 MASS_DIAMETER_MM = 30.0
+#: Share of a component that must lie in the lungs' envelope (:mod:`~MedAIExtension.models.lung_envelope`); one
+#: mostly outside it (chest wall, abdomen, heart) is no lung lesion, whatever its size.
+MIN_ENVELOPE_FRACTION = 0.5
 #: Voxels below this HU count as aerated lung.
 LUNG_LIKE_HU = -400.0
 #: Thickness of the shell around a component whose neighbourhood features are measured (mm).
@@ -455,8 +461,10 @@ def lesion_components(
     if labelmap.shape != ct.shape:
         raise InputError(f"The label map {labelmap.shape} and the CT {ct.shape} must share one grid.")
     found = []
+    envelope = LungEnvelope(labelmap, ct, lung_label) if lung_label is not None else None
     for index, points in enumerate(_components(labelmap, label), start=1):
         features = _component_features(points, labelmap, ct, label, lung_label)
+        in_lungs = envelope is None or envelope.fraction_inside(points) >= MIN_ENVELOPE_FRACTION
         centre = ct.ijk_to_ras[:3, :3] @ points[:, ::-1].mean(axis=0) + ct.ijk_to_ras[:3, 3]
         diameter = features["diameter_mm"]
         is_mass = diameter >= MASS_DIAMETER_MM
@@ -464,7 +472,7 @@ def lesion_components(
         kept = True
         if classifier is not None:
             score = float(classifier.probability(_row(features, classifier.feature_names))[0])
-            kept = is_mass or score >= classifier.threshold
+            kept = in_lungs and (is_mass or score >= classifier.threshold)
         found.append(
             LesionComponent(
                 index,
@@ -509,7 +517,8 @@ def filter_lesions(
 
     ``labelmap`` lies on ``ct``'s grid. The classifier is read from ``spec.path`` unless given. A rejected
     component becomes ``spec.lung_label`` when it lies inside the filled lung mask, else 0. Components whose
-    equivalent diameter is at least :data:`MASS_DIAMETER_MM` (30 mm, masses) are never removed.
+    equivalent diameter is at least :data:`MASS_DIAMETER_MM` (30 mm, masses) are never removed for their score,
+    only when they lie mostly outside the lungs' envelope.
 
     Raises:
         InputError: the filter file is missing or invalid, or the grids differ.

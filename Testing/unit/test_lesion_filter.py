@@ -205,3 +205,18 @@ def test_the_threshold_is_the_lowest_one_within_the_false_positive_budget() -> N
     assert parse_seeds("3-5,9") == [3, 4, 5, 9]
     with pytest.raises(InputError):
         parse_seeds("5-3")
+
+
+def test_a_mass_outside_the_lungs_envelope_is_removed_one_in_a_lung_concavity_kept() -> None:
+    """Chest-wall muscle under a lung base is no lung mass; a mass the lung wraps around is (whatever the score)."""
+    ct, labels, _, _ = _scene((1.0, 1.0, 1.0), (40, 64, 64))
+    labels[:] = 0
+    labels[:, 8:56, 4:30] = LUNG  # a lung on the left of every slice
+    labels[:, 20:44, 16:32] = LESION  # a mass in its lateral concavity: the lung wraps around it
+    labels[:, 16:48, 44:60] = LESION  # "muscle" well outside the lung
+    keep_all = LesionClassifier(("blobness",), np.zeros(1), np.ones(1), np.zeros(1), 10.0, 0.0)
+    components = sorted(lesion_components(labels, ct, LESION, LUNG, keep_all), key=lambda c: c.center_ras[0])
+    assert [c.is_mass for c in components] == [True, True]
+    filter_lesions(labels, ct, LesionFilterSpec(LESION, Path("x.json"), LUNG), keep_all)
+    assert (labels[:, 20:44, 16:32] == LESION).all()
+    assert not (labels[:, 16:48, 44:60] == LESION).any()
