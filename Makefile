@@ -64,6 +64,11 @@ train: venv
 	$(PY) -m MedAIExtension.training.train --iterations 1800 --train-cases 24
 	$(PY) -m MedAIExtension.training.train --init Resources/Models/chest-ct-lung-nodule-bundle/models/model.pt \
 		--iterations 1500 --train-cases 32 --case-seed 3000 --lr 1e-3 --nodule-weight 3 --nodule-share 0.45 --version 1.1.0
+	$(PY) -m MedAIExtension.training.train --init Resources/Models/chest-ct-lung-nodule-bundle/models/model.pt \
+		--iterations 3000 --train-cases 32 --case-seed 5000 --v2-share 0.75 --lr 1e-3 --nodule-weight 3 \
+		--nodule-share 0.45 --max-diameter 30 --heldout 2 --version 2.0.0
+	$(PY) -m MedAIExtension.training.train_lesion_filter --model chest-ct-lung-nodule \
+		--train-seeds 6000-6047 --val-seeds 6100-6131 --max-fp-per-scan 1.0
 	$(PY) -m MedAIExtension.training.train_classifier
 
 clean:

@@ -84,6 +84,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/models/entry.py
   MedAIExtension/models/inference.py
   MedAIExtension/models/lesion_filter.py
+  MedAIExtension/models/lung_envelope.py
   MedAIExtension/models/memory.py
   MedAIExtension/models/preprocessing.py
   MedAIExtension/models/resample_scores.py
@@ -210,6 +211,7 @@ set(MEDAI_RESOURCES
   Resources/Models/chest-ct-lung-nodule-bundle/configs/inference.json
   Resources/Models/chest-ct-lung-nodule-bundle/configs/metadata.json
   Resources/Models/chest-ct-lung-nodule-bundle/models/model.pt
+  Resources/Models/chest-ct-lung-nodule-lesion-filter.json
   Resources/Models/chest-ct-lung-nodule.onnx
   Resources/Models/chest-ct-nodule-classifier.onnx
   Resources/Models/chest-ct-nodule-classifier.ts

@@ -32,7 +32,7 @@ from MedAIExtension.phantom.acquisition import random_ct_spec
 from MedAIExtension.phantom.spec import PhantomSpec
 from MedAIExtension.segmentation.froc import Candidate, ScanDetections, froc, lesions_from_instances
 
-__all__ = ["HELDOUT_V2_SEEDS", "evaluate_v2", "heldout_v2_spec"]
+__all__ = ["HELDOUT_V2_SEEDS", "evaluate_v2", "heldout_v2_spec", "lesion_candidates", "segment_with_probability"]
 
 #: Seeds of the held-out phantom-v2 scans (training uses 5000-5999; the lesion filter 6000-6999).
 HELDOUT_V2_SEEDS: tuple[int, ...] = tuple(range(9500, 9510))
@@ -49,7 +49,7 @@ def heldout_v2_spec(seed: int, max_voxels: int = 6_000_000) -> PhantomSpec:
     return spec
 
 
-def _segment(image: Image, entry: ModelEntry, backend: Any) -> tuple[np.ndarray, np.ndarray]:
+def segment_with_probability(image: Image, entry: ModelEntry, backend: Any) -> tuple[np.ndarray, np.ndarray]:
     """The final label map and the lesion probability, both on ``image``'s grid, from one network pass."""
     prepared = prepare_input(image, entry)
     if prepared is None:
@@ -63,7 +63,7 @@ def _segment(image: Image, entry: ModelEntry, backend: Any) -> tuple[np.ndarray,
     return labelmap, map_to_input(probability, prepared, image)
 
 
-def _candidates(image: Image, labelmap: np.ndarray, probability: np.ndarray) -> list[tuple[Candidate, float]]:
+def lesion_candidates(image: Image, labelmap: np.ndarray, probability: np.ndarray) -> list[tuple[Candidate, float]]:
     """Each lesion component as a candidate (centroid, peak probability) with its equivalent diameter."""
     components, _ = ndimage.label(labelmap == LABEL_NODULE, structure=_CONNECTIVITY)
     out = []
@@ -93,11 +93,11 @@ def evaluate_v2(
     for seed in seeds:
         phantom = generate_chest_phantom(heldout_v2_spec(seed, max_voxels))
         started = time.perf_counter()
-        labelmap, probability = _segment(phantom.ct, entry, backend)
+        labelmap, probability = segment_with_probability(phantom.ct, entry, backend)
         seconds.append(time.perf_counter() - started)
         truth = phantom.labels.array
         lesions = lesions_from_instances(phantom.nodule_ids)
-        found = _candidates(phantom.ct, labelmap, probability)
+        found = lesion_candidates(phantom.ct, labelmap, probability)
         scans.append(ScanDetections(tuple(c for c, _ in found), lesions))
         false = [d for c, d in found if d >= _MIN_FP_DIAMETER_MM and not any(x.contains(c.center_ras) for x in lesions)]
         false_positives.append(len(false))

@@ -25,12 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from MedAIExtension.io.image import Image
 from MedAIExtension.metrics import dice
 from MedAIExtension.models.backends import load_backend
 from MedAIExtension.models.catalog import DEFAULT_CATALOG, ModelEntry
 from MedAIExtension.models.devices import cpu_threads
-from MedAIExtension.models.inference import predict_scores, prepare_input, scores_to_labelmap
 from MedAIExtension.models.preprocessing import (
     crop_image,
     foreground_bounding_box,
@@ -38,11 +36,12 @@ from MedAIExtension.models.preprocessing import (
     normalize_intensity,
     resample_to_grid,
 )
-from MedAIExtension.phantom import LABEL_NODULE, generate_chest_phantom, random_phantom_spec
+from MedAIExtension.phantom import generate_chest_phantom, random_phantom_spec
 from MedAIExtension.phantom.acquisition import random_ct_spec
 from MedAIExtension.phantom.spec import PhantomSpec, _rows, _triple
-from MedAIExtension.segmentation.froc import ScanDetections, candidates_from_probability, froc, lesions_from_instances
+from MedAIExtension.segmentation.froc import ScanDetections, froc, lesions_from_instances
 from MedAIExtension.training.export import export_onnx, update_catalog, write_monai_bundle
+from MedAIExtension.training.heldout_v2 import lesion_candidates, segment_with_probability
 from MedAIExtension.training.network import NETWORK_ARGS, build_network
 
 if TYPE_CHECKING:
@@ -62,7 +61,7 @@ def model_entry(version: str = "1.0.0") -> dict[str, Any]:
     """The catalogue entry (without sha256 and metrics) of the shipped model."""
     return {
         "name": MODEL_NAME,
-        "title": "Chest CT: lungs and lung nodules (trained on MedAI phantoms)",
+        "title": "Chest CT: lungs and lung lesions, nodules and masses (trained on MedAI phantoms)",
         "version": version,
         "task": "segmentation",
         "backend": "onnx",
@@ -94,10 +93,10 @@ def model_entry(version: str = "1.0.0") -> dict[str, Any]:
             },
             {
                 "value": 2,
-                "name": "Lung nodule",
+                "name": "Lung lesion",  # nodules and masses (issue 17); 1.x called it "Lung nodule"
                 "color": [0.95, 0.35, 0.20],
                 "category": {"value": "49755003", "scheme": "SCT", "meaning": "Morphologically Altered Structure"},
-                "type": {"value": "27925004", "scheme": "SCT", "meaning": "Nodule"},
+                "type": {"value": "52988006", "scheme": "SCT", "meaning": "Lesion"},
             },
         ],
     }
@@ -314,27 +313,13 @@ def train(
     return network.eval()
 
 
-def _prediction_with_nodule_probability(image: Image, entry: ModelEntry, backend: Any) -> tuple[np.ndarray, Image]:
-    """The label map on ``image``'s grid (as ``run_inference`` makes it) and the nodule class's softmax probability
-    on the model grid, from one network pass."""
-    prepared = prepare_input(image, entry)
-    if prepared is None:
-        empty = np.zeros(image.shape, dtype=np.float32)
-        return empty.astype(np.uint8), image.with_array(empty)
-    scores, _ = predict_scores(prepared, backend)
-    labelmap = scores_to_labelmap(scores, prepared, entry, image)
-    channel = 1 + [label.value for label in entry.labels].index(LABEL_NODULE)
-    shifted = np.exp(scores - scores.max(axis=0, keepdims=True))
-    probability = (shifted[channel] / shifted.sum(axis=0)).astype(np.float32)
-    return labelmap, Image(np.ascontiguousarray(probability), prepared.model_ijk_to_ras)
-
-
 def evaluate_on_heldout(entry: ModelEntry, seeds: Sequence[int], log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the catalogued model through the real inference path on held-out phantoms.
 
     Dice per label; nodule Dice per nodule ≥ 6 mm inside a box of twice its diameter around it; and nodule
     detection scored lesion by lesion (:mod:`MedAIExtension.segmentation.froc`: FROC, LUNA16 CPM, false-positive
-    components per scan), candidates being the regions of nodule probability above 0.5 scored by their peak.
+    components per scan), candidates being the lesion components of the final label map (clean-up and lesion
+    filter included, as ``medai segment`` writes it) scored by their peak probability.
     """
 
     backend = load_backend(entry, "cpu")
@@ -344,13 +329,12 @@ def evaluate_on_heldout(entry: ModelEntry, seeds: Sequence[int], log: Callable[[
         rng = np.random.default_rng(seed)
         size, spacing = _random_native_grid(rng)
         phantom = generate_chest_phantom(random_phantom_spec(seed, size_ijk=size, spacing=spacing))
-        pred, probability = _prediction_with_nodule_probability(phantom.ct, entry, backend)
+        pred, probability = segment_with_probability(phantom.ct, entry, backend)
         truth = phantom.labels.array
         lung.append(dice(pred == 1, truth == 1))
         nodule_label.append(dice(pred == 2, truth == 2))
-        scans.append(
-            ScanDetections(candidates_from_probability(probability, 0.5), lesions_from_instances(phantom.nodule_ids))
-        )
+        found = tuple(c for c, _ in lesion_candidates(phantom.ct, pred, probability))
+        scans.append(ScanDetections(found, lesions_from_instances(phantom.nodule_ids)))
         for nod in phantom.truth["nodules"]:
             if nod["diameter_mm"] < 6.0:
                 continue

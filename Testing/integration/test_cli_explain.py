@@ -122,7 +122,7 @@ def test_gradcam_of_a_segmentation_region_score_from_the_monai_bundle(
     out = tmp_path / "segmentation-gradcam"
     code, _, stderr = _run(
         capsys, "--input", study["nifti"], "--model", "chest-ct-lung-nodule-torch", "--method", "gradcampp",
-        "--target", "Lung nodule", "--roi", *_roi(nodule, 16.0), "--output", out,
+        "--target", "Lung lesion", "--roi", *_roi(nodule, 16.0), "--output", out,
     )  # fmt: skip
     assert code == 0, stderr
     document = json.loads((out / "explanation.json").read_text(encoding="utf-8"))

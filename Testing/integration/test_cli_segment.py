@@ -44,7 +44,7 @@ def test_models_lists_the_shipped_model_and_the_device(capsys: pytest.CaptureFix
     assert code == 0
     rows = {row["name"]: row for row in json.loads(out)["models"]}
     assert rows[MODEL]["device"] in ("cpu", "cuda")
-    assert rows[MODEL]["labels"] == ["Lung", "Lung nodule"]
+    assert rows[MODEL]["labels"] == ["Lung", "Lung lesion"]
     # on the CPU the ONNX model runs as its torch build (same weights, faster there); on a GPU as itself
     expected = f"{MODEL}-torch" if rows[MODEL]["device"] == "cpu" else MODEL
     assert rows[MODEL]["runs_as"] == expected
@@ -67,7 +67,7 @@ def test_segment_writes_every_format_on_the_input_grid(segmented: Path, phantom_
     assert summary["algorithm"]["name"] == MODEL
     # auto device: CUDA through ONNX Runtime when it works, else the catalogue's CPU variant in torch
     assert summary["provider"] in ("torch:cpu", "onnxruntime:CUDAExecutionProvider")
-    assert {row["name"] for row in summary["statistics"]} == {"Lung", "Lung nodule"}
+    assert {row["name"] for row in summary["statistics"]} == {"Lung", "Lung lesion"}
 
 
 def test_segment_from_nifti_skips_dicom_seg_by_default(phantom_study: dict[str, Path], tmp_path: Path, capsys) -> None:

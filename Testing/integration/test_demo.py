@@ -36,7 +36,7 @@ def test_demo_writes_the_promised_files(demo_dir: Path) -> None:
     ):
         assert (demo_dir / name).exists(), name
     html = (demo_dir / "summary.html").read_text()
-    assert "Lung nodule" in html and "Dice vs truth" in html and "Grad-CAM sanity" in html
+    assert "Lung lesion" in html and "Dice vs truth" in html and "Grad-CAM sanity" in html
     explanation = json.loads((demo_dir / "explanation" / "explanation.json").read_text(encoding="utf-8"))
     assert explanation["sanity"]["randomisation"]["passed"] is True and explanation["score"] > 0.5
     assert (demo_dir / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -58,7 +58,7 @@ def test_seg_nrrd_reads_back_with_slicerio(demo_dir: Path) -> None:
     slicerio = pytest.importorskip("slicerio")
     segmentation = slicerio.read_segmentation(str(demo_dir / "segmentation" / "segmentation.seg.nrrd"))
     names = sorted(segment["name"] for segment in segmentation["segments"])
-    assert names == ["Lung", "Lung nodule"]
+    assert names == ["Lung", "Lung lesion"]
 
 
 def test_evaluate_prints_the_metrics_table(demo_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

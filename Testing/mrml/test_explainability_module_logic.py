@@ -67,7 +67,7 @@ def _result_folder(folder: Path, volume: Any) -> Path:
         "method": "occlusion",
         "method_title": "Occlusion sensitivity",
         "model": {"name": SEGMENTATION_MODEL, "version": "1.0.0", "backend": "onnx", "provider": "cpu"},
-        "target": {"value": 2, "name": "Lung nodule", "channel": 2},
+        "target": {"value": 2, "name": "Lung lesion", "channel": 2},
         "files": {"map_nrrd": "ct_occlusion.nrrd"},
         "display": {"window": [0.0, 1.0], "threshold": 0.2, "colormap": "heat", "opacity": 0.4},
         "sanity": {"faithfulness": {"summary": "Hiding the hottest voxels first lowers the score fastest."}},
@@ -96,7 +96,7 @@ def test_methods_and_targets_follow_the_model(lib) -> None:
     logic = lib.ExplainabilityLogic
     assert logic.methodsFor(SEGMENTATION_MODEL) == [ExplainMethod.OCCLUSION, ExplainMethod.UNCERTAINTY]
     values, titles = logic.targetChoices(SEGMENTATION_MODEL)
-    assert values == ["", "1", "2"] and titles == ["Catalogue default", "Lung (1)", "Lung nodule (2)"]
+    assert values == ["", "1", "2"] and titles == ["Catalogue default", "Lung (1)", "Lung lesion (2)"]
     assert logic.targetChoices("no-such-model") == ([""], ["Catalogue default"])
     assert SEGMENTATION_MODEL in [name for name, _ in logic.catalogueModels()]
 
@@ -165,7 +165,7 @@ def test_a_result_event_loads_the_folder_and_keeps_only_the_results(lib, scene, 
     job.process.start()
     _wait(logic, job)
     assert not job.error and job.nodes is not None
-    assert job.nodes.map.GetName() == "CT Occlusion sensitivity (Lung nodule)"
+    assert job.nodes.map.GetName() == "CT Occlusion sensitivity (Lung lesion)"
     assert "hottest voxels" in job.nodes.sanity_summary
     assert all(v.GetForegroundVolumeID() == job.nodes.map.GetID() for v in views)
     assert all(v.GetBackgroundVolumeID() == volume.GetID() for v in views)

@@ -268,7 +268,7 @@ def test_logic_runs_the_shipped_model_in_a_real_child_process(real_lib, scene, p
     names = [
         node.GetSegmentation().GetNthSegment(i).GetName() for i in range(node.GetSegmentation().GetNumberOfSegments())
     ]
-    assert names == ["Lung", "Lung nodule"]
+    assert names == ["Lung", "Lung lesion"]
     assert node.GetAttribute("MedAI.provider") == "torch:cpu"  # the catalogue's CPU variant of the ONNX model
     truth = read_volume_file(phantom_study["labels"])
     result = segmentation_node_to_labelmap(node, ct)

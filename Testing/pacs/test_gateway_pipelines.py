@@ -28,7 +28,7 @@ RULES = [
         "match": {"modality": "CT", "body_part": "CHEST"},
         "pipeline": "segmentation",
         "model": "chest-ct-lung-nodule",
-        "alert_labels": ["Lung nodule"],
+        "alert_labels": ["Lung lesion"],
     },
     {
         "name": "nodule-explanation",
@@ -61,15 +61,15 @@ def test_segmentation_and_explanation_land_in_the_study(orthanc: OrthancServer, 
         "nodule-explanation": JobState.DONE,
     }
     segmentation = jobs["lung-segmentation"]
-    assert segmentation.summary["volumes_ml"]["Lung nodule"] > 0.2 and segmentation.priority == 2
-    assert segmentation.priority_reason.startswith("finding present: Lung nodule")
+    assert segmentation.summary["volumes_ml"]["Lung lesion"] > 0.2 and segmentation.priority == 2
+    assert segmentation.priority_reason.startswith("finding present: Lung lesion")
     assert jobs["nodule-explanation"].priority == 5
 
     series = series_by_modality(store, study_uid)
     assert [s.number_of_instances for s in series["SEG"]] == [1]
     assert sorted(s.description for s in series["OT"]) == [
-        "MedAI Grad-CAM Lung nodule",
-        "MedAI Grad-CAM Lung nodule (key slices)",
+        "MedAI Grad-CAM Lung lesion",
+        "MedAI Grad-CAM Lung lesion (key slices)",
     ]
     objects = [
         *store.retrieve_series(study_uid, series["SEG"][0].series_uid, tmp_path / "seg"),

@@ -259,12 +259,12 @@ def test_unet_gradcam_is_faithful_on_onnx() -> None:
     x = nodule_patch(size, center=(20.0, 18.0, 22.0))
     region = np.zeros((size,) * 3, dtype=bool)
     region[15:26, 13:24, 17:28] = True
-    target = ScoreTarget(2, region, "Lung nodule")
+    target = ScoreTarget(2, region, "Lung lesion")
     saliency = grad_cam(network, x, target).map
     backend = OnnxBackend(MODELS / "chest-ct-lung-nodule.onnx", "cpu")
     result = deletion_insertion(backend.predict, x, saliency, target, steps=10, batch_size=8)
     assert result.faithful, result.summary
-    assert "the mean Lung nodule probability in the region" in result.summary
+    assert "the mean Lung lesion probability in the region" in result.summary
 
 
 def test_deletion_insertion_rejects_bad_maps() -> None:

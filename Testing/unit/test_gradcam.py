@@ -127,7 +127,7 @@ def test_unet_region_score_matches_monai(unet_entry) -> None:
     x = nodule_patch(size, center=(16.0, 14.0, 17.0))
     region = np.zeros((size,) * 3, dtype=bool)
     region[11:22, 9:20, 12:23] = True
-    target = ScoreTarget(2, region, "Lung nodule")
+    target = ScoreTarget(2, region, "Lung lesion")
     network = load_bundle_module(unet_entry)
     layer = default_target_layer(network, x)
     assert layer == "model.1.submodule.2"
@@ -254,7 +254,7 @@ def test_scripted_unet_is_explained_through_its_chain(unet_entry) -> None:
     scripted = _script_roundtrip(copy.deepcopy(network).eval())
     size = 24
     x = nodule_patch(size, center=(12.0, 11.0, 12.5), radius=4.0)
-    target = ScoreTarget(2, name="Lung nodule")
+    target = ScoreTarget(2, name="Lung lesion")
     assert default_target_layer(scripted, x) == "model.1"
     ours = grad_cam(scripted, x, target)
     plain = grad_cam(network, x, target, "model.1")
