@@ -82,19 +82,7 @@ ALL_FEATURES: tuple[str, ...] = (
     "tubeness",
 )
 #: The features the classifier uses by default (volume and diameter are one feature on a log scale).
-FEATURE_NAMES: tuple[str, ...] = (
-    "log_diameter_mm",
-    "elongation",
-    "flatness",
-    "ellipsoid_fill",
-    "mean_hu",
-    "std_hu",
-    "shell_lung_fraction",
-    "shell_air_fraction",
-    "lung_boundary_contact",
-    "blobness",
-    "tubeness",
-)
+FEATURE_NAMES: tuple[str, ...] = tuple(name for name in ALL_FEATURES if name not in ("diameter_mm", "volume_mm3"))
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,16 @@ from MedAIExtension.models.inference import map_to_input, predict_scores, prepar
 from MedAIExtension.phantom import LABEL_LUNG, LABEL_NODULE, generate_chest_phantom
 from MedAIExtension.phantom.acquisition import random_ct_spec
 from MedAIExtension.phantom.spec import PhantomSpec
-from MedAIExtension.segmentation.froc import Candidate, ScanDetections, froc, lesions_from_instances
+from MedAIExtension.segmentation.froc import Candidate, FrocResult, ScanDetections, froc, lesions_from_instances
 
-__all__ = ["HELDOUT_V2_SEEDS", "evaluate_v2", "heldout_v2_spec", "lesion_candidates", "segment_with_probability"]
+__all__ = [
+    "HELDOUT_V2_SEEDS",
+    "detection_figures",
+    "evaluate_v2",
+    "heldout_v2_spec",
+    "lesion_candidates",
+    "segment_with_probability",
+]
 
 #: Seeds of the held-out phantom-v2 scans (training uses 5000-5999; the lesion filter 6000-6999).
 HELDOUT_V2_SEEDS: tuple[int, ...] = tuple(range(9500, 9510))
@@ -78,6 +85,16 @@ def lesion_candidates(image: Image, labelmap: np.ndarray, probability: np.ndarra
         score = float(probability[box][inside].max())
         out.append((Candidate((float(centre[0]), float(centre[1]), float(centre[2])), score), diameter))
     return out
+
+
+def detection_figures(detection: FrocResult) -> dict[str, Any]:
+    """The detection figures both held-out evaluations report: CPM, FROC points, lesions and those hit."""
+    return {
+        "froc_cpm": round(detection.cpm, 4),
+        "froc_sensitivity_at_fp_per_scan": {f"{k:g}": round(v, 4) for k, v in detection.sensitivity_at.items()},
+        "lesions": detection.lesions,
+        "lesions_detected": detection.detected,
+    }
 
 
 def evaluate_v2(
@@ -127,10 +144,7 @@ def evaluate_v2(
         "dice_lung": round(float(np.mean(lung_dice)), 4),
         "dice_lesions_ge_6mm": round(float(np.mean(lesion_dice)), 4) if lesion_dice else None,
         "lesions_ge_6mm": len(lesion_dice),
-        "froc_cpm": round(detection.cpm, 4),
-        "froc_sensitivity_at_fp_per_scan": {f"{k:g}": round(v, 4) for k, v in detection.sensitivity_at.items()},
-        "lesions": detection.lesions,
-        "lesions_detected": detection.detected,
+        **detection_figures(detection),
         "false_positives_ge_3mm_per_scan": round(float(np.mean(false_positives)), 2),
         "false_positives_ge_3mm_max": int(max(false_positives, default=0)),
         "masses": masses,

@@ -41,7 +41,7 @@ from MedAIExtension.phantom.acquisition import random_ct_spec
 from MedAIExtension.phantom.spec import PhantomSpec, _rows, _triple
 from MedAIExtension.segmentation.froc import ScanDetections, froc, lesions_from_instances
 from MedAIExtension.training.export import export_onnx, update_catalog, write_monai_bundle
-from MedAIExtension.training.heldout_v2 import lesion_candidates, segment_with_probability
+from MedAIExtension.training.heldout_v2 import detection_figures, lesion_candidates, segment_with_probability
 from MedAIExtension.training.network import NETWORK_ARGS, build_network
 
 if TYPE_CHECKING:
@@ -355,10 +355,7 @@ def evaluate_on_heldout(entry: ModelEntry, seeds: Sequence[int], log: Callable[[
         "dice_nodule_label": round(float(np.mean(nodule_label)), 4),
         "dice_nodules_ge_6mm": round(float(np.mean(nodules)), 4) if nodules else None,
         "nodules_ge_6mm": len(nodules),
-        "froc_cpm": round(detection.cpm, 4),
-        "froc_sensitivity_at_fp_per_scan": {f"{k:g}": round(v, 4) for k, v in detection.sensitivity_at.items()},
-        "lesions": detection.lesions,
-        "lesions_detected": detection.detected,
+        **detection_figures(detection),
         "false_positive_components_per_scan": round(float(np.mean(false_positives)), 2),
     }
 
