@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from MedAIExtension.io.image import Image
+from MedAIExtension.tracking.confirmation import carry_mask
 from MedAIExtension.tracking.types import NoduleMask
 
 __all__ = ["MIN_RELATIVE_MASS_GROWTH", "MassComparison", "compare_attenuation_mass"]
@@ -80,10 +81,12 @@ def compare_attenuation_mass(
     """The attenuation mass of the findings' common region in both studies (see the module docstring)."""
     spacing = np.asarray(baseline.spacing, dtype=float)[::-1]  # (k, j, i)
     own = np.argwhere(baseline_mask.mask) + np.array([b.start for b in baseline_mask.box])
-    other = np.argwhere(followup_mask.mask) + np.array([b.start for b in followup_mask.box])
-    carried = np.rint(_to_index(baseline, _ras(followup, other.astype(float)) @ followup_to_baseline_ras[:3, :3].T
-                                + followup_to_baseline_ras[:3, 3])).astype(int)  # fmt: skip
-    points = np.concatenate([own, carried]) if len(carried) else own
+    carried = carry_mask(followup, baseline, followup_mask, followup_to_baseline_ras)
+    if carried is not None:
+        there_too = np.argwhere(carried.mask) + np.array([b.start for b in carried.box])
+        points = np.concatenate([own, there_too])
+    else:
+        points = own
     pad = np.ceil(_MARGIN_MM / spacing).astype(int) + 2
     low = np.maximum(points.min(axis=0) - pad, 0)
     high = np.minimum(points.max(axis=0) + pad + 1, np.asarray(baseline.shape))
@@ -91,8 +94,6 @@ def compare_attenuation_mass(
     inside = np.all((points >= low) & (points < high), axis=1)
     local = points[inside] - low
     seed[local[:, 0], local[:, 1], local[:, 2]] = True
-    # the carried mask is sampled point by point: close its one-voxel gaps before growing the margin
-    seed = ndimage.binary_closing(seed, iterations=1) | seed
     # at least one voxel all round, so the partial-volume voxels of both outlines are inside
     region = ndimage.binary_dilation(seed, structure=np.ones((3, 3, 3), dtype=bool))
     region |= ndimage.distance_transform_edt(~seed, sampling=spacing) <= _MARGIN_MM

@@ -28,7 +28,7 @@ from MedAIExtension.tracking.registration import Registration
 from MedAIExtension.tracking.results import TimepointResult
 from MedAIExtension.tracking.types import Candidate, Finding, NoduleMask
 
-__all__ = ["confirm_across", "overlap"]
+__all__ = ["carry_mask", "confirm_across", "overlap"]
 
 #: Share of a finding's contrast over the parenchyma the other study must hold at its place to count as "there".
 SAME_STRUCTURE_CONTRAST = 0.5
@@ -130,23 +130,22 @@ def _box_in(shape: tuple[int, ...], lo: np.ndarray, hi: np.ndarray) -> tuple[sli
     return k, j, i
 
 
-def _carried(
-    source: TimepointResult, other: TimepointResult, mask: NoduleMask, to_other: np.ndarray
-) -> NoduleMask | None:
-    """``mask`` of ``source`` carried to ``other``'s grid by the 4x4 RAS transform ``to_other`` (nearest)."""
+def carry_mask(source: Image, other: Image, mask: NoduleMask, to_other: np.ndarray) -> NoduleMask | None:
+    """``mask`` of ``source`` carried to ``other``'s grid by the 4x4 RAS transform ``to_other`` (nearest); None
+    when nothing of it lands in ``other``."""
     corners = np.array([[b.start, b.stop - 1] for b in mask.box], dtype=float)  # (k, j, i) x (lo, hi)
     kji = np.array(np.meshgrid(*corners, indexing="ij")).reshape(3, -1).T
-    ras = kji[:, ::-1] @ source.image.ijk_to_ras[:3, :3].T + source.image.ijk_to_ras[:3, 3]
+    ras = kji[:, ::-1] @ source.ijk_to_ras[:3, :3].T + source.ijk_to_ras[:3, 3]
     there = ras @ to_other[:3, :3].T + to_other[:3, 3]
-    to_index = np.linalg.inv(other.image.ijk_to_ras)
+    to_index = np.linalg.inv(other.ijk_to_ras)
     ijk = there @ to_index[:3, :3].T + to_index[:3, 3]
-    box = _box_in(other.image.shape, ijk[:, ::-1].min(axis=0) - 1, ijk[:, ::-1].max(axis=0) + 1)
+    box = _box_in(other.shape, ijk[:, ::-1].min(axis=0) - 1, ijk[:, ::-1].max(axis=0) + 1)
     if box is None:
         return None
     # the mask's own grid, placed where the transform takes it, resampled (nearest) onto the other study's box
-    placed = to_other @ crop_image(source.image, mask.box).ijk_to_ras
+    placed = to_other @ crop_image(source, mask.box).ijk_to_ras
     moved = Image(mask.mask.astype(np.uint8), placed)
-    target = crop_image(other.image, box)
+    target = crop_image(other, box)
     carried = resample_array(moved, target.ijk_to_ras, target.shape, linear=False, fill=0).astype(bool)
     if not carried.any():
         return None
@@ -175,7 +174,7 @@ def _same_structure(
     source: TimepointResult, other: TimepointResult, finding: Finding, to_other: np.ndarray, seed: Candidate
 ) -> Finding | None:
     """The finding's voxels carried to ``other`` when it holds the same structure there (see the module)."""
-    carried = _carried(source, other, finding.mask, to_other)
+    carried = carry_mask(source.image, other.image, finding.mask, to_other)
     if carried is None or any(overlap(f.mask, carried) for f in other.findings):
         return None
     own = _contrast(source, finding.mask)

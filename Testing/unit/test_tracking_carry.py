@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from MedAIExtension.io.image import Image
-from MedAIExtension.tracking.confirmation import _carried
+from MedAIExtension.tracking.confirmation import carry_mask
 from MedAIExtension.tracking.results import TimepointResult
 from MedAIExtension.tracking.types import NoduleMask
 
@@ -26,11 +26,11 @@ def _mask() -> NoduleMask:
 def test_identity_and_a_one_slice_shift_carry_the_mask_exactly() -> None:
     study, mask = _study(), _mask()
     full = mask.full(study.image.shape)
-    same = _carried(study, study, mask, np.eye(4))
+    same = carry_mask(study.image, study.image, mask, np.eye(4))
     assert same is not None and np.array_equal(same.full(study.image.shape), full)
     up = np.eye(4)
     up[2, 3] = 1.5  # one slice superior
-    moved = _carried(study, study, mask, up)
+    moved = carry_mask(study.image, study.image, mask, up)
     assert moved is not None and np.array_equal(moved.full(study.image.shape), np.roll(full, 1, axis=0))
 
 
@@ -38,4 +38,4 @@ def test_a_mask_moved_out_of_the_other_study_is_not_carried() -> None:
     study = _study()
     away = np.eye(4)
     away[0, 3] = 500.0
-    assert _carried(study, study, _mask(), away) is None
+    assert carry_mask(study.image, study.image, _mask(), away) is None
