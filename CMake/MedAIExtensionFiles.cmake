@@ -43,6 +43,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/explain/pipeline.py
   MedAIExtension/explain/request.py
   MedAIExtension/explain/sanity.py
+  MedAIExtension/explain/sanity_faithfulness.py
   MedAIExtension/explain/scene.py
   MedAIExtension/explain/torch_model.py
   MedAIExtension/explain/types.py
@@ -134,6 +135,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/phantom/vessels.py
   MedAIExtension/progress.py
   MedAIExtension/review/__init__.py
+  MedAIExtension/review/blinded_export.py
   MedAIExtension/review/commands.py
   MedAIExtension/review/features.py
   MedAIExtension/review/lesion_insertion.py

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.errors import OutputError
-from MedAIExtension.interrupts import deferred_interrupts
+from MedAIExtension.interrupts import deferred_interrupts, raise_if_interrupted
 
 __all__ = [
     "StagedOutput",
@@ -165,6 +165,7 @@ class StagedOutput:
         Returns:
             ``{name: final path}``.
         """
+        raise_if_interrupted()  # a signal whose exception a finaliser swallowed still stops the job here
         names = list(dict.fromkeys(names))
         backup = self.folder / ".previous"
         moved: list[tuple[str, bool]] = []

@@ -8,6 +8,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Protocol, TypeVar
 
 from MedAIExtension.errors import CancelledError
+from MedAIExtension.interrupts import raise_if_interrupted
 
 __all__ = ["CancelToken", "Progress", "ProgressCallback", "null_progress", "run_side_by_side"]
 
@@ -78,7 +79,8 @@ class Progress:
         return progress if isinstance(progress, Progress) else cls(progress, token)
 
     def __call__(self, fraction: float, message: str) -> None:
-        """Report ``fraction`` (0..1 of this stage) with ``message``; raises if cancelled."""
+        """Report ``fraction`` (0..1 of this stage) with ``message``; raises if cancelled or interrupted."""
+        raise_if_interrupted()
         self.token.raise_if_cancelled()
         fraction = min(max(float(fraction), 0.0), 1.0)
         self.callback(self.start + (self.end - self.start) * fraction, message)
@@ -89,7 +91,8 @@ class Progress:
         return Progress(self.callback, self.token, self.start + span * start, self.start + span * end)
 
     def check(self) -> None:
-        """Raise :class:`CancelledError` if cancellation was requested."""
+        """Raise :class:`CancelledError` if cancellation was requested (:class:`Interrupted` if a signal came)."""
+        raise_if_interrupted()
         self.token.raise_if_cancelled()
 
 
