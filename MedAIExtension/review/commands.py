@@ -16,7 +16,6 @@ medai review export --project p.medai-review --output export/
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -141,62 +140,41 @@ def _memorization(args: argparse.Namespace, bar: Any, _warn: Callable[[str], Non
 
 
 def _reader_start(args: argparse.Namespace, bar: Any, _warn: Callable[[str], None]) -> int:
-    from MedAIExtension.io.loader import load_image
-    from MedAIExtension.io.volume_files import write_volume_file
+    from MedAIExtension.review.blinded_export import check_export_folder, export_blinded_session
     from MedAIExtension.review.workflow import start_reader_session
 
     with _open(args) as store:
+        if args.export:
+            check_export_folder(args.export)  # before the session exists: a bad folder creates nothing
         session = start_reader_session(store, args.reviewer, per_class=args.per_class, seed=args.seed)
         trials = store.reader_trials(session)
         print(
             f"Reader session {session} for {args.reviewer}: {len(trials)} images, real and synthetic in random order."
         )
         if args.export:
-            folder = Path(args.export)
-            folder.mkdir(parents=True, exist_ok=True)
-            rows = []
-            for trial in trials:
-                bar(trial.index / len(trials), f"writing blinded image {trial.index + 1}/{len(trials)}")
-                image = load_image(store.image(trial.image_id).path)
-                blinded = image.with_array(image.array, metadata={}, source_files=())  # no identifying metadata
-                name = f"trial_{trial.index + 1:03d}.nrrd"
-                write_volume_file(blinded, folder / name)
-                rows.append({"trial": trial.index + 1, "file": name, "said": "", "confidence": ""})
-            with open(folder / "answers.csv", "w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=["trial", "file", "said", "confidence"])
-                writer.writeheader()
-                writer.writerows(rows)
+            sheet = export_blinded_session(store, session, args.export, progress=bar)
             bar.close()
             print(
-                f"Blinded images and an answer sheet are in {folder}: fill 'said' (real/synthetic) and 'confidence' "
-                f"(1-5), then: medai review reader-study answer --project {args.project} --session {session} "
-                f"--answers {folder / 'answers.csv'}"
+                f"Blinded images (one grid, voxel type and header for all) and an answer sheet are in "
+                f"{sheet.parent}: fill 'said' (real/synthetic) and 'confidence' (1-5), then: medai review "
+                f"reader-study answer --project {args.project} --session {session} --answers {sheet}"
             )
     return 0
 
 
 def _reader_answer(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None]) -> int:
-    with _open(args) as store, open(args.answers, newline="", encoding="utf-8") as handle:
-        answered = skipped = 0
-        for number, row in enumerate(csv.DictReader(handle), start=2):
-            said = (row.get("said") or "").strip().lower()
-            if not said:
-                skipped += 1
-                continue
-            if said not in ("real", "synthetic"):
-                raise InputError(f"{args.answers} line {number}: 'said' must be real or synthetic, got {said!r}.")
-            try:
-                index = int(row["trial"]) - 1
-                confidence = int(row.get("confidence") or 3)
-            except (KeyError, ValueError):
-                raise InputError(f"{args.answers} line {number}: 'trial' and 'confidence' must be numbers.") from None
-            trial = store.reader_trials(args.session)[index] if index >= 0 else None
-            if trial is None or trial.said_synthetic is not None:
-                skipped += 1  # already answered (resumed sheet) or out of range
-                continue
-            store.answer_trial(args.session, index, said == "synthetic", confidence, None)
+    from MedAIExtension.review.blinded_export import read_answer_sheet
+
+    with _open(args) as store:
+        trials = store.reader_trials(args.session)
+        answers = read_answer_sheet(args.answers, len(trials))  # the whole sheet is checked before storing any
+        answered = 0
+        for answer in answers:
+            if trials[answer.index].said_synthetic is not None:
+                continue  # answered before (a resumed sheet): answers are final
+            store.answer_trial(args.session, answer.index, answer.said_synthetic, answer.confidence, None)
             answered += 1
-    print(f"Recorded {answered} answer(s); {skipped} row(s) left empty or already answered.")
+    print(f"Recorded {answered} answer(s); {len(answers) - answered} row(s) answered before (answers are final).")
     return 0
 
 
