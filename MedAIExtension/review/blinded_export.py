@@ -25,6 +25,7 @@ import numpy as np
 
 from MedAIExtension.atomic import check_output_directory, staged_output
 from MedAIExtension.errors import InputError
+from MedAIExtension.io.image import Image
 from MedAIExtension.io.loader import load_image
 from MedAIExtension.progress import Progress
 from MedAIExtension.review.store import ImageRecord, ReviewStore
@@ -40,6 +41,7 @@ __all__ = [
     "common_grid",
     "export_blinded_session",
     "read_answer_sheet",
+    "resample_onto_grid",
 ]
 
 HU_RANGE = (-1024, 3071)
@@ -101,16 +103,15 @@ def common_grid(records: Sequence[ImageRecord], max_matrix: int = MAX_MATRIX) ->
     )
 
 
-def blind_image(path: str | os.PathLike[str], grid: BlindedGrid) -> Any:
-    """The image at ``path`` (volume file or DICOM folder) resampled onto ``grid``, centred on its own centre.
+def resample_onto_grid(image: Image, grid: BlindedGrid, outside: float) -> np.ndarray:
+    """``image``'s voxels on ``grid``, centred on the image's own centre: float32, (k, j, i) order.
 
-    Linear interpolation, air (-1024 HU) outside the image, int16 HU clipped to :data:`HU_RANGE`, origin
-    (0, 0, 0), identity direction and no metadata. Returns a ``SimpleITK.Image``.
+    Linear interpolation; ``outside`` fills what lies beyond the image. The grid has an identity (LPS) direction,
+    so any acquisition orientation comes out axial.
     """
     import SimpleITK as sitk
 
-    source = load_image(path).to_sitk()
-    source = sitk.Cast(source, sitk.sitkFloat32)
+    source = sitk.Cast(image.to_sitk(), sitk.sitkFloat32)
     centre = np.array(
         source.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in source.GetSize()]), dtype=float
     )
@@ -124,12 +125,24 @@ def blind_image(path: str | os.PathLike[str], grid: BlindedGrid) -> Any:
         [float(v) for v in origin],
         [float(v) for v in spacing],
         [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-        float(HU_RANGE[0]),
+        float(outside),
         sitk.sitkFloat32,
     )
-    values = np.clip(np.rint(sitk.GetArrayViewFromImage(resampled)), *HU_RANGE).astype(np.int16)
+    return sitk.GetArrayFromImage(resampled)
+
+
+def blind_image(path: str | os.PathLike[str], grid: BlindedGrid) -> Any:
+    """The image at ``path`` (volume file or DICOM folder) resampled onto ``grid``, centred on its own centre.
+
+    Linear interpolation, air (-1024 HU) outside the image, int16 HU clipped to :data:`HU_RANGE`, origin
+    (0, 0, 0), identity direction and no metadata. Returns a ``SimpleITK.Image``.
+    """
+    import SimpleITK as sitk
+
+    values = resample_onto_grid(load_image(path), grid, float(HU_RANGE[0]))
+    values = np.clip(np.rint(values), *HU_RANGE).astype(np.int16)
     blinded = sitk.GetImageFromArray(values)  # a fresh image: no metadata dictionary from the source
-    blinded.SetSpacing([float(v) for v in spacing])
+    blinded.SetSpacing([float(v) for v in grid.spacing])
     blinded.SetOrigin((0.0, 0.0, 0.0))
     blinded.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
     return blinded

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import slicer
 
 from MedAIExtension.errors import CancelledError, InputError
@@ -23,6 +24,7 @@ from MedAIExtension.io.volume_files import write_volume_file
 from MedAIExtension.mrml import volume_node_to_image
 from MedAIExtension.phantom import PhantomSpec, generate_chest_phantom
 from MedAIExtension.progress import CancelToken
+from MedAIExtension.review.blinded_export import blind_image, common_grid
 
 MODULES = Path(__file__).resolve().parents[2] / "Modules"
 
@@ -145,7 +147,8 @@ def test_blinded_cases_carry_no_identifying_metadata(project: tuple[Any, dict[st
     session = logic.startBlindSession("reader", perClass=2, seed=11)
     assert logic.sessionProgress(session) == (0, 4)
     paths = {logic.project.image(i).path for i in ids.values()}
-    seen = []
+    grid = common_grid([logic.project.image(t.image_id) for t in logic.project.reader_trials(session)])
+    seen, shapes, spacings = [], set(), set()
     while True:
         trial, node = logic.loadTrial(session)
         if trial is None:
@@ -156,8 +159,10 @@ def test_blinded_cases_carry_no_identifying_metadata(project: tuple[Any, dict[st
         assert node.GetImageData().GetScalarTypeAsString() == "float", "the voxel type would tell the class apart"
         voxels = _voxels(node)
         assert np.array_equal(voxels, np.rint(voxels)), "fractional values would reveal blended images"
-        original = load_image(logic.project.image(trial.image_id).path)
-        np.testing.assert_allclose(voxels, np.rint(original.array), atol=0.5)
+        exported = blind_image(logic.project.image(trial.image_id).path, grid)  # what `--export` writes for it
+        np.testing.assert_array_equal(voxels, sitk.GetArrayFromImage(exported))
+        shapes.add(voxels.shape)
+        spacings.add(tuple(np.round(node.GetSpacing(), 6)))
         centre = volume_node_to_image(node).ijk_to_ras @ np.r_[(np.array(voxels.shape[::-1]) - 1) / 2.0, 1.0]
         np.testing.assert_allclose(centre[:3], 0.0, atol=1e-6)
         for other in scene_nodes(logic.scene):
@@ -167,6 +172,7 @@ def test_blinded_cases_carry_no_identifying_metadata(project: tuple[Any, dict[st
         seen.append(trial)
         logic.answerTrial(session, trial.index, True, 3, 4.0)
     assert [t.index for t in seen] == [0, 1, 2, 3]
+    assert len(shapes) == 1 and len(spacings) == 1, "matrix or spacing would tell generator output from scans"
     assert sorted(t.is_synthetic for t in seen) == [False, False, True, True]
     assert scene_volumes(logic.scene) == 0
 

@@ -6,9 +6,11 @@ the ``slicer-core`` wheel in tests. The project, its grades, reader sessions, me
 or a blinded case) and formats stored results as text for the module's panels.
 
 Blinded cases carry nothing that tells real from synthetic: the node is named "Case N", has no attributes, no
-storage node and no description, its voxels are float32 (the file's voxel type could give the class away), whole
-numbers when the intensity range is wide (a CT or MR in integer units: fractional values would reveal blending),
-and its origin is moved so the volume is centred at RAS (0, 0, 0) (scanner coordinates can identify a patient).
+storage node and no description; every case of a session is resampled onto the session's one grid (the same
+matrix, spacing and axial direction, as the blinded export writes: matrix and spacing differ between scanners and
+generators) and centred at RAS (0, 0, 0) (scanner coordinates can identify a patient); its voxels are float32 (the
+file's voxel type could give the class away), whole numbers in [-1024, 3071] when the intensity range is wide (CT
+HU: fractional values would reveal blending).
 """
 
 from __future__ import annotations
@@ -230,19 +232,22 @@ class ReviewLogic:
         from MedAIExtension.io.image import Image
         from MedAIExtension.io.loader import load_image
         from MedAIExtension.mrml import image_to_volume_node
+        from MedAIExtension.review.blinded_export import HU_RANGE, common_grid, resample_onto_grid
 
         trial = self.project.next_trial(sessionId)
         self._removeCase()
         self._removePair()  # the graded pair would sit beside the case, named
         if trial is None:
             return None, None
+        grid = common_grid([self.project.image(t.image_id) for t in self.project.reader_trials(sessionId)])
         image = load_image(self.project.image(trial.image_id).path)
-        voxels = np.asarray(image.array, dtype=np.float32)
-        if voxels.size and float(np.ptp(voxels)) > BLINDED_ROUNDING_RANGE:
-            voxels = np.rint(voxels)
-        affine = np.array(image.ijk_to_ras, dtype=float)
-        centre = affine[:3, :3] @ ((np.array(voxels.shape[::-1], dtype=float) - 1.0) / 2.0)
-        affine[:3, 3] = -centre
+        wide = image.array.size > 0 and float(np.ptp(image.array)) > BLINDED_ROUNDING_RANGE
+        outside = float(HU_RANGE[0]) if wide or not image.array.size else float(np.min(image.array))
+        voxels = resample_onto_grid(image, grid, outside)
+        if wide:  # CT HU: whole numbers in the export's range, as the blinded files hold
+            voxels = np.clip(np.rint(voxels), *HU_RANGE).astype(np.float32)
+        affine = np.diag([-grid.spacing[0], -grid.spacing[1], grid.spacing[2], 1.0])  # LPS axes in RAS
+        affine[:3, 3] = -affine[:3, :3] @ ((np.array(grid.size, dtype=float) - 1.0) / 2.0)
         node = image_to_volume_node(self.scene, Image(array=voxels, ijk_to_ras=affine), f"Case {trial.index + 1}")
         for name in list(node.GetAttributeNames() or ()):
             node.RemoveAttribute(name)
