@@ -2,7 +2,8 @@
 
 A blinded reader must not be able to tell real from synthetic by anything but the voxels. Every image of a session
 is therefore resampled onto one common grid (the same matrix, spacing, origin (0, 0, 0) and identity LPS
-direction for all trials), converted to one voxel type (int16 HU, rounded and clipped to [-1024, 3071]) and written
+direction for all trials), converted to one voxel type (int16 HU, rounded and clipped to [-1024, 3071]; float32
+for a session of normalised images; a session mixing the two is refused) and written
 as an uncompressed NRRD with no per-source header keys, so every file has the same header and the same size. Files
 are named by trial number only (the session's order is random), get one common modification time, and appear
 together or not at all (staged, then moved into place).
@@ -34,6 +35,7 @@ __all__ = [
     "HU_RANGE",
     "MAX_MATRIX",
     "SHEET_NAME",
+    "WHOLE_UNITS_RANGE",
     "BlindedGrid",
     "SheetAnswer",
     "blind_image",
@@ -46,6 +48,9 @@ __all__ = [
 
 HU_RANGE = (-1024, 3071)
 """Voxel values of a blinded image: int16 HU, rounded and clipped to this range (air fills outside the image)."""
+WHOLE_UNITS_RANGE = 255.0
+"""Images whose values span more than this are in whole units (CT HU) and are blinded as int16 HU; a session of
+images that all span less (normalised intensities) is blinded as float32, unrounded."""
 MAX_MATRIX = 1024
 """Most voxels along one axis of the common grid; a coarser spacing is used where the median extent needs more."""
 SHEET_NAME = "answers.csv"
@@ -131,21 +136,48 @@ def resample_onto_grid(image: Image, grid: BlindedGrid, outside: float) -> np.nd
     return sitk.GetArrayFromImage(resampled)
 
 
-def blind_image(path: str | os.PathLike[str], grid: BlindedGrid) -> Any:
+def blind_image(
+    path: str | os.PathLike[str], grid: BlindedGrid, whole_units: bool = True, outside: float = HU_RANGE[0]
+) -> Any:
     """The image at ``path`` (volume file or DICOM folder) resampled onto ``grid``, centred on its own centre.
 
-    Linear interpolation, air (-1024 HU) outside the image, int16 HU clipped to :data:`HU_RANGE`, origin
-    (0, 0, 0), identity direction and no metadata. Returns a ``SimpleITK.Image``.
+    Linear interpolation, ``outside`` (air, -1024 HU) beyond the image; ``whole_units``: int16 HU clipped to
+    :data:`HU_RANGE`, else float32 as interpolated. Origin (0, 0, 0), identity direction and no metadata.
+    Returns a ``SimpleITK.Image``.
     """
     import SimpleITK as sitk
 
-    values = resample_onto_grid(load_image(path), grid, float(HU_RANGE[0]))
-    values = np.clip(np.rint(values), *HU_RANGE).astype(np.int16)
+    values = resample_onto_grid(load_image(path), grid, outside)
+    if whole_units:
+        values = np.clip(np.rint(values), *HU_RANGE).astype(np.int16)
     blinded = sitk.GetImageFromArray(values)  # a fresh image: no metadata dictionary from the source
     blinded.SetSpacing([float(v) for v in grid.spacing])
     blinded.SetOrigin((0.0, 0.0, 0.0))
     blinded.SetDirection((1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
     return blinded
+
+
+def _voxel_policy(records: Sequence[ImageRecord]) -> tuple[bool, float]:
+    """(whole units?, outside value) for a session: int16 HU when every image spans CT-like ranges.
+
+    Raises:
+        InputError: the session mixes CT HU with normalised images (brightness alone would tell them apart).
+    """
+    ranges = []
+    for record in records:
+        values = load_image(record.path).array
+        ranges.append((float(values.min()), float(values.max())) if values.size else (0.0, 0.0))
+    wide = [high - low > WHOLE_UNITS_RANGE for low, high in ranges]
+    if all(wide):
+        return True, float(HU_RANGE[0])
+    if any(wide):
+        narrow = sorted({f"{r.id} ({Path(r.path).name})" for r, w in zip(records, wide, strict=True) if not w})
+        raise InputError(
+            f"The session mixes CT Hounsfield units with images whose values span {WHOLE_UNITS_RANGE:g} or less "
+            f"(image {', '.join(narrow[:5])}); a reader would tell them apart by brightness alone. Convert those "
+            "images to HU before adding them to the project, or study them in a session of their own."
+        )
+    return False, min(low for low, _ in ranges)
 
 
 def check_export_folder(folder: str | os.PathLike[str]) -> Path:
@@ -182,14 +214,16 @@ def export_blinded_session(
     out = check_export_folder(folder)
     reporter = Progress(progress)
     trials = store.reader_trials(session_id)
-    grid = common_grid([store.image(trial.image_id) for trial in trials])
+    records = [store.image(trial.image_id) for trial in trials]
+    grid = common_grid(records)
+    whole_units, outside = _voxel_policy(records)
     width = max(3, len(str(len(trials))))
     names = [f"trial_{trial.index + 1:0{width}d}.nrrd" for trial in trials]
     stamp = time.time()
     with staged_output(out) as staged:
         for position, (trial, name) in enumerate(zip(trials, names, strict=True)):
             reporter(position / len(trials), f"writing blinded image {position + 1}/{len(trials)}")
-            blinded = blind_image(store.image(trial.image_id).path, grid)
+            blinded = blind_image(store.image(trial.image_id).path, grid, whole_units, outside)
             sitk.WriteImage(blinded, str(staged.folder / name), False)  # raw: the same size for every file
         with open(staged.folder / SHEET_NAME, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(SHEET_FIELDS))

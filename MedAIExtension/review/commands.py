@@ -8,6 +8,7 @@ medai review grade --project p.medai-review --reviewer ann --image 3 --accept --
 medai review metrics --project p.medai-review
 medai review memorization --project p.medai-review [--threshold T]
 medai review reader-study start --project p.medai-review --reviewer bob --export blinded/
+medai review reader-study export --project p.medai-review --session 1 --export blinded/
 medai review reader-study answer --project p.medai-review --session 1 --answers blinded/answers.csv
 medai review reader-study stats --project p.medai-review
 medai review export --project p.medai-review --output export/
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.command_types import SetHandler, SubParsers
-from MedAIExtension.errors import InputError
+from MedAIExtension.errors import InputError, MedAIError
 
 __all__ = ["add_review_parser"]
 
@@ -152,13 +153,36 @@ def _reader_start(args: argparse.Namespace, bar: Any, _warn: Callable[[str], Non
             f"Reader session {session} for {args.reviewer}: {len(trials)} images, real and synthetic in random order."
         )
         if args.export:
-            sheet = export_blinded_session(store, session, args.export, progress=bar)
-            bar.close()
-            print(
-                f"Blinded images (one grid, voxel type and header for all) and an answer sheet are in "
-                f"{sheet.parent}: fill 'said' (real/synthetic) and 'confidence' (1-5), then: medai review "
-                f"reader-study answer --project {args.project} --session {session} --answers {sheet}"
+            try:
+                sheet = export_blinded_session(store, session, args.export, progress=bar)
+            except MedAIError as exc:
+                raise type(exc)(
+                    f"{exc} Reader session {session} was created without its export; once fixed, export it with: "
+                    f"medai review reader-study export --project {args.project} --session {session} --export DIR"
+                ) from None
+            _print_export(args, bar, session, sheet)
+    return 0
+
+
+def _print_export(args: argparse.Namespace, bar: Any, session: int, sheet: Path) -> None:
+    bar.close()
+    print(
+        f"Blinded images (one grid, voxel type and header for all) and an answer sheet are in "
+        f"{sheet.parent}: fill 'said' (real/synthetic) and 'confidence' (1-5), then: medai review "
+        f"reader-study answer --project {args.project} --session {session} --answers {sheet}"
+    )
+
+
+def _reader_export(args: argparse.Namespace, bar: Any, _warn: Callable[[str], None]) -> int:
+    from MedAIExtension.review.blinded_export import export_blinded_session
+
+    with _open(args) as store:
+        if not any(s.id == args.session for s in store.reader_sessions()):
+            raise InputError(
+                f"The project has no reader session {args.session}; 'medai review reader-study stats' lists them."
             )
+        sheet = export_blinded_session(store, args.session, args.export, progress=bar)
+        _print_export(args, bar, args.session, sheet)
     return 0
 
 
@@ -261,8 +285,10 @@ def add_review_parser(sub: SubParsers, set_handler: SetHandler) -> None:
     steps = reader.add_subparsers(dest="reader_command", required=True)
     start = steps.add_parser("start", help="new balanced, randomised session (optionally export blinded images)")
     answer = steps.add_parser("answer", help="record a filled answer sheet (resumable)")
+    export = steps.add_parser("export", help="blinded images and an answer sheet of an existing session")
     stats = steps.add_parser("stats", help="accuracy, binomial test, ROC, kappa")
-    for parser, handler in ((start, _reader_start), (answer, _reader_answer), (stats, _reader_stats)):
+    handlers = ((start, _reader_start), (answer, _reader_answer), (export, _reader_export), (stats, _reader_stats))
+    for parser, handler in handlers:
         parser.add_argument("--project", required=True, type=Path)
         parser.add_argument("--quiet", action="store_true")
         set_handler(parser, handler, bar="eager")
@@ -270,6 +296,8 @@ def add_review_parser(sub: SubParsers, set_handler: SetHandler) -> None:
     start.add_argument("--per-class", type=int, default=None)
     start.add_argument("--seed", type=int, default=None)
     start.add_argument("--export", default=None, help="folder for blinded copies and an answer sheet")
+    export.add_argument("--session", type=int, required=True)
+    export.add_argument("--export", required=True, help="new or empty folder for blinded copies and an answer sheet")
     answer.add_argument("--session", type=int, required=True)
     answer.add_argument("--answers", required=True, help="answers.csv (trial, said, confidence)")
     stats.add_argument("--json", action="store_true")

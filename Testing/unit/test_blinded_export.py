@@ -260,3 +260,44 @@ def test_blank_rows_are_skipped_and_answers_keep_their_confidence(
     code, out, err = _answer(capsys, project, session, rows, tmp_path / "answers.csv")
     assert code == 0 and "Recorded 1 answer" in out, err
     assert _stored(project, session)[:4] == [(False, 5), (False, 1), (True, 2), (None, None)]
+
+
+def test_normalised_images_stay_float_and_a_mixed_scale_session_is_refused_then_exported_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Images in 0..1 are not rounded to whole HU; a session mixing them with HU is refused (brightness would tell)."""
+    project = tmp_path / "scales.medai-review"
+    files = {}
+    for index in range(2):
+        image, _ = _volume(index, synthetic=True)
+        files[f"hu{index}"] = write_volume_file(image, tmp_path / f"hu{index}.nrrd")
+        normalised = image.with_array(((image.array + 1000.0) / 1400.0).astype(np.float32))
+        files[f"unit{index}"] = write_volume_file(normalised, tmp_path / f"unit{index}.nrrd")
+    assert _run(capsys, "init", "--project", project, "--name", "scales", "--quiet")[0] == 0
+    code, _, err = _run(capsys, "import", "--project", project, "--real", files["unit0"], "--synthetic", files["unit1"])
+    assert code == 0, err
+    out = tmp_path / "unit-export"
+    assert _run(capsys, "reader-study", "start", "--project", project, "--reviewer", "r", "--export", out)[0] == 0
+    values = [sitk.ReadImage(str(p)) for p in sorted(out.glob("trial_*.nrrd"))]
+    assert {v.GetPixelIDTypeAsString() for v in values} == {"32-bit float"}
+    assert all(0.0 <= sitk.GetArrayViewFromImage(v).max() <= 1.0 for v in values), "not rounded to 0/1 HU"
+    assert len({np.round(sitk.GetArrayViewFromImage(v), 3).tobytes() for v in values}) == 2
+
+    code, _, err = _run(capsys, "import", "--project", project, "--real", files["hu0"], "--synthetic", files["hu1"])
+    assert code == 0, err
+    mixed = tmp_path / "mixed-export"
+    code, _, err = _run(capsys, "reader-study", "start", "--project", project, "--reviewer", "s", "--export", mixed)
+    assert code == 2 and "Traceback" not in err and "brightness" in err and "reader-study export" in err
+    assert not mixed.exists() or not any(mixed.iterdir()), "nothing written"
+    session = int(err.split("Reader session ")[1].split()[0])
+    code, _, err = _run(
+        capsys, "reader-study", "export", "--project", project, "--session", 99, "--export", tmp_path / "none"
+    )
+    assert code == 2 and "no reader session 99" in err
+    code, _, err = _run(capsys, "reader-study", "export", "--project", project, "--session", session, "--export", mixed)
+    assert code == 2 and "brightness" in err  # still mixed: the same clear refusal on a re-export
+    again = tmp_path / "unit-again"
+    code, _, err = _run(capsys, "reader-study", "export", "--project", project, "--session", 1, "--export", again)
+    assert code == 0, err
+    for first in sorted(out.glob("trial_*.nrrd")):  # the session's order and voxels, exported anew
+        assert (again / first.name).read_bytes() == first.read_bytes()

@@ -24,12 +24,13 @@ import numpy as np
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.progress import CancelToken, Progress
+from MedAIExtension.review.blinded_export import WHOLE_UNITS_RANGE
 
 __all__ = ["BLINDED_ROUNDING_RANGE", "ReviewLogic"]
 
 ProgressArg = Progress | Callable[[float, str], None] | None
 #: Blinded voxels are rounded to whole numbers when their intensity range is wider than this (CT HU, most MR).
-BLINDED_ROUNDING_RANGE = 255.0
+BLINDED_ROUNDING_RANGE = WHOLE_UNITS_RANGE
 
 
 def _number(value: Any) -> str:
