@@ -143,6 +143,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/review/metrics.py
   MedAIExtension/review/plots.py
   MedAIExtension/review/reader_study.py
+  MedAIExtension/review/report.py
   MedAIExtension/review/schema.py
   MedAIExtension/review/store/__init__.py
   MedAIExtension/review/store/base.py

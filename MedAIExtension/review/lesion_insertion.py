@@ -39,9 +39,24 @@ from MedAIExtension.phantom.grid import ChunkGrid
 from MedAIExtension.phantom.render import HU
 from MedAIExtension.phantom.spec import NoduleKind, NoduleSpec
 from MedAIExtension.progress import Progress
+from MedAIExtension.tracking.lungs import (
+    array_spacing,
+    axial_axis,
+    block_factors,
+    block_mean,
+    fill_holes_slicewise,
+)
 from MedAIExtension.tracking.lungs import lung_mask as compute_lung_mask
 
-__all__ = ["GENERATOR", "GENERATOR_VERSION", "Blend", "InsertedLesion", "insert_nodule", "random_insertions"]
+__all__ = [
+    "GENERATOR",
+    "GENERATOR_VERSION",
+    "Blend",
+    "InsertedLesion",
+    "insert_nodule",
+    "insertion_lung_mask",
+    "random_insertions",
+]
 
 GENERATOR = "medai-lesion-insertion"
 #: Version of the insertion model; bump it when the same seed would give other voxels.
@@ -54,6 +69,15 @@ _HIGH_PASS_MM = 1.5  # residual = image - Gaussian(image, 1.5 mm, >= 2 voxels): 
 _AIR_LIKE_HU = -500.0
 _MIN_NOISE_VOXELS = 200
 _MAX_NOISE_SIGMA_VOXELS = 3.0
+# Lung-like air of a cropped volume (see insertion_lung_mask).
+_AIR_HU = -400.0  # below: air-like (lung parenchyma, airways, gas, outside air)
+_PURE_AIR_HU = -950.0  # below: pure air (outside air, airway lumen, bowel gas); lung parenchyma is denser
+_GAS_FRACTION = 0.6  # a component with at least this fraction of pure air is gas or outside air, no lung
+_WORK_MM = 1.25  # working grid of whole-voxel blocks
+_SMOOTH_MM = 1.0
+_CLOSING_MM = 4.0  # closes vessels and fissures into the lung
+_MIN_PART_ML = 2.0
+_MIN_LUNG_ML = 10.0
 _UID_KEYS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID")
 
 
@@ -353,6 +377,67 @@ def _kind(kind: Any) -> Any:
         raise InputError(f"Nodule kind {kind!r} is not one of {options}.") from None
 
 
+def insertion_lung_mask(ct: Image, progress: Progress | Callable[[float, str], None] | None = None) -> np.ndarray:
+    """Where nodules may go: the lungs of a whole chest CT, or the lung-like air of a cropped sub-volume.
+
+    The whole-chest mask (:func:`MedAIExtension.tracking.lungs.lung_mask`) tells outside air from lung by the
+    air that touches the in-plane border of a slice, so a sub-volume cropped inside the chest, whose lung reaches
+    the border, has "no lungs" for it. When it finds none, the lung is taken by its density instead: the
+    components of air-like voxels (below -400 HU after a 1 mm smoothing, on blocks of about 1.25 mm) that are not
+    mostly pure air (below -950 HU: outside air, trachea, bowel gas), closed with a 4 mm ball (vessels, fissures)
+    and hole-filled; lung cut by any face of the volume counts.
+
+    Args:
+        ct: CT in Hounsfield units, whole chest or any cropped part of it.
+        progress: optional ``callback(fraction, message)``.
+
+    Returns:
+        Boolean mask on the CT grid, ``[k, j, i]``.
+
+    Raises:
+        InputError: if the image shows no lung (less than 10 ml of lung-like tissue) or is not in HU.
+    """
+    try:
+        return compute_lung_mask(ct, progress=progress)
+    except InputError:
+        pass  # not a whole chest: a cropped volume, judged by density alone
+    spacing = array_spacing(ct)
+    factors = block_factors(spacing, _WORK_MM)
+    work_spacing = spacing * np.asarray(factors, dtype=float)
+    values = ndimage.gaussian_filter(block_mean(ct.array, factors), sigma=_SMOOTH_MM / work_spacing, mode="nearest")
+    pure = block_mean(ct.array < _PURE_AIR_HU, factors)
+    labels, count = ndimage.label(values < _AIR_HU)
+    voxel_ml = float(np.prod(work_spacing)) / 1000.0
+    voxels = np.bincount(labels.ravel(), minlength=count + 1).astype(float)
+    pure_voxels = np.bincount(labels.ravel(), weights=pure.ravel(), minlength=count + 1)
+    keep = (pure_voxels < _GAS_FRACTION * voxels) & (voxels * voxel_ml >= _MIN_PART_ML)
+    keep[0] = False
+    total_ml = float(voxels[keep].sum()) * voxel_ml
+    if total_ml < _MIN_LUNG_ML:
+        hint = (
+            " (No voxel is below -400 HU at all; if the image holds raw stored values rather than HU, apply the "
+            "DICOM rescale slope/intercept first.)"
+            if not np.any(values < _AIR_HU)
+            else ""
+        )
+        raise InputError(
+            f"No lung found: the image holds {total_ml:.0f} ml of lung-like tissue (air-like voxels below "
+            f"{_AIR_HU:g} HU that are not mostly pure air below {_PURE_AIR_HU:g} HU; at least {_MIN_LUNG_ML:g} ml "
+            f"needed).{hint} Use a CT in Hounsfield units that shows lung (whole chest or a crop of it)."
+        )
+    lung = keep[labels]
+    margin = [int(math.ceil(_CLOSING_MM / s)) + 1 for s in work_spacing]
+    padded = np.pad(lung, [(m, m) for m in margin], mode="edge")  # lung cut by a face continues beyond it
+    grown = ndimage.distance_transform_edt(~padded, sampling=work_spacing) <= _CLOSING_MM
+    closed = ndimage.distance_transform_edt(grown, sampling=work_spacing) > _CLOSING_MM
+    closed = closed[tuple(slice(m, n - m) for m, n in zip(margin, closed.shape, strict=True))] | lung
+    closed = fill_holes_slicewise(ndimage.binary_fill_holes(closed), axial_axis(ct))
+    for axis, f in enumerate(factors):
+        if f > 1:
+            closed = np.repeat(closed, f, axis=axis)
+    return np.ascontiguousarray(closed[: ct.shape[0], : ct.shape[1], : ct.shape[2]])
+
+
 def random_insertions(
     ct: Image,
     lung_mask: np.ndarray | None,
@@ -372,7 +457,7 @@ def random_insertions(
     Args:
         ct: chest CT in HU.
         lung_mask: boolean lung mask on the CT grid (``[k, j, i]``); None computes it with
-            :func:`MedAIExtension.tracking.lungs.lung_mask`.
+            :func:`insertion_lung_mask` (whole chest CT or a cropped part of one).
         count: number of insertions (>= 1).
         seed: seed of the whole batch.
         sizes: (smallest, largest) diameter in mm.
@@ -398,7 +483,7 @@ def random_insertions(
     if not kind_list:
         raise InputError("kinds is empty; give at least one of 'solid', 'part-solid', 'ground-glass'.")
     if lung_mask is None:
-        lung_mask = compute_lung_mask(ct, progress=report.stage(0.0, 0.3))
+        lung_mask = insertion_lung_mask(ct, progress=report.stage(0.0, 0.3))
     lungs = np.asarray(lung_mask, dtype=bool)
     if lungs.shape != ct.shape:
         raise InputError(f"The lung mask has shape {lungs.shape} but the CT has {ct.shape}; use a mask of the CT grid.")

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-__all__ = ["svg_bars", "svg_roc"]
+__all__ = ["svg_bars", "svg_roc", "svg_roc_curves"]
 
 _WIDTH, _HEIGHT, _PAD = 360, 240, 40
+_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
+_COLOURS = ("#c0392b", "#2471a3", "#1e8449", "#af601a", "#7d3c98", "#34495e")
 
 
 def svg_bars(labels: Sequence[str], values: Sequence[float], title: str, y_label: str = "images") -> str:
@@ -40,19 +42,65 @@ def svg_bars(labels: Sequence[str], values: Sequence[float], title: str, y_label
 
 def svg_roc(fpr: Sequence[float], tpr: Sequence[float], auc: float, title: str = "Reader study ROC") -> str:
     """An ROC curve (false- vs true-positive rate) with the chance diagonal, as an inline ``<svg>`` element."""
-    inner_w, inner_h = _WIDTH - 2 * _PAD, _HEIGHT - 2 * _PAD
+    return svg_roc_curves([(f"AUC {auc:.2f}", fpr, tpr)], title)
+
+
+def svg_roc_curves(
+    curves: Sequence[tuple[str, Sequence[float], Sequence[float]]], title: str = "Reader study ROC"
+) -> str:
+    """ROC curves (one per ``(label, fpr, tpr)``) on one square plot, as an inline ``<svg>`` element.
+
+    Both axes run from 0 to 1 with ticks and labels every 0.25; the dashed diagonal is chance (AUC 0.5), and a
+    legend names each curve (its label, e.g. the reader and the area under the curve).
+    """
+    width, height, left, bottom, top = 340, 330, 56, 46, 30
+    inner = min(width - left - 16, height - bottom - top)
 
     def point(x: float, y: float) -> str:
-        return f"{_PAD + inner_w * x:.1f},{_HEIGHT - _PAD - inner_h * y:.1f}"
+        return f"{left + inner * x:.1f},{top + inner * (1.0 - y):.1f}"
 
-    curve = " ".join(point(float(x), float(y)) for x, y in zip(fpr, tpr, strict=True))
     parts = [
-        _frame(f"{title} (AUC {auc:.2f})", "true-positive rate"),
-        f'<polyline points="{point(0, 0)} {point(1, 1)}" fill="none" stroke="#999" stroke-dasharray="4 3"/>',
-        f'<polyline points="{curve}" fill="none" stroke="#c0392b" stroke-width="2"/>',
-        f'<text x="{_WIDTH / 2}" y="{_HEIGHT - 6}" font-size="11" text-anchor="middle">false-positive rate</text>',
+        f'<text x="{left + inner / 2:.1f}" y="18" font-size="13" text-anchor="middle" font-weight="bold">'
+        f"{escape(title)}</text>",
+        f'<rect x="{left}" y="{top}" width="{inner}" height="{inner}" fill="none" stroke="#333"/>',
     ]
-    return _svg(parts)
+    for tick in _TICKS:
+        x, y = left + inner * tick, top + inner * (1.0 - tick)
+        parts.append(
+            f'<line class="tick x" x1="{x:.1f}" y1="{top + inner}" x2="{x:.1f}" y2="{top + inner + 5}" stroke="#333"/>'
+            f'<text class="tick-label x" x="{x:.1f}" y="{top + inner + 17}" font-size="10" text-anchor="middle">'
+            f"{tick:g}</text>"
+            f'<line class="tick y" x1="{left - 5}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#333"/>'
+            f'<text class="tick-label y" x="{left - 8}" y="{y + 3:.1f}" font-size="10" text-anchor="end">'
+            f"{tick:g}</text>"
+        )
+    parts.append(
+        f'<text class="axis-label x" x="{left + inner / 2:.1f}" y="{height - 8}" font-size="11" '
+        'text-anchor="middle">false-positive rate (real called synthetic)</text>'
+        f'<text class="axis-label y" x="14" y="{top + inner / 2:.1f}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top + inner / 2:.1f})">true-positive rate (synthetic called synthetic)</text>'
+        f'<polyline class="chance" points="{point(0, 0)} {point(1, 1)}" fill="none" stroke="#999" '
+        'stroke-dasharray="4 3"><title>chance (AUC 0.5)</title></polyline>'
+    )
+    for index, (label, fpr, tpr) in enumerate(curves):
+        colour = _COLOURS[index % len(_COLOURS)]
+        curve = " ".join(point(float(x), float(y)) for x, y in zip(fpr, tpr, strict=True))
+        parts.append(
+            f'<polyline class="roc" points="{curve}" fill="none" stroke="{colour}" stroke-width="2">'
+            f"<title>{escape(label)}</title></polyline>"
+        )
+        y = top + inner - 10 - 14 * (len(curves) - index)
+        parts.append(
+            f'<line x1="{left + inner * 0.4:.1f}" y1="{y + 10}" x2="{left + inner * 0.4 + 14:.1f}" y2="{y + 10}" '
+            f'stroke="{colour}" stroke-width="2"/><text class="legend" x="{left + inner * 0.4 + 18:.1f}" '
+            f'y="{y + 13}" font-size="10">{escape(label)}</text>'
+        )
+    parts.append(
+        f'<text class="legend" x="{left + inner * 0.4 + 18:.1f}" y="{top + inner - 9}" font-size="10" '
+        'fill="#777">dashed: chance</text>'
+    )
+    body = "".join(parts)
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">{body}</svg>'
 
 
 def _frame(title: str, y_label: str) -> str:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections import Counter
+import warnings
 from collections.abc import Callable, Sequence
-from html import escape
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from MedAIExtension.atomic import ensure_writable_directory
 from MedAIExtension.errors import InputError, OutputError
@@ -23,10 +25,17 @@ from MedAIExtension.io.image import Image
 from MedAIExtension.io.loader import load_image
 from MedAIExtension.io.volume_files import write_volume_file
 from MedAIExtension.progress import CancelToken, Progress
+from MedAIExtension.review.features import PLANES, common_grid
 from MedAIExtension.review.lesion_insertion import random_insertions
 from MedAIExtension.review.memorization import DEFAULT_THRESHOLD, memorization_check
-from MedAIExtension.review.metrics import set_metrics
-from MedAIExtension.review.plots import svg_bars, svg_roc
+from MedAIExtension.review.metrics import (
+    frechet_distance,
+    mmd,
+    set_features,
+    set_metrics,
+    standardize,
+    tissue_histogram_distance,
+)
 from MedAIExtension.review.reader_study import (
     ReaderAnswer,
     agreement,
@@ -34,7 +43,8 @@ from MedAIExtension.review.reader_study import (
     per_reader_statistics,
     reader_statistics,
 )
-from MedAIExtension.review.store import GradeRecord, ImageRecord, ReviewStore
+from MedAIExtension.review.report import latest_grades, report_html
+from MedAIExtension.review.store import ImageRecord, ReviewStore
 
 __all__ = [
     "export_review",
@@ -46,10 +56,6 @@ __all__ = [
 ]
 
 ProgressArg = Progress | Callable[[float, str], None] | None
-_STYLE = (
-    "body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}"
-    "td,th{border:1px solid #ccc;padding:3px 8px}"
-)
 
 
 def _load(records: Sequence[ImageRecord], reporter: Progress, what: str) -> list[Image]:
@@ -147,10 +153,45 @@ def run_metrics(store: ReviewStore, progress: ProgressArg = None, token: CancelT
     real, synthetic = _both_sets(store)
     real_images = _load(real, reporter.stage(0.0, 0.15), "real")
     synthetic_images = _load(synthetic, reporter.stage(0.15, 0.3), "synthetic")
-    metrics = set_metrics(real_images, synthetic_images, progress=reporter.stage(0.3, 1.0))
+    metrics = set_metrics(real_images, synthetic_images, progress=reporter.stage(0.3, 0.85))
     data = {"n_real": len(real), "n_synthetic": len(synthetic), **metrics.to_dict()}
+    data["reference"] = _real_reference(real_images, reporter.stage(0.85, 1.0))
+    reporter(1.0, "Metrics and their real-vs-real reference done")
     store.save_result("metrics", data)
     return data
+
+
+def _real_reference(real_images: Sequence[Image], progress: Progress) -> dict[str, Any] | None:
+    """FID, MMD and tissue histogram distance between two halves of the real set: what "realistic" scores.
+
+    The halves are the alternate images (on the first real image's grid, as :func:`set_metrics` puts them). None
+    with fewer than two real images. Each half holds about half the images, and FID and MMD grow as sets shrink,
+    so the reference leans high for small sets.
+    """
+    if len(real_images) < 2:
+        return None
+    grid, _ = common_grid(real_images, real_images[0], True, "real image")
+    first, second = grid[0::2], grid[1::2]
+    features_a = set_features(first, progress=progress.stage(0.0, 0.45), label="real image")
+    features_b = set_features(second, progress=progress.stage(0.45, 0.9), label="real image")
+    fid: dict[str, float | None] = {}
+    distance: dict[str, float | None] = {}
+    for plane in PLANES:
+        a, b = standardize(features_a[plane], features_b[plane])
+        fid[plane], distance[plane] = frechet_distance(a, b), mmd(a, b)
+    for values in (fid, distance):
+        values["mean"] = float(np.mean([values[plane] for plane in PLANES]))
+    histograms = tissue_histogram_distance(first, second, progress=progress.stage(0.9, 1.0))
+    finite = {k: (v if math.isfinite(v) else None) for k, v in histograms.items()}
+    return {
+        "fid": fid,
+        "mmd": distance,
+        "tissue_histogram_distance": finite,
+        "description": (
+            f"the same metric between two halves of the real set ({len(first)} vs {len(second)} real images, "
+            "alternate images); smaller sets inflate FID and MMD, so compare orders of magnitude."
+        ),
+    }
 
 
 def run_memorization(
@@ -182,20 +223,35 @@ def run_memorization(
     return data
 
 
-def _latest_grades(store: ReviewStore) -> dict[int, list[GradeRecord]]:
-    grades: dict[int, list[GradeRecord]] = {}
-    for grade in store.grades(latest_only=True):
-        grades.setdefault(grade.image_id, []).append(grade)
-    return grades
+_MANIFEST_COLUMNS = (
+    "id",
+    "path",
+    "sha256",
+    "role",
+    "generator",
+    "version",
+    "seed",
+    "parent",
+    "reviewers",
+    "mean_realism",
+    "artifacts",
+    "memorization_similarity",
+    "near_copy_of",
+    "provenance",
+)
 
 
-def _manifest_rows(store: ReviewStore, records: Sequence[ImageRecord]) -> list[dict[str, Any]]:
-    grades = _latest_grades(store)
+def _manifest_rows(
+    store: ReviewStore, records: Sequence[ImageRecord], memorization: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    grades = latest_grades(store)
+    matches = {row.get("synthetic_id"): row for row in (memorization or {}).get("matches", [])}
     rows = []
     for record in records:
         own = grades.get(record.id, [])
         realism = [g.realism for g in own if g.realism is not None]
         provenance = dict(record.provenance or {})
+        match = matches.get(record.id, {})
         rows.append(
             {
                 "id": record.id,
@@ -209,121 +265,110 @@ def _manifest_rows(store: ReviewStore, records: Sequence[ImageRecord]) -> list[d
                 "reviewers": ";".join(sorted(g.reviewer for g in own)),
                 "mean_realism": round(sum(realism) / len(realism), 3) if realism else "",
                 "artifacts": ";".join(sorted({a for g in own for a in g.artifacts})),
+                "memorization_similarity": round(float(match["similarity"]), 4) if "similarity" in match else "",
+                "near_copy_of": _real_name(match) if match.get("flagged") else "",
                 "provenance": json.dumps(provenance, sort_keys=True),
             }
         )
     return rows
 
 
-def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    head = "".join(f"<th>{escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _real_name(match: dict[str, Any]) -> str:
+    """``#id path`` of the nearest real image of a memorization match."""
+    return f"#{match.get('real_id', '?')} {match.get('real_path', '')}".strip()
 
 
-def _report_html(store: ReviewStore, accepted: Sequence[ImageRecord]) -> str:
-    info = store.project_info()
-    synthetic = store.images("synthetic")
-    grades = _latest_grades(store)
-    realism = Counter(g.realism for image in synthetic for g in grades.get(image.id, []) if g.realism is not None)
-    artifacts = Counter(a for image in synthetic for g in grades.get(image.id, []) for a in g.artifacts)
-    parts = [
-        f"<h1>Synthetic data review: {escape(str(info.get('name', '')))}</h1>",
-        _table(
-            [
-                ("Real images", len(store.images("real"))),
-                ("Synthetic images", len(synthetic)),
-                ("Synthetic images graded", sum(1 for image in synthetic if grades.get(image.id))),
-                ("Accepted (exported)", len(accepted)),
-            ],
-            ("", "count"),
-        ),
-        "<h2>Expert grades</h2>",
-        svg_bars([str(v) for v in range(1, 6)], [realism.get(v, 0) for v in range(1, 6)], "Realism (1–5)"),
-    ]
-    if artifacts:
-        names = sorted(artifacts)
-        parts.append(svg_bars(names, [artifacts[n] for n in names], "Artifact flags"))
-    study = store.latest_result("reader_study")
-    parts.append("<h2>Blinded reader study</h2>")
-    if study:
-        pooled = study["pooled"]
-        parts.append(f"<p>{escape(str(pooled.get('verdict', '')))}</p>")
-        rows = [("all readers", pooled), *sorted(study.get("readers", {}).items())]
-        parts.append(
-            _table(
-                [
-                    (
-                        name,
-                        s["n"],
-                        f"{s['accuracy']:.3f}",
-                        f"{s['ci_low']:.2f}–{s['ci_high']:.2f}",
-                        f"{s['p_greater']:.3g}",
-                        "" if s.get("auc") is None else f"{s['auc']:.3f}",
-                    )
-                    for name, s in rows
-                ],
-                ("reader", "answers", "accuracy", "95 % CI", "p (accuracy > 50 %)", "ROC AUC"),
-            )
+def _near_copy_warnings(
+    accepted: Sequence[ImageRecord], memorization: dict[str, Any] | None, exclude: bool
+) -> tuple[set[int], list[str]]:
+    """The accepted images the latest memorization check flagged, and what to tell the user about them."""
+    if memorization is None:
+        return set(), [
+            "the memorization check has not been run: the accepted images were not checked for near-copies of "
+            "real images (run: medai review memorization)."
+        ]
+    matches = {row.get("synthetic_id"): row for row in memorization.get("matches", [])}
+    messages = []
+    unchecked = [r.id for r in accepted if r.id not in matches]
+    if unchecked:
+        shown = ", ".join(f"#{i}" for i in unchecked[:10]) + (" …" if len(unchecked) > 10 else "")
+        messages.append(
+            f"{len(unchecked)} accepted image(s) ({shown}) were added after the latest memorization check "
+            f"({memorization.get('saved_at', '?')}) and were not checked for near-copies; run medai review "
+            "memorization again."
         )
-        if pooled.get("roc_fpr") and pooled.get("auc") is not None:
-            parts.append(svg_roc(pooled["roc_fpr"], pooled["roc_tpr"], pooled["auc"]))
-        if "agreement" in study:
-            kappa = study["agreement"].get("fleiss_kappa")
-            parts.append(f"<p>Fleiss' kappa: {'n/a' if kappa is None else f'{kappa:.3f}'}</p>")
-    else:
-        parts.append("<p>No reader study yet.</p>")
-    metrics = store.latest_result("metrics")
-    parts.append("<h2>Realism and diversity metrics</h2>")
-    if metrics:
-        flat = [(k, v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        nested = [(f"{k}: {kk}", vv) for k, v in metrics.items() if isinstance(v, dict) for kk, vv in v.items()]
-        shown = [(k, f"{v:.4g}" if isinstance(v, float) else v) for k, v in flat + nested if not isinstance(v, dict)]
-        parts.append(_table(shown, ("metric", "value")))
-    else:
-        parts.append("<p>Metrics not computed yet (medai review metrics).</p>")
-    memorization = store.latest_result("memorization")
-    parts.append("<h2>Memorization check (near-copies of real images)</h2>")
-    if memorization:
-        flagged = memorization.get("flagged", [])
-        parts.append(f"<p>{len(flagged)} of {len(memorization.get('matches', []))} synthetic images flagged.</p>")
-        if flagged:
-            parts.append(
-                _table(
-                    [
-                        (r.get("synthetic_id"), r.get("real_id", ""), f"{r.get('similarity', float('nan')):.3f}")
-                        for r in flagged
-                    ],
-                    ("synthetic image", "nearest real image", "similarity"),
-                )
+    flagged = {r.id for r in accepted if matches.get(r.id, {}).get("flagged")}
+    action = "excluded from accepted.csv" if exclude else "kept in accepted.csv (--exclude-near-copies leaves it out)"
+    for record in accepted:
+        if record.id in flagged:
+            match = matches[record.id]
+            parent = str((record.provenance or {}).get("parent", ""))
+            own = ""
+            if parent in (str(match.get("real_id")), str(match.get("real_path"))):
+                own = " (its own provenance parent: a lesion inserted into a real image still shows that patient)"
+            messages.append(
+                f"accepted synthetic image #{record.id} ({Path(record.path).name}) is a near-copy of real image "
+                f"{_real_name(match)}{own}"
+                f" (memorization similarity {float(match['similarity']):.3f} >= threshold "
+                f"{float(match.get('threshold', float('nan'))):g}); {action}."
             )
-    else:
-        parts.append("<p>Memorization check not run yet (medai review memorization).</p>")
-    head = f"<meta charset='utf-8'><title>MedAI review</title><style>{_STYLE}</style>"
-    return f"<!doctype html><html><head>{head}</head><body>{''.join(parts)}</body></html>"
+    return flagged, messages
 
 
 def export_review(
-    store: ReviewStore, output_dir: str | os.PathLike[str], *, min_reviewers: int = 1, progress: ProgressArg = None
+    store: ReviewStore,
+    output_dir: str | os.PathLike[str],
+    *,
+    min_reviewers: int = 1,
+    exclude_near_copies: bool = False,
+    warn: Callable[[str], None] | None = None,
+    progress: ProgressArg = None,
 ) -> dict[str, Path]:
-    """Write the accepted synthetic subset as a training manifest (CSV + JSON) and the review report (HTML)."""
+    """Write the accepted synthetic subset as a training manifest (CSV + JSON) and the review report (HTML).
+
+    Every accepted image the latest memorization check flagged as a near-copy of a real image is reported: a
+    warning, its ``near_copy_of`` and ``memorization_similarity`` columns in the manifest and a marked row in the
+    report; ``exclude_near_copies`` leaves such images out of the manifest. A missing memorization check, or
+    accepted images added after it, are warned about too.
+
+    Args:
+        store: the open review project.
+        output_dir: folder for ``accepted.csv``, ``accepted.json`` and ``review_report.html``.
+        min_reviewers: how many reviewers must have accepted an image.
+        exclude_near_copies: leave flagged near-copies out of the manifest.
+        warn: called with each warning (the CLI prints ``warning: …`` on stderr); None: :func:`warnings.warn`.
+        progress: optional ``callback(fraction, message)``.
+
+    Returns:
+        The written files by kind (``manifest_csv``, ``manifest_json``, ``report``).
+    """
     reporter = Progress(progress)
     out = ensure_writable_directory(output_dir)
     accepted = store.accepted(min_reviewers)
-    rows = _manifest_rows(store, accepted)
+    memorization = store.latest_result("memorization")
+    flagged, messages = _near_copy_warnings(accepted, memorization, exclude_near_copies)
+    exported = [r for r in accepted if not (exclude_near_copies and r.id in flagged)]
+    rows = _manifest_rows(store, exported, memorization)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".medai-staging-"))
     names = {"manifest_csv": "accepted.csv", "manifest_json": "accepted.json", "report": "review_report.html"}
     try:
         reporter(0.1, "writing the manifest")
-        columns = list(rows[0]) if rows else ["id", "path", "sha256", "role", "provenance"]
         with open(staging / names["manifest_csv"], "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer = csv.DictWriter(handle, fieldnames=_MANIFEST_COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-        document = {"project": store.project_info(), "min_reviewers": min_reviewers, "images": rows}
+        document = {
+            "project": store.project_info(),
+            "min_reviewers": min_reviewers,
+            "exclude_near_copies": exclude_near_copies,
+            "memorization_checked_at": (memorization or {}).get("saved_at"),
+            "warnings": messages,
+            "images": rows,
+        }
         (staging / names["manifest_json"]).write_text(json.dumps(document, indent=2, default=str), encoding="utf-8")
         reporter(0.5, "writing the report")
-        (staging / names["report"]).write_text(_report_html(store, accepted), encoding="utf-8")
+        html = report_html(store, accepted, exported, messages)
+        (staging / names["report"]).write_text(html, encoding="utf-8")
         for name in names.values():
             os.replace(staging / name, out / name)
     except OSError as exc:
@@ -331,5 +376,10 @@ def export_review(
         raise OutputError(f"Writing the export into {out} failed ({reason}); nothing was written.") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    for message in messages:
+        if warn is None:
+            warnings.warn(message, UserWarning, stacklevel=2)
+        else:
+            warn(message)
     reporter(1.0, f"{len(rows)} accepted images exported")
     return {kind: out / name for kind, name in names.items()}
