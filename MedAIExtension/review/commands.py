@@ -11,7 +11,7 @@ medai review reader-study start --project p.medai-review --reviewer bob --export
 medai review reader-study export --project p.medai-review --session 1 --export blinded/
 medai review reader-study answer --project p.medai-review --session 1 --answers blinded/answers.csv
 medai review reader-study stats --project p.medai-review
-medai review export --project p.medai-review --output export/
+medai review export --project p.medai-review --output export/ [--exclude-near-copies]
 """
 
 from __future__ import annotations
@@ -219,12 +219,22 @@ def _reader_stats(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], No
     return 0
 
 
-def _export(args: argparse.Namespace, bar: Any, _warn: Callable[[str], None]) -> int:
+def _export(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]) -> int:
     from MedAIExtension.review.workflow import export_review
 
+    warnings: list[str] = []
     with _open(args) as store:
-        files = export_review(store, args.output, min_reviewers=args.min_reviewers, progress=bar)
+        files = export_review(
+            store,
+            args.output,
+            min_reviewers=args.min_reviewers,
+            exclude_near_copies=args.exclude_near_copies,
+            warn=warnings.append,
+            progress=bar,
+        )
     bar.close()
+    for message in warnings:
+        warn(message)
     for kind, path in files.items():
         print(f"  {kind:<14} {path}")
     return 0
@@ -305,3 +315,8 @@ def add_review_parser(sub: SubParsers, set_handler: SetHandler) -> None:
     exp = command("export", "accepted subset as a training manifest + HTML review report", _export)
     exp.add_argument("--output", required=True)
     exp.add_argument("--min-reviewers", type=int, default=1)
+    exp.add_argument(
+        "--exclude-near-copies",
+        action="store_true",
+        help="leave images the memorization check flagged as near-copies of real images out of accepted.csv",
+    )

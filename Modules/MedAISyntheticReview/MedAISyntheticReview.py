@@ -173,8 +173,10 @@ class MedAISyntheticReviewWidget(JobWidgetMixin, ReviewPanels, ScriptedLoadableM
         with showErrors("Export"):
             if not self.ui.exportDirLineEdit.currentPath:
                 raise MedAIError("Choose an export folder first.")
-            files = self.logic.export(self.ui.exportDirLineEdit.currentPath)
-            self.ui.reportTextEdit.setPlainText("\n".join(f"{kind}: {path}" for kind, path in files.items()))
+            warnings: list[str] = []
+            files = self.logic.export(self.ui.exportDirLineEdit.currentPath, warn=warnings.append)
+            lines = [f"warning: {message}" for message in warnings] + [f"{k}: {p}" for k, p in files.items()]
+            self.ui.reportTextEdit.setPlainText("\n".join(lines))
             qt.QDesktopServices.openUrl(qt.QUrl.fromLocalFile(str(files["report"])))
 
 

@@ -218,7 +218,9 @@ def test_export_writes_manifest_and_report(project: tuple[Any, dict[str, int]], 
     assert logic.metricsText() == "Metrics not computed yet."
     logic.grade(ids["syn_a"], "ann", True, 5)
     logic.grade(ids["syn_b"], "ann", False, 2, [logic.artifacts()[1]])
-    files = logic.export(tmp_path / "out")
+    warnings: list[str] = []
+    files = logic.export(tmp_path / "out", warn=warnings.append)
+    assert any("memorization" in message.lower() for message in warnings), "no check run: the export says so"
     with open(files["manifest_csv"], newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(row["id"]) for row in rows] == [ids["syn_a"]]
@@ -286,6 +288,8 @@ def test_metrics_text_shows_the_stored_metrics(project: tuple[Any, dict[str, int
     data = logic.runMetrics(progress=lambda fraction, _message: reports.append(fraction))
     text = logic.metricsText()
     assert text.startswith(f"Metrics ({data['n_synthetic']} synthetic vs {data['n_real']} real")
-    for name, value in data["fid"].items():
-        assert f"fid [{name}]: {value:.4g}" in text
+    for part, value in data["fid"].items():
+        name = f"2.5D FID ({part} slices)" if part != "mean" else "2.5D FID (mean of the axial"
+        line = next(line for line in text.splitlines() if line.strip().startswith(name))
+        assert f": {value:.4g} (real vs real: " in line and "lower is more realistic" in line
     assert reports and reports[-1] == pytest.approx(1.0)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from MedAIExtension.cli import main
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.volume_files import write_volume_file
@@ -266,3 +267,16 @@ def test_report_per_reader_first_metrics_roc_and_memorization(project, tmp_path)
     synthetic, real = pictures["synthetic"], pictures["real"]
     assert synthetic.shape == real.shape and max(real.shape) <= 128
     assert np.corrcoef(synthetic.ravel(), real.ravel())[0, 1] > 0.9  # aligned: the copy's slice matches
+
+
+def test_the_export_command_prints_the_warning_and_takes_exclude_near_copies(tmp_path, capsys):
+    """``medai review export``: each warning once on stderr as ``warning: …``; ``--exclude-near-copies`` accepted."""
+    project = tmp_path / "p.medai-review"
+    with ReviewStore.create(project, "unchecked") as store:
+        image = store.add_image(write_volume_file(_phantom(7), tmp_path / "s.nrrd"), "synthetic")
+        store.grade(image.id, "ann", accept=True, realism=3)
+    code = main(["review", "export", "--project", str(project), "--output", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0 and err.count("warning: ") == 1 and "memorization check has not been run" in err
+    args = ["review", "export", "--project", str(project), "--output", str(tmp_path / "o2"), "--exclude-near-copies"]
+    assert main([*args, "--quiet"]) == 0

@@ -319,26 +319,34 @@ class ReviewLogic:
 
         return reader_study_results(self.project)
 
-    def export(self, outputDir: str | os.PathLike[str], minReviewers: int = 1) -> dict[str, Path]:
-        """Write the accepted subset (CSV + JSON manifest) and the HTML review report; returns the files."""
+    def export(
+        self,
+        outputDir: str | os.PathLike[str],
+        minReviewers: int = 1,
+        excludeNearCopies: bool = False,
+        warn: Callable[[str], None] | None = None,
+    ) -> dict[str, Path]:
+        """Write the accepted subset (CSV + JSON manifest) and the HTML review report; returns the files.
+
+        ``warn`` receives a message for each accepted near-copy of a real image (and when the memorization check is
+        missing or older than the images); ``excludeNearCopies`` leaves the near-copies out of the manifest.
+        """
         from MedAIExtension.review.workflow import export_review
 
-        return export_review(self.project, outputDir, min_reviewers=minReviewers)
+        return export_review(
+            self.project, outputDir, min_reviewers=minReviewers, exclude_near_copies=excludeNearCopies, warn=warn
+        )
 
-    # ---- text summaries ------------------------------------------------------------------------------------------
     def metricsText(self) -> str:
         """The latest stored metrics as lines of text (a hint when none are stored)."""
         data = self.project.latest_result("metrics")
         if not data:
             return "Metrics not computed yet."
+        from MedAIExtension.review.report import metric_rows
+
         lines = [f"Metrics ({data.get('n_synthetic')} synthetic vs {data.get('n_real')} real, {data.get('saved_at')})"]
-        for key, value in data.items():
-            if key in {"n_real", "n_synthetic", "saved_at", "notes"}:
-                continue
-            if isinstance(value, dict):
-                lines += [f"  {key} [{name}]: {_number(v)}" for name, v in value.items()]
-            else:
-                lines.append(f"  {key}: {_number(value)}")
+        for name, value, reference, unit, direction in metric_rows(data):
+            lines.append(f"  {name}: {value} (real vs real: {reference}; unit: {unit}; {direction})")
         lines += [f"  note: {note}" for note in data.get("notes", [])]
         return "\n".join(lines)
 
