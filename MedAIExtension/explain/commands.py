@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from MedAIExtension.command_types import SetHandler, SubParsers
 from MedAIExtension.explain.request import add_explain_arguments
 
-__all__ = ["add_explain_parser"]
+__all__ = ["add_explain_parser", "headline"]
+
+
+def _note(message: str) -> None:
+    """An informational note (what was chosen or skipped), not a warning: ``note: ...`` on stderr."""
+    print(f"note: {message}", file=sys.stderr)
+
+
+def headline(document: dict[str, Any]) -> str:
+    """The first line of the report: what was explained, of which output, with which model."""
+    model = document["model"]["name"]
+    if document.get("method") == "uncertainty":  # one map over every label, not one label's
+        return f"{document['method_title']} over all labels of {model} (one map for the whole label map)."
+    score = f" (model score {document['score']:.3f})" if document.get("score") is not None else ""
+    return f"{document['method_title']} of '{document['target']['name']}' with {model}{score}."
 
 
 def _cmd_explain(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]) -> int:
@@ -18,12 +33,10 @@ def _cmd_explain(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]
 
     request = ExplainRequest.from_arguments(args)
     try:
-        document = explain_to_folder(request, progress=bar, warn=warn)
+        document = explain_to_folder(request, progress=bar, warn=warn, note=_note)
     finally:
         bar.close()
-    target = document["target"]
-    score = f" (model score {document['score']:.3f})" if document.get("score") is not None else ""
-    print(f"{document['method_title']} of '{target['name']}' with {document['model']['name']}{score}.")
+    print(headline(document))
     for name, check in document.get("sanity", {}).items():
         print(f"  {name}: {check.get('summary', '')}")
     for row in (document.get("uncertainty") or {}).get("segments", []):

@@ -18,12 +18,12 @@ from MedAIExtension.atomic import staged_output
 from MedAIExtension.dicom.parametric_map import write_parametric_map
 from MedAIExtension.dicom.secondary_capture import write_secondary_capture
 from MedAIExtension.explain.overlay_png import KeySlice, key_slices
-from MedAIExtension.explain.types import Explanation
+from MedAIExtension.explain.types import ExplainMethod, Explanation
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.volume_files import write_volume_file
 from MedAIExtension.progress import Progress
 
-__all__ = ["output_stem", "write_explanation_outputs"]
+__all__ = ["map_title", "output_stem", "write_explanation_outputs"]
 
 
 def output_stem(input_label: str) -> str:
@@ -35,6 +35,13 @@ def output_stem(input_label: str) -> str:
             break
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "image"
     return stem[:60]
+
+
+def map_title(explanation: Explanation) -> str:
+    """The map in words for captions: "Grad-CAM of 'Nodule'", "Predictive entropy over all labels"."""
+    if explanation.method == ExplainMethod.UNCERTAINTY:  # one entropy map over every label, not one label's
+        return f"{explanation.method.display_name} over all labels"
+    return f"{explanation.method.display_name} of '{explanation.label.name}'"
 
 
 def _write_segments_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -74,7 +81,7 @@ def _write_dicom(
         image,
         staging / names["secondary_capture"],
         series_description=f"{description} (key slices)"[:64],
-        frame_comments=[f"{picture.plane} slice through the map's peak" for picture in pictures],
+        frame_comments=[f"{picture.plane} slice {picture.index} through the map's peak" for picture in pictures],
         model_name=f"{entry.name} {entry.version}",
     )
     return names
@@ -114,7 +121,15 @@ def write_explanation_outputs(
             _write_segments_csv(list(explanation.uncertainty.get("segments", [])), staging / files["segments_csv"])
         reporter(0.3, "drawing key slices")
         display = explanation.display
-        pictures = key_slices(image, explanation.map, display["window"], display["threshold"], display["opacity"])
+        pictures = key_slices(
+            image,
+            explanation.map,
+            display["window"],
+            display["threshold"],
+            display["opacity"],
+            title=map_title(explanation),
+            unit=str(display.get("unit") or ""),
+        )
         (staging / "png").mkdir()
         files["overlay_pngs"] = []
         for picture in pictures:

@@ -26,7 +26,12 @@ from MedAIExtension.explain.sanity import deletion_insertion, randomisation_test
 from MedAIExtension.explain.torch_model import default_target_layer
 from MedAIExtension.explain.types import GRADIENT_METHODS, ExplainMethod, Explanation, ScoreTarget
 from MedAIExtension.explain.uncertainty import segmentation_uncertainty
-from MedAIExtension.explain.window import ExplanationWindow, explanation_window, to_input_grid
+from MedAIExtension.explain.window import (
+    ExplanationWindow,
+    check_patch_roi,
+    explanation_window,
+    to_input_grid,
+)
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.loader import load_image
 from MedAIExtension.labels import SegmentLabel
@@ -132,8 +137,8 @@ def explain_image(
         model: catalogue name, entry, or an already loaded :class:`ExplainModel`.
         method: gradcam, gradcampp, occlusion, ig or uncertainty.
         target: label value or name (default: catalogue's ``explain.target_label`` or the first label).
-        roi: classification models look at the patch centred on it; segmentation models explain its region
-            score (the sum of the target label's logits inside it).
+        roi: classification models look at the patch centred on it (required when the image is larger than the
+            patch); segmentation models explain its region score (the sum of the target label's logits inside it).
         settings: method settings.
         device: auto, cpu or cuda.
         catalog: where names are looked up (default: shipped catalogue + user models).
@@ -147,18 +152,22 @@ def explain_image(
     settings = settings or ExplainSettings()
     reporter = progress if isinstance(progress, Progress) else Progress(progress, token)
     if isinstance(model, ExplainModel):
-        loaded = model
+        entry = model.entry
     else:
         entry = model if isinstance(model, ModelEntry) else (catalog or load_catalog()).get(model)
-        reporter(0.0, f"loading model {entry.name}")
-        loaded = load_explain_model(entry, device)
-    entry = loaded.entry
     wanted = entry.input.modality
     if wanted not in ("any", "") and image.modality and image.modality != wanted:
         raise InputError(
             f"Model {entry.name} expects {wanted} images but the input is {image.modality}. "
             "Pick a model made for this modality ('medai models' lists them)."
         )
+    if method != ExplainMethod.UNCERTAINTY:
+        check_patch_roi(image, entry, roi)  # before loading the model: a classifier needs to know where to look
+    if isinstance(model, ExplainModel):
+        loaded = model
+    else:
+        reporter(0.0, f"loading model {entry.name}")
+        loaded = load_explain_model(entry, device)
     label = resolve_target_label(entry, target)
     notes: list[str] = []
 
@@ -229,6 +238,13 @@ def explain_image(
     )
 
 
+def _window_extent(window: ExplanationWindow, entry: ModelEntry) -> str:
+    """What the explained window is, with its size: "the 32 mm patch", "the 64x64x48 mm window around the region"."""
+    size = np.asarray(window.image.size_ijk, dtype=float) * window.image.spacing
+    text = f"{size[0]:.0f}" if np.allclose(size, size[0], atol=0.5) else "x".join(f"{v:.0f}" for v in size)
+    return f"the {text} mm patch" if entry.is_classifier else f"the {text} mm window around the region"
+
+
 def _sanity_checks(
     method: ExplainMethod,
     loaded: ExplainModel,
@@ -261,7 +277,14 @@ def _sanity_checks(
         )
     stage = reporter.stage(0.85, 0.95)
     stage(0.0, "sanity check: deletion / insertion")
-    faithfulness = deletion_insertion(loaded.predict, window.data, values, target, batch_size=settings.batch_size)
+    faithfulness = deletion_insertion(
+        loaded.predict,
+        window.data,
+        values,
+        target,
+        batch_size=settings.batch_size,
+        extent=_window_extent(window, loaded.entry),
+    )
     sanity["faithfulness"] = faithfulness.to_dict()
     return sanity
 
@@ -321,10 +344,13 @@ def explain_to_folder(
     progress: Callable[[float, str], None] | None = None,
     warn: Callable[[str], None] | None = None,
     token: CancelToken | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Load the input, explain it and write every output into ``request.output``; returns explanation.json.
 
-    Nothing is written when any step fails (the output folder is checked first, files are staged).
+    ``warn`` receives warnings about the input (odd DICOM headers, a frame of reference that rules out DICOM
+    outputs); ``note`` receives the explanation's informational notes (default: ``warn``). Nothing is written
+    when any step fails (the output folder is checked first, files are staged).
     """
     check_output_directory(request.output)
     reporter = Progress(progress, token)
@@ -354,7 +380,8 @@ def explain_to_folder(
         input_label=str(request.input),
         progress=reporter.stage(0.9, 1.0),
     )
-    if warn is not None:
-        for note in explanation.notes:
-            warn(note)
+    tell = note if note is not None else warn
+    if tell is not None:
+        for text in explanation.notes:
+            tell(text)
     return document

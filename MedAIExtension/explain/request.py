@@ -151,7 +151,12 @@ def add_explain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--target", default=None, help="label value or name to explain (default: catalogue)")
     parser.add_argument(
-        "--roi", type=float, nargs=6, default=None, metavar=("R", "A", "S", "SR", "SA", "SS"), help="ROI centre+size mm"
+        "--roi",
+        type=float,
+        nargs=6,
+        default=None,
+        metavar=("R", "A", "S", "SR", "SA", "SS"),
+        help="ROI centre (RAS mm) and size (mm); required for a patch classifier on an image larger than its patch",
     )
     parser.add_argument("--layer", default=None, help="Grad-CAM target layer (default: catalogue)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

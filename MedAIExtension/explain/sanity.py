@@ -5,17 +5,16 @@
   and the map is recomputed each time. A map that reflects what the model learned must change; one that stays the
   same only shows image structure (edges), like Guided Backprop in the paper. Similarity is the Spearman rank
   correlation of the absolute maps and the SSIM of the max-scaled absolute maps, as in the paper.
-- **Deletion / insertion** (Petsiuk et al., "RISE", BMVC 2018): voxels are removed from the image (set to a
-  baseline) in the order of the map, most important first, and the target probability is recorded; a faithful map
-  makes it drop fast (low deletion AUC). Insertion starts from the baseline image and restores voxels in the same
-  order (high AUC = faithful). Only the map's ranking is used. Both are compared with a random order, so the
-  report can say how much better than chance the map is.
+  A step whose randomised map is empty (constant) gives no evidence either way: it is reported as such and
+  never counts towards a pass; the verdict rests on the deepest step with a usable map and names how many steps
+  gave one.
+- **Deletion / insertion** (Petsiuk et al., "RISE", BMVC 2018): see
+  :mod:`MedAIExtension.explain.sanity_faithfulness` (re-exported here).
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from MedAIExtension.errors import InputError, ModelError
+from MedAIExtension.explain.sanity_faithfulness import FaithfulnessResult, deletion_insertion
 from MedAIExtension.explain.torch_model import type_name
-from MedAIExtension.explain.types import ScoreTarget
 from MedAIExtension.progress import Progress
 
 if TYPE_CHECKING:
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_RANDOMISATION_THRESHOLD",
+    "EMPTY_STEP_VERDICT",
     "FaithfulnessResult",
     "RandomisationResult",
     "RandomisationStep",
@@ -122,23 +122,42 @@ def map_similarity(reference: np.ndarray, other: np.ndarray) -> tuple[float, flo
 # ------------------------------------------------------------------------------------------- randomisation
 
 
+#: What a step whose randomised map is empty says (it counts neither for nor against the map).
+EMPTY_STEP_VERDICT = "the randomised model's map is empty — no evidence either way"
+
+
 @dataclass(frozen=True)
 class RandomisationStep:
     """One step of the cascade: ``layer`` and every layer above it (towards the output) are randomised.
 
     Attributes:
         layer: name of the layer randomised at this step.
-        spearman: rank correlation of ``|map|`` with the trained model's map.
-        ssim: structural similarity of the max-scaled ``|map|`` with the trained model's map.
+        spearman: rank correlation of ``|map|`` with the trained model's map (NaN when the map is empty).
+        ssim: structural similarity of the max-scaled ``|map|`` with the trained model's map (NaN when empty).
+        empty: the randomised model's map is empty (constant), so the step says nothing about the map.
     """
 
     layer: str
     spearman: float
     ssim: float
+    empty: bool = False
+
+    def verdict(self, threshold: float) -> str:
+        """What this step shows, in words."""
+        if self.empty:
+            return EMPTY_STEP_VERDICT
+        if self.spearman < threshold:
+            return f"the map changes (similarity {self.spearman:.2f})"
+        return f"the map stays similar (similarity {self.spearman:.2f})"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (NaN → None)."""
-        return {"layer": self.layer, "spearman": _finite(self.spearman), "ssim": _finite(self.ssim)}
+        return {
+            "layer": self.layer,
+            "spearman": _finite(self.spearman),
+            "ssim": _finite(self.ssim),
+            "usable": not self.empty,
+        }
 
 
 @dataclass(frozen=True)
@@ -147,9 +166,13 @@ class RandomisationResult:
 
     Attributes:
         steps: one entry per cascade step, from the output layer down to the input layer.
-        threshold: ``passed`` needs the final rank correlation below this.
-        passed: the map changes once the whole model is randomised.
-        summary: the verdict in words for the report.
+        threshold: ``passed`` needs the deciding step's rank correlation below this.
+        passed: the map changes once the model is randomised, judged on the deepest step with a usable
+            (non-empty) map; never true when no step gave one.
+        summary: the verdict in words for the report, with its evidence.
+        notes: what else the user should know.
+        verdict: ``passed``, ``failed``, ``inconclusive`` (no randomised map was usable) or ``not checked``
+            (the trained model's map is empty).
     """
 
     steps: list[RandomisationStep]
@@ -157,28 +180,45 @@ class RandomisationResult:
     passed: bool
     summary: str
     notes: list[str] = field(default_factory=list)
+    verdict: str = ""
+
+    @property
+    def usable_steps(self) -> list[RandomisationStep]:
+        """The steps whose randomised map is not empty (the evidence)."""
+        return [step for step in self.steps if not step.empty]
+
+    @property
+    def deciding_step(self) -> RandomisationStep | None:
+        """The deepest step with a usable map (the verdict rests on it); None when there is none."""
+        usable = self.usable_steps
+        return usable[-1] if usable else None
 
     @property
     def final_spearman(self) -> float:
-        """Rank correlation after the whole cascade."""
+        """Rank correlation after the whole cascade (NaN when that map is empty)."""
         return self.steps[-1].spearman if self.steps else 1.0
 
     @property
     def final_ssim(self) -> float:
-        """SSIM after the whole cascade."""
+        """SSIM after the whole cascade (NaN when that map is empty)."""
         return self.steps[-1].ssim if self.steps else 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the explanation report."""
+        deciding = self.deciding_step
         return {
             "test": "model_parameter_randomisation",
             "reference": "Adebayo et al., NeurIPS 2018 (cascading randomisation from the output layer)",
             "metric": "Spearman rank correlation of |map| (SSIM also reported)",
             "threshold": self.threshold,
             "passed": self.passed,
+            "verdict": self.verdict,
+            "usable_steps": len(self.usable_steps),
+            "deciding_layer": deciding.layer if deciding is not None else None,
+            "deciding_spearman": _finite(deciding.spearman) if deciding is not None else None,
             "final_spearman": _finite(self.final_spearman),
             "final_ssim": _finite(self.final_ssim),
-            "steps": [step.to_dict() for step in self.steps],
+            "steps": [{**step.to_dict(), "verdict": step.verdict(self.threshold)} for step in self.steps],
             "summary": self.summary,
             "notes": list(self.notes),
         }
@@ -250,7 +290,8 @@ def randomisation_test(
         layers: layer names (dotted prefixes; all parameters under each are randomised together) in forward
             order; default :func:`randomisation_layers`. The cascade runs from the last to the first.
         seed: seed of the random weights (the test is deterministic).
-        threshold: ``passed`` needs the rank correlation after the full cascade below this.
+        threshold: ``passed`` needs the rank correlation of the deepest step with a usable (non-empty) map
+            below this; steps whose randomised map is empty count neither way.
         max_steps: at most this many maps are recomputed: consecutive layers are then randomised together in
             (nearly) equal chunks, still from the output down to the input (each step is named after the lowest
             layer it reaches). None = one step per layer (group).
@@ -290,16 +331,31 @@ def randomisation_test(
                     f"Choose layers from: {', '.join(g[0] for g in randomisation_layers(module))}."
                 )
         current = _as_map(explain(scrambled))
-        spearman, ssim = map_similarity(reference, current)
-        steps.append(RandomisationStep(lowest, spearman, ssim))
+        if np.ptp(current) == 0:  # no ranking to compare: neither evidence of change nor of sameness
+            steps.append(RandomisationStep(lowest, math.nan, math.nan, empty=True))
+        else:
+            spearman, ssim = map_similarity(reference, current)
+            steps.append(RandomisationStep(lowest, spearman, ssim))
+    usable = [step for step in steps if not step.empty]
     if np.ptp(reference) == 0:
         notes.append("The trained model's map is empty (constant), so there is nothing to compare.")
-        passed = False
+        verdict = "not checked"
+    elif not usable:
+        verdict = "inconclusive"
     else:
-        passed = steps[-1].spearman < threshold
-    summary = _randomisation_summary(steps, threshold, passed, bool(notes), len(groups))
+        verdict = "passed" if usable[-1].spearman < threshold else "failed"
+    summary = _randomisation_summary(steps, threshold, verdict, _layer_counts(cascade))
     report(1.0, "Randomisation test done")
-    return RandomisationResult(steps, float(threshold), passed, summary, notes)
+    return RandomisationResult(steps, float(threshold), verdict == "passed", summary, notes, verdict)
+
+
+def _layer_counts(cascade: list[list[tuple[str, ...]]]) -> list[int]:
+    """How many layer groups are scrambled after each step (cumulative)."""
+    counts, total = [], 0
+    for chunk in cascade:
+        total += len(chunk)
+        counts.append(total)
+    return counts
 
 
 def _split(items: list[Any], parts: int) -> list[list[Any]]:
@@ -313,254 +369,46 @@ def _split(items: list[Any], parts: int) -> list[list[Any]]:
     return chunks
 
 
-def _randomisation_summary(
-    steps: list[RandomisationStep], threshold: float, passed: bool, empty: bool, layer_count: int
-) -> str:
-    last = steps[-1]
-    ssim = f", structural similarity {last.ssim:.2f}" if math.isfinite(last.ssim) else ""
-    layers = f"all {layer_count} layers" if layer_count > 1 else "the model's layer"
+def _evidence(steps: list[RandomisationStep]) -> str:
+    """Which steps gave a usable map and their similarities, e.g. "3 of 5 steps gave a usable map (...)"."""
+    usable = [step for step in steps if not step.empty]
+    text = f"Evidence: {len(usable)} of {len(steps)} cascade steps gave a usable map"
+    if usable:
+        text += " (similarity " + ", ".join(f"{step.layer} {step.spearman:.2f}" for step in usable) + ")"
+    empty = [step.layer for step in steps if step.empty]
     if empty:
+        text += f"; at {', '.join(empty)} {EMPTY_STEP_VERDICT}"
+    return text + "."
+
+
+def _randomisation_summary(steps: list[RandomisationStep], threshold: float, verdict: str, counts: list[int]) -> str:
+    if verdict == "not checked":
         return (
             "Not checked: the map of the trained model is empty, so there is nothing to compare. "
             "Do not read anything into it."
         )
-    if passed:
+    evidence = _evidence(steps)
+    if verdict == "inconclusive":
+        return (
+            "Inconclusive: at every step the randomised model's map is empty — no evidence either way, so the test "
+            f"cannot tell whether the map depends on the learned weights; this is not a pass. {evidence}"
+        )
+    index = max(i for i, step in enumerate(steps) if not step.empty)
+    deciding = steps[index]
+    scrambled = counts[index]
+    if index == len(steps) - 1:
+        layers = f"all {scrambled} layers" if scrambled > 1 else "the model's layer"
+    else:
+        layers = f"{scrambled} of {counts[-1]} layers, down to {deciding.layer}"
+    ssim = f", structural similarity {deciding.ssim:.2f}" if math.isfinite(deciding.ssim) else ""
+    figures = f"similarity {deciding.spearman:.2f} after scrambling {layers}{ssim}"
+    if verdict == "passed":
         return (
             "Passed: the map changes when the model's learned weights are scrambled "
-            f"(similarity {last.spearman:.2f} after scrambling {layers}{ssim}; below {threshold:.2f} passes) "
-            "→ it reflects what the model learned."
+            f"({figures}; below {threshold:.2f} passes) → it reflects what the model learned. {evidence}"
         )
     return (
         "Failed: the map stays the same with a scrambled model "
-        f"(similarity {last.spearman:.2f} after scrambling {layers}{ssim}; below {threshold:.2f} would pass) "
-        "— it shows image structure, not the model's reasoning; do not rely on it."
-    )
-
-
-# --------------------------------------------------------------------------------------- deletion/insertion
-
-
-@dataclass(frozen=True)
-class FaithfulnessResult:
-    """Deletion and insertion curves of a map and of a random voxel order.
-
-    Attributes:
-        fractions: fraction of voxels removed (deletion) or restored (insertion) at each step, 0 … 1.
-        deletion: target probability as the map's most important voxels are removed.
-        insertion: target probability as they are restored into the baseline image.
-        random_deletion: the same for a random order.
-        random_insertion: the same for a random order.
-        original: probability for the unchanged input.
-        report_fraction: the fraction quoted in the summary (a curve point).
-        target_name: the explained label.
-        region: the score is a mean over a region (segmentation models).
-    """
-
-    fractions: np.ndarray
-    deletion: np.ndarray
-    insertion: np.ndarray
-    random_deletion: np.ndarray
-    random_insertion: np.ndarray
-    original: float
-    report_fraction: float
-    target_name: str
-    region: bool = False
-
-    @property
-    def summary(self) -> str:
-        """The verdict in words for the report, with the probabilities at :attr:`report_fraction`."""
-        return _faithfulness_summary(self)
-
-    @property
-    def deletion_auc(self) -> float:
-        """Area under the deletion curve (lower = more faithful)."""
-        return _auc(self.fractions, self.deletion)
-
-    @property
-    def insertion_auc(self) -> float:
-        """Area under the insertion curve (higher = more faithful)."""
-        return _auc(self.fractions, self.insertion)
-
-    @property
-    def random_deletion_auc(self) -> float:
-        """Deletion AUC of a random order (chance level)."""
-        return _auc(self.fractions, self.random_deletion)
-
-    @property
-    def random_insertion_auc(self) -> float:
-        """Insertion AUC of a random order (chance level)."""
-        return _auc(self.fractions, self.random_insertion)
-
-    @property
-    def faithful(self) -> bool:
-        """The map beats a random order on both curves."""
-        return self.deletion_auc < self.random_deletion_auc and self.insertion_auc > self.random_insertion_auc
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for the explanation report."""
-        return {
-            "test": "deletion_insertion",
-            "reference": "Petsiuk et al., RISE, BMVC 2018",
-            "target": self.target_name,
-            "original_probability": self.original,
-            "deletion_auc": self.deletion_auc,
-            "random_deletion_auc": self.random_deletion_auc,
-            "insertion_auc": self.insertion_auc,
-            "random_insertion_auc": self.random_insertion_auc,
-            "faithful": self.faithful,
-            "fractions": [float(v) for v in self.fractions],
-            "deletion": [float(v) for v in self.deletion],
-            "insertion": [float(v) for v in self.insertion],
-            "random_deletion": [float(v) for v in self.random_deletion],
-            "random_insertion": [float(v) for v in self.random_insertion],
-            "summary": self.summary,
-        }
-
-
-def _auc(fractions: np.ndarray, values: np.ndarray) -> float:
-    return float(np.sum((values[1:] + values[:-1]) * np.diff(fractions)) / 2.0)
-
-
-def _baseline_image(x: np.ndarray, baseline: float | str, blur_sigma: float) -> np.ndarray:
-    if isinstance(baseline, str):
-        if baseline.strip().lower() not in ("blur", "blurred"):
-            raise InputError(f"Unknown deletion baseline {baseline!r}; use a number (e.g. 0) or 'blur'.")
-        from scipy.ndimage import gaussian_filter
-
-        sigma = (0.0, 0.0) + (float(blur_sigma),) * (x.ndim - 2)
-        return gaussian_filter(x, sigma=sigma, mode="nearest").astype(np.float32)
-    return np.full_like(x, float(baseline), dtype=np.float32)
-
-
-def deletion_insertion(
-    predict: Callable[[np.ndarray], np.ndarray],
-    x: np.ndarray,
-    saliency: np.ndarray,
-    target: ScoreTarget,
-    *,
-    steps: int = 20,
-    baseline: float | str = 0.0,
-    blur_sigma: float = 3.0,
-    batch_size: int = 8,
-    seed: int = 0,
-    report_fraction: float | None = None,
-    progress: ProgressArg = None,
-) -> FaithfulnessResult:
-    """Deletion and insertion curves (and their AUCs) of ``saliency``, each against a random voxel order.
-
-    Args:
-        predict: maps a float32 batch ``(N, C, *S)`` to network outputs ``(N, L, ...)`` — any backend
-            (``backend.predict`` of ONNX Runtime or torch).
-        x: network input ``(1, C, *S)``.
-        saliency: the map ``S``; only its ranking is used (highest first; ties in random, seeded order).
-        target: the explained output; its probability (softmax/sigmoid, mean over the region) is tracked.
-        steps: curve points after the start (the fraction changes by ``1/steps`` per point).
-        baseline: value of removed voxels in network-input units (0 = air for CT scaled -1000..400 HU → 0..1),
-            or ``"blur"`` for a Gaussian-blurred copy of the input (Petsiuk et al.'s insertion start).
-        blur_sigma: Gaussian sigma (voxels) of the ``"blur"`` baseline.
-        batch_size: images per ``predict`` call.
-        seed: seed of the random order and of the tie-breaking.
-        report_fraction: fraction of voxels quoted in the summary; None (default) quotes the step within the
-            first half where the map's order beats a random order most (10 % when it never does).
-        progress: progress callback / :class:`~MedAIExtension.progress.Progress` (checked for cancellation).
-
-    Returns:
-        A :class:`FaithfulnessResult`.
-    """
-    report = _progress(progress)
-    x = np.asarray(x, dtype=np.float32)
-    saliency = np.asarray(saliency, dtype=np.float64)
-    if x.ndim < 3 or x.shape[0] != 1:
-        raise InputError(f"deletion/insertion takes one input (1, C, *spatial); got shape {x.shape}.")
-    if saliency.shape != x.shape[2:]:
-        raise InputError(
-            f"The map has shape {saliency.shape} but the input grid is {x.shape[2:]}; compute the map on the "
-            "network input grid."
-        )
-    if steps < 2 or batch_size < 1 or (report_fraction is not None and not 0 < report_fraction <= 1):
-        raise InputError("deletion/insertion needs steps ≥ 2, batch_size ≥ 1 and 0 < report_fraction ≤ 1.")
-    if not np.isfinite(saliency).all():
-        raise InputError("The map contains NaN or infinite values; recompute it before the faithfulness check.")
-
-    rng = np.random.default_rng(seed)
-    voxels = saliency.size
-    salient_order = np.lexsort((rng.random(voxels), -saliency.ravel()))
-    random_order = rng.permutation(voxels)
-    fractions = np.linspace(0.0, 1.0, steps + 1)
-    counts = np.round(fractions * voxels).astype(np.int64)
-    start = _baseline_image(x, baseline, blur_sigma)[0].reshape(x.shape[1], voxels)
-    image = x[0].reshape(x.shape[1], voxels)
-
-    # Each curve point is (deletion?, order, k); the end points are shared by all four curves.
-    jobs: list[tuple[bool, np.ndarray, int]] = []
-    for deletion in (True, False):
-        for order in (salient_order, random_order):
-            jobs.extend((deletion, order, int(counts[k])) for k in range(1, steps))
-
-    def render(job: tuple[bool, np.ndarray, int]) -> np.ndarray:
-        deletion, order, count = job
-        chosen = order[:count]
-        if deletion:
-            out = image.copy()
-            out[:, chosen] = start[:, chosen]
-        else:
-            out = start.copy()
-            out[:, chosen] = image[:, chosen]
-        return out.reshape(x.shape[1:])
-
-    inputs: list[Callable[[], np.ndarray]] = [lambda: x[0], lambda: start.reshape(x.shape[1:])]
-    inputs += [functools.partial(render, job) for job in jobs]
-    probabilities = np.empty(len(inputs), dtype=np.float64)
-    for first in range(0, len(inputs), batch_size):
-        report(first / len(inputs), "Deletion/insertion curves")
-        batch = np.stack([make() for make in inputs[first : first + batch_size]]).astype(np.float32)
-        scores = np.asarray(target.score(np.asarray(predict(batch)), activate=True), dtype=np.float64)
-        probabilities[first : first + len(batch)] = scores.reshape(-1)
-    original, empty = probabilities[0], probabilities[1]
-    inner = probabilities[2:].reshape(4, steps - 1)
-    deletion_curve = np.concatenate([[original], inner[0], [empty]])
-    random_deletion = np.concatenate([[original], inner[1], [empty]])
-    insertion_curve = np.concatenate([[empty], inner[2], [original]])
-    random_insertion = np.concatenate([[empty], inner[3], [original]])
-
-    name = target.name or f"channel {target.channel}"
-    if report_fraction is None:
-        # quote the step (within the first half) where the map's order and a random order differ most, so the
-        # example sentence shows what the areas under the curves summarise; 10 % when the map does no better
-        gaps = np.where((fractions > 0) & (fractions <= 0.5), random_deletion - deletion_curve, -np.inf)
-        report_fraction = float(fractions[int(np.argmax(gaps))]) if gaps.max() > 0 else 0.1
-    quoted = int(np.argmin(np.abs(fractions - report_fraction)))
-    result = FaithfulnessResult(
-        fractions=fractions,
-        deletion=deletion_curve,
-        insertion=insertion_curve,
-        random_deletion=random_deletion,
-        random_insertion=random_insertion,
-        original=float(original),
-        report_fraction=float(fractions[quoted]),
-        target_name=name,
-        region=target.region is not None,
-    )
-    report(1.0, "Deletion/insertion done")
-    return result
-
-
-def _faithfulness_summary(result: FaithfulnessResult) -> str:
-    quoted = int(np.argmin(np.abs(result.fractions - result.report_fraction)))
-    percent = f"{100 * result.fractions[quoted]:.0f} %"
-    what = f"the {result.target_name} probability"
-    if result.region:
-        what = f"the mean {result.target_name} probability in the region"
-    figures = (
-        f"removing the highlighted {percent} of the image changes {what} from {result.original:.2f} to "
-        f"{result.deletion[quoted]:.2f}; removing a random {percent} changes it to "
-        f"{result.random_deletion[quoted]:.2f}. Deletion AUC {result.deletion_auc:.2f} vs "
-        f"{result.random_deletion_auc:.2f} at random (lower is better); insertion AUC "
-        f"{result.insertion_auc:.2f} vs {result.random_insertion_auc:.2f} at random (higher is better)."
-    )
-    if result.faithful:
-        return f"Faithful: {figures} The highlighted voxels really drive the prediction."
-    return (
-        f"Not faithful: {figures} The highlighted voxels matter no more than random ones; "
-        "do not read the map as the reason for the prediction."
+        f"({figures}; below {threshold:.2f} would pass) "
+        f"— it shows image structure, not the model's reasoning; do not rely on it. {evidence}"
     )

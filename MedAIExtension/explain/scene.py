@@ -100,7 +100,7 @@ def sanity_summary(document: dict[str, Any]) -> str:
     lines = []
     randomisation = sanity.get("randomisation")
     if isinstance(randomisation, dict):
-        verdict = "PASSED" if randomisation.get("passed") else "FAILED"
+        verdict = str(randomisation.get("verdict") or ("passed" if randomisation.get("passed") else "failed")).upper()
         text = randomisation.get("summary") or ""
         lines.append(f"Model randomisation test {verdict}: {text}".rstrip(": "))
     faithfulness = sanity.get("faithfulness")
@@ -167,6 +167,8 @@ def _display(document: dict[str, Any]) -> dict[str, Any]:
 def _map_name(document: dict[str, Any], background_node: Any | None) -> str:
     title = str(document.get("method_title") or document["method"])
     target = (document.get("target") or {}).get("name")
+    if document.get("method") == "uncertainty":
+        target = "all labels"  # one entropy map over every label, not the target's
     prefix = f"{background_node.GetName()} " if background_node is not None else ""
     return f"{prefix}{title}" + (f" ({target})" if target else "")
 

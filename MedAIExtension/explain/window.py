@@ -1,9 +1,11 @@
 """Where an explanation looks: the model-grid window cut from the input image, and the way back to its grid.
 
-Classification models explain one patch of the catalogue's patch size, centred on the ROI (or the image
-centre). Segmentation models explain the *region score* of the ROI: the window is the ROI plus context, and the
-region is the ROI's voxels. The window is laid out like the model's own grid (spacing and axis orientation from
-the catalogue), so the network sees what it was trained on, whatever the acquisition geometry.
+Classification models explain one patch of the catalogue's patch size, centred on the ROI; without an ROI only
+an image that fits in the patch is accepted (its centre is explained) — a larger image needs an ROI
+(:func:`check_patch_roi`), since the patch at its centre usually holds no nodule. Segmentation models explain
+the *region score* of the ROI: the window is the ROI plus context, and the region is the ROI's voxels. The
+window is laid out like the model's own grid (spacing and axis orientation from the catalogue), so the network
+sees what it was trained on, whatever the acquisition geometry.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from MedAIExtension.models.preprocessing import (
     resample_array,
 )
 
-__all__ = ["ExplanationWindow", "explanation_window", "to_input_grid"]
+__all__ = ["ExplanationWindow", "check_patch_roi", "explanation_window", "patch_extent_mm", "to_input_grid"]
 
 #: Context added around a segmentation ROI (mm on each side), so the network sees the neighbourhood.
 SEGMENTATION_CONTEXT_MM = 16.0
@@ -74,6 +76,38 @@ def _direction_and_spacing(image: Image, entry: ModelEntry) -> tuple[np.ndarray,
         align = np.abs(direction.T @ src_dir)
         spacing = np.array([src_spacing[int(np.argmax(align[a]))] for a in range(3)])
     return direction, spacing
+
+
+def patch_extent_mm(image: Image, entry: ModelEntry) -> np.ndarray:
+    """Size (mm) of a classifier's input patch along the window axes (i, j, k), as laid out on ``image``."""
+    _, spacing = _direction_and_spacing(image, entry)
+    patch = np.array(entry.input.patch_size, dtype=float)
+    patch_ijk = patch[::-1] if entry.input.axis_order == "kji" else patch
+    return patch_ijk * spacing
+
+
+def check_patch_roi(image: Image, entry: ModelEntry, roi: Roi | None) -> None:
+    """Refuse a classifier (patch input) run without an ROI on an image larger than its patch.
+
+    Without an ROI the patch would sit at the image centre, which on a chest CT is mediastinum, not a nodule; the
+    model's score there says nothing. Raises InputError saying how to give an ROI.
+    """
+    if not entry.is_classifier or roi is not None:
+        return
+    direction, spacing = _direction_and_spacing(image, entry)
+    corners = grid_corners(image.ijk_to_ras, image.size_ijk, pad=0.5) * np.array([-1.0, -1.0, 1.0])
+    local = corners @ direction
+    image_mm = local.max(axis=0) - local.min(axis=0)
+    patch_mm = patch_extent_mm(image, entry)
+    if np.all(image_mm <= patch_mm + spacing):
+        return
+    patch_text = "x".join(f"{v:.0f}" for v in patch_mm)
+    image_text = "x".join(f"{v:.0f}" for v in image_mm)
+    raise InputError(
+        f"{entry.name} classifies one {patch_text} mm patch, but the image is {image_text} mm, so it needs to know "
+        "where to look. Give an ROI around the structure to explain: --roi R A S SIZE_R SIZE_A SIZE_S (centre in "
+        "RAS mm, then size in mm; e.g. --roi -60 20 -110 20 20 20), or place an ROI markup on it in Slicer."
+    )
 
 
 def _grid(center_ras: np.ndarray, shape_ijk: np.ndarray, direction: np.ndarray, spacing: np.ndarray) -> np.ndarray:

@@ -78,15 +78,21 @@ def test_gradcam_on_a_dicom_series_writes_every_output(
     document = json.loads((out / "explanation.json").read_text(encoding="utf-8"))
     assert document["target"]["name"] == "Nodule" and document["score"] > 0.5
     assert document["sanity"]["randomisation"]["passed"] is True
-    assert "faithfulness" in document["sanity"] and document["sanity"]["faithfulness"]["summary"]
+    assert "Evidence: " in document["sanity"]["randomisation"]["summary"]
+    faithfulness = document["sanity"]["faithfulness"]
+    assert " % of the 32 mm patch changes the Nodule probability" in faithfulness["summary"]
+    assert faithfulness["random_orders"] == 5 and len(faithfulness["random_deletion_aucs"]) == 5
     files = document["files"]
     ct = load_image(study["ct"])
     values = read_volume_file(out / files["map_nrrd"])
     assert values.shape == ct.shape and np.allclose(values.ijk_to_ras, ct.ijk_to_ras, atol=1e-4)
     assert 0.0 <= values.array.min() and values.array.max() <= 1.0 + 1e-6
     _peak_in_nodule(out / files["map_nrrd"], study, 1)
+    from PIL import Image as PILImage
+
     for name in files["overlay_pngs"]:
-        assert (out / name).stat().st_size > 1000
+        with PILImage.open(out / name) as picture:  # the panel (384 px on its longer side) + colour bar + caption
+            assert picture.width > 384 and picture.height > 200
     report = run_dciodvfy(out / files["parametric_map"])
     assert not report.errors, report.errors
     back = read_parametric_map(out / files["parametric_map"], reference=ct)
@@ -135,11 +141,14 @@ def test_uncertainty_gives_a_map_and_a_segment_table(
     study: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "uncertainty"
-    code, _, stderr = _run(
+    code, stdout, stderr = _run(
         capsys, "--input", study["nifti"], "--model", "chest-ct-lung-nodule", "--method", "uncertainty",
         "--tta-flips", "2", "--output", out,
     )  # fmt: skip
     assert code == 0, stderr
+    # one map over every label (not "of 'Lung'"); informational notes are notes, not warnings
+    assert stdout.startswith("Predictive entropy over all labels of chest-ct-lung-nodule")
+    assert "note: No sanity checks for an uncertainty map" in stderr and "warning: No sanity" not in stderr
     document = json.loads((out / "explanation.json").read_text(encoding="utf-8"))
     segments = document["uncertainty"]["segments"]
     assert {row["name"] for row in segments} >= {"Lung"}
@@ -171,6 +180,21 @@ def test_bad_requests_fail_clearly_and_write_nothing(
     code, _, stderr = _run(capsys, "--input", study["nifti"], *args, "--roi", *_roi(nodule), "--output", out)
     assert code == 2
     assert message in stderr and "Traceback" not in stderr
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_classifier_without_roi_is_refused_with_the_syntax(
+    study: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The classifier sees a 32 mm patch; on a whole CT without --roi it would explain the mediastinum."""
+    out = tmp_path / "out"
+    code, stdout, stderr = _run(
+        capsys, "--input", study["nifti"], "--model", "chest-ct-nodule-classifier", "--method", "gradcam",
+        "--output", out,
+    )  # fmt: skip
+    assert code == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and stderr.startswith("error: ") and "Traceback" not in stderr
+    assert "--roi R A S SIZE_R SIZE_A SIZE_S" in stderr and "32x32x32 mm patch" in stderr
     assert not out.exists() or not any(out.iterdir())
 
 

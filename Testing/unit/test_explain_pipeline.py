@@ -61,6 +61,10 @@ class SmallBatchesOnly(torch.nn.Module):
         return self.net(x)
 
 
+ROI = Roi((12.0, 12.0, 12.0), (8.0, 8.0, 8.0))
+LAYER = "net.features.block4"
+
+
 def _model(module: torch.nn.Module, **changes: Any) -> ExplainModel:
     entry = ModelEntry.from_dict({**ENTRY, **changes}, Path("."))
     return ExplainModel(entry, TorchBackend(module, "cpu"), module.eval())
@@ -87,7 +91,11 @@ def test_grad_cam_out_of_memory_says_how_to_need_less() -> None:
     module = SmallBatchesOnly(limit=64, gradients_fail=True)
     with pytest.raises(ModelError, match="smaller ROI"):
         explain_image(
-            _image(), _model(module), "gradcam", settings=ExplainSettings(sanity=False, layer="net.features.block4")
+            _image(),
+            _model(module),
+            "gradcam",
+            roi=ROI,
+            settings=ExplainSettings(sanity=False, layer="net.features.block4"),
         )
 
 
@@ -98,7 +106,30 @@ def test_modality_mismatch_is_refused() -> None:
 
 def test_default_layer_is_found_when_the_catalogue_names_none() -> None:
     module = SmallBatchesOnly(limit=64)
-    result = explain_image(_image(), _model(module), "gradcam", settings=ExplainSettings(sanity=False))
+    result = explain_image(_image(), _model(module), "gradcam", roi=ROI, settings=ExplainSettings(sanity=False))
     assert result.layer and result.layer.startswith("net.features")
     assert any("uses" in note for note in result.notes)
     assert result.map.same_grid(_image())
+
+
+def test_a_classifier_needs_an_roi_on_an_image_larger_than_its_patch() -> None:
+    """Without an ROI the 16 mm patch would sit at the centre of the 24 mm image: refused, saying how to give one;
+    an image no larger than the patch is explained as a whole."""
+    module = SmallBatchesOnly(limit=64)
+    with pytest.raises(InputError, match=r"16x16x16 mm patch, but the image is 24x24x24 mm.*--roi R A S SIZE_R"):
+        explain_image(_image(), _model(module), "occlusion", settings=ExplainSettings(sanity=False))
+    assert module.batches == []  # refused before any work
+    small = Image(_image().array[4:20, 4:20, 4:20], np.diag([1.0, 1.0, 1.0, 1.0]), modality="CT")
+    result = explain_image(small, _model(module), "gradcam", settings=ExplainSettings(sanity=False))
+    assert result.map.same_grid(small) and result.score is not None
+
+
+def test_faithfulness_summary_names_the_patch_it_deletes_from() -> None:
+    """The deletion sentence says '% of the 16 mm patch' (the classifier's input), not '% of the image'."""
+    result = explain_image(
+        _image(), _model(SmallBatchesOnly(limit=64)), "gradcam", roi=ROI, settings=ExplainSettings(layer=LAYER)
+    )
+    summary = result.sanity["faithfulness"]["summary"]
+    assert " % of the 16 mm patch changes the Nodule probability" in summary and "of the image" not in summary
+    assert result.sanity["faithfulness"]["random_orders"] == 5
+    assert result.sanity["randomisation"]["verdict"] in ("passed", "failed", "inconclusive")

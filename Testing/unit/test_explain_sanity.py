@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from MedAIExtension.errors import CancelledError, InputError, ModelError
 from MedAIExtension.explain.gradcam import grad_cam
 from MedAIExtension.explain.sanity import (
     DEFAULT_RANDOMISATION_THRESHOLD,
+    EMPTY_STEP_VERDICT,
     deletion_insertion,
     map_similarity,
     randomisation_layers,
@@ -77,9 +79,12 @@ def test_gradcam_passes_and_edge_detector_fails(classifier) -> None:
         "features.block2.conv",
         "features.block1.conv",
     ]
-    assert good.passed and good.final_spearman < DEFAULT_RANDOMISATION_THRESHOLD
+    deciding = good.deciding_step
+    assert good.passed and good.verdict == "passed"
+    assert deciding is not None and deciding.spearman < DEFAULT_RANDOMISATION_THRESHOLD
     assert good.summary.startswith("Passed: the map changes when the model's learned weights are scrambled")
-    assert f"{good.final_spearman:.2f}" in good.summary
+    assert f"similarity {deciding.spearman:.2f} after scrambling" in good.summary
+    assert f"Evidence: {len(good.usable_steps)} of 5 cascade steps gave a usable map" in good.summary
 
     assert not broken.passed
     assert all(step.spearman == pytest.approx(1.0) and step.ssim == pytest.approx(1.0) for step in broken.steps)
@@ -95,6 +100,35 @@ def test_gradcam_passes_and_edge_detector_fails(classifier) -> None:
     report = json.loads(json.dumps(good.to_dict()))
     assert report["passed"] is True and len(report["steps"]) == 5
     assert report["threshold"] == DEFAULT_RANDOMISATION_THRESHOLD
+    assert report["usable_steps"] == sum(step["usable"] for step in report["steps"]) == len(good.usable_steps)
+    assert report["deciding_layer"] == deciding.layer
+
+
+def test_empty_randomised_maps_are_no_evidence(classifier) -> None:
+    """Grad-CAM of a fully scrambled classifier is often empty (all gradients clamped): such a step is reported as
+    'no evidence either way' with no similarity, and a cascade of only empty maps is inconclusive, not a pass."""
+    x = nodule_patch()
+
+    def gradcam(module):
+        return grad_cam(module, x, NODULE, CLASSIFIER_TARGET_LAYER)
+
+    cascade = randomisation_test(classifier, gradcam, seed=0)
+    empty = [step for step in cascade.steps if step.empty]
+    assert empty and cascade.usable_steps  # the shipped classifier's cascade has both kinds of step
+    for step in empty:
+        assert math.isnan(step.spearman) and step.verdict(cascade.threshold) == EMPTY_STEP_VERDICT
+        assert step.to_dict()["spearman"] is None and step.to_dict()["usable"] is False
+        assert step.layer in cascade.summary
+    assert "the randomised model's map is empty — no evidence either way" in cascade.summary
+    for step in cascade.usable_steps:
+        assert f"{step.layer} {step.spearman:.2f}" in cascade.summary
+
+    # Everything scrambled in one step: the map is empty, which used to read as "similarity 0.00 → passed".
+    whole = randomisation_test(classifier, gradcam, seed=0, max_steps=1)
+    assert whole.steps[0].empty and not whole.usable_steps
+    assert not whole.passed and whole.verdict == "inconclusive" and whole.to_dict()["passed"] is False
+    assert whole.summary.startswith("Inconclusive: at every step the randomised model's map is empty")
+    assert "0 of 1 cascade steps gave a usable map" in whole.summary and "0.00" not in whole.summary
 
 
 def test_randomisation_groups_norm_layers_with_their_conv(classifier) -> None:
@@ -198,8 +232,10 @@ def test_deletion_insertion_rewards_the_true_evidence(tmp_path) -> None:
         calls.append(len(batch))
         return backend.predict(batch)
 
-    good = deletion_insertion(counting_predict, x, truth, NODULE, steps=20, batch_size=16, report_fraction=0.1)
-    assert max(calls) <= 16 and sum(calls) == 4 * 19 + 2  # shared end points computed once
+    good = deletion_insertion(
+        counting_predict, x, truth, NODULE, steps=20, batch_size=16, report_fraction=0.1, extent="the 32 mm patch"
+    )
+    assert max(calls) <= 16 and sum(calls) == 2 * 19 * (1 + 5) + 2  # 5 random orders; shared end points once
     wrong = deletion_insertion(predict, x, 1.0 - truth, NODULE, steps=20, batch_size=16)
     torch_good = deletion_insertion(predict, x, truth, NODULE, steps=20, batch_size=7)
 
@@ -218,10 +254,10 @@ def test_deletion_insertion_rewards_the_true_evidence(tmp_path) -> None:
     # BOX is 512 of 32768 voxels (1.6 %): removing the top 10 % removes all of it.
     assert good.deletion[2] == pytest.approx(1 / (1 + np.exp(3)), rel=1e-5)
     assert good.report_fraction == pytest.approx(0.1)
-    assert good.summary.startswith("Faithful: removing the highlighted 10 % of the image changes the Nodule")
+    assert good.summary.startswith("Faithful: removing the highlighted 10 % of the 32 mm patch changes the Nodule")
     assert f"from {good.original:.2f} to {good.deletion[2]:.2f}" in good.summary
-    assert f"random 10 % changes it to {good.random_deletion[2]:.2f}" in good.summary
-    assert wrong.summary.startswith("Not faithful:")
+    assert f"random 10 % (mean of 5 random orders) changes it to {good.random_deletion[2]:.2f}" in good.summary
+    assert wrong.summary.startswith("Not shown to be faithful:") and "of the image" in wrong.summary
     # by default the sentence quotes the step where the map beats a random order most
     quoted = torch_good.report_fraction
     step = int(np.argmin(np.abs(torch_good.fractions - quoted)))
@@ -232,6 +268,48 @@ def test_deletion_insertion_rewards_the_true_evidence(tmp_path) -> None:
     report = json.loads(json.dumps(good.to_dict()))
     assert report["faithful"] is True and len(report["deletion"]) == 21
     assert report["deletion_auc"] == pytest.approx(good.deletion_auc)
+    assert len(report["random_deletion_aucs"]) == 5 and report["margin"] == 0.05
+
+
+def test_faithful_needs_a_margin_beyond_the_random_orders() -> None:
+    """The verdict compares the map's AUCs with the 95 % range of several random orders plus a stated margin:
+    a map that beats chance by less than the margin, or only matches it, is 'not shown to be faithful'."""
+    x = nodule_patch()
+    module = box_model()
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(batch)).numpy()
+
+    truth = np.zeros(x.shape[2:], dtype=np.float32)
+    truth[BOX] = 1.0
+    clear = deletion_insertion(predict, x, truth, NODULE, steps=10, batch_size=64, random_orders=6)
+    aucs = clear.random_deletion_aucs
+    low, high = clear.random_deletion_ci
+    assert aucs.size == 6 and low < clear.random_deletion_auc < high
+    assert clear.random_deletion_auc == pytest.approx(aucs.mean())
+    assert clear.random_deletion_sd == pytest.approx(aucs.std(ddof=1)) and clear.random_deletion_sd > 0
+    assert clear.span == pytest.approx(clear.original - clear.deletion[-1])
+    # how far (as a share of the probability span) the map's AUCs lie beyond the random CI: a margin just under
+    # it passes, just over it fails
+    gap = min(low - clear.deletion_auc, clear.insertion_auc - clear.random_insertion_ci[1]) / clear.span
+    assert gap > 0.1
+    kwargs = {"steps": 10, "batch_size": 64, "random_orders": 6}
+    passes = deletion_insertion(predict, x, truth, NODULE, margin=gap - 0.01, **kwargs)
+    fails = deletion_insertion(predict, x, truth, NODULE, margin=gap + 0.01, **kwargs)
+    assert passes.faithful and passes.summary.startswith("Faithful:")
+    assert not fails.faithful and fails.summary.startswith("Not shown to be faithful:")
+    assert passes.deletion_auc == fails.deletion_auc  # same curves, only the margin differs
+    for number in (fails.deletion_auc, fails.random_deletion_auc, low, high, fails.deletion_limit, fails.margin_auc):
+        assert f"{number:.2f}" in fails.summary
+
+    # A map that ranks voxels at random beats chance by no margin.
+    noise = np.random.default_rng(5).random(x.shape[2:])
+    chance = deletion_insertion(predict, x, noise, NODULE, **kwargs)
+    assert abs(chance.deletion_auc - chance.random_deletion_auc) < 0.05
+    assert not chance.faithful and chance.summary.startswith("Not shown to be faithful:")
+    with pytest.raises(InputError, match="random order"):
+        deletion_insertion(predict, x, truth, NODULE, random_orders=0)
 
 
 def test_deletion_with_blurred_baseline() -> None:
