@@ -38,8 +38,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from MedAIExtension.errors import InputError
+from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.explain.types import ExplainMethod
+from MedAIExtension.models.catalog import load_catalog
 
 __all__ = ["ExportSettings", "GatewayConfig", "PacsSettings", "Pipeline", "Rule", "load_config", "parse_config"]
 
@@ -55,7 +56,7 @@ class Pipeline(StrEnum):
 _DEFAULT_MODELS = {
     Pipeline.SEGMENTATION: "chest-ct-lung-nodule",
     Pipeline.NODULE_TRACKING: "chest-ct-lung-nodule",
-    Pipeline.EXPLAINABILITY: "chest-ct-nodule-classifier",
+    Pipeline.EXPLAINABILITY: "chest-ct-lung-nodule-torch",  # a whole series has no ROI for a patch classifier
 }
 
 
@@ -218,6 +219,21 @@ def _pacs(value: Any) -> PacsSettings:
 _RULE_KEYS = {"name", "match", "pipeline", "model", "method", "sanity", "alert_labels", "find_prior"}
 
 
+def _refuse_patch_classifier(model: str, where: str) -> None:
+    """A patch classifier explains the one patch an ROI names; the gateway explains whole series and has none."""
+    try:
+        entry = load_catalog().get(model)
+    except MedAIError:
+        return  # an unknown model fails with its own clear error when a study is processed
+    if entry.is_classifier:
+        raise _fail(
+            where,
+            f"{model} classifies one patch around an ROI, and the gateway explains whole series without one. "
+            f"Use a segmentation model ({_DEFAULT_MODELS[Pipeline.EXPLAINABILITY]} explains the lung-lesion "
+            "label over the series).",
+        )
+
+
 def _rule(value: Any, index: int) -> Rule:
     where = f"rule {index + 1}"
     section = _mapping(value, where)
@@ -240,6 +256,8 @@ def _rule(value: Any, index: int) -> Rule:
     if method not in {m.value for m in ExplainMethod}:
         options = ", ".join(m.value for m in ExplainMethod)
         raise _fail(f"{where} ({name}) key 'method'", f"{method!r} is not one of {options}.")
+    if pipeline is Pipeline.EXPLAINABILITY and model is not None:
+        _refuse_patch_classifier(model, f"{where} ({name}) key 'model'")
     labels = section.get("alert_labels") or []
     if isinstance(labels, str) or not isinstance(labels, list):
         raise _fail(f"{where} ({name}) key 'alert_labels'", "must be a list of label names, e.g. [nodule].")

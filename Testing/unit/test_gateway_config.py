@@ -11,6 +11,7 @@ from MedAIExtension.errors import InputError
 from MedAIExtension.gateway.config import Pipeline, load_config, parse_config
 from MedAIExtension.gateway.journal import JobState, Journal, StudyCandidate
 from MedAIExtension.gateway.triage import from_alert_labels, from_lung_rads
+from MedAIExtension.models.catalog import load_catalog
 
 
 def _data(**overrides: object) -> dict:
@@ -53,6 +54,7 @@ def test_a_valid_file_reads_into_a_config(tmp_path: Path) -> None:
         ({"rules": [{"pipeline": "segmentation", "model": None}]}, "needs a model"),
         ({"rules": [{"name": "a", "pipeline": "segmentation"}, {"name": "a", "pipeline": "segmentation"}]}, "unique"),
         ({"rules": [{"pipeline": "explainability", "method": "lime"}]}, "gradcam"),
+        ({"rules": [{"pipeline": "explainability", "model": "chest-ct-nodule-classifier"}]}, "without one"),
         ({"export": {"key_file": "k"}}, "export.path"),
         ({"export": {"path": "x", "date_shift_days": 0}}, "non-zero"),
         ({"workers": 0}, "workers"),
@@ -158,3 +160,10 @@ def test_logs_carry_no_study_uid_and_scrub_uids_from_messages(tmp_path: Path) ->
     assert record["study"] == study_ref(study) and len(record["study"]) == 12
     assert record["error"] == "Series <uid> at 127.0.0.1:8042"
     assert "3680043" not in line and stream.getvalue().strip() == line
+
+
+def test_an_explainability_rule_explains_whole_series_with_a_segmentation_model_by_default() -> None:
+    """A whole series has no ROI, so the default is a model that explains the lesion label over all of it."""
+    config = parse_config(_data(rules=[{"pipeline": "explainability"}]), "gateway.yaml", Path("/tmp"))
+    model = config.rules[0].model
+    assert model is not None and not load_catalog().get(model).is_classifier
