@@ -1,7 +1,7 @@
 """Benchmark: MedAI occlusion sensitivity vs MONAI's OcclusionSensitivity (same model, volume, mask, stride, batch),
 plus Grad-CAM time per volume.
 
-    .venv/bin/python bench/explain.py [--size 48] [--settings 8:4 12:6] [--batch 16] [--threads N]
+    .venv/bin/python bench/explain.py [--size 48] [--settings 8:4 12:6] [--batch 16] [--threads N] [--repeat R]
 
 The volume is a cube of ``--size`` voxels (1 mm, LPS, kji) of a phantom chest CT centred on a solid nodule,
 normalised like the classifier's input (the catalogue's normalisation; clip -1000..400 HU → 0..1). The model is
@@ -15,6 +15,9 @@ RSS is its own), with the same number of torch threads, after one warm-up forwar
              overlap=1 - stride/mask, activate=softmax)``: one full forward pass per window;
 * gradcam  — ``grad_cam(module, x, target, layer)`` (Grad-CAM and Grad-CAM++), median of a few runs.
 
+With ``--repeat R`` every variant runs each setting R times in its process (the times are medians, with their
+range; on a shared machine the ratio of medians is steadier than that of single runs).
+
 Prints per setting both times, the ratio (target ≥ 5x), max |difference| between the maps (target ≤ 1e-4) and
 each variant's peak RSS, then the Grad-CAM time per volume and the machine.
 """
@@ -22,7 +25,9 @@ each variant's peak RSS, then the Grad-CAM time per volume and the machine.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import platform
 import resource
 import statistics
@@ -42,6 +47,17 @@ MODEL = "chest-ct-nodule-classifier"
 TARGET_CHANNEL = 0  # labels [1 "Nodule", 2 "Vessel"]: channel 0 = Nodule
 #: the classifier's input normalisation, used until the shipped model (and its catalogue entry) is there
 _NORMALIZATION = {"type": "clip_scale", "a_min": -1000.0, "a_max": 400.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
+
+
+def _cpu_model() -> str:
+    """The CPU model name (``/proc/cpuinfo``), else the platform's processor or machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _peak_rss_mb() -> float:
@@ -94,13 +110,14 @@ def _volume(size: int) -> tuple[np.ndarray, str]:
     return np.ascontiguousarray(x, dtype=np.float32), f"{nodule['diameter_mm']:.0f} mm solid nodule at {centre}"
 
 
-def _child(variant: str, work: Path, settings: list[tuple[int, int]], batch: int, threads: int) -> dict[str, Any]:
+def _child(
+    variant: str, work: Path, settings: list[tuple[int, int]], batch: int, threads: int, repeat: int
+) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(threads)
-    from monai.visualize import OcclusionSensitivity
-
-    from MedAIExtension.explain.occlusion import occlusion_sensitivity
+    for name in ("monai.visualize", "MedAIExtension.explain.occlusion"):  # imported before any timing
+        importlib.import_module(name)
     from MedAIExtension.explain.types import ScoreTarget
 
     module, predict, description, layer = _load_model()
@@ -121,35 +138,47 @@ def _child(variant: str, work: Path, settings: list[tuple[int, int]], batch: int
                 times.append(time.perf_counter() - started)
             report["runs"].append({"plus_plus": plus_plus, "seconds": statistics.median(times), "layer": layer})
     for mask, stride in settings if variant != "gradcam" else []:
-        started = time.perf_counter()
-        if variant == "medai":
-            result = occlusion_sensitivity(
-                predict, x, target, mask_size=mask, stride=stride, baseline=0.0, batch_size=batch, module=module
-            )
-            raw, extra = (
-                result.raw,
-                {
-                    "engine": result.engine,
-                    "windows": result.windows_evaluated,
-                    "skipped": result.windows_skipped,
-                    "base_score": result.base_score,
-                    "notes": result.notes,
-                },
-            )
-        else:
-            overlap = max(0.0, 1.0 - (stride + 0.5) / mask)  # MONAI's scan interval int(mask * (1 - overlap))
-            occ = OcclusionSensitivity(
-                module, mask_size=mask, n_batch=batch, verbose=False, mode=0.0, overlap=overlap,
-                activate=lambda out: out.softmax(1),
-            )  # fmt: skip
-            with torch.inference_mode():
-                raw = occ(torch.from_numpy(x))[0][0, TARGET_CHANNEL].numpy()
-            extra = {}
-        seconds = time.perf_counter() - started
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            raw, extra = _occlusion(variant, module, predict, x, target, mask, stride, batch)
+            times.append(time.perf_counter() - started)
         np.save(work / f"{variant}-{mask}-{stride}.npy", raw)
-        report["runs"].append({"mask": mask, "stride": stride, "seconds": seconds, **extra})
+        report["runs"].append(
+            {"mask": mask, "stride": stride, "seconds": statistics.median(times), "times": times, **extra}
+        )
     report["peak_rss_mb"] = _peak_rss_mb()
     return report
+
+
+def _occlusion(
+    variant: str, module: Any, predict: Any, x: np.ndarray, target: Any, mask: int, stride: int, batch: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """One occlusion map (raw scores of the target) by ``variant`` and what MedAI reports about it."""
+    import torch
+    from monai.visualize import OcclusionSensitivity
+
+    from MedAIExtension.explain.occlusion import occlusion_sensitivity
+
+    if variant == "medai":
+        result = occlusion_sensitivity(
+            predict, x, target, mask_size=mask, stride=stride, baseline=0.0, batch_size=batch, module=module
+        )
+        extra = {
+            "engine": result.engine,
+            "windows": result.windows_evaluated,
+            "skipped": result.windows_skipped,
+            "base_score": result.base_score,
+            "notes": result.notes,
+        }
+        return result.raw, extra
+    overlap = max(0.0, 1.0 - (stride + 0.5) / mask)  # MONAI's scan interval int(mask * (1 - overlap))
+    occ = OcclusionSensitivity(
+        module, mask_size=mask, n_batch=batch, verbose=False, mode=0.0, overlap=overlap,
+        activate=lambda out: out.softmax(1),
+    )  # fmt: skip
+    with torch.inference_mode():
+        return occ(torch.from_numpy(x))[0][0, TARGET_CHANNEL].numpy(), {}
 
 
 def main() -> int:
@@ -163,6 +192,7 @@ def main() -> int:
         default=1,
         help="torch threads per variant (default 1: on a shared machine extra threads mostly add waits; 0 = all CPUs)",
     )
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each occlusion setting per variant (median)")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "WORK"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = [(int(m), int(s)) for m, s in (item.split(":") for item in args.settings)]
@@ -170,7 +200,7 @@ def main() -> int:
 
     threads = args.threads or cpu_threads()
     if args.child:
-        print(json.dumps(_child(args.child[0], Path(args.child[1]), settings, args.batch, threads)))
+        print(json.dumps(_child(args.child[0], Path(args.child[1]), settings, args.batch, threads, args.repeat)))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +211,7 @@ def main() -> int:
         runs: dict[str, dict[str, Any]] = {}
         for variant in ("medai", "monai", "gradcam"):
             command = [sys.executable, __file__, "--child", variant, str(work), "--batch", str(args.batch)]
-            command += ["--threads", str(threads), "--settings", *args.settings]
+            command += ["--threads", str(threads), "--repeat", str(args.repeat), "--settings", *args.settings]
             out = subprocess.run(command, capture_output=True, text=True, check=False)
             if out.returncode != 0:
                 print(out.stdout, out.stderr, file=sys.stderr)
@@ -195,12 +225,20 @@ def main() -> int:
             b = np.load(work / f"monai-{mask}-{stride}.npy")
             diff = float(np.abs(a - b).max())
             ratio = theirs["seconds"] / mine["seconds"]
+            ratios = sorted(slow / fast for fast, slow in zip(mine["times"], theirs["times"], strict=True))
             ok &= ratio >= 5.0 and diff <= 1e-4
             print(
                 f"occlusion mask {mask} stride {stride} ({mine['windows']} windows, {mine['skipped']} skipped, "
                 f"batch {args.batch}): MedAI {mine['seconds']:.2f} s [{mine['engine']}]  "
                 f"MONAI {theirs['seconds']:.2f} s  speed-up {ratio:.1f}x (target >= 5)  "
-                f"max |diff| {diff:.1e} (target <= 1e-4)  "
+                + (
+                    f"[{args.repeat} runs: MedAI {min(mine['times']):.2f}..{max(mine['times']):.2f} s, MONAI "
+                    f"{min(theirs['times']):.2f}..{max(theirs['times']):.2f} s, run-by-run ratio "
+                    f"{ratios[0]:.1f}..{ratios[-1]:.1f}x]  "
+                    if args.repeat > 1
+                    else ""
+                )
+                + f"max |diff| {diff:.1e} (target <= 1e-4)  "
                 f"map range {float(a.min()):.4f}..{float(a.max()):.4f}, base score {mine['base_score']:.4f}",
                 flush=True,
             )
@@ -211,7 +249,8 @@ def main() -> int:
             print(f"{name} ({run['layer']}): {run['seconds'] * 1000:.0f} ms per {args.size}³ volume (median of 5)")
         print("peak RSS: " + ", ".join(f"{v} {runs[v]['peak_rss_mb']:.0f} MB" for v in ("medai", "monai", "gradcam")))
     print(
-        f"machine: {platform.processor() or platform.machine()}, {threads} torch threads per variant, "
+        f"machine: {_cpu_model()}, {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}), {threads} torch threads "
+        "per variant, "
         f"Python {platform.python_version()}"
     )
     return 0 if ok else 1

@@ -25,6 +25,7 @@ Speed comes from doing less network work, never from approximating:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ __all__ = ["OcclusionResult", "occlusion_sensitivity", "occlusion_windows"]
 _VERIFY_ATOL = 1e-5
 
 #: Upper bound of the windows per batch of the incremental path (its windows need little memory each).
-_MAX_INCREMENTAL_BATCH = 64
+_MAX_INCREMENTAL_BATCH = 128
 
 _OUT_OF_MEMORY = (
     "Out of memory while running the model on one image; free memory (close other programs), crop the image "
@@ -69,7 +70,7 @@ class OcclusionResult:
         windows_total: windows of the full scan (those outside the ROI are neither evaluated nor skipped).
         batch_size: windows per batch at the end: smaller than asked after an out-of-memory retry; larger on the
             incremental path, whose windows need a fraction of a full pass's memory (as many as fit in the memory
-            of ``batch_size`` full passes, at most 64).
+            of ``batch_size`` full passes, at most 128).
         engine: ``"incremental"`` (exact receptive-field updates of a torch chain) or ``"generic"`` (``predict``).
         mask_size, stride: per spatial dimension.
         baseline: the fill value used (``"gaussian"`` for MONAI's Gaussian occlusion).
@@ -215,6 +216,33 @@ def _occluder(x: np.ndarray, baseline: float | str, masks: tuple[int, ...]) -> _
     return _Occluder(value)
 
 
+def _window_sums(volume: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """The sum of ``volume`` (``S``) inside each window (``(W, D, 2)``), from its summed-volume table."""
+    table = np.pad(volume.astype(np.int64 if volume.dtype == bool else np.float64), [(1, 0)] * volume.ndim)
+    for axis in range(volume.ndim):
+        table = table.cumsum(axis=axis)
+    total = np.zeros(len(windows), dtype=table.dtype)
+    for corner in itertools.product((0, 1), repeat=volume.ndim):
+        sign = -1 if (volume.ndim - sum(corner)) % 2 else 1
+        total += sign * table[tuple(windows[:, axis, c] for axis, c in enumerate(corner))]
+    return total
+
+
+def _spread(windows: np.ndarray, values: np.ndarray, masks: Sequence[int], shape: Sequence[int]) -> np.ndarray:
+    """Per voxel, the sum of ``values`` over the windows (all of size ``masks``, distinct starts) that cover it:
+    the values placed at the window starts, then a running box sum of the mask's length along every axis."""
+    grid = np.zeros(tuple(shape), dtype=np.float64)
+    grid[tuple(windows[:, :, 0].T)] = values
+    for axis, mask in enumerate(masks):
+        running = grid.cumsum(axis=axis)
+        grid = running.copy()
+        lead = [slice(None)] * len(shape)
+        lag = [slice(None)] * len(shape)
+        lead[axis], lag[axis] = slice(mask, None), slice(None, -mask)
+        grid[tuple(lead)] -= running[tuple(lag)]
+    return grid
+
+
 def _model_failed(error: BaseException) -> ModelError:
     return ModelError(
         f"The model failed on the occluded images ({type(error).__name__}: {str(error)[:300]}). Check that it "
@@ -310,9 +338,9 @@ def _incremental_evaluator(
     target: ScoreTarget,
     base_score: float,
     notes: list[str],
-) -> tuple[Callable[[np.ndarray], np.ndarray], float] | None:
-    """The exact receptive-field path for a torch chain module and how many of its windows take the memory of one
-    full forward pass; None (with a note) when it does not apply."""
+) -> tuple[Callable[[np.ndarray], np.ndarray], float, Callable[[np.ndarray], np.ndarray]] | None:
+    """The exact receptive-field path for a torch chain module, how many of its windows take the memory of one
+    full forward pass and the window order that batches best; None (with a note) when it does not apply."""
     import torch
 
     module = getattr(module, "module", module)  # a loaded TorchBackend carries its module
@@ -356,7 +384,7 @@ def _incremental_evaluator(
         return _scores(engine.outputs(windows, fill), target)
 
     start = (np.asarray(x.shape[2:]) - np.asarray(masks)) // 2  # a central window has the widest cone
-    return evaluate, engine.memory_ratio(np.stack([start, start + np.asarray(masks)], axis=-1))
+    return evaluate, engine.memory_ratio(np.stack([start, start + np.asarray(masks)], axis=-1)), engine.order
 
 
 def occlusion_sensitivity(
@@ -387,7 +415,7 @@ def occlusion_sensitivity(
         roi: optional box (one slice per axis of ``S``): only windows touching it are run and the map is given
             inside it (exactly the full-scan values there); outside it the sensitivity is 0.
         batch_size: occluded images per batch (halved automatically on out-of-memory); the incremental path runs
-            as many windows together as fit in the memory of that many full forward passes (at most 64).
+            as many windows together as fit in the memory of that many full forward passes (at most 128).
         module: the torch (or TorchScript) module behind ``predict``; enables the exact incremental fast path
             when it is a chain of local layers ending in a global average pool.
         progress: progress callback or :class:`~MedAIExtension.progress.Progress` (cancellation raises
@@ -430,33 +458,42 @@ def occlusion_sensitivity(
             (windows[:, :, 0] < [s.stop for s in box]) & (windows[:, :, 1] > [s.start for s in box]), axis=1
         )
         windows = windows[touching]
-    unchanged = np.array([not occluder.changes(x[_window_box(w)]) for w in windows])
-    unchanged = unchanged.astype(bool).reshape(len(windows))
+    if occluder.multiplier is None:  # a constant fill changes nothing where the box already holds it
+        unchanged = _window_sums((x[0] != occluder.value).any(axis=0), windows) == 0
+    else:
+        unchanged = np.array([not occluder.changes(x[_window_box(w)]) for w in windows], dtype=bool)
+    unchanged = unchanged.reshape(len(windows))
     to_run = windows[~unchanged]
 
     incremental = None
     if module is not None and len(to_run):
         incremental = _incremental_evaluator(module, x, masks, occluder, target, base_score, notes)
+    order = np.arange(len(to_run))
     if incremental is not None:
-        engine, (evaluate, ratio) = "incremental", incremental
+        engine, (evaluate, ratio, best_order) = "incremental", incremental
+        order = best_order(to_run)  # windows with the same box sizes side by side: batches with little padding
         # a window's cone needs a fraction of a full pass's memory: run more windows per batch (fewer, larger
         # operations; many small ones are slow, most of all with several threads on a busy CPU)
         windows_per_batch = int(min(max(batch_size, batch_size * ratio), max(batch_size, _MAX_INCREMENTAL_BATCH)))
     else:
         engine, evaluate, windows_per_batch = "generic", _generic_evaluator(predict, x, occluder, target), batch_size
     runner = _BatchRunner(windows_per_batch, notes, report.stage(0.02, 0.98))
-    scores = runner.run(to_run, evaluate) if len(to_run) else np.empty(0)
+    scores = np.empty(len(to_run))
+    scores[order] = runner.run(to_run[order], evaluate) if len(to_run) else np.empty(0)
 
     shape = x.shape[2:]
-    total_score = np.zeros(shape, dtype=np.float64)
-    count = np.zeros(shape, dtype=np.float64)
-    weights = 1.0 if occluder.weights is None else occluder.weights
     window_scores = np.full(len(windows), base_score)
     window_scores[~unchanged] = scores
-    for w, score in zip(windows, window_scores, strict=True):
-        region = tuple(slice(int(a), int(b)) for a, b in w)
-        count[region] += weights
-        total_score[region] += weights * score
+    if occluder.weights is None:
+        count = _spread(windows, np.ones(len(windows)), masks, shape)
+        total_score = _spread(windows, window_scores, masks, shape)
+    else:
+        total_score = np.zeros(shape, dtype=np.float64)
+        count = np.zeros(shape, dtype=np.float64)
+        for w, score in zip(windows, window_scores, strict=True):
+            region = tuple(slice(int(a), int(b)) for a, b in w)
+            count[region] += occluder.weights
+            total_score[region] += occluder.weights * score
     raw = np.full(shape, base_score, dtype=np.float64)
     inside = np.zeros(shape, dtype=bool)
     inside[box if box is not None else ...] = True

@@ -11,11 +11,20 @@ approximate part, so the result is the full forward pass up to float rounding).
 
 :func:`decompose_chain` recognises such networks (``torch.nn.Sequential`` or its TorchScript export, nested
 sequentials flattened) and :class:`IncrementalOcclusion` evaluates windows in batches. The caller checks once
-that the decomposed forward pass equals the module's own (:meth:`IncrementalOcclusion.verify`).
+that the decomposed forward pass equals the module's own (``base_output()`` against ``module(x)``).
+
+Where the time goes on a small input (the shipped classifier's 32³ patch, 8³ windows): the cones of the deep
+layers cover most of their 8³ grid, so the work is the convolutions on the exact boxes, plus per-batch overhead.
+Hence: windows are batched by the exact size of their boxes (a batch shares one box size per layer, so mixing a
+border window with a central one would compute the central one's larger boxes for both), a convolution and the
+batch normalisation after it are folded into one, activations stay channels-last (max pooling is several times
+faster so), each layer's input is one ``index_select`` from the cached baseline rows and the batch's new values,
+and the baseline part of the last box comes from a summed-volume table.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +72,11 @@ _CONV = ("Conv1d", "Conv2d", "Conv3d")
 _MAXPOOL = ("MaxPool1d", "MaxPool2d", "MaxPool3d")
 _AVGPOOL = ("AvgPool1d", "AvgPool2d", "AvgPool3d")
 _GLOBAL = ("AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d")
+
+
+#: Fixed cost of running one layer on a batch (operations, gathers), in multiply-adds: a batch of windows is
+#: merged with the next size class while enlarging the boxes costs less than this per layer.
+_BATCH_OVERHEAD_PER_LAYER = 5e6
 
 
 class NotAChainError(ValueError):
@@ -137,6 +151,49 @@ class ChainLayer:
         return F.pad(tensor, widths, mode="constant", value=self.pad_value)
 
 
+@dataclass(frozen=True)
+class _FusedConv:
+    """A convolution with the batch normalisation that follows it folded into its weights and bias."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    groups: int
+
+
+def _fuse(layers: Sequence[ChainLayer]) -> list[ChainLayer]:
+    """``layers`` with every convolution + following ``BatchNorm`` (eval) folded into one convolution and ReLU
+    layers applied as ``torch.relu`` (fewer, cheaper operations per window; the same function up to float
+    rounding, which the caller's check against the module's own output covers)."""
+    import torch
+
+    fused: list[ChainLayer] = []
+    for layer in layers:
+        name = type_name(layer.module) if layer.kind == "pointwise" else ""
+        previous = fused[-1] if fused else None
+        folds = name.startswith("BatchNorm") and getattr(layer.module, "running_var", None) is not None
+        if folds and previous is not None and previous.kind == "conv":
+            conv, norm = previous.module, layer.module
+            weight = conv.weight.detach().double()
+            bias = conv.bias.detach().double() if conv.bias is not None else torch.zeros(weight.shape[0]).double()
+            scale = (norm.running_var.double() + float(norm.eps)).rsqrt()
+            if norm.weight is not None:
+                scale = scale * norm.weight.double()
+            shift = -norm.running_mean.double() * scale + (norm.bias.double() if norm.bias is not None else 0.0)
+            folded = _FusedConv(
+                (weight * scale.view(-1, *(1,) * (weight.ndim - 1))).to(conv.weight.dtype),
+                (bias * scale + shift).to(conv.weight.dtype),
+                int(conv.groups),
+            )
+            fused[-1] = ChainLayer(
+                "conv", folded, previous.kernel, previous.stride, previous.padding, previous.dilation
+            )
+        elif name == "ReLU":
+            fused.append(ChainLayer("pointwise", torch.relu, layer.kernel, layer.stride, layer.padding, layer.dilation))
+        else:
+            fused.append(layer)
+    return fused
+
+
 def _tuple(value: Any, n: int) -> tuple[int, ...]:
     if isinstance(value, int):
         return (value,) * n
@@ -166,6 +223,8 @@ def _local_layer(module: Any, name: str, n: int) -> ChainLayer:
     ones, zeros = (1,) * n, (0,) * n
     if bool(getattr(module, "training", False)):
         raise NotAChainError(f"{name} is in training mode (call model.eval() first)")
+    if name.startswith("BatchNorm") and getattr(module, "running_var", None) is None:
+        raise NotAChainError(f"{name} without running statistics normalises every batch by its own statistics")
     if name in _POINTWISE:
         return ChainLayer("pointwise", module, ones, ones, zeros, ones)
     if name in _CONV:
@@ -224,6 +283,12 @@ def decompose_chain(module: torch.nn.Module, spatial_dims: int) -> tuple[list[Ch
 class IncrementalOcclusion:
     """Occluded forward passes of a chain network, computed on the changed boxes only.
 
+    Windows are run in batches that share one box size per layer; :meth:`order` sorts windows so that neighbours
+    in the order have the same exact box sizes and :meth:`outputs` groups them so that little work is spent on
+    boxes enlarged to a common size. Activations of a batch are kept channels-last (fast pooling on CPU), and each
+    layer's input box is assembled in one gather from the cached baseline activations and the previous layer's
+    new values.
+
     Args:
         layers: the local layers (from :func:`decompose_chain`).
         tail: modules applied to the globally pooled features ``(N, C, 1, ...)``.
@@ -233,24 +298,38 @@ class IncrementalOcclusion:
     def __init__(self, layers: Sequence[ChainLayer], tail: Sequence[torch.nn.Module], x: torch.Tensor) -> None:
         import torch
 
-        self.layers = list(layers)
         self.tail = list(tail)
         self.x = x
         with torch.inference_mode():
+            self.layers = _fuse(layers)
             activations = [x]
             padded = []
             for layer in self.layers:
                 padded.append(layer.pad(activations[-1]))
                 activations.append(layer.apply(padded[-1]))
-        #: baseline input of every layer, padded by that layer's padding
-        self.padded_inputs = padded
-        #: spatial shape of every layer's output
+            #: per layer, its padded baseline input as rows (padded voxels × channels); None for point-wise layers
+            self.sources = [None if layer.kind == "pointwise" else _Source(p) for layer, p in zip(self.layers, padded)]
+            self.last = activations[-1]
+            dims = tuple(range(2, self.last.ndim))
+            self.pooled = self.last.double().sum(dim=dims, keepdim=True) / float(np.prod(self.last.shape[2:]))
+            self.integral = _integral(self.last[0].double())
+        #: spatial shape of every layer's padded input and of its output
+        self.padded_shapes = [tuple(int(s) for s in p.shape[2:]) for p in padded]
         self.shapes = [tuple(int(s) for s in a.shape[2:]) for a in activations[1:]]
         self.channels = [int(a.shape[1]) for a in activations[1:]]
-        self.last = activations[-1]
-        dims = tuple(range(2, self.last.ndim))
         self.count = float(np.prod(self.shapes[-1]))
-        self.pooled = self.last.double().sum(dim=dims, keepdim=True) / self.count
+        inputs = [int(x.shape[1]), *self.channels[:-1]]
+        #: multiply-adds per output voxel of every layer (for grouping windows into batches)
+        self.unit_costs = np.asarray(
+            [
+                c_out
+                * (c_in // int(getattr(layer.module, "groups", 1)) if layer.kind == "conv" else 1)
+                * float(np.prod(layer.kernel))
+                for layer, c_in, c_out in zip(self.layers, inputs, self.channels, strict=True)
+            ]
+        )
+        #: cost of one batch beyond its windows' multiply-adds (a few operations per layer), same units
+        self.batch_overhead = _BATCH_OVERHEAD_PER_LAYER * len(self.layers)
 
     def base_output(self) -> torch.Tensor:
         """The network output of the unoccluded input through the decomposed chain."""
@@ -267,23 +346,69 @@ class IncrementalOcclusion:
 
     def memory_ratio(self, window: np.ndarray) -> float:
         """How many windows like ``window`` (``(D, 2)``) fit in the activation memory of one full forward pass."""
-        boxes = self._boxes(window[None])
+        boxes = _uniform(self._exact_boxes(window[None]), self.shapes)
         full = sum(c * float(np.prod(shape)) for c, shape in zip(self.channels, self.shapes, strict=True))
         part = sum(c * float(np.prod(b[0, :, 1] - b[0, :, 0])) for c, b in zip(self.channels, boxes, strict=True))
         return full / max(part, 1.0)
 
-    def _boxes(self, windows: np.ndarray) -> list[np.ndarray]:
-        """Per layer, the output box ``(W, D, 2)`` computed for each window (uniform size across windows)."""
-        current = windows.copy()
+    def _exact_boxes(self, windows: np.ndarray) -> list[np.ndarray]:
+        """Per layer, the output box ``(W, D, 2)`` that occluding each window can change."""
+        current = windows
         boxes = []
         for layer, shape in zip(self.layers, self.shapes, strict=True):
-            box = layer.output_box(current[..., 0], current[..., 1], shape)
-            size = np.asarray(shape)
-            lengths = np.minimum(np.maximum((box[..., 1] - box[..., 0]).max(axis=0), 1), size)
-            start = np.minimum(box[..., 0], size - lengths)
-            current = np.stack([start, start + lengths], axis=-1)
+            current = layer.output_box(current[..., 0], current[..., 1], shape)
             boxes.append(current)
         return boxes
+
+    @staticmethod
+    def _sizes(boxes: Sequence[np.ndarray]) -> np.ndarray:
+        """The sizes ``(W, layers, D)`` of per-layer ``boxes``, deepest layer first (at least 1 voxel)."""
+        return np.stack([np.maximum(b[..., 1] - b[..., 0], 1) for b in boxes[::-1]], axis=1)
+
+    def order(self, windows: np.ndarray) -> np.ndarray:
+        """A permutation of ``windows`` that puts windows with the same box sizes at every layer next to each other
+        (deepest, most expensive layers as the first sort keys)."""
+        if not len(windows):
+            return np.zeros(0, dtype=np.int64)
+        sizes = self._sizes(self._exact_boxes(windows)).reshape(len(windows), -1)
+        return np.lexsort(sizes.T[::-1])
+
+    def _cost(self, sizes: np.ndarray) -> float:
+        """Multiply-adds of one window with box sizes ``(layers, D)`` (deepest first)."""
+        return float(np.dot(self.unit_costs[::-1], np.prod(sizes, axis=1)))
+
+    def plan(self, sizes: np.ndarray, max_batch: int) -> list[np.ndarray]:
+        """Batches (index arrays into the windows) of at most ``max_batch`` windows each, given the windows' exact
+        box sizes ``(W, layers, D)`` (:meth:`_sizes`).
+
+        Windows of one size class (the same exact box sizes at every layer) are batched together; consecutive
+        classes (in :meth:`order`) are merged while enlarging every box to the batch's common size costs less than
+        running another batch, and a lone window always joins its neighbours (torch runs a batch of one through
+        its slow reference convolution).
+        """
+        classes, inverse = np.unique(sizes.reshape(len(sizes), -1), axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        batches: list[np.ndarray] = []
+        members: list[np.ndarray] = []
+        common = np.zeros(0)
+        count = 0
+        for index, row in enumerate(classes):
+            row = row.reshape(sizes.shape[1:])
+            group = np.flatnonzero(inverse == index)
+            for chunk in np.array_split(group, -(-len(group) // max_batch)):
+                if members and count + len(chunk) <= max_batch:
+                    merged = np.maximum(common, row)
+                    separate = self._cost(common) * count + self._cost(row) * len(chunk) + self.batch_overhead
+                    if count == 1 or len(chunk) == 1 or self._cost(merged) * (count + len(chunk)) <= separate:
+                        members.append(chunk)
+                        common, count = merged, count + len(chunk)
+                        continue
+                if members:
+                    batches.append(np.concatenate(members))
+                members, common, count = [chunk], row, len(chunk)
+        if members:
+            batches.append(np.concatenate(members))
+        return batches
 
     def outputs(self, windows: np.ndarray, fill: torch.Tensor) -> torch.Tensor:
         """Network outputs ``(W, L)`` with each window occluded.
@@ -291,63 +416,122 @@ class IncrementalOcclusion:
         Args:
             windows: ``(W, D, 2)`` integer ``[start, stop)`` of each occluded box on the input grid (all the same
                 size).
-            fill: the occluded box's values, a tensor broadcastable to ``(W, C, *box)``.
+            fill: the occluded box's values: a scalar tensor, or one box per window ``(W, C, *box)``.
         """
         import torch
 
         with torch.inference_mode():
-            boxes = self._boxes(windows)
-            sizes = tuple(int(v) for v in windows[0, :, 1] - windows[0, :, 0])
-            patch = torch.empty((len(windows), self.x.shape[1], *sizes), dtype=self.x.dtype, device=self.x.device)
-            patch[:] = fill
-            previous = windows
-            for layer, padded, box in zip(self.layers, self.padded_inputs, boxes, strict=True):
-                if layer.kind != "pointwise":
-                    spans = layer.input_span(box)
-                    # baseline inputs of the box, with the previous layer's new values pasted in
-                    inputs = _gather(padded[0], spans[..., 0], tuple(int(v) for v in spans[0, :, 1] - spans[0, :, 0]))
-                    patch = _paste(inputs, patch, previous[..., 0] + np.asarray(layer.padding), spans[..., 0])
-                patch = layer.apply(patch)
-                previous = box
-            baseline = _gather(self.last[0], previous[..., 0], tuple(int(v) for v in patch.shape[2:]))
-            dims = tuple(range(2, patch.ndim))
-            delta = (patch.double() - baseline.double()).sum(dim=dims, keepdim=True)
-            return self._head(self.pooled + delta / self.count)
+            results = []
+            exact = self._exact_boxes(windows)
+            batches = self.plan(self._sizes(exact), len(windows))
+            for batch in batches:
+                batch_fill = fill[torch.from_numpy(batch).to(fill.device)] if fill.ndim else fill
+                results.append(self._batch(windows[batch], [box[batch] for box in exact], batch_fill))
+            out = torch.cat(results)
+            inverse = np.empty(len(windows), dtype=np.int64)
+            inverse[np.concatenate(batches)] = np.arange(len(windows))
+            return out[torch.from_numpy(inverse).to(out.device)]
+
+    def _batch(self, windows: np.ndarray, exact: Sequence[np.ndarray], fill: torch.Tensor) -> torch.Tensor:
+        """Outputs for one batch of windows with their exact per-layer boxes."""
+        import torch
+
+        boxes = _uniform(exact, self.shapes)
+        sizes = tuple(int(v) for v in windows[0, :, 1] - windows[0, :, 0])
+        patch = torch.empty((len(windows), self.x.shape[1], *sizes), dtype=self.x.dtype, device=self.x.device)
+        patch[:] = fill
+        previous = windows
+        for layer, source, box in zip(self.layers, self.sources, boxes, strict=True):
+            if source is not None:
+                spans = layer.input_span(box)
+                lengths = tuple(int(v) for v in spans[0, :, 1] - spans[0, :, 0])
+                # baseline inputs of the box, with the previous layer's new values in place
+                patch = source.assemble(patch, previous[..., 0] + np.asarray(layer.padding), spans[..., 0], lengths)
+            patch = layer.apply(patch)
+            previous = box
+        dims = tuple(range(2, patch.ndim))
+        delta = patch.sum(dim=dims, dtype=torch.float64) - _box_sums(self.integral, previous)
+        return self._head(self.pooled + delta.view(*delta.shape, *(1,) * len(dims)) / self.count)
 
 
-def _gather(tensor: torch.Tensor, starts: np.ndarray, lengths: Sequence[int]) -> torch.Tensor:
-    """Boxes of ``tensor`` ``(C, *S)`` starting at ``starts`` ``(W, D)``: a new tensor ``(W, C, *lengths)``."""
+def _uniform(boxes: Sequence[np.ndarray], shapes: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    """``boxes`` enlarged to one size per layer (the largest, at least 1), kept inside each layer's grid."""
+    uniform = []
+    for box, shape in zip(boxes, shapes, strict=True):
+        size = np.asarray(shape)
+        lengths = np.minimum(np.maximum((box[..., 1] - box[..., 0]).max(axis=0), 1), size)
+        start = np.minimum(box[..., 0], size - lengths)
+        uniform.append(np.stack([start, start + lengths], axis=-1))
+    return uniform
+
+
+class _Source:
+    """A layer's padded baseline input as rows (voxels × channels, channels last), with room after them for the new
+    values of a batch, so that a box of the layer's input is one ``index_select``."""
+
+    def __init__(self, padded: torch.Tensor) -> None:
+        self.grid = tuple(int(v) for v in padded.shape[2:])
+        self.channels = int(padded.shape[1])
+        self.count = int(np.prod(self.grid))
+        self.buffer = padded[0].movedim(0, -1).reshape(self.count, self.channels).clone()
+
+    def assemble(
+        self, patch: torch.Tensor, patch_starts: np.ndarray, starts: np.ndarray, lengths: Sequence[int]
+    ) -> torch.Tensor:
+        """Boxes ``(W, C, *lengths)`` (channels-last memory) of the padded input starting at ``starts`` ``(W, D)``:
+        the baseline, except where ``patch`` ``(W, C, *P)``, starting at ``patch_starts``, covers them."""
+        import torch
+
+        n, d = starts.shape
+        patch_sizes = tuple(int(v) for v in patch.shape[2:])
+        needed = self.count + n * int(np.prod(patch_sizes))
+        if len(self.buffer) < needed:
+            grown = self.buffer.new_empty((needed, self.channels))
+            grown[: self.count] = self.buffer[: self.count]
+            self.buffer = grown
+        self.buffer[self.count : needed].view(n, *patch_sizes, self.channels).copy_(patch.movedim(1, -1))
+        # flat row of every voxel of the boxes: the baseline's, or the new value's where the patch covers it
+        # (int32 and per-axis terms: only the last step of each builds a full-size array)
+        one = (n,) + (1,) * d
+        base = np.zeros(one, dtype=np.int32)
+        new = np.arange(n, dtype=np.int32).reshape(one)
+        inside = np.ones(one, dtype=bool)
+        for axis in range(d):
+            shape = list(one)
+            shape[axis + 1] = lengths[axis]
+            position = (starts[:, axis, None] + np.arange(lengths[axis])).reshape(shape).astype(np.int32)
+            offset = position - patch_starts[:, axis].reshape(one).astype(np.int32)
+            covered = (offset >= 0) & (offset < patch_sizes[axis])
+            offset = np.minimum(np.maximum(offset, 0), patch_sizes[axis] - 1)
+            if axis == d - 1:
+                offset += self.count
+            base = base * self.grid[axis] + position
+            new = new * patch_sizes[axis] + offset
+            inside = inside & covered
+        index = torch.from_numpy(np.where(inside, new, base).reshape(-1)).to(self.buffer.device)
+        picked = self.buffer.index_select(0, index)
+        return picked.view(n, *lengths, self.channels).movedim(-1, 1)
+
+
+def _integral(tensor: torch.Tensor) -> torch.Tensor:
+    """Summed-volume table of ``tensor`` ``(C, *S)``: ``(C, *(S + 1))`` with a zero first plane on every axis."""
+    import torch.nn.functional as F
+
+    table = tensor
+    for axis in range(1, tensor.ndim):
+        table = table.cumsum(axis)
+    return F.pad(table, [1, 0] * (tensor.ndim - 1))
+
+
+def _box_sums(integral: torch.Tensor, boxes: np.ndarray) -> torch.Tensor:
+    """Per-channel sums ``(W, C)`` of the boxes ``(W, D, 2)`` from a summed-volume table (inclusion-exclusion)."""
     import torch
 
-    return torch.stack(
-        [
-            tensor[(slice(None), *(slice(int(a), int(a) + n) for a, n in zip(row, lengths, strict=True)))]
-            for row in starts
-        ]
-    )
-
-
-def _paste(
-    target: torch.Tensor, source: torch.Tensor, source_starts: np.ndarray, target_starts: np.ndarray
-) -> torch.Tensor:
-    """Write the overlapping part of ``source`` ``(W, C, *P)`` into ``target`` ``(W, C, *T)`` (in place).
-
-    Both are boxes of one grid, starting at ``source_starts`` and ``target_starts`` (``(W, D)``).
-    """
-    source_size, target_size = np.asarray(source.shape[2:]), np.asarray(target.shape[2:])
-    low = np.maximum(source_starts, target_starts)
-    high = np.minimum(source_starts + source_size, target_starts + target_size)
-    for w in np.flatnonzero(np.all(high > low, axis=1)):
-        box = list(zip(low[w], high[w], strict=True))
-        into: tuple[int | slice, ...] = (
-            int(w),
-            slice(None),
-            *(slice(int(a - s), int(b - s)) for (a, b), s in zip(box, target_starts[w])),
-        )
-        read: tuple[int | slice, ...] = (
-            int(w),
-            slice(None),
-            *(slice(int(a - s), int(b - s)) for (a, b), s in zip(box, source_starts[w])),
-        )
-        target[into] = source[read]
-    return target
+    d = boxes.shape[1]
+    corners = np.asarray(list(itertools.product((0, 1), repeat=d)))  # (2^D, D): 0 = start, 1 = stop
+    points = np.where(corners[:, None, :] == 1, boxes[None, :, :, 1], boxes[None, :, :, 0])  # (2^D, W, D)
+    flat = np.ravel_multi_index(tuple(np.moveaxis(points, -1, 0)), tuple(integral.shape[1:]))
+    signs = np.where((d - corners.sum(axis=1)) % 2, -1.0, 1.0)
+    values = integral.reshape(integral.shape[0], -1)[:, torch.from_numpy(flat.reshape(-1)).to(integral.device)]
+    weighted = values.view(integral.shape[0], *flat.shape) * torch.from_numpy(signs).to(values).view(1, -1, 1)
+    return weighted.sum(dim=1).T

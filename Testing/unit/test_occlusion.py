@@ -15,7 +15,11 @@ nn = torch.nn
 
 from MedAIExtension.errors import CancelledError, InputError, ModelError  # noqa: E402
 from MedAIExtension.explain.occlusion import occlusion_sensitivity, occlusion_windows  # noqa: E402
-from MedAIExtension.explain.occlusion_incremental import NotAChainError, decompose_chain  # noqa: E402
+from MedAIExtension.explain.occlusion_incremental import (  # noqa: E402
+    IncrementalOcclusion,
+    NotAChainError,
+    decompose_chain,
+)
 from MedAIExtension.explain.types import ScoreTarget  # noqa: E402
 from MedAIExtension.progress import CancelToken, Progress  # noqa: E402
 from MedAIExtension.training.classifier_network import build_classifier  # noqa: E402
@@ -207,6 +211,31 @@ def test_incremental_path_handles_every_local_layer_kind():
     np.testing.assert_allclose(fast.raw, reference, atol=1e-5)
 
 
+def test_incremental_batches_group_windows_and_keep_their_order():
+    """Windows of many box-size classes (strided, padded layers; borders), shuffled: every window is run once, in
+    batches of at most the asked size, and each output equals the module's own forward pass on the occluded image."""
+    x = _image((15, 13, 18), channels=2, seed=4)
+    model = _centred(_odd_chain(seed=5), x)
+    layers, tail = decompose_chain(model, 3)
+    engine = IncrementalOcclusion(layers, tail, torch.from_numpy(x))
+    windows = occlusion_windows(x.shape[2:], (4, 5, 3), (2, 3, 2))
+    windows = windows[np.random.default_rng(0).permutation(len(windows))]
+    sizes = engine._sizes(engine._exact_boxes(windows))
+    assert len(np.unique(sizes.reshape(len(windows), -1), axis=0)) > 10  # many classes to group
+    batches = engine.plan(sizes, 16)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(windows)))
+    assert max(len(b) for b in batches) <= 16 and len(batches) < len(windows) / 2
+    fill = torch.tensor(-0.5)
+    outputs = engine.outputs(windows, fill)
+    occluded = np.repeat(x, len(windows), axis=0)
+    for i, w in enumerate(windows):
+        occluded[(i, slice(None), *(slice(a, b) for a, b in w))] = -0.5
+    with torch.inference_mode():
+        reference = model(torch.from_numpy(occluded))
+    assert torch.allclose(outputs.softmax(1), reference.softmax(1), atol=1e-5, rtol=0.0)
+    assert float((reference.softmax(1)[:, 2] - reference.softmax(1)[:, 2].mean()).abs().max()) > 0.01
+
+
 def test_torchscript_export_uses_the_incremental_path():
     x = _image((14, 12, 16), seed=3)
     model = _centred(_classifier(seed=5), x)
@@ -269,8 +298,15 @@ def test_non_chain_modules_fall_back_to_the_generic_path():
     instance_norm = _randomise(
         nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.InstanceNorm3d(4), nn.AdaptiveAvgPool3d(1), nn.Flatten()), 2
     )
+    torch.manual_seed(4)  # batch normalisation without running statistics uses each batch's own statistics
+    batch_statistics = nn.Sequential(
+        nn.Conv3d(1, 4, 3, padding=1),
+        nn.BatchNorm3d(4, track_running_stats=False),
+        nn.AdaptiveAvgPool3d(1),
+        nn.Flatten(),
+    ).eval()
     x = _image((8, 8, 8))
-    for module in (_randomise(Residual(), 1), instance_norm):
+    for module in (_randomise(Residual(), 1), instance_norm, batch_statistics):
         with pytest.raises(NotAChainError):
             decompose_chain(module, 3)
         result = occlusion_sensitivity(_predictor(module), x, ScoreTarget(1), mask_size=4, stride=2, module=module)
