@@ -128,7 +128,7 @@ def main() -> int:
     other_max = max((m.similarity for m in matches if m.synthetic_index not in planted), default=float("nan"))
     print(f"  similarity of planted near-copies {planted_sims}; highest other {other_max:.3f}")
     print(
-        f"memorization (pre-filter: 5 candidates, {refine} rigid refinements): {memo_s:.1f} s  "
+        f"memorization (pre-filter: 5 candidates, {refine} registrations with zoom): {memo_s:.1f} s  "
         f"planted flagged {found}/{len(planted)}, parent patient found {correct_parent}/{len(planted)}, "
         f"other synthetic images flagged {false_flags}/{args.count - len(planted)}",
         flush=True,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from scipy import ndimage
 
 from MedAIExtension.errors import CancelledError, InputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.phantom import generate_chest_phantom, random_phantom_spec
+from MedAIExtension.phantom.grid import make_affine
 from MedAIExtension.progress import CancelToken, Progress
 from MedAIExtension.review.memorization import DEFAULT_THRESHOLD, memorization_check
 
@@ -73,6 +75,57 @@ def test_flags_every_near_copy_and_no_unrelated_image(real: list[Image]) -> None
     assert exhaustive[0].similarity == pytest.approx(matches[0].similarity, abs=0.02)
 
 
+def _zoomed(image: Image, scale: float, size: tuple[int, int, int] | None = None, spacing: float = 0.0) -> Image:
+    """A real image resampled with a SimpleITK scaling about its centre (``scale`` > 1: the anatomy shrinks), onto
+    its own grid or onto one of ``size`` voxels of ``spacing`` mm with the same centre, given new noise."""
+    moving = sitk.GetImageFromArray(image.array.astype(np.float32))
+    moving.SetSpacing([float(v) for v in image.spacing])
+    centre = [(n - 1) / 2.0 * d for n, d in zip(moving.GetSize(), moving.GetSpacing())]
+    grid = moving
+    if size is not None:
+        grid = sitk.Image([int(v) for v in size], sitk.sitkFloat32)
+        grid.SetSpacing([spacing] * 3)
+        grid.SetOrigin([c - (n - 1) / 2.0 * spacing for c, n in zip(centre, size)])
+    transform = sitk.ScaleTransform(3, (scale,) * 3)
+    transform.SetCenter(centre)
+    data = sitk.GetArrayFromImage(sitk.Resample(moving, grid, transform, sitk.sitkLinear, -1024.0))
+    data = data + np.random.default_rng(int(scale * 100)).normal(0.0, 20.0, data.shape)
+    centre_ras = (image.ijk_to_ras @ np.array([(n - 1) / 2.0 for n in moving.GetSize()] + [1.0]))[:3]
+    affine = image.ijk_to_ras
+    if size is not None:
+        affine = make_affine(size, (spacing,) * 3, image.direction_ras, centre_ras)
+    return Image(data.astype(np.float32), affine, modality="CT", metadata={"id": f"zoom-{scale}"})
+
+
+def _mirrored(image: Image, axis: int) -> Image:
+    """An image flipped along array axis ``axis`` (k, j, i) and given new noise."""
+    data = np.flip(image.array.astype(np.float32), axis)
+    data = data + np.random.default_rng(axis).normal(0.0, 20.0, data.shape)
+    return image.with_array(data.astype(np.float32), metadata={"id": f"mirror-{image.metadata['id']}"})
+
+
+def test_flags_zoomed_and_mirrored_copies_and_no_unrelated_image(real: list[Image]) -> None:
+    """A 10 % zoom in or out (one onto another grid) and mirrored copies are flagged with the right parent, zoom and
+    mirroring; another patient, mirrored or not, is not (the check now searches zoom and mirroring for them too)."""
+    synthetic = [
+        _zoomed(real[0], 0.9),  # sampled closer to the centre: a 10 % zoom-in
+        _zoomed(real[1], 1.1, (80, 80, 72), 4.0),  # a 10 % zoom-out onto a 4 mm grid (the same field of view)
+        _mirrored(real[2], 2),  # left-right
+        _mirrored(real[0], 0),  # superior-inferior
+        _phantom(33),
+        _mirrored(_phantom(30), 2),
+    ]
+    matches = memorization_check(synthetic, real)
+    found = [(m.real_index, round(m.similarity, 3), round(m.zoom, 3), m.mirrored) for m in matches]
+    print(f"zoomed/mirrored copies and others: {found}")
+    assert [m.real_index for m in matches[:4]] == [0, 1, 2, 0]
+    assert [m.flagged for m in matches] == [True, True, True, True, False, False]
+    assert matches[0].zoom == pytest.approx(1 / 0.9, abs=0.02) and matches[1].zoom == pytest.approx(1 / 1.1, abs=0.02)
+    assert [m.mirrored for m in matches[:4]] == ["", "", "left-right", "superior-inferior"]
+    assert min(m.similarity for m in matches[:4]) - max(m.similarity for m in matches[4:]) > 0.1
+    assert matches[0].to_dict()["zoom"] == matches[0].zoom
+
+
 def test_near_copies_on_a_finer_grid() -> None:
     """Finer input voxels (block-averaged to the working grid): a sub-voxel shift and a rotation still score high."""
     size, spacing = (96, 96, 80), (3.75, 3.75, 4.5)
@@ -87,7 +140,8 @@ def test_near_copies_on_a_finer_grid() -> None:
     assert [m.flagged for m in matches] == [True, True, False]
     gap = min(m.similarity for m in matches[:2]) - matches[2].similarity
     print(f"finer grid: near-copies {[round(m.similarity, 3) for m in matches[:2]]}, other {matches[2].similarity:.3f}")
-    assert gap > 0.3
+    # the zoom search lets another phantom patient (the same template at another size) come closer: 0.78 here
+    assert gap > 0.1
 
 
 def test_bad_input(real: list[Image]) -> None:
