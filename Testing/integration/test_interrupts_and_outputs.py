@@ -6,7 +6,6 @@ full file system is a small tmpfs mounted for the test, and the inputs are the p
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -23,30 +22,19 @@ import pytest
 from MedAIExtension.atomic import staged_output
 from MedAIExtension.cli import main
 from MedAIExtension.errors import InputError, OutputError
-from MedAIExtension.interrupts import Interrupted, deferred_interrupts, interrupt_on_termination
+from MedAIExtension.interrupts import Interrupted, deferred_interrupts
 from MedAIExtension.io import read_dicom_series
 from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.models.catalog import load_catalog
 from MedAIExtension.segmentation.outputs import write_outputs
 from MedAIExtension.segmentation.plausibility import check_field_of_view, plausibility_warnings
+from Testing.signals import job_signal_handlers
 
 MODEL = "chest-ct-lung-nodule"
 
 
 def _everything(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*")) if folder.exists() else []
-
-
-@contextlib.contextmanager
-def _job_signal_handlers() -> Iterator[None]:
-    """The handlers ``medai`` installs for a job, restored to pytest's own afterwards."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    interrupt_on_termination()
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +61,7 @@ def test_a_signal_while_results_are_written_leaves_nothing(
         if message == stage:
             os.kill(os.getpid(), sig)
 
-    with _job_signal_handlers(), pytest.raises(Interrupted) as caught:
+    with job_signal_handlers(), pytest.raises(Interrupted) as caught:
         write_outputs(labelmap, labels, out, source=ct, algorithm_name=MODEL, algorithm_version="1", progress=progress)
     assert caught.value.signum == sig
     assert not out.exists(), _everything(out)
@@ -81,7 +69,7 @@ def test_a_signal_while_results_are_written_leaves_nothing(
 
 def test_signals_wait_while_results_move_into_place(tmp_path: Path) -> None:
     """A signal inside the commit is held back until every result is in place, then raised."""
-    with _job_signal_handlers(), pytest.raises(Interrupted), staged_output(tmp_path / "out") as staged:
+    with job_signal_handlers(), pytest.raises(Interrupted), staged_output(tmp_path / "out") as staged:
         for name in ("a.txt", "b.txt"):
             (staged.folder / name).write_text(name)
         with deferred_interrupts():

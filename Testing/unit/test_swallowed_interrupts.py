@@ -6,30 +6,17 @@ CPython runs a Python signal handler between bytecodes of the main thread; insid
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from MedAIExtension.atomic import staged_output
-from MedAIExtension.interrupts import Interrupted, interrupt_on_termination, raise_if_interrupted
+from MedAIExtension.interrupts import Interrupted, raise_if_interrupted
 from MedAIExtension.progress import Progress
-
-
-@contextlib.contextmanager
-def _job_signal_handlers() -> Iterator[None]:
-    """The handlers ``medai`` installs for a job, restored to pytest's own afterwards."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    interrupt_on_termination()
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+from Testing.signals import job_signal_handlers
 
 
 class _SignalledWhileFinalised:
@@ -54,7 +41,7 @@ def _swallow_a_sigterm() -> list[BaseException | None]:
 
 
 def test_a_swallowed_signal_is_raised_at_the_next_progress_report() -> None:
-    with _job_signal_handlers():
+    with job_signal_handlers():
         dropped = _swallow_a_sigterm()  # no exception here: the signal was lost to the finaliser ...
         assert [type(e) for e in dropped] == [Interrupted]
         with pytest.raises(Interrupted) as caught:
@@ -64,7 +51,7 @@ def test_a_swallowed_signal_is_raised_at_the_next_progress_report() -> None:
 
 def test_a_swallowed_signal_stops_results_from_being_committed(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    with _job_signal_handlers(), pytest.raises(Interrupted), staged_output(out) as staged:
+    with job_signal_handlers(), pytest.raises(Interrupted), staged_output(out) as staged:
         (staged.folder / "labels.nrrd").write_text("result")
         _swallow_a_sigterm()
         staged.commit(["labels.nrrd"])
@@ -73,9 +60,9 @@ def test_a_swallowed_signal_stops_results_from_being_committed(tmp_path: Path) -
 
 def test_a_stale_signal_does_not_stop_later_work() -> None:
     """Once other handlers are installed (or the job's are installed anew), an old signal is forgotten."""
-    with _job_signal_handlers():
+    with job_signal_handlers():
         _swallow_a_sigterm()
     raise_if_interrupted()  # pytest's handlers again: nothing raised
     Progress(None)(1.0, "done")
-    with _job_signal_handlers():
+    with job_signal_handlers():
         raise_if_interrupted()  # a new job: nothing pending
