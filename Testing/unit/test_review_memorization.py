@@ -105,24 +105,26 @@ def _mirrored(image: Image, axis: int) -> Image:
 
 
 def test_flags_zoomed_and_mirrored_copies_and_no_unrelated_image(real: list[Image]) -> None:
-    """A 10 % zoom in or out (one onto another grid) and mirrored copies are flagged with the right parent, zoom and
-    mirroring; another patient, mirrored or not, is not (the check now searches zoom and mirroring for them too)."""
+    """A 10 % zoom in or out (one onto another grid), mirrored copies and a copy on a shorter field of view are
+    flagged with the right parent, zoom and mirroring; another patient, mirrored or not, is not (the check searches
+    zoom and mirroring for them too)."""
     synthetic = [
         _zoomed(real[0], 0.9),  # sampled closer to the centre: a 10 % zoom-in
         _zoomed(real[1], 1.1, (80, 80, 72), 4.0),  # a 10 % zoom-out onto a 4 mm grid (the same field of view)
         _mirrored(real[2], 2),  # left-right
         _mirrored(real[0], 0),  # superior-inferior
+        _zoomed(real[2], 1.0, (64, 64, 40), 6.0),  # unzoomed onto a grid 48 mm shorter: padding at both ends
         _phantom(33),
         _mirrored(_phantom(30), 2),
     ]
     matches = memorization_check(synthetic, real)
     found = [(m.real_index, round(m.similarity, 3), round(m.zoom, 3), m.mirrored) for m in matches]
     print(f"zoomed/mirrored copies and others: {found}")
-    assert [m.real_index for m in matches[:4]] == [0, 1, 2, 0]
-    assert [m.flagged for m in matches] == [True, True, True, True, False, False]
+    assert [m.real_index for m in matches[:5]] == [0, 1, 2, 0, 2]
+    assert [m.flagged for m in matches] == [True, True, True, True, True, False, False]
     assert matches[0].zoom == pytest.approx(1 / 0.9, abs=0.02) and matches[1].zoom == pytest.approx(1 / 1.1, abs=0.02)
-    assert [m.mirrored for m in matches[:4]] == ["", "", "left-right", "superior-inferior"]
-    assert min(m.similarity for m in matches[:4]) - max(m.similarity for m in matches[4:]) > 0.1
+    assert [m.mirrored for m in matches[:5]] == ["", "", "left-right", "superior-inferior", ""]
+    assert min(m.similarity for m in matches[:5]) - max(m.similarity for m in matches[5:]) > 0.1
     assert matches[0].to_dict()["zoom"] == matches[0].zoom
 
 
