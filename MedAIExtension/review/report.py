@@ -266,6 +266,15 @@ def _key_slices(row: Mapping[str, Any]) -> tuple[str, str, str]:
     return _png(syn_slice, rc), _png(real_slice, rc), f"central axial slice of the real image, {how}"
 
 
+def _copied_how(row: Mapping[str, Any]) -> str:
+    """How the synthetic image relates to its real parent: zoom and mirroring found by the alignment."""
+    zoom = float(row.get("zoom", 1.0) or 1.0)
+    parts = [f"zoomed {zoom - 1.0:+.0%}"] if abs(zoom - 1.0) >= 0.02 else []
+    if row.get("mirrored"):
+        parts.append(f"mirrored {row['mirrored']}")
+    return ", ".join(parts) or "same scale, not mirrored"
+
+
 def _memorization_section(
     memorization: Mapping[str, Any] | None, accepted_ids: set[int], exported_ids: set[int]
 ) -> list[str]:
@@ -286,7 +295,7 @@ def _memorization_section(
     )
     if not flagged:
         return parts
-    header = ("synthetic image", "nearest real image", "similarity", "threshold", "accepted", "key slice")
+    header = ("synthetic image", "nearest real image", "similarity", "threshold", "copied how", "accepted", "key slice")
     rows = []
     for number, row in enumerate(flagged):
         sid = row.get("synthetic_id")
@@ -298,6 +307,7 @@ def _memorization_section(
             f"#{row.get('real_id', '?')} {Path(str(row.get('real_path', ''))).name}",
             f"{float(row.get('similarity', math.nan)):.3f}",
             f"{float(row.get('threshold', math.nan)):g}",
+            _copied_how(row),
             state,
         ]
         picture = "<td>not shown (first 20 only)</td>"

@@ -257,6 +257,7 @@ def test_report_per_reader_first_metrics_roc_and_memorization(project, tmp_path)
     assert table[0][:4] == ["synthetic image", "nearest real image", "similarity", "threshold"]
     assert table[1][0] == f"#{copy_id} near_copy.nrrd" and table[1][1] == f"#{real_ids[0]} real_0.nrrd"
     assert float(table[1][3]) == memorization["flagged"][0]["threshold"]
+    assert table[0][4] == "copied how" and table[1][4] == "same scale, not mirrored"  # a shifted, noisy copy
     pictures = {}
     for n in page.find("img"):
         attributes = page.elements[n][1]
