@@ -6,6 +6,8 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/__init__.py
   MedAIExtension/allocator.py
   MedAIExtension/atomic.py
+  MedAIExtension/batch/__init__.py
+  MedAIExtension/batch/records.py
   MedAIExtension/cli.py
   MedAIExtension/command_types.py
   MedAIExtension/deid/__init__.py
