@@ -7,7 +7,11 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/allocator.py
   MedAIExtension/atomic.py
   MedAIExtension/batch/__init__.py
+  MedAIExtension/batch/bootstrap.py
+  MedAIExtension/batch/cohort_plots.py
+  MedAIExtension/batch/cohort_report.py
   MedAIExtension/batch/records.py
+  MedAIExtension/batch/subgroups.py
   MedAIExtension/cli.py
   MedAIExtension/command_types.py
   MedAIExtension/deid/__init__.py
