@@ -14,6 +14,7 @@ __all__ = ["ForestRow", "svg_forest", "svg_strips"]
 
 _LEFT, _RIGHT, _TOP, _BOTTOM, _ROW = 170, 20, 34, 46, 22
 _WIDTH = 620
+_NAME_CHARS = 30  # what fits in the left margin at 11 px
 _FLAG_COLOURS = {"worse": "#c0392b", "better": "#1e8449", "higher": "#af601a", "lower": "#2471a3"}
 
 ForestRow = tuple[str, float | None, float | None, float | None, str]
@@ -68,8 +69,13 @@ def _x(value: float, lo: float, hi: float) -> float:
 
 
 def _row_name(index: int, name: str) -> str:
+    """The row's name left of the plot, shortened to fit (the whole name shows on hover)."""
     y = _TOP + (index + 0.5) * _ROW
-    return f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{escape(name)}</text>'
+    shown = name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "\u2026"
+    return (
+        f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end"><title>{escape(name)}</title>'
+        f"{escape(shown)}</text>"
+    )
 
 
 def svg_strips(

@@ -25,6 +25,8 @@ from MedAIExtension.batch.subgroups import (
     thickness_band,
 )
 from MedAIExtension.errors import InputError
+from MedAIExtension.io import Image, affine_from_parts
+from MedAIExtension.metrics import compare_labelmaps
 
 # manufacturer -> (studies, true liver Dice mean, true liver HD95 mean); spleen has no difference anywhere
 GROUPS = {"A": (12, 0.85, 4.0), "B": (12, 0.70, 9.0), "C": (3, 0.85, 4.0)}
@@ -233,3 +235,30 @@ def test_report_refuses_bad_input_and_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="Unknown subgroup grouping"):
         audit_subgroups(records, groupings=["hair colour"])
     assert not out.exists()
+
+
+def test_report_on_real_label_map_comparisons(tmp_path: Path) -> None:
+    """Records from compare_labelmaps on phantom label maps; one study misses the structure (infinite HD95)."""
+    reference = np.zeros((16, 16, 16), np.uint8)
+    reference[4:12, 4:12, 4:12] = 1
+    records = []
+    for shift in range(6):
+        predicted = np.zeros_like(reference)
+        if shift < 5:
+            predicted[4 + shift : 12 + shift, 4:12, 4:12] = 1  # shift 5: the cube is missed entirely
+        image = Image(predicted, affine_from_parts([0, 0, 0], (1.0, 1.0, 1.0), np.eye(3)))
+        (m,) = compare_labelmaps(image, Image(reference, image.ijk_to_ras), [(1, "cube")])
+        metrics = {"dice": m.dice, "iou": m.iou, "hd95_mm": m.hd95_mm, "nsd": m.surface_dice}
+        source = f"/phantom/{shift}"
+        records.append(
+            StudyRecord(study_key(source), source, "done", volumes_ml={"cube": m.pred_ml}, metrics={"cube": metrics})
+        )
+    paths = write_cohort_report(records, tmp_path, n_resamples=500)
+    with paths["means"].open(encoding="utf-8") as handle:
+        means = {row["metric"]: row for row in csv.DictReader(handle)}
+    dices = [r.metrics["cube"]["dice"] for r in records]
+    assert dices[0] == 1.0 and dices[-1] == 0.0
+    assert float(means["dice"]["mean"]) == pytest.approx(np.mean(dices))
+    assert (means["hd95_mm"]["n"], means["hd95_mm"]["excluded"]) == ("5", "1")  # the miss has no finite HD95
+    with paths["studies"].open(encoding="utf-8") as handle:
+        assert [row["hd95_mm"] for row in csv.DictReader(handle)][-1] == "inf"
