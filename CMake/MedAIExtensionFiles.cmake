@@ -10,7 +10,12 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/batch/bootstrap.py
   MedAIExtension/batch/cohort_plots.py
   MedAIExtension/batch/cohort_report.py
+  MedAIExtension/batch/commands.py
+  MedAIExtension/batch/inputs.py
+  MedAIExtension/batch/journal.py
+  MedAIExtension/batch/ray_runner.py
   MedAIExtension/batch/records.py
+  MedAIExtension/batch/study.py
   MedAIExtension/batch/subgroups.py
   MedAIExtension/cli.py
   MedAIExtension/command_types.py

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension import __version__
+from MedAIExtension.batch.commands import add_batch_parser
 from MedAIExtension.command_types import BarMode, Handler
 from MedAIExtension.deid.commands import add_deidentify_parser
 from MedAIExtension.demo_commands import add_demo_parser
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add_parser in (
         add_segment_parser,
+        add_batch_parser,
         add_track_parser,
         add_explain_parser,
         add_review_parser,

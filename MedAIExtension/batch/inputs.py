@@ -1,0 +1,171 @@
+"""The studies of a batch: found in a folder tree or listed in a CSV manifest.
+
+A folder tree yields one study per DICOM series folder (found with the loader's series discovery,
+:func:`~MedAIExtension.io.dicom_series.list_series`) and one per NIfTI/NRRD file. A manifest is a CSV file with a
+column ``input`` (a DICOM folder or a volume file, relative paths taken from the manifest's folder) and an optional
+column ``reference`` (a label map). A study's key is derived from its location only, never from DICOM content.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from MedAIExtension.batch.records import study_key
+from MedAIExtension.errors import InputError
+from MedAIExtension.io.dicom_series import list_series, walk_files
+from MedAIExtension.io.volume_files import VOLUME_SUFFIXES, is_volume_file
+
+__all__ = ["StudyInput", "discover_studies", "volume_stem"]
+
+#: What ``--input`` cannot be in this version (said in the CLI help and in the error).
+DICOMWEB_NOT_SUPPORTED = (
+    "A DICOMweb query as --input is not supported yet; retrieve the studies into a folder first "
+    "(e.g. with 'medai worklist' or your PACS export) and give that folder, or a CSV manifest."
+)
+
+
+@dataclass(frozen=True)
+class StudyInput:
+    """One study to segment.
+
+    Attributes:
+        source: the input location as given (a folder or file path; ``#series-N`` appended when a folder holds
+            several series, N counting them in the folder).
+        path: the DICOM folder or the volume file to load.
+        series: the SeriesInstanceUID to read from ``path`` (DICOM only; data, never used in a path or key).
+        reference: the reference label map, when there is one.
+    """
+
+    source: str
+    path: Path
+    series: str | None = None
+    reference: Path | None = None
+
+    @property
+    def key(self) -> str:
+        """The study's key (:func:`~MedAIExtension.batch.records.study_key` of ``source``)."""
+        return study_key(self.source)
+
+    @property
+    def is_dicom(self) -> bool:
+        """Whether the study is a DICOM folder."""
+        return self.path.is_dir()
+
+
+def volume_stem(path: Path) -> str:
+    """A file's name without its volume suffix (``ct.nii.gz`` -> ``ct``), or a folder's name."""
+    name = path.name
+    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _references_by_stem(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise InputError(f"--reference {folder} is not a folder. Give a folder of label maps named like the inputs.")
+    return {volume_stem(p): p for p in sorted(folder.iterdir()) if p.is_file() and is_volume_file(p)}
+
+
+def _from_tree(root: Path, skip: Path | None) -> list[StudyInput]:
+    studies: list[StudyInput] = []
+    skip_resolved = skip.resolve() if skip is not None else None
+    for path in walk_files(root):
+        if skip_resolved is not None and skip_resolved in path.resolve().parents:
+            continue
+        if is_volume_file(path):
+            studies.append(StudyInput(str(path), path))
+    series, _skipped = list_series(root)
+    per_folder: dict[Path, list[str]] = {}
+    for info in series:
+        folders = {f.parent for f in info.files}
+        if skip_resolved is not None and any(skip_resolved in f.resolve().parents for f in folders):
+            continue
+        folder = min(folders, key=lambda p: len(p.parts))  # the series' top folder when it spans sub-folders
+        per_folder.setdefault(folder, []).append(info.series_uid)
+    for folder, uids in sorted(per_folder.items()):
+        for index, uid in enumerate(uids, start=1):
+            source = str(folder) if len(uids) == 1 else f"{folder}#series-{index}"
+            studies.append(StudyInput(source, folder, series=uid))
+    return sorted(studies, key=lambda s: s.source)
+
+
+def _from_manifest(manifest: Path) -> list[StudyInput]:
+    try:
+        with manifest.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"Cannot read the manifest {manifest} ({exc}). Give a UTF-8 CSV file.") from None
+    if not rows or "input" not in rows[0]:
+        raise InputError(
+            f"The manifest {manifest} has no 'input' column (or no rows). Give a CSV with a header line "
+            "'input[,reference]' and one study per line."
+        )
+    base = manifest.parent
+    studies = []
+    for number, row in enumerate(rows, start=2):
+        given = (row.get("input") or "").strip()
+        if not given:
+            raise InputError(f"Line {number} of {manifest} has an empty 'input'. Fill it in or remove the line.")
+        path = Path(given) if os.path.isabs(given) else base / given
+        reference_text = (row.get("reference") or "").strip()
+        reference = None
+        if reference_text:
+            reference = Path(reference_text) if os.path.isabs(reference_text) else base / reference_text
+            if not reference.is_file():
+                raise InputError(f"Line {number} of {manifest}: the reference {reference} does not exist.")
+        if not path.exists():
+            raise InputError(f"Line {number} of {manifest}: the input {path} does not exist. Fix the path.")
+        studies.append(StudyInput(str(path), path, reference=reference))
+    return studies
+
+
+def discover_studies(
+    input_path: str | os.PathLike[str], reference: str | os.PathLike[str] | None = None, skip: Path | None = None
+) -> list[StudyInput]:
+    """The studies of ``input_path`` (folder tree, volume file or ``.csv`` manifest), with their references.
+
+    Args:
+        input_path: the ``--input`` of ``medai batch``.
+        reference: a folder of label maps matched to the studies by file stem (``ct.nii.gz`` <-> ``ct.nrrd``; a
+            DICOM folder by its name). A manifest's ``reference`` column wins over it.
+        skip: a folder inside the tree to leave out (the batch's own output folder).
+
+    Raises:
+        InputError: no such input, a DICOMweb URL, a bad manifest, or no study found.
+    """
+    text = str(input_path)
+    if text.lower().startswith(("http://", "https://", "dicomweb:")):
+        raise InputError(DICOMWEB_NOT_SUPPORTED)
+    path = Path(input_path)
+    if not path.exists():
+        raise InputError(f"--input {path} does not exist. Give a folder tree of studies, a volume file or a manifest.")
+    if path.is_file() and path.suffix.lower() == ".csv":
+        studies = _from_manifest(path)
+    elif path.is_file():
+        if not is_volume_file(path):
+            raise InputError(
+                f"--input {path.name} is neither a folder, a volume file ({', '.join(VOLUME_SUFFIXES)}) nor a .csv "
+                "manifest. Point --input at one of these."
+            )
+        studies = [StudyInput(str(path), path)]
+    else:
+        studies = _from_tree(path, skip)
+    if not studies:
+        raise InputError(
+            f"No study found under {path}: no DICOM series and no {', '.join(VOLUME_SUFFIXES)} file. "
+            "Check --input, or list the studies in a CSV manifest."
+        )
+    if reference is not None:
+        by_stem = _references_by_stem(Path(reference))
+        studies = [
+            s if s.reference is not None else StudyInput(s.source, s.path, s.series, by_stem.get(volume_stem(s.path)))
+            for s in studies
+        ]
+    keys = [s.key for s in studies]
+    if len(set(keys)) != len(keys):
+        raise InputError("The manifest lists a study twice. Give each input once.")
+    return studies

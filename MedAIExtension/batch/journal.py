@@ -1,0 +1,191 @@
+"""The results journal of a batch: one SQLite row per study, in the output folder, so a re-run resumes.
+
+Each row holds a study's key, source, reference, state (``pending``, ``running``, ``done``, ``failed``), the
+number of finished attempts, the last error and the :class:`~MedAIExtension.batch.records.StudyRecord` as JSON.
+Only the driver process writes the journal. A study is marked ``done`` only after its output folder was committed
+(renamed into place); a re-run skips done studies, retries failed ones up to a limit, and takes back studies left
+``running`` by an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from MedAIExtension.batch.inputs import StudyInput
+from MedAIExtension.batch.records import RECORD_NAME, StudyRecord
+from MedAIExtension.errors import InputError
+
+__all__ = ["JOURNAL_NAME", "STATES", "STUDIES_DIR", "Journal", "JournalRow", "load_records"]
+
+JOURNAL_NAME = "journal.sqlite"
+"""File name of the journal inside the batch's output folder."""
+
+STUDIES_DIR = "studies"
+"""Folder (inside the output folder) holding one committed folder per done study."""
+
+STATES = ("pending", "running", "done", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    key TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    path TEXT NOT NULL,
+    series TEXT,
+    reference TEXT,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    record TEXT,
+    updated REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    """One study's row."""
+
+    key: str
+    source: str
+    state: str
+    attempts: int
+    error: str | None
+    record: StudyRecord | None
+
+    def study(self, path: str, series: str | None, reference: str | None) -> StudyInput:
+        """The study this row stands for."""
+        return StudyInput(self.source, Path(path), series, Path(reference) if reference else None)
+
+
+class Journal:
+    """The journal of the batch writing into ``output_dir`` (created by :meth:`open`)."""
+
+    def __init__(self, connection: sqlite3.Connection, output_dir: Path) -> None:
+        self._db = connection
+        self.output_dir = output_dir
+
+    @classmethod
+    def open(cls, output_dir: str | Path) -> Journal:
+        """Open (or create) the journal of ``output_dir``; the folder must exist."""
+        out = Path(output_dir)
+        connection = sqlite3.connect(out / JOURNAL_NAME, isolation_level=None, timeout=30.0)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute(_SCHEMA)
+        return cls(connection, out)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @property
+    def studies_dir(self) -> Path:
+        """Where the done studies' folders are."""
+        return self.output_dir / STUDIES_DIR
+
+    def add(self, studies: Iterable[StudyInput]) -> int:
+        """Add the studies not in the journal yet as ``pending``; returns how many were new."""
+        now = time.time()
+        before = self.count()
+        with self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO studies (key, source, path, series, reference, state, updated) "
+                "VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                [
+                    (s.key, s.source, str(s.path), s.series, str(s.reference) if s.reference else None, now)
+                    for s in studies
+                ],
+            )
+        return self.count() - before
+
+    def recover(self) -> int:
+        """Make the journal agree with the disk after an interrupted run; returns the rows changed.
+
+        A study whose folder was committed (it holds its record) is ``done`` whatever its row said (the run
+        stopped between the commit and the journal update); a study left ``running`` goes back to ``pending``.
+        """
+        changed = 0
+        for key, state in self._db.execute("SELECT key, state FROM studies WHERE state != 'done'").fetchall():
+            record_file = self.studies_dir / key / RECORD_NAME
+            if record_file.is_file():
+                record = StudyRecord.from_dict(json.loads(record_file.read_text(encoding="utf-8")))
+                self.finish(record, count_attempt=False)
+                changed += 1
+            elif state == "running":
+                self._set(key, "UPDATE studies SET state = 'pending', updated = ? WHERE key = ?")
+                changed += 1
+        return changed
+
+    def todo(self, max_attempts: int) -> list[StudyInput]:
+        """The studies to run: pending ones, and failed ones with fewer than ``max_attempts`` attempts."""
+        rows = self._db.execute(
+            "SELECT source, path, series, reference FROM studies "
+            "WHERE state = 'pending' OR (state = 'failed' AND attempts < ?) ORDER BY source",
+            (max_attempts,),
+        ).fetchall()
+        return [StudyInput(r[0], Path(r[1]), r[2], Path(r[3]) if r[3] else None) for r in rows]
+
+    def start(self, key: str) -> None:
+        """Mark a study ``running`` (submitted to a worker)."""
+        self._set(key, "UPDATE studies SET state = 'running', updated = ? WHERE key = ?")
+
+    def finish(self, record: StudyRecord, count_attempt: bool = True) -> None:
+        """Record a study's outcome (``record.status`` is ``done`` or ``failed``), counting one attempt."""
+        state = "done" if record.status == "done" else "failed"
+        with self._db:
+            self._db.execute(
+                "UPDATE studies SET state = ?, attempts = attempts + ?, error = ?, record = ?, updated = ? "
+                "WHERE key = ?",
+                (state, int(count_attempt), record.error, json.dumps(record.to_dict()), time.time(), record.key),
+            )
+
+    def release_running(self) -> int:
+        """Put the studies left ``running`` back to ``pending`` (after an interrupt); returns how many."""
+        with self._db:
+            cursor = self._db.execute(
+                "UPDATE studies SET state = 'pending', updated = ? WHERE state = 'running'", (time.time(),)
+            )
+        return cursor.rowcount
+
+    def _set(self, key: str, statement: str) -> None:
+        with self._db:
+            self._db.execute(statement, (time.time(), key))
+
+    def count(self, state: str | None = None) -> int:
+        """How many studies (in ``state``, when given)."""
+        if state is None:
+            return int(self._db.execute("SELECT COUNT(*) FROM studies").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM studies WHERE state = ?", (state,)).fetchone()[0])
+
+    def rows(self) -> list[JournalRow]:
+        """Every row, ordered by source."""
+        found = self._db.execute(
+            "SELECT key, source, state, attempts, error, record FROM studies ORDER BY source"
+        ).fetchall()
+        return [
+            JournalRow(k, s, st, a, e, StudyRecord.from_dict(json.loads(r)) if r else None)
+            for k, s, st, a, e, r in found
+        ]
+
+
+def load_records(output_dir: str | Path) -> list[StudyRecord]:
+    """The records of a batch's finished studies (done and failed), from its journal, ordered by source.
+
+    Raises:
+        InputError: ``output_dir`` holds no journal (not the output folder of ``medai batch``).
+    """
+    if not (Path(output_dir) / JOURNAL_NAME).is_file():
+        raise InputError(f"{output_dir} holds no {JOURNAL_NAME}. Give the --output folder of a 'medai batch' run.")
+    with Journal.open(output_dir) as journal:
+        return [row.record for row in journal.rows() if row.record is not None]

@@ -1,0 +1,188 @@
+"""One study of a batch: segment it through ``medai segment``'s compute-and-write call, describe it, commit it.
+
+:func:`process_study` writes everything into a staging folder inside ``studies/`` (the files of
+:func:`~MedAIExtension.segmentation.pipeline.segment_to_folder` plus the study's record), then renames the staging
+folder to ``studies/<key>`` in one step. A committed folder is never rewritten: when it already exists (another
+attempt at the same study committed first), the new results are discarded and the committed record returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from MedAIExtension.batch.inputs import StudyInput
+from MedAIExtension.batch.records import RECORD_NAME, Acquisition, StudyRecord
+from MedAIExtension.errors import MedAIError
+from MedAIExtension.io.image import Image
+from MedAIExtension.io.loader import load_image
+from MedAIExtension.metrics import compare_labelmaps
+from MedAIExtension.models.catalog import Catalog
+from MedAIExtension.segmentation.outputs import OUTPUT_FORMATS
+from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
+
+__all__ = ["acquisition_of", "one_line_error", "process_study", "remove_stale_staging"]
+
+_STAGING_PREFIX = ".staging-"
+
+
+def one_line_error(exc: BaseException) -> str:
+    """A failure as one line: MedAI's own message, or the exception type and its first line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    line = text if isinstance(exc, MedAIError) else f"{type(exc).__name__}: {text}".rstrip(": ")
+    return line[:500]
+
+
+def _text(dataset: Any, keyword: str) -> str | None:
+    value = dataset.get(keyword)
+    if value is None or value == "":
+        return None
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value) or None
+    return str(value).strip() or None
+
+
+def _age_years(text: str | None) -> float | None:
+    if not text or len(text) < 2 or not text[:-1].isdigit():
+        return None
+    per_year = {"Y": 1.0, "M": 12.0, "W": 52.1775, "D": 365.25}.get(text[-1].upper())
+    return round(int(text[:-1]) / per_year, 3) if per_year else None
+
+
+def acquisition_of(image: Image) -> Acquisition:
+    """Sex, age, scanner, slice thickness, kernel and contrast of a DICOM image (its first slice's header).
+
+    The header is untrusted: its values are kept as data only. Unknown for images not read from DICOM.
+    """
+    if not image.source_files:
+        return Acquisition()
+    import pydicom  # lazy: pydicom is only needed for DICOM studies
+
+    try:
+        ds = pydicom.dcmread(image.source_files[0], stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - the series was read already; an unreadable header leaves it unknown
+        return Acquisition()
+    thickness = _text(ds, "SliceThickness")
+    try:
+        thickness_mm = float(thickness) if thickness else None
+    except ValueError:
+        thickness_mm = None
+    sex = _text(ds, "PatientSex")
+    return Acquisition(
+        sex=sex.upper()[:1] if sex else None,
+        age_years=_age_years(_text(ds, "PatientAge")),
+        manufacturer=_text(ds, "Manufacturer"),
+        scanner_model=_text(ds, "ManufacturerModelName"),
+        slice_thickness_mm=thickness_mm,
+        kernel=_text(ds, "ConvolutionKernel"),
+        contrast=_text(ds, "ContrastBolusAgent") is not None,
+    )
+
+
+def _metrics(labelmap: Image, reference: Path, labels: list[tuple[int, str]]) -> dict[str, dict[str, float]]:
+    rows = compare_labelmaps(labelmap, load_image(reference), labels)
+    metrics: dict[str, dict[str, float]] = {}
+    for row in rows:
+        values = {"dice": row.dice, "iou": row.iou, "hd95_mm": row.hd95_mm, "nsd": row.surface_dice}
+        metrics[row.name] = {k: float(v) for k, v in values.items() if v == v and abs(v) != float("inf")}
+    return metrics
+
+
+def _committed(folder: Path) -> StudyRecord | None:
+    record = folder / RECORD_NAME
+    if not record.is_file():
+        return None
+    return StudyRecord.from_dict(json.loads(record.read_text(encoding="utf-8")))
+
+
+def process_study(
+    study: StudyInput,
+    model: str,
+    studies_dir: Path,
+    *,
+    catalog: Catalog | None = None,
+    device: str = "auto",
+    extra: dict[str, Any] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> StudyRecord:
+    """Segment ``study`` with ``model`` and commit its folder ``studies_dir/<key>``; never raises for the study.
+
+    Returns the study's record: ``done`` with its output folder, volumes, acquisition and (with a reference) its
+    metrics, or ``failed`` with the one-line error. ``extra`` goes into the record's ``extra``.
+    """
+    started = time.perf_counter()
+    final = studies_dir / study.key
+    already = _committed(final)
+    if already is not None:
+        return already
+    studies_dir.mkdir(parents=True, exist_ok=True)
+    staging = studies_dir / f"{_STAGING_PREFIX}{study.key}-{secrets.token_hex(6)}"
+    staging.mkdir()  # with the umask's permissions, as the folder 'medai segment' creates
+    try:
+        outcome = segment_to_folder(
+            SegmentRequest(
+                input=study.path,
+                model=model,
+                output=staging,
+                formats=OUTPUT_FORMATS,
+                strict_formats=False,  # as 'medai segment' without --format: a DICOM SEG only for DICOM input
+                device=device,
+                series=study.series,
+                catalog=catalog,
+                describe_input=True,
+            ),
+            warn=warn,
+        )
+        summary = json.loads((staging / "summary.json").read_text(encoding="utf-8"))
+        volumes = {row["name"]: float(row["volume_ml"]) for row in summary["statistics"]}
+        labels = [(label.value, label.name) for label in outcome.result.labels]
+        metrics = _metrics(outcome.result.labelmap, study.reference, labels) if study.reference else {}
+        record = StudyRecord(
+            key=study.key,
+            source=study.source,
+            status="done",
+            output_dir=str(final),
+            acquisition=acquisition_of(outcome.image),
+            volumes_ml=volumes,
+            reference=str(study.reference) if study.reference else None,
+            metrics=metrics,
+            seconds=round(time.perf_counter() - started, 3),
+            extra={**(extra or {}), "files": sorted(p.name for p in staging.iterdir())},
+        )
+        (staging / RECORD_NAME).write_text(json.dumps(record.to_dict(), indent=2), encoding="utf-8")
+        try:
+            os.rename(staging, final)  # the commit: one step; fails when the folder was committed meanwhile
+        except OSError:
+            committed = _committed(final)
+            if committed is None:
+                raise
+            return committed
+        return record
+    except Exception as exc:  # noqa: BLE001 - one bad study is recorded and the batch goes on
+        return StudyRecord(
+            key=study.key,
+            source=study.source,
+            status="failed",
+            error=one_line_error(exc),
+            reference=str(study.reference) if study.reference else None,
+            seconds=round(time.perf_counter() - started, 3),
+            extra=dict(extra or {}),
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_stale_staging(studies_dir: Path) -> int:
+    """Remove staging folders an interrupted run left behind; returns how many."""
+    if not studies_dir.is_dir():
+        return 0
+    stale = [p for p in studies_dir.iterdir() if p.is_dir() and p.name.startswith(_STAGING_PREFIX)]
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(stale)
