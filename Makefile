@@ -14,12 +14,14 @@ DEBIAN_TOOLS := dicom3tools:dciodvfy dcmtk:dsr2xml libgdcm-tools:gdcmconv orthan
 all: test
 
 # Everything `make demo` and the medai CLI need at run time (requirements.txt is also what Slicer installs;
-# requirements-headless.txt adds what only the headless install needs: slicer-core's MRML).
-$(VENV)/.installed: Resources/requirements.txt Resources/requirements-headless.txt pyproject.toml
+# requirements-headless.txt adds what only the headless install needs: slicer-core's MRML; requirements-ray.txt
+# adds Ray for `medai batch`).
+$(VENV)/.installed: Resources/requirements.txt Resources/requirements-headless.txt Resources/requirements-ray.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install $(PIP_FLAGS) "torch==2.13.0"
-	$(PIP) install $(PIP_FLAGS) -r Resources/requirements.txt -r Resources/requirements-headless.txt
+	$(PIP) install $(PIP_FLAGS) -r Resources/requirements.txt -r Resources/requirements-headless.txt \
+		-r Resources/requirements-ray.txt
 	$(PIP) install --no-deps -e .
 	touch $@
 
