@@ -150,6 +150,9 @@ class ModelEntry:
     explain: Mapping[str, Any] = field(default_factory=dict)
     #: Another entry with the same weights that runs faster on the CPU (segmentation loads it there).
     cpu_variant: str | None = None
+    #: The training CTs' input statistics (:func:`MedAIExtension.batch.drift.training_distribution`), for drift
+    #: checks; None when the catalogue has none for this model.
+    input_distribution: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         values = [label.value for label in self.labels]
@@ -232,6 +235,9 @@ class ModelEntry:
             training=dict(data.get("training", {})),
             explain=dict(data.get("explain", {})),
             cpu_variant=data.get("cpu_variant"),
+            input_distribution=(
+                dict(data["input_distribution"]) if data.get("input_distribution") is not None else None
+            ),
         )
 
 

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from MedAIExtension.batch.drift import input_statistics, training_distribution
+from MedAIExtension.io.image import Image
 from MedAIExtension.metrics import dice
 from MedAIExtension.models.backends import load_backend
 from MedAIExtension.models.catalog import DEFAULT_CATALOG, ModelEntry
@@ -36,7 +38,7 @@ from MedAIExtension.models.preprocessing import (
     normalize_intensity,
     resample_to_grid,
 )
-from MedAIExtension.phantom import generate_chest_phantom, random_phantom_spec
+from MedAIExtension.phantom import LABEL_LUNG, Phantom, generate_chest_phantom, random_phantom_spec
 from MedAIExtension.phantom.acquisition import random_ct_spec
 from MedAIExtension.phantom.spec import PhantomSpec, _rows, _triple
 from MedAIExtension.segmentation.froc import ScanDetections, froc, lesions_from_instances
@@ -47,7 +49,16 @@ from MedAIExtension.training.network import NETWORK_ARGS, build_network
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MODEL_NAME", "bundle_entry", "main", "model_entry", "prepare_case", "train"]
+__all__ = [
+    "MODEL_NAME",
+    "bundle_entry",
+    "case_input_statistics",
+    "case_specs",
+    "main",
+    "model_entry",
+    "prepare_case",
+    "train",
+]
 
 MODEL_NAME = "chest-ct-lung-nodule"
 SPACING = (1.25, 1.25, 1.25)
@@ -102,14 +113,16 @@ def model_entry(version: str = "1.0.0") -> dict[str, Any]:
     }
 
 
-def prepare_case(spec: PhantomSpec) -> tuple[np.ndarray, np.ndarray]:
+def prepare_case(spec: PhantomSpec, ct: Image | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The network's view of a phantom and its exact labels on the model grid.
 
-    The CT is generated on its native grid and goes through the inference code (body crop, resampling to the
-    model grid, normalisation); the labels are generated *directly on the model grid* from the same analytic
-    anatomy, so small nodules get exact voxel-centre targets rather than nearest-neighbour copies.
+    The CT is generated on its native grid (or given: ``generate_chest_phantom(spec).ct``) and goes through the
+    inference code (body crop, resampling to the model grid, normalisation); the labels are generated *directly on
+    the model grid* from the same analytic anatomy, so small nodules get exact voxel-centre targets rather than
+    nearest-neighbour copies.
     """
-    ct = generate_chest_phantom(spec).ct
+    if ct is None:
+        ct = generate_chest_phantom(spec).ct
     box = foreground_bounding_box(ct, BODY_THRESHOLD_HU)
     if box is not None:
         ct = crop_image(ct, box)
@@ -149,24 +162,44 @@ def v2_spec(seed: int) -> PhantomSpec:
     return spec
 
 
+def case_specs(
+    seeds: Sequence[int], diameter_range_mm: tuple[float, float] = (4.0, 20.0), v2_share: float = 0.0
+) -> list[PhantomSpec]:
+    """The phantoms of the training cases with these seeds (v2 cases spread evenly among them)."""
+    specs = []
+    for n, seed in enumerate(seeds):
+        if round((n + 1) * v2_share) > round(n * v2_share):
+            specs.append(v2_spec(seed))
+        else:
+            size, spacing = _random_native_grid(np.random.default_rng(seed))
+            specs.append(
+                random_phantom_spec(
+                    seed, size_ijk=size, spacing=spacing, max_nodules=6, diameter_range_mm=diameter_range_mm
+                )
+            )
+    return specs
+
+
+def case_input_statistics(phantom: Phantom) -> dict[str, Any]:
+    """A training phantom's input statistics for drift checks (its native CT, lungs from its exact labels)."""
+    return input_statistics(phantom.ct, phantom.labels.array == LABEL_LUNG)
+
+
 def _make_cases(
     seeds: Sequence[int],
     log: Callable[[str], None],
     diameter_range_mm: tuple[float, float] = (4.0, 20.0),
     v2_share: float = 0.0,
+    input_stats: list[dict[str, Any]] | None = None,
 ) -> list[TrainingCase]:
     cases = []
-    for n, seed in enumerate(seeds):
-        rng = np.random.default_rng(seed)
-        size, spacing = _random_native_grid(rng)
-        if round((n + 1) * v2_share) > round(n * v2_share):  # v2 cases spread evenly among the seeds
-            spec = v2_spec(seed)
-            size, spacing = spec.size_ijk, spec.spacing
-        else:
-            spec = random_phantom_spec(
-                seed, size_ijk=size, spacing=spacing, max_nodules=6, diameter_range_mm=diameter_range_mm
-            )
-        cases.append(TrainingCase.from_arrays(*prepare_case(spec), np.random.default_rng(seed)))
+    for seed, spec in zip(seeds, case_specs(seeds, diameter_range_mm, v2_share), strict=True):
+        size, spacing = spec.size_ijk, spec.spacing
+        phantom = generate_chest_phantom(spec)
+        if input_stats is not None:
+            input_stats.append(case_input_statistics(phantom))
+        cases.append(TrainingCase.from_arrays(*prepare_case(spec, phantom.ct), np.random.default_rng(seed)))
+        del phantom
         log(
             f"  case seed {seed}: native {size} @ {tuple(round(s, 2) for s in spacing)} "
             f"-> model grid {cases[-1].image.shape}, {len(cases[-1].nodules)} nodule(s)"
@@ -249,6 +282,7 @@ def train(
     nodule_weight: float = 2.0,
     nodule_share: float = 0.3,
     v2_share: float = 0.0,
+    input_stats: list[dict[str, Any]] | None = None,
 ) -> torch.nn.Module:
     """Train the network on ``n_train`` random phantoms; returns the trained network (eval mode).
 
@@ -266,6 +300,8 @@ def train(
         nodule_weight: cross-entropy weight of the nodule class (background and lung: 1).
         nodule_share: share of patches centred on a nodule chosen uniformly (at most 0.6).
         v2_share: share of the training phantoms drawn as phantom-v2 (:func:`v2_spec`), the rest as v1.
+        input_stats: when given, each training phantom's :func:`case_input_statistics` is appended to it (for
+            the catalogue's ``input_distribution``).
     """
     import torch
     from monai.losses import DiceCELoss
@@ -275,7 +311,7 @@ def train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     log(f"generating {n_train} training phantoms")
-    cases = _make_cases([case_seed + i for i in range(n_train)], log, (4.0, max_diameter_mm), v2_share)
+    cases = _make_cases([case_seed + i for i in range(n_train)], log, (4.0, max_diameter_mm), v2_share, input_stats)
     network = build_network()
     if init_weights is not None:
         network.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
@@ -421,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.0 <= args.nodule_share <= 0.6:
         parser.error(f"--nodule-share {args.nodule_share}: must be between 0 and 0.6")
     previous = None
+    input_stats: list[dict[str, Any]] = []
     if args.init is not None:
         if not args.init.is_file():
             parser.error(f"--init {args.init}: no such file")
@@ -436,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nodule_weight=args.nodule_weight,
         nodule_share=args.nodule_share,
         v2_share=args.v2_share,
+        input_stats=input_stats,
     )
     model_dir = args.catalog.parent
     entry = model_entry(args.version)
@@ -457,6 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if previous is not None:
         # the stages that made the starting weights, oldest first, so the shipped file can be rebuilt
         entry["training"]["fine_tuned_from"] = previous
+    # what the training CTs looked like, for the batch's drift flags (MedAIExtension.batch.drift)
+    entry["input_distribution"] = training_distribution(input_stats)
     update_catalog(args.catalog, entry, model_dir)
     catalogued = ModelEntry.from_dict(
         next(m for m in json.loads(args.catalog.read_text())["models"] if m["name"] == MODEL_NAME), model_dir
