@@ -7,10 +7,12 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/allocator.py
   MedAIExtension/atomic.py
   MedAIExtension/batch/__init__.py
+  MedAIExtension/batch/annotation_queue.py
   MedAIExtension/batch/bootstrap.py
   MedAIExtension/batch/cohort_plots.py
   MedAIExtension/batch/cohort_report.py
   MedAIExtension/batch/commands.py
+  MedAIExtension/batch/drift.py
   MedAIExtension/batch/inputs.py
   MedAIExtension/batch/journal.py
   MedAIExtension/batch/ray_runner.py
@@ -209,6 +211,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/training/classifier_network.py
   MedAIExtension/training/export.py
   MedAIExtension/training/heldout_v2.py
+  MedAIExtension/training/input_distribution.py
   MedAIExtension/training/network.py
   MedAIExtension/training/train.py
   MedAIExtension/training/train_classifier.py
