@@ -70,6 +70,15 @@ def _references_by_stem(folder: Path) -> dict[str, Path]:
     return {volume_stem(p): p for p in sorted(folder.iterdir()) if p.is_file() and is_volume_file(p)}
 
 
+def _top_folders(folders: set[Path]) -> list[Path]:
+    """The folders of ``folders`` that lie inside no other one (a series split over sub-folders is one study)."""
+    tops: list[Path] = []
+    for folder in sorted(folders, key=lambda p: len(p.parts)):
+        if not any(top == folder or top in folder.parents for top in tops):
+            tops.append(folder)
+    return tops
+
+
 def _from_tree(root: Path, skip: Path | None) -> list[StudyInput]:
     studies: list[StudyInput] = []
     skip_resolved = skip.resolve() if skip is not None else None
@@ -82,10 +91,10 @@ def _from_tree(root: Path, skip: Path | None) -> list[StudyInput]:
     per_folder: dict[Path, list[str]] = {}
     for info in series:
         folders = {f.parent for f in info.files}
-        if skip_resolved is not None and any(skip_resolved in f.resolve().parents for f in folders):
-            continue
-        folder = min(folders, key=lambda p: len(p.parts))  # the series' top folder when it spans sub-folders
-        per_folder.setdefault(folder, []).append(info.series_uid)
+        if skip_resolved is not None:
+            folders = {f for f in folders if f.resolve() != skip_resolved and skip_resolved not in f.resolve().parents}
+        for folder in _top_folders(folders):  # a copy of a series elsewhere in the tree is a study of its own
+            per_folder.setdefault(folder, []).append(info.series_uid)
     for folder, uids in sorted(per_folder.items()):
         for index, uid in enumerate(uids, start=1):
             source = str(folder) if len(uids) == 1 else f"{folder}#series-{index}"

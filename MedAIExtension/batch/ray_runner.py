@@ -24,7 +24,7 @@ from MedAIExtension.batch.inputs import StudyInput
 from MedAIExtension.batch.journal import Journal
 from MedAIExtension.batch.records import StudyRecord
 from MedAIExtension.batch.study import one_line_error, process_study
-from MedAIExtension.errors import CancelledError
+from MedAIExtension.errors import CancelledError, InputError
 from MedAIExtension.models.catalog import load_catalog
 from MedAIExtension.models.devices import Device
 from MedAIExtension.models.variants import runtime_entry
@@ -136,6 +136,31 @@ def _gpus_per_worker(ray: Any, device: str, workers: int) -> float:
     return min(1.0, gpus / workers) if gpus > 0 else 0.0
 
 
+def _start(ray: Any, address: str | None, workers: int | None, studies: int) -> int:
+    """Start the embedded Ray or join the cluster; the number of workers to run."""
+    count = workers or (os.cpu_count() or 1)
+    if address is None:
+        ray.init(
+            address="local",
+            num_cpus=count,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    else:
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        except (ConnectionError, ValueError) as exc:
+            raise InputError(
+                f"Cannot join the Ray cluster at {address} ({one_line_error(exc)}). Check --address, or leave it "
+                "out to run on this machine."
+            ) from None
+        if workers is None:
+            count = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, min(count, studies))
+
+
 def run_on_ray(
     studies: Sequence[StudyInput],
     journal: Journal,
@@ -170,24 +195,10 @@ def run_on_ray(
     report = progress or (lambda _f, _m: None)
     ray = import_ray(loopback=address is None)
     started = time.perf_counter()
-    count = workers or (os.cpu_count() or 1)
-    if address is None:
-        ray.init(
-            address="local",
-            num_cpus=max(count, 1),
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
-    else:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-        if workers is None:
-            count = int(ray.cluster_resources().get("CPU", 1))
-    count = max(1, min(count, len(studies)))
-    summary.workers = count
     actors: list[Any] = []
     try:
+        count = _start(ray, address, workers, len(studies))
+        summary.workers = count
         actor_class = ray.remote(StudyWorker).options(
             num_cpus=1,
             num_gpus=_gpus_per_worker(ray, device, count),

@@ -59,6 +59,7 @@ def _committed(output: Path) -> list[Path]:
     return sorted((output / "studies").iterdir())
 
 
+@pytest.mark.slow
 def test_embedded_batch_three_done_one_corrupt_failed_same_files_as_segment(cohort, tmp_path, capsys):
     output = tmp_path / "batch"
     assert _batch(cohort, output) == 1  # some study failed: exit 1 so that scripts notice
@@ -97,6 +98,7 @@ def test_embedded_batch_three_done_one_corrupt_failed_same_files_as_segment(coho
     assert len({r.extra["pid"] for r in done if r is not None}) <= 2
 
 
+@pytest.mark.slow
 def test_rerun_after_interrupt_runs_only_what_was_missing(cohort, tmp_path):
     output = tmp_path / "batch"
     output.mkdir()
@@ -151,6 +153,7 @@ def loopback_cluster():
     cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_two_node_loopback_cluster_runs_studies_on_both_nodes(cohort, loopback_cluster, tmp_path):
     assert {node.node_ip_address for node in loopback_cluster.list_all_nodes()} == {"127.0.0.1"}
     assert loopback_cluster.address.startswith("127.0.0.1:")
@@ -161,6 +164,7 @@ def test_two_node_loopback_cluster_runs_studies_on_both_nodes(cohort, loopback_c
     assert len({r.extra["node_id"] for r in records if r is not None}) == 2
 
 
+@pytest.mark.slow
 def test_killed_worker_mid_batch_every_study_done_exactly_once(cohort, loopback_cluster, tmp_path):
     output = tmp_path / "batch"
     output.mkdir()
