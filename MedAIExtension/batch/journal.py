@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from MedAIExtension.batch.inputs import StudyInput
 from MedAIExtension.batch.records import RECORD_NAME, StudyRecord
@@ -24,6 +25,9 @@ __all__ = ["JOURNAL_NAME", "STATES", "STUDIES_DIR", "Journal", "JournalRow", "lo
 
 JOURNAL_NAME = "journal.sqlite"
 """File name of the journal inside the batch's output folder."""
+
+LOCK_NAME = ".batch.lock"
+"""Lock file (inside the output folder) held by the run writing it."""
 
 STUDIES_DIR = "studies"
 """Folder (inside the output folder) holding one committed folder per done study."""
@@ -57,31 +61,37 @@ class JournalRow:
     error: str | None
     record: StudyRecord | None
 
-    def study(self, path: str, series: str | None, reference: str | None) -> StudyInput:
-        """The study this row stands for."""
-        return StudyInput(self.source, Path(path), series, Path(reference) if reference else None)
-
 
 class Journal:
     """The journal of the batch writing into ``output_dir`` (created by :meth:`open`)."""
 
-    def __init__(self, connection: sqlite3.Connection, output_dir: Path) -> None:
+    def __init__(self, connection: sqlite3.Connection, output_dir: Path, lock: IO[bytes] | None = None) -> None:
         self._db = connection
+        self._lock = lock
         self.output_dir = output_dir
 
     @classmethod
-    def open(cls, output_dir: str | Path) -> Journal:
-        """Open (or create) the journal of ``output_dir``; the folder must exist."""
+    def open(cls, output_dir: str | Path, exclusive: bool = True) -> Journal:
+        """Open (or create) the journal of ``output_dir``; the folder must exist.
+
+        ``exclusive``: hold the batch's lock while open (POSIX), so that two runs never write one output folder.
+
+        Raises:
+            InputError: another ``medai batch`` holds the lock.
+        """
         out = Path(output_dir)
+        lock = _lock(out) if exclusive else None
         connection = sqlite3.connect(out / JOURNAL_NAME, isolation_level=None, timeout=30.0)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute(_SCHEMA)
-        return cls(connection, out)
+        return cls(connection, out, lock)
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database and release the lock."""
         self._db.close()
+        if self._lock is not None:
+            self._lock.close()
 
     def __enter__(self) -> Journal:
         return self
@@ -113,12 +123,17 @@ class Journal:
         """Make the journal agree with the disk after an interrupted run; returns the rows changed.
 
         A study whose folder was committed (it holds its record) is ``done`` whatever its row said (the run
-        stopped between the commit and the journal update); a study left ``running`` goes back to ``pending``.
+        stopped between the commit and the journal update); a study left ``running`` goes back to ``pending``; a
+        ``done`` study whose folder was removed is ``pending`` again (its outputs are missing).
         """
         changed = 0
-        for key, state in self._db.execute("SELECT key, state FROM studies WHERE state != 'done'").fetchall():
+        for key, state in self._db.execute("SELECT key, state FROM studies").fetchall():
             record_file = self.studies_dir / key / RECORD_NAME
-            if record_file.is_file():
+            if state == "done":
+                if not record_file.is_file():
+                    self._set(key, "UPDATE studies SET state = 'pending', updated = ? WHERE key = ?")
+                    changed += 1
+            elif record_file.is_file():
                 record = StudyRecord.from_dict(json.loads(record_file.read_text(encoding="utf-8")))
                 self.finish(record, count_attempt=False)
                 changed += 1
@@ -179,6 +194,22 @@ class Journal:
         ]
 
 
+def _lock(output_dir: Path) -> IO[bytes] | None:
+    try:
+        import fcntl  # lazy: POSIX only; elsewhere the batch runs without the lock
+    except ImportError:
+        return None
+    handle = (output_dir / LOCK_NAME).open("ab")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise InputError(
+            f"Another 'medai batch' is writing into {output_dir}. Wait for it to finish, or choose another --output."
+        ) from None
+    return handle
+
+
 def load_records(output_dir: str | Path) -> list[StudyRecord]:
     """The records of a batch's finished studies (done and failed), from its journal, ordered by source.
 
@@ -187,5 +218,5 @@ def load_records(output_dir: str | Path) -> list[StudyRecord]:
     """
     if not (Path(output_dir) / JOURNAL_NAME).is_file():
         raise InputError(f"{output_dir} holds no {JOURNAL_NAME}. Give the --output folder of a 'medai batch' run.")
-    with Journal.open(output_dir) as journal:
-        return [row.record for row in journal.rows() if row.record is not None]
+    with Journal.open(output_dir, exclusive=False) as journal:
+        return [row.record for row in journal.rows() if row.record is not None and row.state in ("done", "failed")]
