@@ -17,6 +17,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/batch/journal.py
   MedAIExtension/batch/ray_runner.py
   MedAIExtension/batch/records.py
+  MedAIExtension/batch/report.py
   MedAIExtension/batch/study.py
   MedAIExtension/batch/subgroups.py
   MedAIExtension/cli.py

@@ -26,6 +26,7 @@ def _cmd_batch(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]) 
     from MedAIExtension.batch.inputs import discover_studies
     from MedAIExtension.batch.journal import JOURNAL_NAME, Journal
     from MedAIExtension.batch.ray_runner import run_on_ray
+    from MedAIExtension.batch.report import write_batch_report
     from MedAIExtension.batch.study import remove_stale_staging
     from MedAIExtension.errors import InputError
     from MedAIExtension.models.catalog import load_catalog
@@ -55,10 +56,19 @@ def _cmd_batch(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]) 
         remove_stale_staging(journal.studies_dir)
         todo = [s for s in journal.todo(args.max_attempts) if s.key in wanted]
         summary = run_on_ray(
-            todo, journal, args.model, address=args.address, workers=args.workers, device=args.device, progress=bar
+            todo,
+            journal,
+            args.model,
+            address=args.address,
+            workers=args.workers,
+            device=args.device,
+            progress=bar,
+            uncertainty=args.annotation_queue,
         )
         bar.close()
         rows = [row for row in journal.rows() if row.key in wanted]
+    records = [row.record for row in rows if row.record is not None]
+    report = write_batch_report(records, entry, output, queue=args.annotation_queue) if records else {}
     done = sum(row.state == "done" for row in rows)
     failed = [row for row in rows if row.state == "failed"]
     print(
@@ -67,6 +77,9 @@ def _cmd_batch(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]) 
     )
     print(f"  outputs  {output / 'studies'}")
     print(f"  journal  {output / JOURNAL_NAME}")
+    for kind in ("html", "queue"):
+        if kind in report:
+            print(f"  {'report' if kind == 'html' else 'queue':<8} {report[kind]}")
     for row in failed[:_SHOWN_FAILURES]:
         print(f"  failed   {row.source}: {row.error} (attempts: {row.attempts})")
     if len(failed) > _SHOWN_FAILURES:
@@ -107,6 +120,12 @@ def add_batch_parser(sub: SubParsers, set_handler: SetHandler) -> None:
     batch.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     batch.add_argument(
         "--max-attempts", type=int, default=2, help="attempts per study across runs before it stays failed (2)"
+    )
+    batch.add_argument(
+        "--annotation-queue",
+        action="store_true",
+        help="also rank the studies by model uncertainty (test-time flips: two more model passes per study) into "
+        "queue.csv, most informative first, for annotators",
     )
     batch.add_argument("--quiet", action="store_true", help="no progress bar")
     set_handler(batch, _cmd_batch, bar="lazy")

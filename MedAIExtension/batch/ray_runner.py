@@ -58,9 +58,10 @@ class StudyWorker:
     (:attr:`loads` counts the real loads).
     """
 
-    def __init__(self, model: str, device: str, studies_dir: str) -> None:
+    def __init__(self, model: str, device: str, studies_dir: str, uncertainty: bool = False) -> None:
         self.model = model
         self.device = device
+        self.uncertainty = uncertainty
         self.studies_dir = Path(studies_dir)
         self.loads = 0
         self._backends: dict[tuple[str, str], Any] = {}
@@ -94,6 +95,7 @@ class StudyWorker:
             catalog=self.catalog,
             device=self.device,
             extra={**(extra or {}), **where},
+            uncertainty=self.uncertainty,
         )
         return record.to_dict()
 
@@ -172,6 +174,7 @@ def run_on_ray(
     progress: Callable[[float, str], None] | None = None,
     on_workers: Callable[[list[int]], None] | None = None,
     on_record: Callable[[StudyRecord], None] | None = None,
+    uncertainty: bool = False,
 ) -> BatchSummary:
     """Segment ``studies`` on Ray, recording each outcome in ``journal`` as it arrives.
 
@@ -185,6 +188,7 @@ def run_on_ray(
         progress: receives (fraction, "N ok M failed R/min ETA").
         on_workers: receives the actors' process ids once they are up (diagnostics, tests).
         on_record: receives each study's record after the journal has it.
+        uncertainty: also each study's predictive entropy (for the annotation queue; two more model passes).
 
     Raises:
         CancelledError: Ctrl-C / SIGTERM: actors killed, Ray stopped, unfinished studies back to pending.
@@ -206,7 +210,7 @@ def run_on_ray(
             max_task_retries=2,  # ... and its unfinished study is run again (the commit keeps it exactly once)
             scheduling_strategy="SPREAD",
         )
-        actors = [actor_class.remote(model, device, str(journal.studies_dir)) for _ in range(count)]
+        actors = [actor_class.remote(model, device, str(journal.studies_dir), uncertainty) for _ in range(count)]
         pids = ray.get([a.pid.remote() for a in actors])
         if on_workers is not None:
             on_workers(list(pids))

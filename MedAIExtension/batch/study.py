@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from MedAIExtension.batch.annotation_queue import study_uncertainty
+from MedAIExtension.batch.drift import input_statistics
 from MedAIExtension.batch.inputs import StudyInput
 from MedAIExtension.batch.records import RECORD_NAME, Acquisition, StudyRecord
 from MedAIExtension.errors import MedAIError
@@ -24,6 +26,8 @@ from MedAIExtension.io.image import Image
 from MedAIExtension.io.loader import load_image
 from MedAIExtension.metrics import compare_labelmaps
 from MedAIExtension.models.catalog import Catalog
+from MedAIExtension.models.variants import runtime_entry
+from MedAIExtension.segmentation import pipeline
 from MedAIExtension.segmentation.outputs import OUTPUT_FORMATS
 from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
 
@@ -110,11 +114,14 @@ def process_study(
     device: str = "auto",
     extra: dict[str, Any] | None = None,
     warn: Callable[[str], None] | None = None,
+    uncertainty: bool = False,
 ) -> StudyRecord:
     """Segment ``study`` with ``model`` and commit its folder ``studies_dir/<key>``; never raises for the study.
 
-    Returns the study's record: ``done`` with its output folder, volumes, acquisition and (with a reference) its
-    metrics, or ``failed`` with the one-line error. ``extra`` goes into the record's ``extra``.
+    Returns the study's record: ``done`` with its output folder, volumes, acquisition, input statistics (for
+    drift checks, with the model's lung label as the lung mask) and (with a reference) its metrics, or
+    ``failed`` with the one-line error. ``uncertainty``: also the study's mean predictive entropy (test-time
+    flips; for the annotation queue; two more passes of the model). ``extra`` goes into the record's ``extra``.
     """
     started = time.perf_counter()
     final = studies_dir / study.key
@@ -143,6 +150,13 @@ def process_study(
         volumes = {row["name"]: float(row["volume_ml"]) for row in summary["statistics"]}
         labels = [(label.value, label.name) for label in outcome.result.labels]
         metrics = _metrics(outcome.result.labelmap, study.reference, labels) if study.reference else {}
+        lung = [value for value, name in labels if name.lower() == "lung"]
+        lungs = outcome.result.labelmap.array == lung[0] if lung else None
+        entry = outcome.result.model
+        score = None
+        if uncertainty:  # pipeline.load_backend: a Ray worker's cache holds the model loaded once
+            backend = pipeline.load_backend(runtime_entry(entry, device, catalog), device)
+            score = round(study_uncertainty(outcome.image, entry, backend), 6)
         record = StudyRecord(
             key=study.key,
             source=study.source,
@@ -152,6 +166,8 @@ def process_study(
             volumes_ml=volumes,
             reference=str(study.reference) if study.reference else None,
             metrics=metrics,
+            input_stats=input_statistics(outcome.image, lungs),
+            uncertainty=score,
             seconds=round(time.perf_counter() - started, 3),
             extra={**(extra or {}), "files": sorted(p.name for p in staging.iterdir())},
         )

@@ -14,13 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from MedAIExtension.batch.annotation_queue import read_annotation_queue
 from MedAIExtension.batch.inputs import discover_studies
 from MedAIExtension.batch.journal import Journal
 from MedAIExtension.batch.ray_runner import import_ray, run_on_ray
 from MedAIExtension.batch.records import RECORD_NAME, StudyRecord
+from MedAIExtension.batch.report import drift_rows
 from MedAIExtension.cli import main
 from MedAIExtension.errors import CancelledError
 from MedAIExtension.io.volume_files import read_volume_file, write_volume_file
+from MedAIExtension.models.catalog import load_catalog
 from MedAIExtension.phantom.study import write_phantom_study
 
 pytest.importorskip("ray")
@@ -62,7 +65,7 @@ def _committed(output: Path) -> list[Path]:
 @pytest.mark.slow
 def test_embedded_batch_three_done_one_corrupt_failed_same_files_as_segment(cohort, tmp_path, capsys):
     output = tmp_path / "batch"
-    assert _batch(cohort, output) == 1  # some study failed: exit 1 so that scripts notice
+    assert _batch(cohort, output, "--annotation-queue") == 1  # some study failed: exit 1 so that scripts notice
     rows = _rows(output)
     assert {name: row[:2] for name, row in rows.items()} == {
         "case0.nii.gz": ("done", 1),
@@ -96,6 +99,17 @@ def test_embedded_batch_three_done_one_corrupt_failed_same_files_as_segment(coho
     done = [rows[n][3] for n in ("case0.nii.gz", "case1.nii.gz", "case2.nii.gz")]
     assert all(r is not None and r.extra["model_loads"] == 1 for r in done)  # one model load per worker
     assert len({r.extra["pid"] for r in done if r is not None}) <= 2
+
+    # The cohort report (with each study's drift against the model's training inputs) and the annotation queue.
+    page = (output / "report" / "cohort_report.html").read_text(encoding="utf-8")
+    assert "corrupt.nrrd" in page and all(r is not None and r.key in page for r in done)
+    assert all(r is not None and r.input_stats and r.uncertainty is not None for r in done)
+    queue = read_annotation_queue(output / "queue.csv")
+    assert [row["rank"] for row in queue] == ["1", "2", "3"]
+    uncertainties = [float(row["uncertainty"]) for row in queue]
+    assert uncertainties == sorted(uncertainties, reverse=True)
+    drift = drift_rows([r for r in done if r is not None], load_catalog().get(MODEL))
+    assert drift is not None and len(drift) == 3 and all(row["score"] >= 0 for row in drift)
 
 
 @pytest.mark.slow
