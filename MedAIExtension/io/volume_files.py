@@ -87,6 +87,7 @@ def read_volume_file(path: str | os.PathLike[str], modality: str = "") -> Image:
     nifti = _read_nifti_header(path) if name.endswith((".nii", ".nii.gz")) else None
     if nifti is not None:
         _check_nifti_header(path, nifti)
+        _check_nifti_length(path, nifti)
     elif name.endswith((".nrrd", ".nhdr")):
         _check_nrrd_header(path)
     elif name.endswith((".mha", ".mhd")):
@@ -169,6 +170,7 @@ class _NiftiHeader:
     sform_code: int
     quaternion: tuple[float, ...]  # quatern_b, c, d, qoffset_x, y, z
     srow: tuple[float, ...]  # srow_x, srow_y, srow_z (12 values)
+    bitpix: int = 0  # bits per voxel
 
 
 def _open_raw(path: Path) -> io.BufferedIOBase:
@@ -189,7 +191,7 @@ def _read_nifti_header(path: Path) -> _NiftiHeader | None:
         if len(head) >= 348 and struct.unpack_from(f"{order}i", head, 0)[0] == 348:
             version = 1
             dims = struct.unpack_from(f"{order}8h", head, 40)
-            datatype = struct.unpack_from(f"{order}h", head, 70)[0]
+            datatype, bitpix = struct.unpack_from(f"{order}2h", head, 70)
             pixdim = struct.unpack_from(f"{order}8f", head, 76)
             vox_offset, slope, inter = struct.unpack_from(f"{order}3f", head, 108)
             qform, sform = struct.unpack_from(f"{order}2h", head, 252)
@@ -197,7 +199,7 @@ def _read_nifti_header(path: Path) -> _NiftiHeader | None:
             srow = struct.unpack_from(f"{order}12f", head, 280)
         elif len(head) >= 540 and struct.unpack_from(f"{order}i", head, 0)[0] == 540:
             version = 2
-            datatype = struct.unpack_from(f"{order}h", head, 12)[0]
+            datatype, bitpix = struct.unpack_from(f"{order}2h", head, 12)
             dims = struct.unpack_from(f"{order}8q", head, 16)
             pixdim = struct.unpack_from(f"{order}8d", head, 104)
             vox_offset = struct.unpack_from(f"{order}q", head, 168)[0]
@@ -223,8 +225,46 @@ def _read_nifti_header(path: Path) -> _NiftiHeader | None:
             sform_code=int(sform),
             quaternion=tuple(float(v) for v in quaternion),
             srow=tuple(float(v) for v in srow),
+            bitpix=int(bitpix),
         )
     return None
+
+
+def _stored_bytes(path: Path) -> int | None:
+    """How many bytes ``path`` holds once decompressed; None when its gzip stream is cut short or corrupt."""
+    total = 0
+    try:
+        with _open_raw(path) as stream:
+            while block := stream.read(_CHUNK_BYTES):
+                total += len(block)
+    except (EOFError, zlib.error, OSError):
+        return None
+    return total
+
+
+def _check_nifti_length(path: Path, header: _NiftiHeader) -> None:
+    """Refuse a NIfTI file whose voxel data is shorter than its header says (a cut download or copy).
+
+    ITK reads a truncated ``.nii.gz`` without an error and returns a partly empty volume.
+    """
+    if header.bitpix <= 0:
+        return
+    expected = header.vox_offset + int(np.prod(header.shape, dtype=np.int64)) * header.bitpix // 8
+    with path.open("rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        if gzipped and raw.seek(0, os.SEEK_END) >= 18:
+            raw.seek(-4, os.SEEK_END)  # the gzip trailer's ISIZE: the uncompressed length modulo 2**32
+            if struct.unpack("<I", raw.read(4))[0] == expected % 2**32:
+                return  # complete (a cut stream ends in compressed data, which matches by chance 1 in 2**32)
+        elif not gzipped and raw.seek(0, os.SEEK_END) >= expected:
+            return
+    stored = _stored_bytes(path)  # decompress it all: a cut stream, or a longer one (extensions, several members)
+    if stored is None or stored < expected:
+        held = "a gzip stream cut short" if stored is None else f"{stored} bytes"
+        raise InputError(
+            f"{path.name} is truncated: its header promises {expected} bytes of voxel data and header, the file "
+            f"holds {held}. Copy or export the file again and rerun."
+        )
 
 
 def _check_nifti_header(path: Path, header: _NiftiHeader) -> None:

@@ -226,3 +226,25 @@ def test_segment_refuses_a_nan_nifti(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "ct-with-nan.nii.gz" in lines[0] and "100 NaN" in lines[0]
     assert "Traceback" not in captured.err + captured.out
     assert not output.exists()
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_a_truncated_nifti_is_refused_and_a_complete_one_is_not(tmp_path: Path, suffix: str) -> None:
+    """A cut download or copy: ITK reads a cut .nii.gz without error as a partly empty volume; MedAI refuses it."""
+    import SimpleITK as sitk
+
+    values = np.random.default_rng(7).integers(-1000, 1000, (20, 24, 28)).astype(np.int16)
+    whole = tmp_path / f"whole{suffix}"
+    sitk.WriteImage(sitk.GetImageFromArray(values), str(whole), suffix == ".nii.gz")
+    np.testing.assert_array_equal(read_volume_file(whole).array, values)
+    data = whole.read_bytes()
+    for keep in (len(data) // 2, len(data) - 1):
+        cut = tmp_path / f"cut{keep}{suffix}"
+        cut.write_bytes(data[:keep])
+        with pytest.raises(InputError, match="is truncated"):
+            read_volume_file(cut)
+    if suffix == ".nii.gz":  # two gzip members (a concatenated stream): complete, read the slow way
+        raw = gzip.decompress(data)
+        two = tmp_path / f"two{suffix}"
+        two.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+        np.testing.assert_array_equal(read_volume_file(two).array, values)
