@@ -19,6 +19,7 @@ from MedAICommonLib.jobs import JobLogic, WorkerJob
 from MedAICommonLib.staging import temporaryFolder
 
 from MedAIExtension.errors import InputError
+from MedAISegmentationLib.annotation_queue import AnnotationQueueMixin
 
 __all__ = ["INPUT_ROLE", "STATISTICS_ROLE", "SegmentationJob", "SegmentationLogic"]
 
@@ -37,8 +38,9 @@ class SegmentationJob(WorkerJob):
     tableNode: Any = None
 
 
-class SegmentationLogic(JobLogic):
-    """Starts and polls the worker, loads its result into the scene, exports DICOM SEG. No widgets, no dialogs."""
+class SegmentationLogic(JobLogic, AnnotationQueueMixin):
+    """Starts and polls the worker, loads its result into the scene, exports DICOM SEG, steps through an annotation
+    queue (:class:`AnnotationQueueMixin`). No widgets, no dialogs."""
 
     processName, resultName, keepOutputs = "model", "segmentation", False
 

@@ -1,0 +1,186 @@
+"""Stepping an annotator through a batch's annotation queue (``queue.csv`` of ``medai batch --annotation-queue``).
+
+Each queue row names a study's CT (``source``: a NIfTI/NRRD file or a DICOM series folder) and the folder that
+``medai segment`` wrote for it (``output_dir``: ``segmentation.seg.nrrd`` and/or ``segmentation.nii.gz`` plus
+``summary.json``). Loading a row puts the CT and its segmentation into the scene, named ``"Queue 3/12: <name>"``,
+and removes the previously loaded queue case, so stepping never piles up nodes. No widgets, no dialogs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import slicer
+
+from MedAIExtension.errors import InputError
+
+__all__ = ["QUEUE_ATTRIBUTE", "AnnotationQueueMixin"]
+
+#: Node attribute marking the nodes of the loaded queue case (value: the study's queue key).
+QUEUE_ATTRIBUTE = "MedAI.queueKey"
+#: The files of a ``medai segment`` output folder that hold the segmentation, in order of preference.
+_SEGMENTATION_FILES = ("segmentation.seg.nrrd", "segmentation.nii.gz")
+
+
+def _study_name(source: str) -> str:
+    """A short display name for a study: the file name without its volume extension, or the folder name."""
+    name = Path(source.rstrip("/\\")).name or source
+    for suffix in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+class AnnotationQueueMixin:
+    """Queue stepping for a logic that has a ``scene`` (the MRML scene the cases are loaded into)."""
+
+    scene: Any
+    _queueRows: list[dict[str, str]]
+    _queueIndex: int
+    _queueNodes: tuple[Any, ...]
+
+    def openQueue(self, path: str | Path) -> int:
+        """Read ``queue.csv`` (rank order) and return how many studies it holds; nothing is loaded yet.
+
+        Raises:
+            InputError: the file is missing, is not an annotation queue, or holds no study.
+        """
+        from MedAIExtension.batch.annotation_queue import read_annotation_queue
+
+        try:
+            rows = read_annotation_queue(path)
+        except (ValueError, KeyError, UnicodeDecodeError, csv.Error) as exc:  # e.g. a rank that is not a number
+            raise InputError(
+                f"{path} is not a readable annotation queue ({exc}). Open the queue.csv that medai batch wrote."
+            ) from None
+        if not rows:
+            raise InputError(f"The annotation queue {path} holds no study. Run medai batch with finished studies.")
+        base = Path(path).parent
+        self._queueRows = [{**row, "_base": str(base)} for row in rows]
+        self._queueIndex = -1
+        return len(rows)
+
+    def queuePosition(self) -> tuple[int, int]:
+        """``(index, total)`` of the loaded queue case (index from 0; -1 before the first is loaded)."""
+        rows = getattr(self, "_queueRows", [])
+        return (getattr(self, "_queueIndex", -1) if rows else -1), len(rows)
+
+    def loadQueueItem(self, index: int) -> tuple[Any, Any]:
+        """Load study ``index`` (from 0) of the open queue: returns ``(volumeNode, segmentationNode)``.
+
+        The previous queue case's nodes are removed only once the new case loaded, so an error leaves it in place.
+
+        Raises:
+            InputError: no queue is open, ``index`` is out of range, or the study's files are missing or unreadable.
+        """
+        from MedAIExtension.io import load_image, read_volume_file
+        from MedAIExtension.mrml import image_to_volume_node, labelmap_to_segmentation_node
+
+        rows = getattr(self, "_queueRows", [])
+        if not rows:
+            raise InputError("No annotation queue is open. Open the queue.csv that medai batch wrote first.")
+        if not 0 <= index < len(rows):
+            raise InputError(f"The annotation queue has studies 1 to {len(rows)}; there is no study {index + 1}.")
+        row = rows[index]
+        source, outputDir = self._resolve(row["source"], row), self._resolve(row["output_dir"], row)
+        title = f"Queue {index + 1}/{len(rows)}: {_study_name(row['source'])}"
+        segmentationFile = next((outputDir / n for n in _SEGMENTATION_FILES if (outputDir / n).is_file()), None)
+        if segmentationFile is None:
+            raise InputError(
+                f"Study {index + 1} of the queue ({row['key']}) has no segmentation in {outputDir} (expected one of "
+                f"{', '.join(_SEGMENTATION_FILES)}). Run medai segment on {row['source']} again."
+            )
+        image = load_image(source)  # raises InputError for a missing or unreadable study
+        newNodes: list[Any] = []
+        try:
+            volume = image_to_volume_node(self.scene, image, title)
+            newNodes.append(volume)
+            if segmentationFile.name.endswith(".seg.nrrd"):
+                segmentation = self._readSegNrrd(segmentationFile, f"{title} segmentation", volume)
+            else:
+                labelmap = read_volume_file(segmentationFile)
+                labels = self._summaryLabels(outputDir, labelmap)
+                segmentation = labelmap_to_segmentation_node(
+                    self.scene, labelmap, labels, f"{title} segmentation", volume
+                )
+            newNodes.append(segmentation)
+        except BaseException:
+            for node in newNodes:
+                self._removeNode(node)
+            raise
+        for node in newNodes:
+            node.SetAttribute(QUEUE_ATTRIBUTE, row["key"])
+        self._removeQueueNodes()
+        self._queueNodes, self._queueIndex = (volume, segmentation), index
+        return volume, segmentation
+
+    def nextInQueue(self) -> tuple[Any, Any]:
+        """Load the next study of the queue (the first, before any is loaded)."""
+        index, total = self.queuePosition()
+        if total and index + 1 >= total:
+            raise InputError(f"This is the last study of the annotation queue ({total} of {total}).")
+        return self.loadQueueItem(index + 1)
+
+    def previousInQueue(self) -> tuple[Any, Any]:
+        """Load the previous study of the queue."""
+        index, total = self.queuePosition()
+        if total and index <= 0:
+            raise InputError("This is the first study of the annotation queue; there is no previous one.")
+        return self.loadQueueItem(index - 1)
+
+    @staticmethod
+    def _resolve(value: str, row: dict[str, str]) -> Path:
+        """A path of the queue: absolute as written, or relative to the folder of queue.csv."""
+        path = Path(value)
+        return path if path.is_absolute() else Path(row["_base"]) / path
+
+    def _removeQueueNodes(self) -> None:
+        for node in getattr(self, "_queueNodes", ()):
+            self._removeNode(node)
+        self._queueNodes = ()
+
+    def _removeNode(self, node: Any) -> None:
+        """Remove a queue node with its display and storage nodes (MRML leaves those behind otherwise)."""
+        if node.GetScene() is not self.scene:
+            return
+        extra = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+        extra += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+        self.scene.RemoveNode(node)
+        for other in extra:
+            if other is not None and other.GetScene() is self.scene:
+                self.scene.RemoveNode(other)
+
+    def _readSegNrrd(self, path: Path, name: str, volume: Any) -> Any:
+        """A ``.seg.nrrd`` read by MRML's own segmentation storage node (names, colours, terminology kept)."""
+        node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        storage = slicer.vtkMRMLSegmentationStorageNode()  # not added: the case is not saved back by accident
+        storage.SetFileName(str(path))
+        if not storage.ReadData(node) or node.GetSegmentation().GetNumberOfSegments() == 0:
+            self._removeNode(node)
+            raise InputError(f"Could not read the segmentation {path}. Run medai segment on the study again.")
+        node.SetName(name)  # reading names the node after the file
+        node.CreateDefaultDisplayNodes()
+        node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        return node
+
+    @staticmethod
+    def _summaryLabels(outputDir: Path, labelmap: Any) -> list[Any]:
+        """Segment labels of a ``segmentation.nii.gz`` from its ``summary.json`` (names), else "Label N"."""
+        import numpy as np
+
+        from MedAIExtension.labels import SegmentLabel
+
+        names: dict[int, str] = {}
+        summary = outputDir / "summary.json"
+        if summary.is_file():
+            try:
+                rows = json.loads(summary.read_text(encoding="utf-8")).get("statistics", [])
+                names = {int(r["label"]): str(r["name"]) for r in rows if isinstance(r, dict)}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                names = {}
+        values = sorted({int(v) for v in np.unique(np.asarray(labelmap.array)) if v != 0} | set(names))
+        colors = ((0.5, 0.7, 1.0), (1.0, 1.0, 0.0), (1.0, 0.6, 0.4), (0.6, 1.0, 0.6), (1.0, 0.5, 1.0))
+        return [SegmentLabel(v, names.get(v, f"Label {v}"), colors[i % len(colors)]) for i, v in enumerate(values)]
