@@ -25,10 +25,9 @@ from MedAIExtension.batch.journal import Journal
 from MedAIExtension.batch.records import StudyRecord
 from MedAIExtension.batch.study import one_line_error, process_study
 from MedAIExtension.errors import CancelledError, InputError
+from MedAIExtension.models.backends import load_backend
 from MedAIExtension.models.catalog import load_catalog
-from MedAIExtension.models.devices import Device
 from MedAIExtension.models.variants import runtime_entry
-from MedAIExtension.segmentation import pipeline
 
 __all__ = ["BatchSummary", "StudyWorker", "import_ray", "run_on_ray"]
 
@@ -51,11 +50,9 @@ def import_ray(loopback: bool) -> Any:
 
 
 class StudyWorker:
-    """A Ray actor's state: the model loaded once, then one study per :meth:`run` call.
+    """A Ray actor's state: the model loaded once (files verified once), then one study per :meth:`run` call.
 
-    ``segment_to_folder`` loads its backend through ``pipeline.load_backend`` on every call; in this (dedicated)
-    worker process that name is bound to a cache, so the model is read and verified once per worker
-    (:attr:`loads` counts the real loads).
+    :attr:`loads` counts the model loads of this worker process (1; a restarted worker loads it again).
     """
 
     def __init__(self, model: str, device: str, studies_dir: str, uncertainty: bool = False) -> None:
@@ -63,20 +60,13 @@ class StudyWorker:
         self.device = device
         self.uncertainty = uncertainty
         self.studies_dir = Path(studies_dir)
-        self.loads = 0
-        self._backends: dict[tuple[str, str], Any] = {}
-        self._load = pipeline.load_backend
-        pipeline.load_backend = self._cached_backend
         self.catalog = load_catalog()
         entry = self.catalog.get(model)
-        self._cached_backend(runtime_entry(entry, device, self.catalog), device)  # load now, not in the 1st study
-
-    def _cached_backend(self, entry: Any, device: Device | str = Device.AUTO, verify: bool = True) -> Any:
-        key = (str(entry.model_file), str(device))
-        if key not in self._backends:
-            self._backends[key] = self._load(entry, device, verify)
-            self.loads += 1
-        return self._backends[key]
+        runs_as = runtime_entry(entry, device, self.catalog)
+        if runs_as is not entry:
+            entry.verify_files()  # as medai segment: the requested model's files must be intact too
+        self.backend = load_backend(runs_as, device)
+        self.loads = 1
 
     def pid(self) -> int:
         """The worker's process id."""
@@ -96,6 +86,7 @@ class StudyWorker:
             device=self.device,
             extra={**(extra or {}), **where},
             uncertainty=self.uncertainty,
+            backend=self.backend,
         )
         return record.to_dict()
 

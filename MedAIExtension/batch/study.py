@@ -25,9 +25,9 @@ from MedAIExtension.errors import MedAIError
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.loader import load_image
 from MedAIExtension.metrics import compare_labelmaps
+from MedAIExtension.models.backends import Backend, load_backend
 from MedAIExtension.models.catalog import Catalog
 from MedAIExtension.models.variants import runtime_entry
-from MedAIExtension.segmentation import pipeline
 from MedAIExtension.segmentation.outputs import OUTPUT_FORMATS
 from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
 
@@ -115,13 +115,15 @@ def process_study(
     extra: dict[str, Any] | None = None,
     warn: Callable[[str], None] | None = None,
     uncertainty: bool = False,
+    backend: Backend | None = None,
 ) -> StudyRecord:
     """Segment ``study`` with ``model`` and commit its folder ``studies_dir/<key>``; never raises for the study.
 
     Returns the study's record: ``done`` with its output folder, volumes, acquisition, input statistics (for
     drift checks, with the model's lung label as the lung mask) and (with a reference) its metrics, or
     ``failed`` with the one-line error. ``uncertainty``: also the study's mean predictive entropy (test-time
-    flips; for the annotation queue; two more passes of the model). ``extra`` goes into the record's ``extra``.
+    flips; for the annotation queue; two more passes of the model). ``backend``: the model already loaded (a
+    worker's; loaded per study by default). ``extra`` goes into the record's ``extra``.
     """
     started = time.perf_counter()
     final = studies_dir / study.key
@@ -143,6 +145,7 @@ def process_study(
                 series=study.series,
                 catalog=catalog,
                 describe_input=True,
+                backend=backend,
             ),
             warn=warn,
         )
@@ -154,9 +157,9 @@ def process_study(
         lungs = outcome.result.labelmap.array == lung[0] if lung else None
         entry = outcome.result.model
         score = None
-        if uncertainty:  # pipeline.load_backend: a Ray worker's cache holds the model loaded once
-            backend = pipeline.load_backend(runtime_entry(entry, device, catalog), device)
-            score = round(study_uncertainty(outcome.image, entry, backend), 6)
+        if uncertainty:
+            loaded = backend or load_backend(runtime_entry(entry, device, catalog), device)
+            score = round(study_uncertainty(outcome.image, entry, loaded), 6)
         record = StudyRecord(
             key=study.key,
             source=study.source,

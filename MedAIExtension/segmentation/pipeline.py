@@ -13,7 +13,7 @@ from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.loader import load_image
 from MedAIExtension.labels import SegmentLabel
-from MedAIExtension.models.backends import load_backend
+from MedAIExtension.models.backends import Backend, load_backend
 from MedAIExtension.models.catalog import Catalog, ModelEntry, load_catalog
 from MedAIExtension.models.devices import Device
 from MedAIExtension.models.inference import InferenceOptions, run_inference
@@ -74,6 +74,7 @@ def segment_image(
     options: InferenceOptions | None = None,
     progress: Callable[[float, str], None] | None = None,
     token: CancelToken | None = None,
+    backend: Backend | None = None,
 ) -> SegmentationResult:
     """Segment ``image`` with ``model`` on ``device``.
 
@@ -85,6 +86,9 @@ def segment_image(
         options: sliding-window overrides (ROI, overlap, batch size).
         progress: receives (fraction, message).
         token: cancel it from another thread to stop at the next window.
+        backend: ``model`` already loaded on ``device`` (:func:`~MedAIExtension.models.backends.load_backend` of
+            its :func:`~MedAIExtension.models.variants.runtime_entry`): a worker that segments many studies loads
+            it once; by default it is loaded (and its files verified) here.
 
     Raises:
         CatalogError, ChecksumError, ModelError, InputError, CancelledError.
@@ -99,11 +103,12 @@ def segment_image(
     patch = entry.input.patch_size if entry.input.axis_order == "ijk" else entry.input.patch_size[::-1]
     check_field_of_view(image, patch, entry.input.spacing, entry.name)
     reporter = Progress(progress, token)
-    reporter(0.0, f"loading model {entry.name}")
-    runs_as = runtime_entry(entry, device, catalog)
-    if runs_as is not entry:
-        entry.verify_files()  # the requested model's files must be intact even when its CPU variant runs
-    backend = load_backend(runs_as, device)
+    if backend is None:
+        reporter(0.0, f"loading model {entry.name}")
+        runs_as = runtime_entry(entry, device, catalog)
+        if runs_as is not entry:
+            entry.verify_files()  # the requested model's files must be intact even when its CPU variant runs
+        backend = load_backend(runs_as, device)
     reporter(0.02, f"model loaded ({backend.provider})")
     result = run_inference(image, entry, backend, options, reporter.stage(0.02, 1.0))
     return SegmentationResult(result.labelmap, entry, result.provider, result.seconds, result.windows)
@@ -125,6 +130,7 @@ class SegmentRequest:
         options: sliding-window overrides.
         describe_input: also record the input, its lossy compression and the plausibility warnings in
             summary.json (as ``medai segment`` does).
+        backend: ``model`` already loaded (see :func:`segment_image`); loaded per call by default.
     """
 
     input: str | os.PathLike[str] | Image
@@ -137,6 +143,7 @@ class SegmentRequest:
     catalog: Catalog | None = None
     options: InferenceOptions | None = None
     describe_input: bool = False
+    backend: Backend | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", Path(self.output))
@@ -204,6 +211,7 @@ def segment_to_folder(
         options=request.options,
         progress=reporter.stage(0.0, 0.9),
         token=token,
+        backend=request.backend,
     )
     warnings = plausibility_warnings(result.labelmap, result.labels)
     summary: dict[str, object] = {"provider": result.provider, "seconds": round(result.seconds, 3)}
