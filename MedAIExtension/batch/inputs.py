@@ -23,7 +23,7 @@ __all__ = ["StudyInput", "discover_studies", "volume_stem"]
 #: What ``--input`` cannot be in this version (said in the CLI help and in the error).
 DICOMWEB_NOT_SUPPORTED = (
     "A DICOMweb query as --input is not supported yet; retrieve the studies into a folder first "
-    "(e.g. with 'medai worklist' or your PACS export) and give that folder, or a CSV manifest."
+    "(your PACS's export or a DICOMweb client such as dicomweb-client) and give that folder, or a CSV manifest."
 )
 
 
