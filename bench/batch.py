@@ -40,20 +40,12 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from machine import cpu_model  # noqa: E402 - bench/machine.py, beside this script
+
 MODEL = "chest-ct-lung-nodule"
 TARGET_RATIO = 1.5
 COHORT = 10_000
 NODES = 8
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _children() -> dict[int, list[int]]:
@@ -261,7 +253,7 @@ def main() -> int:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     print(
-        f"machine: {_cpu_model()}, {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.2f}), "
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.2f}), "
         f"Python {platform.python_version()}; N = {n}, size {size[0]}×{size[1]}×{size[2]}"
     )
     return 0

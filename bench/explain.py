@@ -43,21 +43,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from machine import cpu_model  # noqa: E402 - bench/machine.py, beside this script
+
 MODEL = "chest-ct-nodule-classifier"
 TARGET_CHANNEL = 0  # labels [1 "Nodule", 2 "Vessel"]: channel 0 = Nodule
 #: the classifier's input normalisation, used until the shipped model (and its catalogue entry) is there
 _NORMALIZATION = {"type": "clip_scale", "a_min": -1000.0, "a_max": 400.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
-
-
-def _cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo``), else the platform's processor or machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _peak_rss_mb() -> float:
@@ -249,7 +240,7 @@ def main() -> int:
             print(f"{name} ({run['layer']}): {run['seconds'] * 1000:.0f} ms per {args.size}³ volume (median of 5)")
         print("peak RSS: " + ", ".join(f"{v} {runs[v]['peak_rss_mb']:.0f} MB" for v in ("medai", "monai", "gradcam")))
     print(
-        f"machine: {_cpu_model()}, {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}), {threads} torch threads "
+        f"machine: {cpu_model()}, {os.cpu_count()} CPUs (load {os.getloadavg()[0]:.1f}), {threads} torch threads "
         "per variant, "
         f"Python {platform.python_version()}"
     )
