@@ -8,8 +8,8 @@ CPU in three ways, each as a child process timed by the wall clock from its star
 
 (a) shell loop: one ``python -m MedAIExtension.cli segment --input <ct> --model M --output <dir> --device cpu
     --quiet`` process per study, one after the other (each starts Python, imports, loads the model);
-(b) in-process loop: one Python process that loads the model once (the Ray actor's own cache,
-    ``StudyWorker``, used as a plain object) and calls ``process_study`` per study: the exact per-study work of
+(b) in-process loop: one Python process that loads the model once (the Ray actor's ``StudyWorker``, used
+    as a plain object, and its loaded backend) and calls ``process_study`` per study: the exact per-study work of
     a Ray worker (``segment_to_folder`` + the study's record: volumes, input statistics), without Ray;
 (c) ``medai batch --input <folder> --model M --output <dir> --workers W --device cpu --quiet``: embedded Ray.
 
@@ -133,10 +133,12 @@ def _in_process(input_dir: Path, output_dir: Path) -> int:
     from MedAIExtension.batch.ray_runner import StudyWorker
     from MedAIExtension.batch.study import process_study
 
-    worker = StudyWorker(MODEL, "cpu", str(output_dir / "studies"))  # plain object: loads and caches the model
+    worker = StudyWorker(MODEL, "cpu", str(output_dir / "studies"))  # plain object: loads the model once
     failed = 0
     for study in discover_studies(str(input_dir), None, skip=output_dir):
-        record = process_study(study, MODEL, worker.studies_dir, catalog=worker.catalog, device="cpu")
+        record = process_study(
+            study, MODEL, worker.studies_dir, catalog=worker.catalog, device="cpu", backend=worker.backend
+        )
         failed += record.status != "done"
     print(f"in-process: model loads {worker.loads}, failed {failed}")
     return 1 if failed else 0
