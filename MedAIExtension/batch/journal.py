@@ -135,7 +135,7 @@ class Journal:
                     changed += 1
             elif record_file.is_file():
                 record = StudyRecord.from_dict(json.loads(record_file.read_text(encoding="utf-8")))
-                self.finish(record, count_attempt=False)
+                self.finish(record)  # the committed folder is a finished attempt the journal had not heard of
                 changed += 1
             elif state == "running":
                 self._set(key, "UPDATE studies SET state = 'pending', updated = ? WHERE key = ?")
@@ -155,14 +155,14 @@ class Journal:
         """Mark a study ``running`` (submitted to a worker)."""
         self._set(key, "UPDATE studies SET state = 'running', updated = ? WHERE key = ?")
 
-    def finish(self, record: StudyRecord, count_attempt: bool = True) -> None:
+    def finish(self, record: StudyRecord) -> None:
         """Record a study's outcome (``record.status`` is ``done`` or ``failed``), counting one attempt."""
         state = "done" if record.status == "done" else "failed"
         with self._db:
             self._db.execute(
-                "UPDATE studies SET state = ?, attempts = attempts + ?, error = ?, record = ?, updated = ? "
+                "UPDATE studies SET state = ?, attempts = attempts + 1, error = ?, record = ?, updated = ? "
                 "WHERE key = ?",
-                (state, int(count_attempt), record.error, json.dumps(record.to_dict()), time.time(), record.key),
+                (state, record.error, json.dumps(record.to_dict()), time.time(), record.key),
             )
 
     def release_running(self) -> int:

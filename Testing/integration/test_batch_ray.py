@@ -133,7 +133,9 @@ def test_rerun_after_interrupt_runs_only_what_was_missing(cohort, tmp_path):
         assert journal.count("running") == 0  # consistent: the unfinished ones went back to pending
         assert (journal.count("done"), journal.count("failed"), journal.count("pending")) == (1, 1, 2)
     before = {f.name: f.stat().st_mtime_ns for f in _committed(output) if not f.name.startswith(".")}
-    assert [r.status for r in seen] == ["failed", "done"] and len(before) == 1
+    # The other worker may commit its study in the moment before it is stopped: the journal has not heard of it,
+    # and the next run must take it as done without running it again.
+    assert [r.status for r in seen] == ["failed", "done"] and 1 <= len(before) <= 2
 
     assert _batch(cohort, output) == 1  # the corrupt study is still failed
     rows = _rows(output)

@@ -32,7 +32,7 @@ def test_recover_agrees_with_the_committed_folders(tmp_path):
         assert journal.recover() == 3
         states = {row.source: (row.state, row.attempts) for row in journal.rows()}
         assert states == {
-            a.source: ("done", 0),
+            a.source: ("done", 1),  # its committed folder is a finished attempt
             b.source: ("pending", 0),
             c.source: ("pending", 1),
             d.source: ("failed", 1),
