@@ -43,13 +43,9 @@ def one_line_error(exc: BaseException) -> str:
     return line[:500]
 
 
-def _text(dataset: Any, keyword: str) -> str | None:
-    value = dataset.get(keyword)
-    if value is None or value == "":
-        return None
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value) or None
-    return str(value).strip() or None
+def _text(metadata: dict[str, Any], keyword: str) -> str | None:
+    value = str(metadata.get(keyword) or "").strip()
+    return value or None
 
 
 def _age_years(text: str | None) -> float | None:
@@ -60,32 +56,27 @@ def _age_years(text: str | None) -> float | None:
 
 
 def acquisition_of(image: Image) -> Acquisition:
-    """Sex, age, scanner, slice thickness, kernel and contrast of a DICOM image (its first slice's header).
+    """Sex, age, scanner, slice thickness, kernel and contrast of a DICOM image (as its reader kept them).
 
     The header is untrusted: its values are kept as data only. Unknown for images not read from DICOM.
     """
     if not image.source_files:
         return Acquisition()
-    import pydicom  # lazy: pydicom is only needed for DICOM studies
-
-    try:
-        ds = pydicom.dcmread(image.source_files[0], stop_before_pixels=True)
-    except Exception:  # noqa: BLE001 - the series was read already; an unreadable header leaves it unknown
-        return Acquisition()
-    thickness = _text(ds, "SliceThickness")
+    meta = image.metadata
+    thickness = _text(meta, "SliceThickness")
     try:
         thickness_mm = float(thickness) if thickness else None
     except ValueError:
         thickness_mm = None
-    sex = _text(ds, "PatientSex")
+    sex = _text(meta, "PatientSex")
     return Acquisition(
         sex=sex.upper()[:1] if sex else None,
-        age_years=_age_years(_text(ds, "PatientAge")),
-        manufacturer=_text(ds, "Manufacturer"),
-        scanner_model=_text(ds, "ManufacturerModelName"),
+        age_years=_age_years(_text(meta, "PatientAge")),
+        manufacturer=_text(meta, "Manufacturer"),
+        scanner_model=_text(meta, "ManufacturerModelName"),
         slice_thickness_mm=thickness_mm,
-        kernel=_text(ds, "ConvolutionKernel"),
-        contrast=_text(ds, "ContrastBolusAgent") is not None,
+        kernel=_text(meta, "ConvolutionKernel"),
+        contrast=_text(meta, "ContrastBolusAgent") is not None,
     )
 
 

@@ -15,9 +15,26 @@ SERIES_METADATA_KEYS = (
     "SeriesDescription",
     "StudyDate",
     "FrameOfReferenceUID",
+    # who and how (cohort subgroups: MedAIExtension.batch.study.acquisition_of)
+    "PatientSex",
+    "PatientAge",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "SliceThickness",
+    "ConvolutionKernel",
+    "ContrastBolusAgent",
 )
 
 
+def _text(value: Any) -> str:
+    """A DICOM value as text; a multi-valued one joined with DICOM's backslash."""
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
+
 def series_metadata(dataset: Any) -> dict[str, str]:
-    """The :data:`SERIES_METADATA_KEYS` of a dataset as text (empty when absent)."""
-    return {key: str(dataset.get(key, "")) for key in SERIES_METADATA_KEYS}
+    """The :data:`SERIES_METADATA_KEYS` of a dataset as text (empty when absent; multiple values joined by ``\\``)."""
+    return {key: _text(dataset.get(key, "")) for key in SERIES_METADATA_KEYS}
