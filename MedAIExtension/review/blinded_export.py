@@ -26,8 +26,10 @@ import numpy as np
 
 from MedAIExtension.atomic import check_output_directory, staged_output
 from MedAIExtension.errors import InputError
+from MedAIExtension.io.geometry import LPS_TO_RAS
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.loader import load_image
+from MedAIExtension.io.resample import resample_array
 from MedAIExtension.progress import Progress
 from MedAIExtension.review.store import ImageRecord, ReviewStore
 
@@ -114,26 +116,13 @@ def resample_onto_grid(image: Image, grid: BlindedGrid, outside: float) -> np.nd
     Linear interpolation; ``outside`` fills what lies beyond the image. The grid has an identity (LPS) direction,
     so any acquisition orientation comes out axial.
     """
-    import SimpleITK as sitk
-
-    source = sitk.Cast(image.to_sitk(), sitk.sitkFloat32)
-    centre = np.array(
-        source.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2.0 for n in source.GetSize()]), dtype=float
-    )
-    spacing = np.array(grid.spacing, dtype=float)
-    origin = centre - (np.array(grid.size, dtype=float) - 1) / 2.0 * spacing
-    resampled = sitk.Resample(
-        source,
-        [int(n) for n in grid.size],
-        sitk.Transform(),
-        sitk.sitkLinear,
-        [float(v) for v in origin],
-        [float(v) for v in spacing],
-        [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-        float(outside),
-        sitk.sitkFloat32,
-    )
-    return sitk.GetArrayFromImage(resampled)
+    centre_ras = image.ijk_to_ras @ np.r_[(np.array(image.shape[::-1], dtype=float) - 1.0) / 2.0, 1.0]
+    size = np.array(grid.size, dtype=float)
+    grid_lps = np.eye(4)
+    grid_lps[:3, :3] = np.diag(grid.spacing)
+    grid_lps[:3, 3] = (LPS_TO_RAS @ centre_ras)[:3] - grid_lps[:3, :3] @ ((size - 1.0) / 2.0)
+    shape_kji = (grid.size[2], grid.size[1], grid.size[0])
+    return resample_array(image, LPS_TO_RAS @ grid_lps, shape_kji, linear=True, fill=outside).astype(np.float32)
 
 
 def blind_image(
