@@ -12,6 +12,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/batch/cohort_plots.py
   MedAIExtension/batch/cohort_report.py
   MedAIExtension/batch/commands.py
+  MedAIExtension/batch/dicomweb_input.py
   MedAIExtension/batch/drift.py
   MedAIExtension/batch/inputs.py
   MedAIExtension/batch/journal.py

@@ -23,6 +23,11 @@ def _cmd_batch(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]) 
     import importlib.util
 
     from MedAIExtension.atomic import check_output_directory, ensure_writable_directory
+    from MedAIExtension.batch.dicomweb_input import (
+        discover_dicomweb_studies,
+        is_dicomweb_query,
+        source_from_gateway_config,
+    )
     from MedAIExtension.batch.inputs import discover_studies
     from MedAIExtension.batch.journal import JOURNAL_NAME, Journal
     from MedAIExtension.batch.ray_runner import run_on_ray
@@ -46,7 +51,27 @@ def _cmd_batch(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]) 
         raise InputError(f"Model {entry.name} is a {entry.task} model; medai batch runs segmentation models.")
     output = Path(args.output)
     check_output_directory(output)
-    studies = discover_studies(args.input, args.reference, skip=output)
+    dicomweb = None
+    if is_dicomweb_query(args.input):
+        if args.gateway_config is None:
+            raise InputError(
+                "A DICOMweb --input needs --gateway-config: the gateway's YAML, whose pacs section names the "
+                "DICOMweb server (dicomweb_url) and its credentials."
+            )
+        if args.reference is not None:
+            raise InputError("--reference matches label maps to files by name; DICOMweb studies have none. Drop it.")
+        dicomweb = source_from_gateway_config(args.gateway_config)
+        store = dicomweb.open()
+        try:
+            studies, refused = discover_dicomweb_studies(args.input, store)
+        finally:
+            store.close()
+        if refused:
+            warn(f"{refused} series found on the DICOMweb server have malformed UIDs and were left out.")
+    else:
+        if args.gateway_config is not None:
+            raise InputError("--gateway-config is for a DICOMweb --input ('dicomweb:Modality=CT&…'). Drop it.")
+        studies = discover_studies(args.input, args.reference, skip=output)
     wanted = {s.key for s in studies}
 
     ensure_writable_directory(output)
@@ -64,6 +89,7 @@ def _cmd_batch(args: argparse.Namespace, bar: Any, warn: Callable[[str], None]) 
             device=args.device,
             progress=bar,
             uncertainty=args.annotation_queue,
+            dicomweb=dicomweb,
         )
         bar.close()
         rows = [row for row in journal.rows() if row.key in wanted]
@@ -100,8 +126,15 @@ def add_batch_parser(sub: SubParsers, set_handler: SetHandler) -> None:
     batch.add_argument(
         "--input",
         required=True,
-        help="folder tree (one study per DICOM series folder and per .nii.gz/.nrrd file) or CSV manifest "
-        "(columns input[,reference]); a DICOMweb query is not supported yet",
+        help="folder tree (one study per DICOM series folder and per .nii.gz/.nrrd file), CSV manifest "
+        "(columns input[,reference]), or a DICOMweb query 'dicomweb:Modality=CT&StudyDate=20240101-20241231' "
+        "(QIDO-RS series matching; one study per series; needs --gateway-config)",
+    )
+    batch.add_argument(
+        "--gateway-config",
+        default=None,
+        help="for a DICOMweb --input: the gateway's YAML; its pacs section gives the DICOMweb server and credentials "
+        "(secrets from an environment variable or a file)",
     )
     batch.add_argument("--model", required=True, help="segmentation model ('medai models' lists them)")
     batch.add_argument("--output", required=True, help="output folder: studies/<key>/ per study and journal.sqlite")

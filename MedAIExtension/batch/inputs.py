@@ -3,7 +3,9 @@
 A folder tree yields one study per DICOM series folder (found with the loader's series discovery,
 :func:`~MedAIExtension.io.dicom_series.list_series`) and one per NIfTI/NRRD file. A manifest is a CSV file with a
 column ``input`` (a DICOM folder or a volume file, relative paths taken from the manifest's folder) and an optional
-column ``reference`` (a label map). A study's key is derived from its location only, never from DICOM content.
+column ``reference`` (a label map). A study's key is derived from its location only, never from DICOM content. A
+DICOMweb query (:mod:`MedAIExtension.batch.dicomweb_input`) yields one study per series, retrieved by the worker that
+runs it.
 """
 
 from __future__ import annotations
@@ -20,11 +22,8 @@ from MedAIExtension.io.volume_files import VOLUME_SUFFIXES, is_volume_file
 
 __all__ = ["StudyInput", "discover_studies", "volume_stem"]
 
-#: What ``--input`` cannot be in this version (said in the CLI help and in the error).
-DICOMWEB_NOT_SUPPORTED = (
-    "A DICOMweb query as --input is not supported yet; retrieve the studies into a folder first "
-    "(your PACS's export or a DICOMweb client such as dicomweb-client) and give that folder, or a CSV manifest."
-)
+#: How a DICOMweb query given as ``--input`` starts (``dicomweb:Modality=CT&StudyDate=20240101-20241231``).
+DICOMWEB_PREFIX = "dicomweb:"
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,15 @@ class StudyInput:
         path: the DICOM folder or the volume file to load.
         series: the SeriesInstanceUID to read from ``path`` (DICOM only; data, never used in a path or key).
         reference: the reference label map, when there is one.
+        study_uid: for a series on a DICOMweb server, its StudyInstanceUID (``path`` is then empty: the worker
+            retrieves the series into a folder of its own first).
     """
 
     source: str
     path: Path
     series: str | None = None
     reference: Path | None = None
+    study_uid: str | None = None
 
     @property
     def key(self) -> str:
@@ -51,8 +53,13 @@ class StudyInput:
 
     @property
     def is_dicom(self) -> bool:
-        """Whether the study is a DICOM folder."""
-        return self.path.is_dir()
+        """Whether the study is a DICOM folder (or a series on a DICOMweb server)."""
+        return self.is_remote or self.path.is_dir()
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the study is a series on a DICOMweb server, to be retrieved before it is read."""
+        return self.study_uid is not None
 
 
 def volume_stem(path: Path) -> str:
@@ -144,11 +151,17 @@ def discover_studies(
         skip: a folder inside the tree to leave out (the batch's own output folder).
 
     Raises:
-        InputError: no such input, a DICOMweb URL, a bad manifest, or no study found.
+        InputError: no such input, a URL, a DICOMweb query (see
+            :func:`~MedAIExtension.batch.dicomweb_input.discover_dicomweb_studies`), a bad manifest, or no study
+            found.
     """
     text = str(input_path)
-    if text.lower().startswith(("http://", "https://", "dicomweb:")):
-        raise InputError(DICOMWEB_NOT_SUPPORTED)
+    if text.lower().startswith(("http://", "https://", DICOMWEB_PREFIX)):
+        raise InputError(
+            f"--input {text} is a URL or a DICOMweb query; give the query as '{DICOMWEB_PREFIX}Modality=CT&…' "
+            "together with --gateway-config (the gateway's YAML, whose pacs section says where the DICOMweb server "
+            "is and how to log in)."
+        )
     path = Path(input_path)
     if not path.exists():
         raise InputError(f"--input {path} does not exist. Give a folder tree of studies, a volume file or a manifest.")

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS studies (
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     record TEXT,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    study_uid TEXT
 )
 """
 
@@ -85,6 +86,9 @@ class Journal:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute(_SCHEMA)
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(studies)")}
+        if "study_uid" not in columns:  # a journal written before DICOMweb inputs
+            connection.execute("ALTER TABLE studies ADD COLUMN study_uid TEXT")
         return cls(connection, out, lock)
 
     def close(self) -> None:
@@ -110,10 +114,10 @@ class Journal:
         before = self.count()
         with self._db:
             self._db.executemany(
-                "INSERT OR IGNORE INTO studies (key, source, path, series, reference, state, updated) "
-                "VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                "INSERT OR IGNORE INTO studies (key, source, path, series, reference, state, updated, study_uid) "
+                "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
                 [
-                    (s.key, s.source, str(s.path), s.series, str(s.reference) if s.reference else None, now)
+                    (s.key, s.source, str(s.path), s.series, str(s.reference or "") or None, now, s.study_uid)
                     for s in studies
                 ],
             )
@@ -145,11 +149,11 @@ class Journal:
     def todo(self, max_attempts: int) -> list[StudyInput]:
         """The studies to run: pending ones, and failed ones with fewer than ``max_attempts`` attempts."""
         rows = self._db.execute(
-            "SELECT source, path, series, reference FROM studies "
+            "SELECT source, path, series, reference, study_uid FROM studies "
             "WHERE state = 'pending' OR (state = 'failed' AND attempts < ?) ORDER BY source",
             (max_attempts,),
         ).fetchall()
-        return [StudyInput(r[0], Path(r[1]), r[2], Path(r[3]) if r[3] else None) for r in rows]
+        return [StudyInput(r[0], Path(r[1]), r[2], Path(r[3]) if r[3] else None, r[4]) for r in rows]
 
     def start(self, key: str) -> None:
         """Mark a study ``running`` (submitted to a worker)."""

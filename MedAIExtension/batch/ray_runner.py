@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from MedAIExtension.batch.dicomweb_input import DicomWebSource
 from MedAIExtension.batch.inputs import StudyInput
 from MedAIExtension.batch.journal import Journal
 from MedAIExtension.batch.records import StudyRecord
@@ -52,10 +53,18 @@ def import_ray(loopback: bool) -> Any:
 class StudyWorker:
     """A Ray actor's state: the model loaded once (files verified once), then one study per :meth:`run` call.
 
-    :attr:`loads` counts the model loads of this worker process (1; a restarted worker loads it again).
+    :attr:`loads` counts the model loads of this worker process (1; a restarted worker loads it again). With a
+    ``dicomweb`` source, the worker opens its own client to retrieve the DICOMweb studies it is given.
     """
 
-    def __init__(self, model: str, device: str, studies_dir: str, uncertainty: bool = False) -> None:
+    def __init__(
+        self,
+        model: str,
+        device: str,
+        studies_dir: str,
+        uncertainty: bool = False,
+        dicomweb: DicomWebSource | None = None,
+    ) -> None:
         self.model = model
         self.device = device
         self.uncertainty = uncertainty
@@ -67,6 +76,7 @@ class StudyWorker:
             entry.verify_files()  # as medai segment: the requested model's files must be intact too
         self.backend = load_backend(runs_as, device)
         self.loads = 1
+        self.store = dicomweb.open() if dicomweb is not None else None
 
     def pid(self) -> int:
         """The worker's process id."""
@@ -87,6 +97,7 @@ class StudyWorker:
             extra={**(extra or {}), **where},
             uncertainty=self.uncertainty,
             backend=self.backend,
+            store=self.store,
         )
         return record.to_dict()
 
@@ -166,6 +177,7 @@ def run_on_ray(
     on_workers: Callable[[list[int]], None] | None = None,
     on_record: Callable[[StudyRecord], None] | None = None,
     uncertainty: bool = False,
+    dicomweb: DicomWebSource | None = None,
 ) -> BatchSummary:
     """Segment ``studies`` on Ray, recording each outcome in ``journal`` as it arrives.
 
@@ -180,6 +192,7 @@ def run_on_ray(
         on_workers: receives the actors' process ids once they are up (diagnostics, tests).
         on_record: receives each study's record after the journal has it.
         uncertainty: also each study's predictive entropy (for the annotation queue; two more model passes).
+        dicomweb: where DICOMweb studies are retrieved from (each worker opens its own client).
 
     Raises:
         CancelledError: Ctrl-C / SIGTERM: actors killed, Ray stopped, unfinished studies back to pending.
@@ -201,7 +214,8 @@ def run_on_ray(
             max_task_retries=2,  # ... and its unfinished study is run again (the commit keeps it exactly once)
             scheduling_strategy="SPREAD",
         )
-        actors = [actor_class.remote(model, device, str(journal.studies_dir), uncertainty) for _ in range(count)]
+        arguments = (model, device, str(journal.studies_dir), uncertainty, dicomweb)
+        actors = [actor_class.remote(*arguments) for _ in range(count)]
         pids = ray.get([a.pid.remote() for a in actors])
         if on_workers is not None:
             on_workers(list(pids))

@@ -15,13 +15,14 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from MedAIExtension.batch.annotation_queue import study_uncertainty
+from MedAIExtension.batch.dicomweb_input import retrieve_study
 from MedAIExtension.batch.drift import input_statistics
 from MedAIExtension.batch.inputs import StudyInput
 from MedAIExtension.batch.records import RECORD_NAME, Acquisition, StudyRecord
-from MedAIExtension.errors import MedAIError
+from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.loader import load_image
 from MedAIExtension.metrics import compare_labelmaps
@@ -30,6 +31,9 @@ from MedAIExtension.models.catalog import Catalog
 from MedAIExtension.models.variants import runtime_entry
 from MedAIExtension.segmentation.outputs import OUTPUT_FORMATS
 from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
+
+if TYPE_CHECKING:
+    from MedAIExtension.pacs.dicomweb import DicomWebStore
 
 __all__ = ["acquisition_of", "one_line_error", "process_study", "remove_stale_staging"]
 
@@ -107,6 +111,7 @@ def process_study(
     warn: Callable[[str], None] | None = None,
     uncertainty: bool = False,
     backend: Backend | None = None,
+    store: DicomWebStore | None = None,
 ) -> StudyRecord:
     """Segment ``study`` with ``model`` and commit its folder ``studies_dir/<key>``; never raises for the study.
 
@@ -114,7 +119,9 @@ def process_study(
     drift checks, with the model's lung label as the lung mask) and (with a reference) its metrics, or
     ``failed`` with the one-line error. ``uncertainty``: also the study's mean predictive entropy (test-time
     flips; for the annotation queue; two more passes of the model). ``backend``: the model already loaded (a
-    worker's; loaded per study by default). ``extra`` goes into the record's ``extra``.
+    worker's; loaded per study by default). ``store``: the DICOMweb server a remote study
+    (:attr:`StudyInput.is_remote`) is retrieved from, into a staging folder removed afterwards. ``extra`` goes into
+    the record's ``extra``.
     """
     started = time.perf_counter()
     final = studies_dir / study.key
@@ -124,10 +131,16 @@ def process_study(
     studies_dir.mkdir(parents=True, exist_ok=True)
     staging = studies_dir / f"{_STAGING_PREFIX}{study.key}-{secrets.token_hex(6)}"
     staging.mkdir()  # with the umask's permissions, as the folder 'medai segment' creates
+    retrieved = staging.with_name(f"{staging.name}-input")
     try:
+        source = study
+        if study.is_remote:
+            if store is None:
+                raise InputError(f"{study.source} is on a DICOMweb server, and this worker was given none.")
+            source = retrieve_study(study, store, retrieved)
         outcome = segment_to_folder(
             SegmentRequest(
-                input=study.path,
+                input=source.path,
                 model=model,
                 output=staging,
                 formats=OUTPUT_FORMATS,
@@ -186,6 +199,7 @@ def process_study(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retrieved, ignore_errors=True)
 
 
 def remove_stale_staging(studies_dir: Path) -> int:

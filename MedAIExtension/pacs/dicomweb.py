@@ -118,6 +118,18 @@ def _study_record(item: dict[str, Any]) -> StudyRecord:
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
+def _series_record(item: dict[str, Any], study_uid: str) -> SeriesRecord:
+    count = _value(item, "00201209")
+    return SeriesRecord(
+        study_uid=_value(item, "0020000D") or study_uid,
+        series_uid=_value(item, "0020000E"),
+        modality=_value(item, "00080060"),
+        description=_value(item, "0008103E"),
+        body_part=_value(item, "00180015"),
+        number_of_instances=int(count) if count.isdigit() else None,
+    )
+
+
 def _unreserved_prefix(text: str) -> str:
     """The leading characters of ``text`` that a URL carries without percent-encoding (RFC 3986 unreserved)."""
     for index, char in enumerate(text):
@@ -247,20 +259,26 @@ class DicomWebStore:
             ),
             not_found=[],
         )
-        records = []
-        for item in items:
-            count = _value(item, "00201209")
-            records.append(
-                SeriesRecord(
-                    study_uid=_value(item, "0020000D") or study_uid,
-                    series_uid=_value(item, "0020000E"),
-                    modality=_value(item, "00080060"),
-                    description=_value(item, "0008103E"),
-                    body_part=_value(item, "00180015"),
-                    number_of_instances=int(count) if count.isdigit() else None,
-                )
-            )
-        return records
+        return [_series_record(item, study_uid) for item in items]
+
+    def find_series(self, filters: dict[str, str]) -> list[SeriesRecord]:
+        """QIDO-RS series search over all studies (``/series?Modality=CT&StudyDate=…``), every page.
+
+        ``filters`` are QIDO-RS attribute matches (keyword or tag → value, ranges and ``*``/``?`` wildcards as the
+        server supports them). The query string is built here with the wildcards left as they are: a client that
+        percent-encodes ``*`` makes some servers (Orthanc's DICOMweb plugin) match it literally. The answer's UIDs
+        are untrusted data (check them before use).
+        """
+        from urllib.parse import quote
+
+        query = [f"includefield={field}" for field in (*_SERIES_FIELDS, "StudyInstanceUID")]
+        query += [f"{quote(key, safe='')}={quote(value, safe='*?,-.')}" for key, value in filters.items()]
+        items: list[dict[str, Any]] = self._call(
+            "search for series",
+            lambda: _paged(lambda limit, offset: self._raw_qido("series", query, limit, offset), "0020000E"),
+            not_found=[],
+        )
+        return [_series_record(item, "") for item in items]
 
     def series_exists(self, study_uid: str, series_uid: str) -> bool:
         """Whether QIDO-RS finds the series in the study."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,21 @@ def test_one_writer_at_a_time(tmp_path):
 def test_load_records_needs_a_batch_folder(tmp_path):
     with pytest.raises(InputError, match=r"journal\.sqlite"):
         load_records(tmp_path)
+
+
+def test_dicomweb_studies_round_trip_and_an_older_journal_is_upgraded(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    with sqlite3.connect(old / "journal.sqlite") as db:  # the schema before DICOMweb inputs (no study_uid)
+        db.execute(
+            "CREATE TABLE studies (key TEXT PRIMARY KEY, source TEXT NOT NULL, path TEXT NOT NULL, series TEXT, "
+            "reference TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, error TEXT, record TEXT, "
+            "updated REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO studies VALUES ('k1', 'a.nii.gz', 'a.nii.gz', NULL, NULL, 'pending', 0, NULL, NULL, 0)")
+    remote = StudyInput("dicomweb:1.2.3/1.2.3.4", Path(), series="1.2.3.4", study_uid="1.2.3")
+    with Journal.open(old) as journal:
+        assert journal.add([remote]) == 1
+        todo = {s.source: s for s in journal.todo(max_attempts=2)}
+    assert todo["a.nii.gz"].study_uid is None and not todo["a.nii.gz"].is_remote
+    assert todo[remote.source] == remote and todo[remote.source].is_remote and todo[remote.source].is_dicom
