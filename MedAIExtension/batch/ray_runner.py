@@ -98,6 +98,7 @@ class StudyWorker:
             uncertainty=self.uncertainty,
             backend=self.backend,
             store=self.store,
+            keep_retrieved=self.uncertainty,  # the annotation queue opens a DICOMweb study from its folder
         )
         return record.to_dict()
 

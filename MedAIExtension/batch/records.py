@@ -11,10 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RECORD_NAME", "Acquisition", "StudyRecord", "study_key"]
+__all__ = ["RECORD_NAME", "RETRIEVED_INPUT_DIR", "Acquisition", "StudyRecord", "study_key"]
 
 RECORD_NAME = "study.json"
 """File name of a study's record inside its output folder."""
+
+RETRIEVED_INPUT_DIR = "input"
+"""Folder inside a DICOMweb study's output folder holding its retrieved series (kept for the annotation queue)."""
 
 
 def study_key(source: str) -> str:

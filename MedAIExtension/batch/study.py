@@ -14,6 +14,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from MedAIExtension.batch.annotation_queue import study_uncertainty
 from MedAIExtension.batch.dicomweb_input import retrieve_study
 from MedAIExtension.batch.drift import input_statistics
 from MedAIExtension.batch.inputs import StudyInput
-from MedAIExtension.batch.records import RECORD_NAME, Acquisition, StudyRecord
+from MedAIExtension.batch.records import RECORD_NAME, RETRIEVED_INPUT_DIR, Acquisition, StudyRecord
 from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.loader import load_image
@@ -112,6 +113,7 @@ def process_study(
     uncertainty: bool = False,
     backend: Backend | None = None,
     store: DicomWebStore | None = None,
+    keep_retrieved: bool = False,
 ) -> StudyRecord:
     """Segment ``study`` with ``model`` and commit its folder ``studies_dir/<key>``; never raises for the study.
 
@@ -120,8 +122,9 @@ def process_study(
     ``failed`` with the one-line error. ``uncertainty``: also the study's mean predictive entropy (test-time
     flips; for the annotation queue; two more passes of the model). ``backend``: the model already loaded (a
     worker's; loaded per study by default). ``store``: the DICOMweb server a remote study
-    (:attr:`StudyInput.is_remote`) is retrieved from, into a staging folder removed afterwards. ``extra`` goes into
-    the record's ``extra``.
+    (:attr:`StudyInput.is_remote`) is retrieved from, into a staging folder removed afterwards, or, with
+    ``keep_retrieved`` (an annotator will open it from the queue), committed as the study folder's
+    :data:`~MedAIExtension.batch.records.RETRIEVED_INPUT_DIR`. ``extra`` goes into the record's ``extra``.
     """
     started = time.perf_counter()
     final = studies_dir / study.key
@@ -178,6 +181,9 @@ def process_study(
             seconds=round(time.perf_counter() - started, 3),
             extra={**(extra or {}), "files": sorted(p.name for p in staging.iterdir())},
         )
+        if study.is_remote and keep_retrieved:
+            os.rename(retrieved, staging / RETRIEVED_INPUT_DIR)
+            record = replace(record, extra={**record.extra, "files": sorted(p.name for p in staging.iterdir())})
         (staging / RECORD_NAME).write_text(json.dumps(record.to_dict(), indent=2), encoding="utf-8")
         try:
             os.rename(staging, final)  # the commit: one step; fails when the folder was committed meanwhile

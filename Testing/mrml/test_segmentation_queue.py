@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from MedAIExtension.batch.annotation_queue import write_annotation_queue
-from MedAIExtension.batch.records import StudyRecord, study_key
+from MedAIExtension.batch.records import RETRIEVED_INPUT_DIR, StudyRecord, study_key
 from MedAIExtension.errors import InputError
 from MedAIExtension.io import Image, write_volume_file
+from MedAIExtension.io.dicom_series import write_dicom_series
 from MedAIExtension.mrml import segmentation_node_to_labelmap, volume_node_to_image
 from MedAIExtension.phantom import PHANTOM_LABELS, PhantomSpec, generate_chest_phantom
 from MedAIExtension.segmentation.outputs import write_outputs
@@ -117,3 +118,22 @@ def test_bad_queue_files_are_one_clear_error(lib, scene, queue, tmp_path) -> Non
     with pytest.raises(InputError, match="has no segmentation"):
         logic.nextInQueue()
     assert volume.GetScene() is scene and scene.GetNumberOfNodes() == count and logic.queuePosition() == (0, 2)
+
+
+def test_a_dicomweb_study_opens_from_the_series_kept_in_its_folder(lib, scene, tmp_path) -> None:
+    (tmp_path / "cts").mkdir()
+    _, output, ct, labels = _study(tmp_path, "remote", 3, "seg.nrrd")
+    source = "dicomweb:1.2.826.0.1.3680043.8.498.1/1.2.826.0.1.3680043.8.498.2"
+    records = [StudyRecord(study_key(source), source, "done", None, str(output), uncertainty=0.5)]
+    path = write_annotation_queue(records, tmp_path / "queue.csv")
+    logic = lib.SegmentationLogic(scene)
+    logic.openQueue(path)
+    with pytest.raises(InputError, match="Run medai batch with --annotation-queue"):
+        logic.nextInQueue()  # no copy kept (a batch without the queue option)
+    assert logic.queuePosition() == (-1, 1)
+
+    write_dicom_series(ct, output / RETRIEVED_INPUT_DIR, uid_seed="queue-remote")
+    volume, segmentation = logic.nextInQueue()
+    assert volume.GetName().startswith("Queue 1/1: ")
+    assert np.array_equal(volume_node_to_image(volume).array, ct.array)
+    assert np.array_equal(segmentation_node_to_labelmap(segmentation, labels).array, labels.array)

@@ -10,9 +10,10 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from MedAIExtension.batch.annotation_queue import read_annotation_queue
 from MedAIExtension.batch.dicomweb_input import parse_query
 from MedAIExtension.batch.journal import Journal
-from MedAIExtension.batch.records import RECORD_NAME
+from MedAIExtension.batch.records import RECORD_NAME, RETRIEVED_INPUT_DIR
 from MedAIExtension.cli import main
 from MedAIExtension.errors import InputError
 from MedAIExtension.pacs.credentials import Credentials
@@ -63,6 +64,7 @@ def test_batch_over_a_dicomweb_query_retrieves_segments_and_resumes(
     output = tmp_path / "batch"
     argv = ["batch", "--input", "dicomweb:PatientID=BATCH*", "--gateway-config", str(config)]
     argv += ["--model", MODEL, "--output", str(output), "--workers", "2", "--device", "cpu", "--quiet"]
+    argv += ["--annotation-queue"]  # keeps each retrieved series in the study folder, for the annotator
 
     assert main(argv) == 0
     with Journal.open(output) as journal:
@@ -82,6 +84,10 @@ def test_batch_over_a_dicomweb_query_retrieves_segments_and_resumes(
         assert "segmentation.dcm" in {p.name for p in folder.iterdir()}  # a DICOM SEG: the input was DICOM
         seg = pydicom.dcmread(folder / "segmentation.dcm", stop_before_pixels=True)
         assert str(seg.StudyInstanceUID) in (uids["BATCH-1"], uids["BATCH-2"])
+        kept = sorted((folder / RETRIEVED_INPUT_DIR).iterdir())
+        assert [p.name for p in kept] == [f"{n:05d}.dcm" for n in range(1, 41)]  # named by arrival, not by UIDs
+    queue = read_annotation_queue(output / "queue.csv")
+    assert sorted(row["source"] for row in queue) == sorted(r.source for r in rows)
     seen = capsys.readouterr()
     assert AUTH_PASSWORD not in seen.out + seen.err
     assert AUTH_PASSWORD not in _all_text(output)

@@ -1,6 +1,7 @@
 """Stepping an annotator through a batch's annotation queue (``queue.csv`` of ``medai batch --annotation-queue``).
 
-Each queue row names a study's CT (``source``: a NIfTI/NRRD file or a DICOM series folder) and the folder that
+Each queue row names a study's CT (``source``: a NIfTI/NRRD file, a DICOM series folder, or a series on a DICOMweb
+server, ``dicomweb:<study>/<series>``, whose retrieved copy the batch kept in the study's folder) and the folder that
 ``medai segment`` wrote for it (``output_dir``: ``segmentation.seg.nrrd`` and/or ``segmentation.nii.gz`` plus
 ``summary.json``). Loading a row puts the CT and its segmentation into the scene, named ``"Queue 3/12: <name>"``,
 and removes the previously loaded queue case, so stepping never piles up nodes. No widgets, no dialogs.
@@ -15,6 +16,8 @@ from typing import Any
 
 import slicer
 
+from MedAIExtension.batch.inputs import DICOMWEB_PREFIX
+from MedAIExtension.batch.records import RETRIEVED_INPUT_DIR
 from MedAIExtension.errors import InputError
 
 __all__ = ["QUEUE_ATTRIBUTE", "AnnotationQueueMixin"]
@@ -85,7 +88,8 @@ class AnnotationQueueMixin:
         if not 0 <= index < len(rows):
             raise InputError(f"The annotation queue has studies 1 to {len(rows)}; there is no study {index + 1}.")
         row = rows[index]
-        source, outputDir = self._resolve(row["source"], row), self._resolve(row["output_dir"], row)
+        outputDir = self._resolve(row["output_dir"], row)
+        source = self._studyInput(row, outputDir, index)
         title = f"Queue {index + 1}/{len(rows)}: {_study_name(row['source'])}"
         segmentationFile = next((outputDir / n for n in _SEGMENTATION_FILES if (outputDir / n).is_file()), None)
         if segmentationFile is None:
@@ -130,6 +134,18 @@ class AnnotationQueueMixin:
         if total and index <= 0:
             raise InputError("This is the first study of the annotation queue; there is no previous one.")
         return self.loadQueueItem(index - 1)
+
+    def _studyInput(self, row: dict[str, str], outputDir: Path, index: int) -> Path:
+        """Where the study's image is: its input path, or for a DICOMweb study the series kept in its folder."""
+        if not row["source"].startswith(DICOMWEB_PREFIX):
+            return self._resolve(row["source"], row)
+        kept = outputDir / RETRIEVED_INPUT_DIR
+        if not kept.is_dir():
+            raise InputError(
+                f"Study {index + 1} of the queue ({row['key']}) is a series on a DICOMweb server, and its folder "
+                f"{outputDir} does not hold a copy. Run medai batch with --annotation-queue, which keeps one."
+            )
+        return kept
 
     @staticmethod
     def _resolve(value: str, row: dict[str, str]) -> Path:
