@@ -134,7 +134,8 @@ def discover_dicomweb_studies(query: str, store: DicomWebStore) -> tuple[list[St
         if uid_problem(series.study_uid) or uid_problem(series.series_uid):
             refused += 1
             continue
-        if modality and "*" not in modality and "?" not in modality and series.modality not in ("", modality):
+        exact = modality and not any(c in modality for c in "*?,\\")  # not a wildcard or a list of values
+        if exact and series.modality not in ("", modality):
             continue
         source = f"{DICOMWEB_PREFIX}{series.study_uid}/{series.series_uid}"
         studies.setdefault(source, StudyInput(source, Path(), series=series.series_uid, study_uid=series.study_uid))

@@ -87,7 +87,8 @@ class StudyWorker:
         import ray  # lazy: this runs inside a Ray worker
 
         context = ray.get_runtime_context()
-        where = {"node_id": context.get_node_id(), "pid": os.getpid(), "model_loads": self.loads}
+        gpus = [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
+        where = {"node_id": context.get_node_id(), "pid": os.getpid(), "model_loads": self.loads, "gpu_ids": gpus}
         record = process_study(
             study,
             self.model,

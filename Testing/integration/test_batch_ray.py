@@ -156,15 +156,19 @@ def test_rerun_after_interrupt_runs_only_what_was_missing(cohort, tmp_path):
 
 @pytest.fixture(scope="module")
 def loopback_cluster():
-    """A 2-node Ray cluster on 127.0.0.1 (one CPU each, no dashboard)."""
+    """A 2-node Ray cluster on 127.0.0.1 (one CPU each, no dashboard), each node declaring one GPU.
+
+    The GPUs are a Ray resource only (this machine has none): the workers ask for their share and Ray assigns it;
+    the model itself runs on the CPU, as ``--device auto`` does without CUDA.
+    """
     import_ray(loopback=True)
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
+        head_node_args={"num_cpus": 1, "num_gpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
     )
-    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address="127.0.0.1")
     yield cluster
     cluster.shutdown()
 
@@ -178,6 +182,8 @@ def test_two_node_loopback_cluster_runs_studies_on_both_nodes(cohort, loopback_c
     records = [r[3] for r in _rows(output).values() if r[0] == "done"]
     assert len(records) == 3
     assert len({r.extra["node_id"] for r in records if r is not None}) == 2
+    # each worker asked for its share of the cluster's GPUs (2 GPUs / 2 workers: one each) and Ray gave it one
+    assert all(r is not None and len(r.extra["gpu_ids"]) == 1 for r in records)
 
 
 @pytest.mark.slow
