@@ -7,7 +7,9 @@ PIP := $(PY) -m pip
 # Use the CPU build of torch from a local wheel folder when the machine has one.
 WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
-DEBIAN_TOOLS := dicom3tools:dciodvfy dcmtk:dsr2xml libgdcm-tools:gdcmconv orthanc:Orthanc orthanc-dicomweb:/usr/share/orthanc/plugins/libOrthancDicomWeb.so
+DEBIAN_TOOLS := dicom3tools:dciodvfy dcmtk:dsr2xml libgdcm-tools:gdcmconv orthanc:Orthanc orthanc-dicomweb:/usr/share/orthanc/plugins/libOrthancDicomWeb.so \
+	chromium:/usr/bin/chromium libegl1:/usr/lib/x86_64-linux-gnu/libEGL.so.1 \
+	libegl-mesa0:/usr/share/glvnd/egl_vendor.d/50_mesa.json libgl1-mesa-dri:/usr/lib/x86_64-linux-gnu/dri/swrast_dri.so
 
 .PHONY: all venv dev-deps system-deps demo test lint bench train clean
 
@@ -15,13 +17,14 @@ all: test
 
 # Everything `make demo` and the medai CLI need at run time (requirements.txt is also what Slicer installs;
 # requirements-headless.txt adds what only the headless install needs: slicer-core's MRML; requirements-ray.txt
-# adds Ray for `medai batch`).
-$(VENV)/.installed: Resources/requirements.txt Resources/requirements-headless.txt Resources/requirements-ray.txt pyproject.toml
+# adds Ray for `medai batch`; requirements-view.txt adds trame-slicer for `medai view`).
+$(VENV)/.installed: Resources/requirements.txt Resources/requirements-headless.txt Resources/requirements-ray.txt \
+		Resources/requirements-view.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install $(PIP_FLAGS) "torch==2.13.0"
 	$(PIP) install $(PIP_FLAGS) -r Resources/requirements.txt -r Resources/requirements-headless.txt \
-		-r Resources/requirements-ray.txt
+		-r Resources/requirements-ray.txt -r Resources/requirements-view.txt
 	$(PIP) install --no-deps -e .
 	touch $@
 
@@ -33,7 +36,8 @@ $(VENV)/.dev-installed: $(VENV)/.installed Resources/requirements-dev.txt
 
 dev-deps: $(VENV)/.dev-installed
 
-# Debian packages the tests need (dciodvfy, dsr2xml, dcmtk/gdcm re-encoders, Orthanc + its DICOMweb plugin); installed only when missing.
+# Debian packages the tests need (dciodvfy, dsr2xml, dcmtk/gdcm re-encoders, Orthanc + its DICOMweb plugin, chromium
+# and Mesa's EGL for the browser tests of `medai view`); installed only when missing.
 system-deps:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do pkg=$${pair%%:*}; tool=$${pair##*:}; \
 	  { command -v $$tool >/dev/null 2>&1 || test -e $$tool; } || missing="$$missing $$pkg"; done; \

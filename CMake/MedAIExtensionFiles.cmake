@@ -174,6 +174,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/segmentation/__init__.py
   MedAIExtension/segmentation/commands.py
   MedAIExtension/segmentation/froc.py
+  MedAIExtension/segmentation/output_folder.py
   MedAIExtension/segmentation/outputs.py
   MedAIExtension/segmentation/pipeline.py
   MedAIExtension/segmentation/plausibility.py
@@ -218,6 +219,10 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/training/train.py
   MedAIExtension/training/train_classifier.py
   MedAIExtension/training/train_lesion_filter.py
+  MedAIExtension/view/__init__.py
+  MedAIExtension/view/commands.py
+  MedAIExtension/view/review_app.py
+  MedAIExtension/view/token_guard.py
   MedAIExtension/worker.py
   )
 

@@ -10,7 +10,6 @@ and removes the previously loaded queue case, so stepping never piles up nodes. 
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,12 @@ import slicer
 from MedAIExtension.batch.inputs import DICOMWEB_PREFIX
 from MedAIExtension.batch.records import RETRIEVED_INPUT_DIR
 from MedAIExtension.errors import InputError
+from MedAIExtension.segmentation.output_folder import SEGMENTATION_FILES, find_segmentation_file, output_labels
 
 __all__ = ["QUEUE_ATTRIBUTE", "AnnotationQueueMixin"]
 
 #: Node attribute marking the nodes of the loaded queue case (value: the study's queue key).
 QUEUE_ATTRIBUTE = "MedAI.queueKey"
-#: The files of a ``medai segment`` output folder that hold the segmentation, in order of preference.
-_SEGMENTATION_FILES = ("segmentation.seg.nrrd", "segmentation.nii.gz")
 
 
 def _study_name(source: str) -> str:
@@ -91,11 +89,11 @@ class AnnotationQueueMixin:
         outputDir = self._resolve(row["output_dir"], row)
         source = self._studyInput(row, outputDir, index)
         title = f"Queue {index + 1}/{len(rows)}: {_study_name(row['source'])}"
-        segmentationFile = next((outputDir / n for n in _SEGMENTATION_FILES if (outputDir / n).is_file()), None)
+        segmentationFile = find_segmentation_file(outputDir)
         if segmentationFile is None:
             raise InputError(
                 f"Study {index + 1} of the queue ({row['key']}) has no segmentation in {outputDir} (expected one of "
-                f"{', '.join(_SEGMENTATION_FILES)}). Run medai segment on {row['source']} again."
+                f"{', '.join(SEGMENTATION_FILES)}). Run medai segment on {row['source']} again."
             )
         image = load_image(source)  # raises InputError for a missing or unreadable study
         newNodes: list[Any] = []
@@ -106,7 +104,7 @@ class AnnotationQueueMixin:
                 segmentation = self._readSegNrrd(segmentationFile, f"{title} segmentation", volume)
             else:
                 labelmap = read_volume_file(segmentationFile)
-                labels = self._summaryLabels(outputDir, labelmap)
+                labels = output_labels(outputDir, labelmap)
                 segmentation = labelmap_to_segmentation_node(
                     self.scene, labelmap, labels, f"{title} segmentation", volume
                 )
@@ -181,22 +179,3 @@ class AnnotationQueueMixin:
         node.CreateDefaultDisplayNodes()
         node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
         return node
-
-    @staticmethod
-    def _summaryLabels(outputDir: Path, labelmap: Any) -> list[Any]:
-        """Segment labels of a ``segmentation.nii.gz`` from its ``summary.json`` (names), else "Label N"."""
-        import numpy as np
-
-        from MedAIExtension.labels import SegmentLabel
-
-        names: dict[int, str] = {}
-        summary = outputDir / "summary.json"
-        if summary.is_file():
-            try:
-                rows = json.loads(summary.read_text(encoding="utf-8")).get("statistics", [])
-                names = {int(r["label"]): str(r["name"]) for r in rows if isinstance(r, dict)}
-            except (ValueError, KeyError, TypeError, AttributeError):
-                names = {}
-        values = sorted({int(v) for v in np.unique(np.asarray(labelmap.array)) if v != 0} | set(names))
-        colors = ((0.5, 0.7, 1.0), (1.0, 1.0, 0.0), (1.0, 0.6, 0.4), (0.6, 1.0, 0.6), (1.0, 0.5, 1.0))
-        return [SegmentLabel(v, names.get(v, f"Label {v}"), colors[i % len(colors)]) for i, v in enumerate(values)]

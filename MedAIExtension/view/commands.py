@@ -1,0 +1,66 @@
+"""``medai view PATH``: serve a study or a MedAI result folder to a browser on 127.0.0.1, behind a random token.
+
+Prints one line, ``MedAI view: http://127.0.0.1:PORT/?token=…``, once the page answers, and serves until Ctrl-C
+(exit 130) or SIGTERM. Bad input (no such path, a result folder whose study cannot be found, a busy port) is one
+``error:`` line and exit 2, before anything is served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from MedAIExtension.command_types import SetHandler, SubParsers
+
+__all__ = ["add_view_parser"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _check_port(port: int) -> None:
+    from MedAIExtension.errors import InputError
+
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise InputError(f"Port {port} on 127.0.0.1 is not free ({exc.strerror}). Pick another --port.") from None
+
+
+def _cmd_view(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None]) -> int:
+    from MedAIExtension.view.review_app import ReviewApp, resolve_view_input
+    from MedAIExtension.view.token_guard import new_token
+
+    view = resolve_view_input(args.path, args.image)
+    port = args.port or _free_port()
+    _check_port(port)
+    app = ReviewApp(view)
+    token = new_token()
+    url = f"http://127.0.0.1:{port}/?token={token}"
+
+    def announce(**_: Any) -> None:
+        print(f"MedAI view: {url}", flush=True)
+
+    app.server.controller.on_server_ready.add(announce)
+    app.serve(port, token)
+    return 0
+
+
+def add_view_parser(sub: SubParsers, set_handler: SetHandler) -> None:
+    """Register ``medai view`` on the CLI's sub-parsers (see :mod:`MedAIExtension.command_types`)."""
+    view = sub.add_parser(
+        "view",
+        help="review a study or a MedAI result in a browser (127.0.0.1, token in the printed URL)",
+        description="Serve a study (DICOM folder, NIfTI/NRRD) or a medai segment / medai batch result folder to a "
+        "browser on 127.0.0.1. The printed URL carries a random token; requests without it are refused (403).",
+    )
+    view.add_argument("path", help="a study, or a result folder (summary.json + segmentation.nii.gz)")
+    view.add_argument("--image", default=None, help="the study a result folder was computed from, when moved")
+    view.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    set_handler(view, _cmd_view, bar="none")

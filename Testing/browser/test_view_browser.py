@@ -1,0 +1,192 @@
+"""``medai view`` in a real browser: Debian's chromium, headless, driven by Playwright (no browser download).
+
+A small chest phantom and a ``medai segment``-like result folder for it are served by the real ``medai view``
+process on 127.0.0.1. The tests check the token (403 without it, on the page, its assets and the WebSocket), that the
+page shows the CT in greys with the segmentation in the model's colours over the lungs, that a segment's visibility
+switch and the opacity slider change the rendered pixels.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from MedAIExtension.io import write_volume_file
+from MedAIExtension.models.catalog import load_catalog
+from MedAIExtension.phantom import PhantomSpec, generate_chest_phantom
+from MedAIExtension.segmentation.outputs import write_outputs
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("trame_slicer")
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+MODEL = "chest-ct-lung-nodule"
+FRAME = "img.image-display-area"  # trame-rca's remote-rendered frame
+
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian's chromium is not installed (make system-deps installs it)", allow_module_level=True)
+
+
+class ViewServer:
+    """A ``medai view`` child process and the URL it printed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "MedAIExtension.cli", "view", str(folder)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.lines: list[str] = []
+        self.url = ""
+        ready = threading.Event()
+
+        def read() -> None:
+            assert self.process.stdout is not None
+            for line in self.process.stdout:
+                self.lines.append(line)
+                if line.startswith("MedAI view: "):
+                    self.url = line.split(": ", 1)[1].strip()
+                    ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(90):
+            self.stop()
+            pytest.fail("medai view printed no URL:\n" + "".join(self.lines[-30:]))
+        self.base = self.url.split("/?", 1)[0]
+        self.token = self.url.split("token=", 1)[1]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def result_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phantom CT and the folder ``medai segment`` would write for it (the phantom's true labels as the result)."""
+    root = tmp_path_factory.mktemp("view")
+    phantom = generate_chest_phantom(PhantomSpec(size_ijk=(96, 96, 40), spacing=(3.5, 3.5, 5.0), seed=1))
+    ct = write_volume_file(phantom.ct, root / "ct.nii.gz")
+    labels = load_catalog().get(MODEL).labels
+    write_outputs(
+        phantom.labels, labels, root / "result", "nii.gz", algorithm_name=MODEL, extra_summary={"input": str(ct)}
+    )
+    return root / "result"
+
+
+@pytest.fixture(scope="module")
+def server(result_folder: Path) -> Iterator[ViewServer]:
+    running = ViewServer(result_folder)
+    yield running
+    running.stop()
+
+
+def _status(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def _frame_pixels(page: object) -> np.ndarray:
+    from PIL import Image as PILImage
+
+    png = page.locator(FRAME).first.screenshot()  # type: ignore[attr-defined]
+    return np.asarray(PILImage.open(BytesIO(png)).convert("RGB")).astype(np.int16)
+
+
+def _coloured(pixels: np.ndarray) -> np.ndarray:
+    """Pixels that are not grey (the CT is drawn in greys: colour comes only from the segmentation overlay)."""
+    return (pixels.max(axis=2) - pixels.min(axis=2)) > 30
+
+
+def _wait_for_frame_change(page: object, before: np.ndarray, timeout: float = 15.0) -> np.ndarray:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _frame_pixels(page)
+        if now.shape != before.shape or np.abs(now - before).max() > 10:
+            time.sleep(0.5)  # let the last frame of the change arrive
+            return _frame_pixels(page)
+        time.sleep(0.2)
+    raise AssertionError("the rendered frame did not change")
+
+
+@pytest.mark.slow
+def test_the_page_needs_the_token(server: ViewServer) -> None:
+    assert server.url.startswith("http://127.0.0.1:") and len(server.token) >= 40
+    assert _status(server.base + "/") == 403
+    assert _status(server.base + "/index.html?token=wrong") == 403
+    websocket = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    assert _status(server.base + "/ws", websocket) == 403
+    assert _status(server.url) == 200
+    assert all(server.token not in line for line in server.lines if not line.startswith("MedAI view: "))
+
+
+@pytest.mark.slow
+def test_the_browser_shows_the_segmentation_and_its_switches_change_the_pixels(server: ViewServer) -> None:
+    lung = next(label for label in load_catalog().get(MODEL).labels if label.name == "Lung")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 800})
+            started = time.monotonic()
+            page.goto(server.url)
+            page.wait_for_function(
+                f"document.querySelector('{FRAME}') && document.querySelector('{FRAME}').naturalWidth > 0",
+                timeout=60_000,
+            )
+            first_frame_s = time.monotonic() - started
+            page.wait_for_timeout(1000)
+            shown = _frame_pixels(page)
+            coloured = _coloured(shown)
+            # The overlay covers the lungs: a good part of the frame, in the Lung segment's colour (blended).
+            assert coloured.mean() > 0.05, f"no segmentation overlay in the frame (first frame {first_frame_s:.1f} s)"
+            mean = shown[coloured].mean(axis=0)
+            expected = np.array(lung.color) * 255
+            assert np.argmax(mean) == np.argmax(expected), (mean, expected)  # blue-dominant, like the Lung colour
+            page.screenshot(path=str(Path(os.environ.get("MEDAI_VIEW_SCREENSHOT", "/dev/null"))))
+
+            page.get_by_label("Lung", exact=True).click()  # the Lung segment's visibility switch off
+            hidden = _wait_for_frame_change(page, shown)
+            assert _coloured(hidden).mean() < coloured.mean() / 5
+
+            page.get_by_label("Lung", exact=True).click()  # on again, then the opacity slider to 0
+            again = _wait_for_frame_change(page, hidden)
+            assert _coloured(again).mean() > 0.05
+            page.locator(".medai-opacity [role=slider]").first.focus()
+            page.keyboard.press("Home")
+            faded = _wait_for_frame_change(page, again)
+            assert _coloured(faded).mean() < _coloured(again).mean()
+        finally:
+            browser.close()
