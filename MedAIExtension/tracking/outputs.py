@@ -230,8 +230,12 @@ def write_tracking_outputs(
     output_dir: str | os.PathLike[str],
     dicom: bool | None = None,
     progress: Callable[[float, str], None] | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write everything about ``result`` into ``output_dir``; returns ``{kind: path}``.
+
+    ``inputs``: where the studies were read from (``{"baseline": path, "followup": path}``), kept in tracking.json
+    so that a viewer (``medai view``) can show the result over them.
 
     ``dicom``: write SEG + SR per study (default: when both studies were read from DICOM); a study without
     nodules gets only its SR, which states the nodule-free exam and its Lung-RADS category.
@@ -299,7 +303,7 @@ def write_tracking_outputs(
             tracking_html("MedAI nodule tracking", facts, rows, pictures, dict(names), result.warnings),
             encoding="utf-8",
         )
-        document = {"summary": summary, "nodules": rows, "files": dict(names)}
+        document = {"summary": summary, "nodules": rows, "files": dict(names), **({"inputs": inputs} if inputs else {})}
         (staging / "tracking.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
         names["table_json"] = "tracking.json"
         reporter(0.95, "moving results into place")
@@ -359,5 +363,12 @@ def track_to_folder(
         studies = [("baseline", baseline), ("follow-up", followup)]
         dicom = frame_of_reference_allows(studies, "the DICOM SEG and SR objects", warn)
     result = track_nodules(baseline, followup, request.options, progress=reporter.stage(0.02, 0.9), token=token)
-    files = write_tracking_outputs(result, request.output, dicom=dicom, progress=reporter.stage(0.9, 1.0))
+    inputs = {
+        key: str(Path(source).resolve())
+        for key, source in (("baseline", request.baseline), ("followup", request.followup))
+        if not isinstance(source, Image)
+    }
+    files = write_tracking_outputs(
+        result, request.output, dicom=dicom, progress=reporter.stage(0.9, 1.0), inputs=inputs or None
+    )
     return TrackingOutcome(result, files)

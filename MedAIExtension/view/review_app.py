@@ -23,6 +23,7 @@ from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.mrml.segmentations import labelmap_to_segmentation_node
 from MedAIExtension.mrml.volumes import image_to_volume_node
 from MedAIExtension.segmentation.output_folder import find_segmentation_file, output_labels, segmented_input
+from MedAIExtension.tracking.scene import load_tracking_into_scene, read_tracking_document
 from MedAIExtension.view.token_guard import token_middleware
 
 __all__ = ["ReviewApp", "ViewInput", "resolve_view_input"]
@@ -39,12 +40,16 @@ class ViewInput:
         segmentation: the label map to overlay (``segmentation.nii.gz``) or None.
         title: the page's title.
         labels: the segments' names and colours (with ``segmentation``).
+        tracking: a ``medai track`` result folder (``image`` is then the follow-up study).
+        baseline: the tracking's baseline study.
     """
 
     image: Path
     segmentation: Path | None = None
     title: str = "MedAI view"
     labels: tuple[SegmentLabel, ...] = field(default=())
+    tracking: Path | None = None
+    baseline: Path | None = None
 
 
 def resolve_view_input(path: str | os.PathLike[str], image: str | os.PathLike[str] | None = None) -> ViewInput:
@@ -57,6 +62,8 @@ def resolve_view_input(path: str | os.PathLike[str], image: str | os.PathLike[st
     target = Path(path)
     if not target.exists():
         raise InputError(f"{target} does not exist. Give a study (DICOM folder, NIfTI/NRRD) or a MedAI result folder.")
+    if target.is_dir() and (target / "tracking.json").is_file():
+        return _tracking_input(target, image)
     if target.is_dir() and (target / "summary.json").is_file():
         segmentation = target / "segmentation.nii.gz"
         if not segmentation.is_file():
@@ -77,6 +84,23 @@ def resolve_view_input(path: str | os.PathLike[str], image: str | os.PathLike[st
     if image is not None:
         raise InputError("--image is for a result folder (it names the study the folder was computed from).")
     return ViewInput(target, None, f"MedAI view: {target.name}")
+
+
+def _tracking_input(folder: Path, image: str | os.PathLike[str] | None) -> ViewInput:
+    inputs = read_tracking_document(folder).get("inputs") or {}
+    followup = Path(image) if image is not None else Path(str(inputs.get("followup", "")))
+    baseline = Path(str(inputs.get("baseline", "")))
+    if not str(followup) or not followup.exists():
+        raise InputError(
+            f"The follow-up study tracked into {folder} cannot be found ({followup or 'not recorded'}). "
+            "Give it with --image."
+        )
+    return ViewInput(
+        followup,
+        title=f"MedAI view: {folder.name} (follow-up)",
+        tracking=folder,
+        baseline=baseline if str(baseline) and baseline.exists() else None,
+    )
 
 
 class ReviewApp:
@@ -119,9 +143,38 @@ class ReviewApp:
             )
             segmentation = self.segmentation_node.GetSegmentation()
             self.segment_ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+        self.nodules: list[dict[str, Any]] = []
+        self.exam_lung_rads = ""
+        if view.tracking is not None:
+            self._load_tracking(view)
         self.slicer_app.display_manager.show_volume_in_slice_background(self.volume_node)
         self.slicer_app.display_manager.reset_views()
         self._build_ui()
+
+    def _load_tracking(self, view: ViewInput) -> None:
+        """The tracking result over the follow-up study (baseline nodules hidden: they lie in baseline space)."""
+        assert view.tracking is not None
+        scene = self.slicer_app.scene
+        baseline = image_to_volume_node(scene, load_image(view.baseline), "Baseline") if view.baseline else None
+        nodes = load_tracking_into_scene(scene, view.tracking, baseline, self.volume_node)
+        for node in (nodes.baseline_segmentation, nodes.baseline_fiducials):
+            display = node.GetDisplayNode() if node is not None else None
+            if display is not None:
+                display.SetVisibility(False)
+        self.nodules = nodes.rows
+        exam = read_tracking_document(view.tracking)["summary"].get("exam_lung_rads", {})
+        followup = exam.get("followup") or exam.get("baseline") or {}
+        self.exam_lung_rads = str(followup.get("category", ""))
+
+    def jump_to_nodule(self, index: int) -> None:
+        """Centre the slice views on nodule ``index`` of the table (its follow-up centre, else its baseline one)."""
+        row = self.nodules[int(index)]
+        centre = row.get("followup_center_ras") or row.get("baseline_center_ras")
+        if centre is None:
+            return
+        for view in self.slicer_app.view_manager.get_slice_views():
+            view.set_slice_value(float(centre[2]))
+        self.server.state.current_nodule = row["tracking_id"]
 
     # ---- the page -------------------------------------------------------------------------------------------
     def _build_ui(self) -> None:
@@ -158,8 +211,34 @@ class ReviewApp:
                         hide_details=True,
                         classes="medai-opacity mx-2",
                     )
+                if self.nodules:
+                    self._nodule_table(v3)
             with self.ui.content:
                 self.layout_manager.initialize_layout_grid(self.ui)
+
+    def _nodule_table(self, v3: Any) -> None:
+        from trame.widgets import html  # lazy: as in __init__
+
+        self.server.state.current_nodule = ""
+        v3.VListSubheader(f"Nodules — exam Lung-RADS {self.exam_lung_rads or '?'}")
+        with v3.VTable(density="compact", classes="medai-nodules"):
+            with html.Thead(), html.Tr():
+                for title in ("Nodule", "Status", "Lung-RADS", "Volume change", "VDT"):
+                    html.Th(title)
+            with html.Tbody():
+                for index, row in enumerate(self.nodules):
+                    change = row.get("volume_change_percent")
+                    vdt = row.get("vdt_days")
+                    with html.Tr(
+                        click=(self.jump_to_nodule, f"[{index}]"),
+                        classes=f"medai-nodule-row medai-nodule-{index}",
+                        style="cursor: pointer",
+                    ):
+                        html.Td(str(row["tracking_id"]))
+                        html.Td(str(row.get("status", "")))
+                        html.Td(str(row.get("lung_rads") or ""))
+                        html.Td(f"{change:+.0f} %" if isinstance(change, (int, float)) else "")
+                        html.Td(f"{vdt:.0f} d" if isinstance(vdt, (int, float)) else "")
 
     def _segment_names(self) -> list[str]:
         if self.segmentation_node is None:

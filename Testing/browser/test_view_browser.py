@@ -191,3 +191,54 @@ def test_the_browser_shows_the_segmentation_and_its_switches_change_the_pixels(s
             assert _coloured(faded).mean() < _coloured(again).mean()
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def tracking_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``medai track`` result (classical detector) of a phantom pair whose first nodule grows 1.5x."""
+    from MedAIExtension.cli import main
+    from MedAIExtension.phantom.followup import write_phantom_pair
+    from Testing.phantoms import SMALL_CHEST_TWO_NODULES
+
+    root = tmp_path_factory.mktemp("view-track")
+    write_phantom_pair(root / "pair", baseline=SMALL_CHEST_TWO_NODULES, volume_factors=(1.5, 1.0))
+    argv = ["track", "--baseline", str(root / "pair/baseline/ct"), "--followup", str(root / "pair/followup/ct")]
+    assert main([*argv, "--output", str(root / "out"), "--quiet", "--no-model"]) == 0
+    return root / "out"
+
+
+@pytest.mark.slow
+def test_clicking_a_nodule_row_moves_the_slice_to_that_nodule(tracking_folder: Path) -> None:
+    import json
+
+    rows = json.loads((tracking_folder / "tracking.json").read_text())["nodules"]
+    assert len(rows) == 2
+    server = ViewServer(tracking_folder)
+    try:
+        with playwright_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1300, "height": 800})
+                page.goto(server.url)
+                page.wait_for_function(
+                    f"document.querySelector('{FRAME}') && document.querySelector('{FRAME}').naturalWidth > 0",
+                    timeout=60_000,
+                )
+                page.wait_for_timeout(1000)
+                table = page.locator(".medai-nodules")
+                assert [t.strip() for t in table.locator("tbody tr td:first-child").all_inner_texts()] == [
+                    row["tracking_id"] for row in rows
+                ]
+                slider = page.locator("[role=slider]").last  # the slice slider under the view
+                for index, row in enumerate(rows):
+                    before = _frame_pixels(page)
+                    page.locator(f".medai-nodule-{index}").click()
+                    shown = _wait_for_frame_change(page, before)
+                    position = float(slider.get_attribute("aria-valuenow") or "nan")
+                    # the axial slice now passes through the nodule's follow-up centre (within one slice)
+                    assert abs(position - row["followup_center_ras"][2]) <= 2.2, (position, row)
+                    assert _coloured(shown).any()  # the nodule's segment is drawn on that slice
+            finally:
+                browser.close()
+    finally:
+        server.stop()
