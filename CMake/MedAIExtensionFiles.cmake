@@ -221,7 +221,11 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/training/train_lesion_filter.py
   MedAIExtension/view/__init__.py
   MedAIExtension/view/commands.py
+  MedAIExtension/view/inputs.py
+  MedAIExtension/view/nodules_panel.py
+  MedAIExtension/view/panel_host.py
   MedAIExtension/view/review_app.py
+  MedAIExtension/view/segments_panel.py
   MedAIExtension/view/token_guard.py
   MedAIExtension/worker.py
   )
