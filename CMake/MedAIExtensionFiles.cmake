@@ -221,6 +221,8 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/training/train_lesion_filter.py
   MedAIExtension/view/__init__.py
   MedAIExtension/view/commands.py
+  MedAIExtension/view/decision_sr.py
+  MedAIExtension/view/decisions.py
   MedAIExtension/view/inputs.py
   MedAIExtension/view/nodules_panel.py
   MedAIExtension/view/panel_host.py
