@@ -223,6 +223,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/view/commands.py
   MedAIExtension/view/decision_sr.py
   MedAIExtension/view/decisions.py
+  MedAIExtension/view/decisions_panel.py
   MedAIExtension/view/inputs.py
   MedAIExtension/view/nodules_panel.py
   MedAIExtension/view/panel_host.py

@@ -8,13 +8,23 @@ Prints one line, ``MedAI view: http://127.0.0.1:PORT/?token=…``, once the page
 from __future__ import annotations
 
 import argparse
+import getpass
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from MedAIExtension.command_types import SetHandler, SubParsers
 
-__all__ = ["add_view_parser"]
+__all__ = ["add_view_parser", "default_user"]
+
+
+def default_user() -> str:
+    """Who is using the view when ``--user`` is not given: the operating system user (``"unknown"`` if none)."""
+    try:
+        return getpass.getuser() or "unknown"
+    except (KeyError, OSError):
+        return "unknown"
 
 
 def _free_port() -> int:
@@ -37,7 +47,7 @@ def _cmd_view(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None])
     from MedAIExtension.view.review_app import ReviewApp, resolve_view_input
     from MedAIExtension.view.token_guard import new_token
 
-    view = resolve_view_input(args.path, args.image)
+    view = replace(resolve_view_input(args.path, args.image), user=args.user or default_user())
     port = args.port or _free_port()
     _check_port(port)
     app = ReviewApp(view)
@@ -63,4 +73,9 @@ def add_view_parser(sub: SubParsers, set_handler: SetHandler) -> None:
     view.add_argument("path", help="a study, or a result folder (summary.json + segmentation.nii.gz)")
     view.add_argument("--image", default=None, help="the study a result folder was computed from, when moved")
     view.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    view.add_argument(
+        "--user",
+        default=None,
+        help="who reviews or annotates (recorded with each decision and correction; default: the login name)",
+    )
     set_handler(view, _cmd_view, bar="none")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from MedAIExtension.errors import InputError
+from MedAIExtension.explain.scene import DOCUMENT_NAME, read_explanation_document
 from MedAIExtension.io.volume_files import read_volume_file
 from MedAIExtension.labels import SegmentLabel
 from MedAIExtension.segmentation.output_folder import find_segmentation_file, output_labels, segmented_input
@@ -31,6 +32,8 @@ class ViewInput:
         labels: the segments' names and colours (with ``segmentation``).
         tracking: a ``medai track`` result folder (``image`` is then the follow-up study).
         baseline: the tracking's baseline study.
+        explanation: a ``medai explain`` result folder (``explanation.json``) to show over ``image``.
+        user: who reviews or annotates in this session (recorded with each decision and correction).
     """
 
     image: Path
@@ -39,6 +42,8 @@ class ViewInput:
     labels: tuple[SegmentLabel, ...] = field(default=())
     tracking: Path | None = None
     baseline: Path | None = None
+    explanation: Path | None = None
+    user: str = ""
 
 
 def resolve_view_input(path: str | os.PathLike[str], image: str | os.PathLike[str] | None = None) -> ViewInput:
@@ -53,6 +58,8 @@ def resolve_view_input(path: str | os.PathLike[str], image: str | os.PathLike[st
         raise InputError(f"{target} does not exist. Give a study (DICOM folder, NIfTI/NRRD) or a MedAI result folder.")
     if target.is_dir() and (target / "tracking.json").is_file():
         return _tracking_input(target, image)
+    if target.is_dir() and (target / DOCUMENT_NAME).is_file():
+        return _explanation_input(target, image)
     if target.is_dir() and (target / "summary.json").is_file():
         segmentation = target / "segmentation.nii.gz"
         if not segmentation.is_file():
@@ -90,3 +97,17 @@ def _tracking_input(folder: Path, image: str | os.PathLike[str] | None) -> ViewI
         tracking=folder,
         baseline=baseline if str(baseline) and baseline.exists() else None,
     )
+
+
+def _explanation_input(folder: Path, image: str | os.PathLike[str] | None) -> ViewInput:
+    document = read_explanation_document(folder)
+    recorded = document.get("input_path")
+    study = Path(image) if image is not None else Path(str(recorded)) if recorded else None
+    if study is None or not study.exists():
+        raise InputError(
+            f"The study explained into {folder} cannot be found ("
+            + (f"explanation.json names {study}" if study else "explanation.json does not record input_path")
+            + "). Give it with --image."
+        )
+    method = str(document.get("method_title") or document["method"])
+    return ViewInput(study, title=f"MedAI view: {folder.name} ({method})", explanation=folder)

@@ -23,6 +23,8 @@ from typing import Any
 
 from MedAIExtension.io.loader import load_image
 from MedAIExtension.mrml.volumes import image_to_volume_node
+from MedAIExtension.view.decisions_panel import DecisionsPanel
+from MedAIExtension.view.editor_panel import EditorPanel
 from MedAIExtension.view.inputs import ViewInput, resolve_view_input
 from MedAIExtension.view.nodules_panel import NodulesPanel
 from MedAIExtension.view.segments_panel import SegmentsPanel
@@ -73,7 +75,11 @@ class ReviewApp:
         """The panels for what ``self.view`` holds, in drawer order."""
         panels: list[Any] = []
         if self.view.segmentation is not None:
-            panels.append(SegmentsPanel(self))
+            segments = SegmentsPanel(self)
+            panels.append(segments)
+            panels.append(EditorPanel(self, segments.node))
+            folder, user = self.view.segmentation.parent, self.view.user or "unknown"
+            panels.append(DecisionsPanel(self, folder, segments.names, user))
         if self.view.tracking is not None:
             panels.append(NodulesPanel(self))
         return panels

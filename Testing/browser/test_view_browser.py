@@ -51,9 +51,9 @@ if not Path(CHROMIUM).exists():
 class ViewServer:
     """A ``medai view`` child process and the URL it printed."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *options: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "MedAIExtension.cli", "view", str(folder)],
+            [sys.executable, "-m", "MedAIExtension.cli", "view", str(folder), *options],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
