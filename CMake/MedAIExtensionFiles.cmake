@@ -221,9 +221,12 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/training/train_lesion_filter.py
   MedAIExtension/view/__init__.py
   MedAIExtension/view/commands.py
+  MedAIExtension/view/corrections.py
   MedAIExtension/view/decision_sr.py
   MedAIExtension/view/decisions.py
   MedAIExtension/view/decisions_panel.py
+  MedAIExtension/view/editor_panel.py
+  MedAIExtension/view/heatmap_panel.py
   MedAIExtension/view/inputs.py
   MedAIExtension/view/nodules_panel.py
   MedAIExtension/view/panel_host.py
