@@ -1,9 +1,17 @@
-"""A tracking result: the nodules over the follow-up study, their table and the exam's Lung-RADS; a row click
-centres the slice views on that nodule."""
+"""A tracking result: baseline and follow-up side by side with linked navigation, each with its nodules; the nodule
+table with the exam's Lung-RADS; a row click centres both views on that nodule.
+
+Layout "Baseline | Follow-up": two axial slice views, the baseline in view group 1 (left), the follow-up in view
+group 0 (right). Scrolling the follow-up moves the baseline to the same anatomy through the registration
+(``followup_to_baseline_ras`` of tracking.json), so the two stay linked; each study's nodules are drawn only in its
+own view.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from MedAIExtension.io.loader import load_image
 from MedAIExtension.mrml.volumes import image_to_volume_node
@@ -13,11 +21,14 @@ from MedAIExtension.view.panel_host import PanelHost
 __all__ = ["NodulesPanel"]
 
 _COLUMNS = ("Nodule", "Status", "Lung-RADS", "Volume change", "VDT")
+#: View groups of the side-by-side layout.
+FOLLOWUP_GROUP, BASELINE_GROUP = 0, 1
+COMPARE_LAYOUT = "Baseline | Follow-up"
 
 
 class NodulesPanel:
-    """Loads ``app.view.tracking`` (and the baseline study, when found) into the scene. The baseline's nodules are
-    hidden: they lie in baseline space, and the slice views show the follow-up."""
+    """Loads ``app.view.tracking`` and both studies into the scene (without the baseline study: the follow-up
+    alone, its nodules only)."""
 
     def __init__(self, app: PanelHost) -> None:
         self.app = app
@@ -30,19 +41,88 @@ class NodulesPanel:
             display = node.GetDisplayNode() if node is not None else None
             if display is not None:
                 display.SetVisibility(False)
+        self.nodes = nodes
+        self.baseline_node = baseline
         self.rows: list[dict[str, Any]] = nodes.rows
-        exam = read_tracking_document(view.tracking)["summary"].get("exam_lung_rads", {})
+        summary = read_tracking_document(view.tracking)["summary"]
+        exam = summary.get("exam_lung_rads", {})
         latest = exam.get("followup") or exam.get("baseline") or {}
         self.exam_lung_rads = str(latest.get("category", ""))
+        matrix = summary.get("registration", {}).get("followup_to_baseline_ras")
+        self.followup_to_baseline = np.asarray(matrix, dtype=float) if matrix is not None else np.eye(4)
+        self._syncing = False
+
+    def layout(self) -> tuple[str, Any] | None:
+        """Baseline and follow-up axial views side by side (only when the baseline study was found)."""
+        if self.baseline_node is None:
+            return None
+        from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition  # lazy: optional dependency
+        from trame_slicer.views.abstract_view import ViewProps  # lazy: as above
+        from trame_slicer.views.view_layout_definition import ViewType  # lazy: as above
+
+        def axial(tag: str, label: str, colour: str, group: int) -> Any:
+            properties = ViewProps(orientation="Axial", label=label, color=colour, group=group)
+            return ViewLayoutDefinition(tag, ViewType.SLICE_VIEW, properties)
+
+        views = [axial("Baseline", "B", "#4A90E2", BASELINE_GROUP), axial("Red", "F", "#F34A33", FOLLOWUP_GROUP)]
+        return COMPARE_LAYOUT, Layout(LayoutDirection.Horizontal, views)
+
+    def after_layout(self) -> None:
+        """Each study in its own view group with its own nodules; the baseline view follows the follow-up's."""
+        if self.baseline_node is None:
+            return
+        display = self.app.slicer_app.display_manager
+        display.show_volume_in_slice_background(self.app.volume_node, view_group=FOLLOWUP_GROUP)
+        display.show_volume_in_slice_background(self.baseline_node, view_group=BASELINE_GROUP)
+        for node, group in (
+            (self.nodes.followup_segmentation, FOLLOWUP_GROUP),
+            (self.nodes.followup_fiducials, FOLLOWUP_GROUP),
+            (self.nodes.baseline_segmentation, BASELINE_GROUP),
+            (self.nodes.baseline_fiducials, BASELINE_GROUP),
+        ):
+            if node is not None:
+                if node.GetDisplayNode() is not None:
+                    node.GetDisplayNode().SetVisibility(True)
+                display.set_node_visible_in_group(node, group)
+        for view in self._views(FOLLOWUP_GROUP):
+            view.modified.connect(self._follow)
+
+    def _views(self, group: int) -> list[Any]:
+        return list(self.app.slicer_app.view_manager.get_slice_views(group))
+
+    def _follow(self, *_: Any) -> None:
+        """Move the baseline views to the follow-up slice's anatomy (through the registration)."""
+        followup = self._views(FOLLOWUP_GROUP)
+        if self._syncing or not followup or self.baseline_node is None:
+            return
+        bounds = [0.0] * 6
+        self.app.volume_node.GetRASBounds(bounds)
+        point = np.array([(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2, followup[0].get_slice_value(), 1])
+        superior = float((self.followup_to_baseline @ point)[2])
+        self._syncing = True
+        try:
+            for view in self._views(BASELINE_GROUP):
+                view.set_slice_value(superior)
+        finally:
+            self._syncing = False
 
     def jump_to(self, index: int) -> None:
-        """Centre the slice views on nodule ``index`` of the table (its follow-up centre, else its baseline one)."""
+        """Centre the views on nodule ``index`` of the table: the follow-up view on its follow-up centre (else its
+        baseline one), the baseline view on its baseline centre."""
         row = self.rows[int(index)]
         centre = row.get("followup_center_ras") or row.get("baseline_center_ras")
         if centre is None:
             return
-        for view in self.app.slicer_app.view_manager.get_slice_views():
+        for view in self._views(FOLLOWUP_GROUP):
             view.set_slice_value(float(centre[2]))
+        before = row.get("baseline_center_ras")
+        if before is not None:  # each study on the nodule's own centre (the registration is only approximate)
+            self._syncing = True
+            try:
+                for view in self._views(BASELINE_GROUP):
+                    view.set_slice_value(float(before[2]))
+            finally:
+                self._syncing = False
         self.app.server.state.current_nodule = row["tracking_id"]
 
     def build(self, v3: Any) -> None:

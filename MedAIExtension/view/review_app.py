@@ -9,7 +9,8 @@ kind of result into the scene and adding its controls to the side drawer:
 
 A panel is a class built with the app (``Panel(app)``, app: a :class:`~MedAIExtension.view.panel_host.PanelHost`)
 once the study is in the scene, with a ``build(v3)`` method that adds its widgets (``v3``: ``trame.widgets.vuetify3``)
-to the drawer.
+to the drawer. Optionally ``layout()`` returns ``(layout_id, trame_slicer Layout)`` for views of its own (the
+first panel offering one wins; default: one axial view) and ``after_layout()`` runs once the views exist.
 
 Offscreen rendering without a GPU goes through EGL (Mesa llvmpipe): ``VTK_DEFAULT_OPENGL_WINDOW`` is set to
 ``vtkEGLRenderWindow`` before VTK is imported (unless the user set it), so VTK does not try X first.
@@ -25,6 +26,7 @@ from MedAIExtension.io.loader import load_image
 from MedAIExtension.mrml.volumes import image_to_volume_node
 from MedAIExtension.view.decisions_panel import DecisionsPanel
 from MedAIExtension.view.editor_panel import EditorPanel
+from MedAIExtension.view.heatmap_panel import HeatmapPanel
 from MedAIExtension.view.inputs import ViewInput, resolve_view_input
 from MedAIExtension.view.nodules_panel import NodulesPanel
 from MedAIExtension.view.segments_panel import SegmentsPanel
@@ -64,12 +66,18 @@ class ReviewApp:
         register_rca_factories(self.slicer_app.view_manager, self.server)
         self.layout_manager = LayoutManager(self.scene, self.slicer_app.view_manager, self.server)
         self.layout_manager.register_layout_dict(LayoutManager.default_grid_configuration())
-        self.layout_manager.set_layout("Axial Only")
         self.volume_node = image_to_volume_node(self.scene, image, view.image.name)
         self.panels: list[Any] = self._make_panels()
+        layout = next((p.layout() for p in self.panels if hasattr(p, "layout")), None)  # a panel's own views
+        if layout is not None:
+            self.layout_manager.register_layout(*layout)
+        self.layout_manager.set_layout(layout[0] if layout is not None else "Axial Only")
+        self._build_ui()  # creates the layout's views
         self.slicer_app.display_manager.show_volume_in_slice_background(self.volume_node)
+        for panel in self.panels:
+            if hasattr(panel, "after_layout"):
+                panel.after_layout()
         self.slicer_app.display_manager.reset_views()
-        self._build_ui()
 
     def _make_panels(self) -> list[Any]:
         """The panels for what ``self.view`` holds, in drawer order."""
@@ -82,6 +90,8 @@ class ReviewApp:
             panels.append(DecisionsPanel(self, folder, segments.names, user))
         if self.view.tracking is not None:
             panels.append(NodulesPanel(self))
+        if self.view.explanation is not None:
+            panels.append(HeatmapPanel(self))
         return panels
 
     def panel(self, kind: type) -> Any:

@@ -229,15 +229,32 @@ def test_clicking_a_nodule_row_moves_the_slice_to_that_nodule(tracking_folder: P
                 assert [t.strip() for t in table.locator("tbody tr td:first-child").all_inner_texts()] == [
                     row["tracking_id"] for row in rows
                 ]
-                slider = page.locator("[role=slider]").last  # the slice slider under the view
+                sliders = page.locator("[role=slider]")  # the slice sliders: baseline view (left), follow-up
+                assert sliders.count() == 2
+                baseline_slider, followup_slider = sliders.nth(0), sliders.nth(1)
+
+                def position(slider: object) -> float:
+                    return float(slider.get_attribute("aria-valuenow") or "nan")  # type: ignore[attr-defined]
+
                 for index, row in enumerate(rows):
                     before = _frame_pixels(page)
                     page.locator(f".medai-nodule-{index}").click()
                     shown = _wait_for_frame_change(page, before)
-                    position = float(slider.get_attribute("aria-valuenow") or "nan")
-                    # the axial slice now passes through the nodule's follow-up centre (within one slice)
-                    assert abs(position - row["followup_center_ras"][2]) <= 2.2, (position, row)
+                    # each view's axial slice passes through the nodule's centre in its study (within one slice)
+                    assert abs(position(followup_slider) - row["followup_center_ras"][2]) <= 2.2, row
+                    assert abs(position(baseline_slider) - row["baseline_center_ras"][2]) <= 2.2, row
                     assert _coloured(shown).any()  # the nodule's segment is drawn on that slice
+                # linked navigation: a step in the follow-up view moves the baseline view along
+                start = position(baseline_slider)
+                followup_slider.focus()
+                for _ in range(3):
+                    page.keyboard.press("ArrowUp")
+                page.wait_for_function(
+                    "(v) => Math.abs(parseFloat(document.querySelectorAll('[role=slider]')[0]"
+                    ".getAttribute('aria-valuenow')) - v) > 1",
+                    arg=start,
+                    timeout=10_000,
+                )
             finally:
                 browser.close()
     finally:
