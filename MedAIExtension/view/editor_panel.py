@@ -8,7 +8,8 @@ Threshold-paint is paint restricted to voxels of the study whose intensity lies 
 editable intensity range). Save writes :mod:`~MedAIExtension.view.corrections`.
 
 Trame state: ``editor_segment`` (index into the segments), ``editor_tool``, ``editor_brush_mm``,
-``editor_threshold`` (``[low, high]``), ``editor_can_undo`` and ``editor_message`` (what the last save did).
+``editor_threshold`` (``[low, high]``), ``editor_edits`` (edits Undo can take back), ``editor_can_undo`` and
+``editor_message`` (what the last save did).
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ class EditorPanel:
         state.editor_brush_mm = _DEFAULT_BRUSH_MM
         state.editor_threshold = [max(low, _LUNG_RANGE_HU[0]), min(high, _LUNG_RANGE_HU[1])]
         state.editor_can_undo = False
+        state.editor_edits = 0
         state.editor_message = ""
         state.change("editor_segment")(lambda editor_segment, **_: self.set_segment(editor_segment))
         state.change("editor_tool", "editor_threshold")(lambda editor_tool, **_: self.set_tool(editor_tool))
@@ -191,11 +193,13 @@ class EditorPanel:
                 classes="medai-undo mr-2",
             )
             v3.VBtn("Save", click=self._on_save, size="small", color="primary", classes="medai-save")
+        v3.VListItemSubtitle("Edits: {{ editor_edits }}", classes="medai-edits mx-2")
         v3.VListItemSubtitle("{{ editor_message }}", v_if="editor_message", classes="medai-save-message mx-2")
 
     def _on_undo_stack(self, *_: Any) -> None:
         with self.app.server.state as state:
             state.editor_can_undo = self.undo_stack.can_undo()
+            state.editor_edits = self.undo_stack.index()
 
     def _on_undo(self) -> None:
         self.undo()

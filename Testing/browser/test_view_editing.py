@@ -1,7 +1,8 @@
 """Correcting a segmentation in ``medai view``, in a real browser: the annotator picks the Lung segment and the paint
 tool, paints a stroke with the mouse on the slice view, saves; the corrections folder holds a NIfTI label map that
 differs from the result exactly under the stroke, a DICOM SEG (highdicom, dciodvfy) with the same segments, and the
-provenance. A second stroke undone saves the first correction again, and the first undone too the original."""
+provenance. A second stroke undone saves the first correction again, the first undone too the original.
+Threshold-paint along a stroke from the mediastinum into the lung paints only the voxels in its intensity range."""
 
 from __future__ import annotations
 
@@ -71,6 +72,11 @@ def _save(page: object, folder: Path) -> Path:
     raise AssertionError("Save wrote no corrections folder")
 
 
+def _edits(page: object, count: int) -> None:
+    """Wait until the drawer counts ``count`` edits to undo (the server applied the strokes and undos)."""
+    page.locator(".medai-edits").filter(has_text=f"Edits: {count}").wait_for(timeout=10_000)  # type: ignore[attr-defined]
+
+
 def _stroke(page: object, dx: float, dy: float) -> None:
     """A left-button stroke on the slice view from its centre, ``dx``/``dy`` pixels long."""
     box = page.locator(FRAME).first.bounding_box()  # type: ignore[attr-defined]
@@ -86,6 +92,7 @@ def _stroke(page: object, dx: float, dy: float) -> None:
 def test_a_paint_stroke_changes_the_saved_segmentation_and_undo_restores_it(dicom_result: Path) -> None:
     original = read_volume_file(dicom_result / "segmentation.nii.gz")
     lung = next(label for label in load_catalog().get(MODEL).labels if label.name == "Lung")
+    lesion = next(label for label in load_catalog().get(MODEL).labels if label.name == "Lung lesion")
     server = ViewServer(dicom_result, "--user", ANNOTATOR)
     try:
         with playwright_api.sync_playwright() as playwright:
@@ -110,16 +117,29 @@ def test_a_paint_stroke_changes_the_saved_segmentation_and_undo_restores_it(dico
                 slice_s = float(page.locator(".v-main [role=slider]").last.get_attribute("aria-valuenow") or "nan")
 
                 _stroke(page, 40, 0)
-                page.locator(".medai-undo:not([disabled])").wait_for(timeout=10_000)  # the stroke is applied
+                _edits(page, 1)  # the stroke is applied
                 first = _save(page, dicom_result)
-
                 _stroke(page, 0, 40)  # a second stroke, undone: the first correction again
-                page.wait_for_timeout(300)
+                _edits(page, 2)
                 page.locator(".medai-undo").click()
+                _edits(page, 1)
                 second = _save(page, dicom_result)
                 page.locator(".medai-undo").click()  # the first stroke undone too: the original again
-                page.locator(".medai-undo[disabled]").wait_for(timeout=10_000)
+                _edits(page, 0)
                 third = _save(page, dicom_result)
+
+                page.locator(".medai-edit-segment").click()  # a long stroke into the lung, painted as Lung lesion
+                page.get_by_role("option", name="Lung lesion", exact=True).click()
+                _stroke(page, 110, 0)
+                _edits(page, 1)
+                painted = _save(page, dicom_result)
+                page.locator(".medai-undo").click()
+                _edits(page, 0)
+                page.locator(".medai-tool-threshold-paint").click()  # the same stroke, lung intensities only
+                page.locator(".medai-threshold").wait_for(timeout=10_000)
+                _stroke(page, 110, 0)
+                _edits(page, 1)
+                thresholded = _save(page, dicom_result)
             finally:
                 browser.close()
     finally:
@@ -167,3 +187,11 @@ def test_a_paint_stroke_changes_the_saved_segmentation_and_undo_restores_it(dico
     assert np.array_equal(np.asarray(undone.array), after)
     undone = read_volume_file(third / "segmentation.nii.gz")
     assert np.array_equal(np.asarray(undone.array), before)
+
+    # Threshold-paint: the same stroke paints only the voxels whose CT value is in the range (-1000..-400 HU).
+    ct = np.asarray(load_image(dicom_result.parent / "ct").array)
+    stroke = np.asarray(read_volume_file(painted / "segmentation.nii.gz").array) != before
+    in_range = stroke & (ct >= -1000) & (ct <= -400)
+    assert 0 < np.count_nonzero(in_range) < np.count_nonzero(stroke)  # the stroke crosses lung and mediastinum
+    expected = np.where(in_range, lesion.value, before)
+    assert np.array_equal(np.asarray(read_volume_file(thresholded / "segmentation.nii.gz").array), expected)
