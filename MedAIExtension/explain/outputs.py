@@ -87,6 +87,16 @@ def _write_dicom(
     return names
 
 
+def _input_path(input_label: str, image: Image) -> str | None:
+    """Where the input was read from, absolute (a viewer finds the study by it): the path given when it exists,
+    else the folder of the DICOM files the image came from; None when neither is known (an in-memory image)."""
+    if input_label and Path(input_label).exists():
+        return str(Path(input_label).resolve())
+    if image.source_files:
+        return str(Path(image.source_files[0]).resolve().parent)
+    return None
+
+
 def write_explanation_outputs(
     explanation: Explanation,
     image: Image,
@@ -139,7 +149,8 @@ def write_explanation_outputs(
         if dicom and image.source_files:
             reporter(0.5, "writing DICOM Parametric Map and Secondary Capture")
             files.update(_write_dicom(explanation, image, staging, stem, pictures))
-        document = {"input": input_label, **explanation.summary(), "files": files}
+        document = {"input": input_label, "input_path": _input_path(input_label, image), **explanation.summary()}
+        document["files"] = files
         (staging / "explanation.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
         reporter(0.95, "moving results into place")
         written = [v for v in files.values() if isinstance(v, str)] + list(files.get("overlay_pngs", []))
