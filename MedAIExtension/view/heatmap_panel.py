@@ -109,6 +109,22 @@ class HeatmapPanel:
         for view in self.app.slicer_app.view_manager.get_slice_views():
             view.set_foreground_opacity(float(heatmap_opacity))
 
+    def after_layout(self) -> None:
+        """Once the layout's slice views exist: the map as their foreground at its opacity, on the peak's slice
+        (again when the server is ready: the app resets the views after its panels' ``after_layout``)."""
+        for view in self.app.slicer_app.view_manager.get_slice_views():
+            view.set_foreground_volume_id(self.nodes.map.GetID())
+        self._on_opacity(heatmap_opacity=self.opacity)
+        self.show_peak()
+        self.app.server.controller.on_server_ready.add(self.show_peak)
+
+    def show_peak(self, **_: Any) -> None:
+        """Page each slice view to the slice through the map's peak."""
+        for view in self.app.slicer_app.view_manager.get_slice_views():
+            axis = _ORIENTATION_AXES.get(view.get_orientation())
+            if axis is not None:
+                view.set_slice_value(float(self.peak_ras[axis]))
+
     def build(self, v3: Any) -> None:
         """The drawer's heat-map controls (bound to the server state) and the result's facts."""
         from trame.widgets import html  # lazy: trame is the optional view dependency (requirements-view.txt)
@@ -116,12 +132,6 @@ class HeatmapPanel:
         state = self.app.server.state
         state.heatmap_opacity = self.opacity
         state.change("heatmap_opacity")(self._on_opacity)
-        for view in self.app.slicer_app.view_manager.get_slice_views():
-            view.set_foreground_volume_id(self.nodes.map.GetID())
-            axis = _ORIENTATION_AXES.get(view.get_orientation())
-            if axis is not None:  # the slice through the map's peak
-                view.set_slice_value(float(self.peak_ras[axis]))
-        self._on_opacity(heatmap_opacity=self.opacity)
         score = self.document.get("score")
         v3.VListSubheader(self.title + (f" — score {score:.2f}" if isinstance(score, float) else ""))
         v3.VSlider(

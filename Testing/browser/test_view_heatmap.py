@@ -18,6 +18,7 @@ import pytest
 
 from MedAIExtension.cli import main
 from MedAIExtension.io import write_volume_file
+from MedAIExtension.io.volume_files import read_volume_file
 from MedAIExtension.phantom import AnatomySpec, NoduleSpec, PhantomSpec, generate_chest_phantom
 from Testing.browser.test_view_browser import (
     CHROMIUM,
@@ -36,7 +37,7 @@ SPEC = PhantomSpec(
     spacing=(2.5, 2.5, 3.0),
     seed=2,
     anatomy=AnatomySpec(body_semi_axes_mm=(105.0, 75.0), fat_mm=6.0, lung_height_mm=100.0),
-    nodules=(NoduleSpec(14.0, "solid", lung="right", position=(0.4, 0.1, 0.0)),),
+    nodules=(NoduleSpec(14.0, "solid", lung="right", position=(0.4, 0.1, 0.4)),),  # above the middle slice
 )
 
 
@@ -86,6 +87,12 @@ def _warm(pixels: np.ndarray) -> np.ndarray:
     return _coloured(pixels) & (pixels[..., 0] > pixels[..., 2] + 30)
 
 
+def _peak_ras(path: Path) -> np.ndarray:
+    values = read_volume_file(path)
+    k, j, i = np.unravel_index(int(np.argmax(values.array)), values.shape)
+    return (values.ijk_to_ras @ np.array([i, j, k, 1.0]))[:3]
+
+
 @pytest.mark.slow
 def test_the_heat_map_is_drawn_and_its_opacity_slider_fades_it(gradcam_folder: Path, browser: Any) -> None:
     document = json.loads((gradcam_folder / "explanation.json").read_text(encoding="utf-8"))
@@ -93,6 +100,9 @@ def test_the_heat_map_is_drawn_and_its_opacity_slider_fades_it(gradcam_folder: P
     server = ViewServer(gradcam_folder)
     try:
         page = _open(browser, server)
+        peak = _peak_ras(gradcam_folder / document["files"]["map_nifti"])
+        slider = page.locator("main [role=slider]").first  # the slice slider under the view: on the map's peak
+        assert abs(float(slider.get_attribute("aria-valuenow") or "nan") - peak[2]) <= SPEC.spacing[2]
         shown = _frame_pixels(page)
         warm = _warm(shown)
         assert warm.mean() > 0.003, f"no heat colours in the frame ({warm.mean():.4f} of its pixels)"
