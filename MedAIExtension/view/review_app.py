@@ -5,7 +5,10 @@ One process, one MRML scene (slicer-core), one reviewing session. The study is s
 kind of result into the scene and adding its controls to the side drawer:
 
 * :class:`~MedAIExtension.view.segments_panel.SegmentsPanel` — a segmentation result;
-* :class:`~MedAIExtension.view.nodules_panel.NodulesPanel` — a nodule tracking result.
+* :class:`~MedAIExtension.view.editor_panel.EditorPanel` — correcting a segmentation (paint, erase, undo, save);
+* :class:`~MedAIExtension.view.decisions_panel.DecisionsPanel` — accept / reject / comment, the decisions SR;
+* :class:`~MedAIExtension.view.nodules_panel.NodulesPanel` — a nodule tracking result;
+* :class:`~MedAIExtension.view.heatmap_panel.HeatmapPanel` — an explanation (heat map) or uncertainty result.
 
 A panel is a class built with the app (``Panel(app)``, app: a :class:`~MedAIExtension.view.panel_host.PanelHost`)
 once the study is in the scene, with a ``build(v3)`` method that adds its widgets (``v3``: ``trame.widgets.vuetify3``)
