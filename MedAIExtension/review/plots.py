@@ -1,4 +1,5 @@
-"""Small, dependency-free SVG plots for the review report (realism histogram, reader-study ROC curve).
+"""Small, dependency-free SVG plots: the review report (realism histogram, reader-study ROC curve), the nodule
+volume chart of ``medai view``.
 
 Inline SVG keeps the HTML report one self-contained file that opens in any browser, and needs no plotting
 library in Slicer's Python.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-__all__ = ["svg_bars", "svg_roc", "svg_roc_curves"]
+__all__ = ["svg_bars", "svg_lines", "svg_roc", "svg_roc_curves"]
 
 _WIDTH, _HEIGHT, _PAD = 360, 240, 40
 _TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -99,6 +100,55 @@ def svg_roc_curves(
         f'<text class="legend" x="{left + inner * 0.4 + 18:.1f}" y="{top + inner - 9}" font-size="10" '
         'fill="#777">dashed: chance</text>'
     )
+    body = "".join(parts)
+    return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">{body}</svg>'
+
+
+def svg_lines(
+    series: Sequence[tuple[str, str, Sequence[tuple[float, float]]]],
+    title: str,
+    x_label: str,
+    y_label: str,
+    width: int = 280,
+    height: int = 200,
+) -> str:
+    """Lines through points, one per ``(label, colour, [(x, y), …])``, with both axes from 0 to the largest value,
+    as an inline ``<svg>`` element (class ``series`` on each line, the label as its tooltip and in a legend)."""
+    left, right, top, bottom = 52, 12, 24, 36
+    inner_w, inner_h = width - left - right, height - top - bottom
+    xs = [float(x) for _, _, points in series for x, _ in points] or [1.0]
+    ys = [float(y) for _, _, points in series for _, y in points] or [1.0]
+    x_top, y_top = max(max(xs), 1e-9), max(max(ys), 1e-9)
+
+    def point(x: float, y: float) -> str:
+        return f"{left + inner_w * x / x_top:.1f},{top + inner_h * (1.0 - y / y_top):.1f}"
+
+    parts = [
+        f'<text x="{width / 2:.0f}" y="15" font-size="12" text-anchor="middle" font-weight="bold">'
+        f"{escape(title)}</text>",
+        f'<rect x="{left}" y="{top}" width="{inner_w}" height="{inner_h}" fill="none" stroke="#333"/>',
+        f'<text x="{left + inner_w / 2:.0f}" y="{height - 6}" font-size="10" text-anchor="middle">'
+        f"{escape(x_label)}</text>",
+        f'<text x="10" y="{top + inner_h / 2:.0f}" font-size="10" text-anchor="middle" '
+        f'transform="rotate(-90 10 {top + inner_h / 2:.0f})">{escape(y_label)}</text>',
+        f'<text x="{left - 4}" y="{top + 4}" font-size="9" text-anchor="end">{y_top:.0f}</text>',
+        f'<text x="{left - 4}" y="{top + inner_h}" font-size="9" text-anchor="end">0</text>',
+        f'<text x="{left + inner_w}" y="{top + inner_h + 11}" font-size="9" text-anchor="end">{x_top:.0f}</text>',
+    ]
+    for index, (label, colour, points) in enumerate(series):
+        line = " ".join(point(float(x), float(y)) for x, y in points)
+        parts.append(
+            f'<polyline class="series" points="{line}" fill="none" stroke="{escape(colour)}" stroke-width="2">'
+            f"<title>{escape(label)}</title></polyline>"
+        )
+        parts += [
+            f'<circle cx="{c.split(",")[0]}" cy="{c.split(",")[1]}" r="2.5" fill="{escape(colour)}"/>'
+            for c in line.split()
+        ]
+        parts.append(
+            f'<text x="{left + 6}" y="{top + 12 + 11 * index}" font-size="9" fill="{escape(colour)}">'
+            f"{escape(label)}</text>"
+        )
     body = "".join(parts)
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">{body}</svg>'
 

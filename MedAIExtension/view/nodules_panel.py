@@ -15,6 +15,7 @@ import numpy as np
 
 from MedAIExtension.io.loader import load_image
 from MedAIExtension.mrml.volumes import image_to_volume_node
+from MedAIExtension.review.plots import svg_lines
 from MedAIExtension.tracking.scene import load_tracking_into_scene, read_tracking_document
 from MedAIExtension.view.panel_host import PanelHost
 
@@ -48,6 +49,7 @@ class NodulesPanel:
         exam = summary.get("exam_lung_rads", {})
         latest = exam.get("followup") or exam.get("baseline") or {}
         self.exam_lung_rads = str(latest.get("category", ""))
+        self.interval_days = summary.get("interval_days")
         matrix = summary.get("registration", {}).get("followup_to_baseline_ras")
         self.followup_to_baseline = np.asarray(matrix, dtype=float) if matrix is not None else np.eye(4)
         self._syncing = False
@@ -125,6 +127,23 @@ class NodulesPanel:
                 self._syncing = False
         self.app.server.state.current_nodule = row["tracking_id"]
 
+    def volume_chart(self) -> str:
+        """The nodules' volumes over the interval (mm³ against days), an SVG line per nodule in its colour."""
+        interval = float(self.interval_days or 0.0)
+        series = []
+        for row in self.rows:
+            points = [
+                (days, float(row[key]))
+                for days, key in ((0.0, "baseline_volume_mm3"), (interval, "followup_volume_mm3"))
+                if isinstance(row.get(key), (int, float))
+            ]
+            if points:
+                colour = "#{:02x}{:02x}{:02x}".format(*(int(round(255 * c)) for c in row.get("color", (0.5, 0.5, 0.5))))
+                series.append((str(row["tracking_id"]), colour, points))
+        if not series:
+            return ""
+        return svg_lines(series, "Nodule volumes", "days since baseline", "volume (mm³)")
+
     def build(self, v3: Any) -> None:
         """The drawer's nodule table (class ``medai-nodules``; row ``i`` has class ``medai-nodule-<i>``)."""
         from trame.widgets import html  # lazy: trame is the optional view dependency (requirements-view.txt)
@@ -148,3 +167,7 @@ class NodulesPanel:
                         html.Td(str(row.get("lung_rads") or ""))
                         html.Td(f"{change:+.0f} %" if isinstance(change, (int, float)) else "")
                         html.Td(f"{vdt:.0f} d" if isinstance(vdt, (int, float)) else "")
+        chart = self.volume_chart()
+        if chart:
+            self.app.server.state.volume_chart = chart
+            html.Div(v_html=("volume_chart",), classes="medai-volume-chart mx-2")

@@ -229,6 +229,14 @@ def test_clicking_a_nodule_row_moves_the_slice_to_that_nodule(tracking_folder: P
                 assert [t.strip() for t in table.locator("tbody tr td:first-child").all_inner_texts()] == [
                     row["tracking_id"] for row in rows
                 ]
+                lines = page.locator(".medai-volume-chart svg polyline.series")  # the volume chart, one per nodule
+                assert lines.count() == len(rows)
+                for index, row in enumerate(rows):
+                    (_, y0), (_, y1) = (
+                        map(float, p.split(",")) for p in lines.nth(index).get_attribute("points").split()
+                    )
+                    grew = row["followup_volume_mm3"] > row["baseline_volume_mm3"]
+                    assert (y1 < y0) == grew  # SVG y grows downwards: a growing nodule's line rises
                 sliders = page.locator("[role=slider]")  # the slice sliders: baseline view (left), follow-up
                 assert sliders.count() == 2
                 baseline_slider, followup_slider = sliders.nth(0), sliders.nth(1)
