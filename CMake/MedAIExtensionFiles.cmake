@@ -212,7 +212,9 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/vessel_rejection.py
   MedAIExtension/training/__init__.py
   MedAIExtension/training/classifier_network.py
+  MedAIExtension/training/commands.py
   MedAIExtension/training/export.py
+  MedAIExtension/training/finetune_corrections.py
   MedAIExtension/training/heldout_v2.py
   MedAIExtension/training/input_distribution.py
   MedAIExtension/training/network.py

@@ -28,6 +28,7 @@ from MedAIExtension.phantom.commands import add_phantom_parser
 from MedAIExtension.review.commands import add_review_parser
 from MedAIExtension.segmentation.commands import add_evaluate_parser, add_segment_parser
 from MedAIExtension.tracking.commands import add_track_parser
+from MedAIExtension.training.commands import add_train_parser
 from MedAIExtension.view.commands import add_view_parser
 
 __all__ = ["build_parser", "main", "set_handler"]
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_phantom_parser,
         add_demo_parser,
         add_view_parser,
+        add_train_parser,
     ):
         add_parser(sub, set_handler)
     return parser

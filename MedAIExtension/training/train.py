@@ -51,12 +51,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MODEL_NAME",
+    "TrainingCase",
     "bundle_entry",
     "case_input_statistics",
     "case_specs",
+    "fit",
+    "loss_function",
     "main",
     "model_entry",
     "prepare_case",
+    "to_model_grid",
     "train",
 ]
 
@@ -113,6 +117,23 @@ def model_entry(version: str = "1.0.0") -> dict[str, Any]:
     }
 
 
+def to_model_grid(
+    ct: Image,
+    spacing: tuple[float, float, float] | None = SPACING,
+    orientation: str = "LPS",
+    crop_above: float | None = BODY_THRESHOLD_HU,
+) -> Image:
+    """The CT as the inference code feeds it to the network, before normalisation: cropped to the voxels above
+    ``crop_above`` HU (the body; None: no crop) and resampled (linear) to the model grid of ``spacing`` and
+    ``orientation``."""
+    if crop_above is not None:
+        box = foreground_bounding_box(ct, crop_above)
+        if box is not None:
+            ct = crop_image(ct, box)
+    grid = model_grid(ct, spacing, orientation)
+    return ct if grid is None else resample_to_grid(ct, *grid)
+
+
 def prepare_case(spec: PhantomSpec, ct: Image | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The network's view of a phantom and its exact labels on the model grid.
 
@@ -123,12 +144,7 @@ def prepare_case(spec: PhantomSpec, ct: Image | None = None) -> tuple[np.ndarray
     """
     if ct is None:
         ct = generate_chest_phantom(spec).ct
-    box = foreground_bounding_box(ct, BODY_THRESHOLD_HU)
-    if box is not None:
-        ct = crop_image(ct, box)
-    grid = model_grid(ct, SPACING, "LPS")
-    if grid is not None:
-        ct = resample_to_grid(ct, *grid)
+    ct = to_model_grid(ct)
     affine, (nk, nj, ni) = ct.ijk_to_ras, ct.shape
     centre = affine[:3, :3] @ ((np.array([ni, nj, nk]) - 1.0) / 2.0) + affine[:3, 3]
     label_spec = replace(
@@ -304,7 +320,6 @@ def train(
             the catalogue's ``input_distribution``).
     """
     import torch
-    from monai.losses import DiceCELoss
 
     if not 0.0 <= nodule_share <= 0.6:
         raise ValueError(f"nodule_share must be in [0, 0.6] (20 % of patches go to lung), got {nodule_share}")
@@ -316,14 +331,54 @@ def train(
     if init_weights is not None:
         network.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
         log(f"fine-tuning the weights in {init_weights}")
-    # batch Dice (stable when a patch has no nodule) and a heavier weight on the small nodule class
-    loss_fn = DiceCELoss(
-        to_onehot_y=True,
-        softmax=True,
-        include_background=True,
-        batch=True,
-        weight=torch.tensor([1.0, 1.0, float(nodule_weight)]),
+    return fit(
+        network,
+        cases,
+        iterations,
+        batch_size,
+        rng,
+        lr=lr,
+        nodule_weight=nodule_weight,
+        nodule_share=nodule_share,
+        log=log,
     )
+
+
+def loss_function(nodule_weight: float = 2.0, classes: int = 3) -> torch.nn.Module:
+    """The training loss: batch Dice (stable when a patch has no nodule) + cross-entropy, the nodule class (channel
+    2) weighted ``nodule_weight``, the other classes 1."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    weights = [float(nodule_weight) if channel == 2 else 1.0 for channel in range(classes)]
+    return DiceCELoss(to_onehot_y=True, softmax=True, include_background=True, batch=True, weight=torch.tensor(weights))
+
+
+def fit(
+    network: torch.nn.Module,
+    cases: Sequence[TrainingCase],
+    iterations: int,
+    batch_size: int,
+    rng: np.random.Generator,
+    *,
+    lr: float = 3e-3,
+    nodule_weight: float = 2.0,
+    nodule_share: float = 0.3,
+    patch: tuple[int, int, int] = TRAIN_PATCH,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> torch.nn.Module:
+    """Optimise ``network`` on random patches of ``cases`` (:func:`_sample_patch`); returns it on the CPU, in eval
+    mode.
+
+    AdamW (weight decay 1e-5), peak learning rate ``lr`` with cosine decay to a tenth of it (at most 1e-4), the
+    :func:`loss_function`; ``iterations`` steps of ``batch_size`` patches of size ``patch`` on torch ``device``.
+    """
+    import torch
+
+    target = torch.device(device)
+    network = network.to(target)
+    loss_fn = loss_function(nodule_weight, int(getattr(network, "out_channels", 3))).to(target)
     optimizer = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-5)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=max(iterations, 1), eta_min=min(1e-4, lr / 10.0)
@@ -333,11 +388,10 @@ def train(
     running = 0.0
     for step in range(1, iterations + 1):
         patches = [
-            _sample_patch(cases[int(rng.integers(len(cases)))], rng, TRAIN_PATCH, nodule_share)
-            for _ in range(batch_size)
+            _sample_patch(cases[int(rng.integers(len(cases)))], rng, patch, nodule_share) for _ in range(batch_size)
         ]
-        x = torch.from_numpy(np.stack([p[0] for p in patches])[:, None].astype(np.float32))
-        y = torch.from_numpy(np.stack([p[1] for p in patches])[:, None].astype(np.int64))
+        x = torch.from_numpy(np.stack([p[0] for p in patches])[:, None].astype(np.float32)).to(target)
+        y = torch.from_numpy(np.stack([p[1] for p in patches])[:, None].astype(np.int64)).to(target)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(network(x), y)
         loss.backward()
@@ -346,7 +400,7 @@ def train(
         running = 0.95 * running + 0.05 * loss.item() if step > 1 else loss.item()
         if step % 50 == 0 or step == iterations:
             log(f"  step {step}/{iterations}  loss {running:.4f}  ({time.perf_counter() - started:.0f} s)")
-    return network.eval()
+    return network.cpu().eval()
 
 
 def evaluate_on_heldout(entry: ModelEntry, seeds: Sequence[int], log: Callable[[str], None] = print) -> dict[str, Any]:
