@@ -18,7 +18,7 @@ import numpy as np
 from MedAIExtension.errors import MedAIError
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import SegmentLabel
-from MedAIExtension.models.catalog import load_catalog
+from MedAIExtension.models import catalog as model_catalog
 
 __all__ = ["SEGMENTATION_FILES", "find_segmentation_file", "output_labels", "read_summary", "segmented_input"]
 
@@ -70,7 +70,7 @@ def _catalogue_labels(name: str) -> dict[int, SegmentLabel]:
     if not name:
         return {}
     try:
-        entry = load_catalog().get(name)
+        entry = model_catalog.load_catalog().get(name)  # looked up at call time (tests replace the catalogue)
     except MedAIError:
         return {}
     return {label.value: label for label in entry.labels}
