@@ -1,5 +1,5 @@
-"""The ``medai`` command line: segment, track, explain, review, gateway, worklist, deidentify, models, evaluate,
-phantom, demo.
+"""The ``medai`` command line: segment, batch, track, explain, review, view, train, gateway, worklist, deidentify,
+models, evaluate, phantom, demo.
 
 Each package registers its sub-commands in its own ``commands.py`` (``add_<name>_parser(sub, set_handler)``);
 this module holds the wiring, the progress bar, the warning printer and :func:`main`. Handlers take
