@@ -9,15 +9,10 @@ switch and the opacity slider change the rendered pixels.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -27,63 +22,18 @@ from MedAIExtension.io import write_volume_file
 from MedAIExtension.models.catalog import load_catalog
 from MedAIExtension.phantom import PhantomSpec, generate_chest_phantom
 from MedAIExtension.segmentation.outputs import write_outputs
+from Testing.browser.view_session import (
+    ViewServer,
+    coloured,
+    frame_pixels,
+    launch_chromium,
+    open_view,
+    playwright_api,
+    wait_for_first_frame,
+    wait_for_frame_change,
+)
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-pytest.importorskip("trame_slicer")
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 MODEL = "chest-ct-lung-nodule"
-FRAME = "img.image-display-area"  # trame-rca's remote-rendered frame
-
-if not Path(CHROMIUM).exists():
-    pytest.skip("Debian's chromium is not installed (make system-deps installs it)", allow_module_level=True)
-
-
-class ViewServer:
-    """A ``medai view`` child process and the URL it printed."""
-
-    def __init__(self, folder: Path, *options: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "MedAIExtension.cli", "view", str(folder), *options],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.lines: list[str] = []
-        self.url = ""
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.process.stdout is not None
-            for line in self.process.stdout:
-                self.lines.append(line)
-                if line.startswith("MedAI view: "):
-                    self.url = line.split(": ", 1)[1].strip()
-                    ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(90):
-            self.stop()
-            pytest.fail("medai view printed no URL:\n" + "".join(self.lines[-30:]))
-        self.base = self.url.split("/?", 1)[0]
-        self.token = self.url.split("token=", 1)[1]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 @pytest.fixture(scope="module")
@@ -114,29 +64,6 @@ def _status(url: str, headers: dict[str, str] | None = None) -> int:
         return int(error.code)
 
 
-def _frame_pixels(page: object) -> np.ndarray:
-    from PIL import Image as PILImage
-
-    png = page.locator(FRAME).first.screenshot()  # type: ignore[attr-defined]
-    return np.asarray(PILImage.open(BytesIO(png)).convert("RGB")).astype(np.int16)
-
-
-def _coloured(pixels: np.ndarray) -> np.ndarray:
-    """Pixels that are not grey (the CT is drawn in greys: colour comes only from the segmentation overlay)."""
-    return (pixels.max(axis=2) - pixels.min(axis=2)) > 30
-
-
-def _wait_for_frame_change(page: object, before: np.ndarray, timeout: float = 15.0) -> np.ndarray:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = _frame_pixels(page)
-        if now.shape != before.shape or np.abs(now - before).max() > 10:
-            time.sleep(0.5)  # let the last frame of the change arrive
-            return _frame_pixels(page)
-        time.sleep(0.2)
-    raise AssertionError("the rendered frame did not change")
-
-
 @pytest.mark.slow
 def test_the_page_needs_the_token(server: ViewServer) -> None:
     assert server.url.startswith("http://127.0.0.1:") and len(server.token) >= 40
@@ -157,38 +84,35 @@ def test_the_page_needs_the_token(server: ViewServer) -> None:
 def test_the_browser_shows_the_segmentation_and_its_switches_change_the_pixels(server: ViewServer) -> None:
     lung = next(label for label in load_catalog().get(MODEL).labels if label.name == "Lung")
     with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 800})
             started = time.monotonic()
             page.goto(server.url)
-            page.wait_for_function(
-                f"document.querySelector('{FRAME}') && document.querySelector('{FRAME}').naturalWidth > 0",
-                timeout=60_000,
-            )
+            wait_for_first_frame(page)
             first_frame_s = time.monotonic() - started
             page.wait_for_timeout(1000)
-            shown = _frame_pixels(page)
-            coloured = _coloured(shown)
+            shown = frame_pixels(page)
+            overlay = coloured(shown)
             # The overlay covers the lungs: a good part of the frame, in the Lung segment's colour (blended).
-            assert coloured.mean() > 0.05, f"no segmentation overlay in the frame (first frame {first_frame_s:.1f} s)"
-            mean = shown[coloured].mean(axis=0)
+            assert overlay.mean() > 0.05, f"no segmentation overlay in the frame (first frame {first_frame_s:.1f} s)"
+            mean = shown[overlay].mean(axis=0)
             expected = np.array(lung.color) * 255
             assert np.argmax(mean) == np.argmax(expected), (mean, expected)  # blue-dominant, like the Lung colour
             if os.environ.get("MEDAI_VIEW_SCREENSHOT"):  # the README's picture: MEDAI_VIEW_SCREENSHOT=docs/images/…
                 page.screenshot(path=os.environ["MEDAI_VIEW_SCREENSHOT"])
 
             page.get_by_label("Lung", exact=True).click()  # the Lung segment's visibility switch off
-            hidden = _wait_for_frame_change(page, shown)
-            assert _coloured(hidden).mean() < coloured.mean() / 5
+            hidden = wait_for_frame_change(page, shown)
+            assert coloured(hidden).mean() < overlay.mean() / 5
 
             page.get_by_label("Lung", exact=True).click()  # on again, then the opacity slider to 0
-            again = _wait_for_frame_change(page, hidden)
-            assert _coloured(again).mean() > 0.05
+            again = wait_for_frame_change(page, hidden)
+            assert coloured(again).mean() > 0.05
             page.locator(".medai-opacity [role=slider]").first.focus()
             page.keyboard.press("Home")
-            faded = _wait_for_frame_change(page, again)
-            assert _coloured(faded).mean() < _coloured(again).mean()
+            faded = wait_for_frame_change(page, again)
+            assert coloured(faded).mean() < coloured(again).mean()
         finally:
             browser.close()
 
@@ -216,14 +140,9 @@ def test_clicking_a_nodule_row_moves_the_slice_to_that_nodule(tracking_folder: P
     server = ViewServer(tracking_folder)
     try:
         with playwright_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = launch_chromium(playwright)
             try:
-                page = browser.new_page(viewport={"width": 1300, "height": 800})
-                page.goto(server.url)
-                page.wait_for_function(
-                    f"document.querySelector('{FRAME}') && document.querySelector('{FRAME}').naturalWidth > 0",
-                    timeout=60_000,
-                )
+                page = open_view(browser, server.url, 1300, 800)
                 page.wait_for_timeout(1000)
                 table = page.locator(".medai-nodules")
                 assert [t.strip() for t in table.locator("tbody tr td:first-child").all_inner_texts()] == [
@@ -245,13 +164,13 @@ def test_clicking_a_nodule_row_moves_the_slice_to_that_nodule(tracking_folder: P
                     return float(slider.get_attribute("aria-valuenow") or "nan")  # type: ignore[attr-defined]
 
                 for index, row in enumerate(rows):
-                    before = _frame_pixels(page)
+                    before = frame_pixels(page)
                     page.locator(f".medai-nodule-{index}").click()
-                    shown = _wait_for_frame_change(page, before)
+                    shown = wait_for_frame_change(page, before)
                     # each view's axial slice passes through the nodule's centre in its study (within one slice)
                     assert abs(position(followup_slider) - row["followup_center_ras"][2]) <= 2.2, row
                     assert abs(position(baseline_slider) - row["baseline_center_ras"][2]) <= 2.2, row
-                    assert _coloured(shown).any()  # the nodule's segment is drawn on that slice
+                    assert coloured(shown).any()  # the nodule's segment is drawn on that slice
                 # linked navigation: a step in the follow-up view moves the baseline view along
                 start = position(baseline_slider)
                 followup_slider.focus()

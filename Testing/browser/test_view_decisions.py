@@ -16,7 +16,7 @@ from MedAIExtension.phantom.study import write_phantom_study
 from MedAIExtension.segmentation.outputs import write_outputs
 from MedAIExtension.view.decision_sr import read_decision_sr
 from MedAIExtension.view.decisions_panel import SR_NAME
-from Testing.browser.test_view_browser import CHROMIUM, CHROMIUM_ARGS, FRAME, ViewServer, playwright_api
+from Testing.browser.view_session import ViewServer, launch_chromium, open_view, playwright_api
 
 MODEL = "chest-ct-lung-nodule"
 READER = "dr_browser"
@@ -42,13 +42,8 @@ def dicom_result(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _open(server: ViewServer, playwright: object) -> tuple[object, object]:
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)  # type: ignore[attr-defined]
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    page.goto(server.url)
-    page.wait_for_function(
-        f"document.querySelector('{FRAME}') && document.querySelector('{FRAME}').naturalWidth > 0", timeout=60_000
-    )
-    return browser, page
+    browser = launch_chromium(playwright)
+    return browser, open_view(browser, server.url)
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from MedAIExtension.io.volume_files import read_volume_file
 from MedAIExtension.models.catalog import load_catalog
 from MedAIExtension.phantom import PhantomSpec, generate_chest_phantom
 from MedAIExtension.segmentation.outputs import write_outputs
-from Testing.browser.test_view_browser import CHROMIUM, CHROMIUM_ARGS, FRAME, ViewServer, playwright_api
+from Testing.browser.view_session import FRAME, ViewServer, launch_chromium, open_view, playwright_api
 
 MODEL = "chest-ct-lung-nodule"
 VERSION = "1.2"
@@ -96,14 +96,9 @@ def test_a_paint_stroke_changes_the_saved_segmentation_and_undo_restores_it(dico
     server = ViewServer(dicom_result, "--user", ANNOTATOR)
     try:
         with playwright_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            browser = launch_chromium(playwright)
             try:
-                page = browser.new_page(viewport={"width": 1300, "height": 900})
-                page.goto(server.url)
-                page.wait_for_function(
-                    f"document.querySelector('{FRAME}') && document.querySelector('{FRAME}').naturalWidth > 0",
-                    timeout=60_000,
-                )
+                page = open_view(browser, server.url)
                 page.locator(".medai-edit-segment").click()  # the segment to edit: Lung lesion, then Lung
                 page.get_by_role("option", name="Lung lesion", exact=True).click()
                 page.locator(".medai-edit-segment").click()

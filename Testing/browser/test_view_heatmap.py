@@ -20,15 +20,14 @@ from MedAIExtension.cli import main
 from MedAIExtension.io import write_volume_file
 from MedAIExtension.io.volume_files import read_volume_file
 from MedAIExtension.phantom import AnatomySpec, NoduleSpec, PhantomSpec, generate_chest_phantom
-from Testing.browser.test_view_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    FRAME,
+from Testing.browser.view_session import (
     ViewServer,
-    _coloured,
-    _frame_pixels,
-    _wait_for_frame_change,
+    coloured,
+    frame_pixels,
+    launch_chromium,
+    open_view,
     playwright_api,
+    wait_for_frame_change,
 )
 
 #: 96x80x40 voxels (about 1 s to write) with one nodule the classifier is sure of.
@@ -65,7 +64,7 @@ def gradcam_folder(study: dict[str, Any]) -> Path:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with playwright_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        launched = launch_chromium(playwright)
         try:
             yield launched
         finally:
@@ -73,18 +72,14 @@ def browser() -> Iterator[Any]:
 
 
 def _open(browser: Any, server: ViewServer) -> Any:
-    page = browser.new_page(viewport={"width": 1200, "height": 800})
-    page.goto(server.url)
-    page.wait_for_function(
-        f"document.querySelector('{FRAME}') && document.querySelector('{FRAME}').naturalWidth > 0", timeout=60_000
-    )
+    page = open_view(browser, server.url, 1200, 800)
     page.wait_for_timeout(1000)
     return page
 
 
 def _warm(pixels: np.ndarray) -> np.ndarray:
     """Heat-scale pixels: coloured with red above blue (the CT is grey, the heat table runs black-red-yellow)."""
-    return _coloured(pixels) & (pixels[..., 0] > pixels[..., 2] + 30)
+    return coloured(pixels) & (pixels[..., 0] > pixels[..., 2] + 30)
 
 
 def _peak_ras(path: Path) -> np.ndarray:
@@ -103,12 +98,12 @@ def test_the_heat_map_is_drawn_and_its_opacity_slider_fades_it(gradcam_folder: P
         peak = _peak_ras(gradcam_folder / document["files"]["map_nifti"])
         slider = page.locator("main [role=slider]").first  # the slice slider under the view: on the map's peak
         assert abs(float(slider.get_attribute("aria-valuenow") or "nan") - peak[2]) <= SPEC.spacing[2]
-        shown = _frame_pixels(page)
+        shown = frame_pixels(page)
         warm = _warm(shown)
         assert warm.mean() > 0.003, f"no heat colours in the frame ({warm.mean():.4f} of its pixels)"
         page.locator(".medai-heatmap-opacity [role=slider]").first.focus()
         page.keyboard.press("Home")  # opacity 0: the CT alone
-        faded = _wait_for_frame_change(page, shown)
+        faded = wait_for_frame_change(page, shown)
         assert _warm(faded).mean() < warm.mean() / 10
         assert float(page.locator(".medai-heatmap-opacity [role=slider]").first.get_attribute("aria-valuenow")) == 0
 
@@ -141,7 +136,7 @@ def test_an_uncertainty_result_shows_its_per_segment_table(study: dict[str, Any]
         first = table.locator("tbody tr").first.locator("td").all_inner_texts()
         assert float(first[2]) == pytest.approx(segments[0]["mean_entropy"], rel=1e-2)
         assert "No sanity checks were run" in page.locator(".medai-sanity").inner_text()
-        assert _coloured(_frame_pixels(page)).mean() > 0.01  # the map (and the segmentation) over the CT
+        assert coloured(frame_pixels(page)).mean() > 0.01  # the map (and the segmentation) over the CT
     finally:
         server.stop()
 
