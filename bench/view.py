@@ -122,7 +122,7 @@ def _browser_figures(url: str, changes: int) -> tuple[float, float, list[float]]
             )
             first_frame = time.perf_counter()
             page.wait_for_timeout(1500)  # let the page settle before timing slice changes
-            slider = page.locator("[role=slider]").last  # the slice slider under the view (the opacity one is first)
+            slider = page.locator("[role=slider]").first  # the slice slider under the view (before the drawer's)
             latencies: list[float] = []
             for index in range(changes):
                 before = _pixels(page)
