@@ -220,6 +220,7 @@ def write_decision_sr(
     series_number: int = 401,
     series_description: str = "MedAI reader decisions",
     manufacturer: str = "MedAI",
+    seg_name: str = SEG_FILE,
 ) -> Path:
     """Write the decisions of ``store`` on the AI result in ``result_folder`` as a DICOM Comprehensive SR.
 
@@ -238,6 +239,7 @@ def write_decision_sr(
         series_number: SeriesNumber of the SR series.
         series_description: SeriesDescription of the SR series.
         manufacturer: Manufacturer of the software writing the SR.
+        seg_name: the result's DICOM SEG in ``result_folder`` (``followup_seg.dcm`` for a tracking result).
 
     Returns:
         The written path.
@@ -254,11 +256,11 @@ def write_decision_sr(
     target = Path(path).expanduser()
     if not folder.is_dir():
         raise InputError(f"The result folder {folder} does not exist; give the folder the decisions are about.")
-    seg_path = folder / SEG_FILE
+    seg_path = folder / seg_name
     seg = _load_seg(seg_path) if seg_path.is_file() else None
     if seg is None and source is None:
         raise InputError(
-            f"The result folder {folder} has no DICOM SEG ({SEG_FILE}), so the SR has no study to join. Give "
+            f"The result folder {folder} has no DICOM SEG ({seg_name}), so the SR has no study to join. Give "
             "source= the DICOM series the result was computed from, or write the result with --format dicom-seg."
         )
     reference = str(seg.SOPInstanceUID) if seg is not None else ""

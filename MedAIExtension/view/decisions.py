@@ -107,12 +107,13 @@ class DecisionRecord:
         return self.decision != "commented"
 
 
-def result_reference(folder: str | os.PathLike[str]) -> str:
+def result_reference(folder: str | os.PathLike[str], seg_name: str = _SEG_FILE) -> str:
     """The reference of a result folder's AI result that decisions record: the SOPInstanceUID of its DICOM SEG
-    (``segmentation.dcm``) when it has one, else ``""`` (the store's location already names the folder)."""
+    (``seg_name``: ``segmentation.dcm`` of a segmentation, ``followup_seg.dcm`` of a tracking) when it has one, else
+    ``""`` (the store's location already names the folder)."""
     import pydicom
 
-    seg = Path(folder) / _SEG_FILE
+    seg = Path(folder) / seg_name
     if not seg.is_file():
         return ""
     try:

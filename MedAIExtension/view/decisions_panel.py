@@ -5,7 +5,7 @@ append-only SQLite, committed before the click returns), so a restarted server s
 writes the current decisions as a DICOM Comprehensive SR referencing the AI result's SEG
 (:func:`~MedAIExtension.view.decision_sr.write_decision_sr`) into ``<result>/review/decisions.dcm``.
 
-The findings are the result's segments (segmentation) or nodules (tracking).
+The findings are the result's segments (segmentation) or nodules (tracking: the SR references the follow-up SEG).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.errors import MedAIError
-from MedAIExtension.view.decision_sr import write_decision_sr
+from MedAIExtension.view.decision_sr import SEG_FILE, write_decision_sr
 from MedAIExtension.view.decisions import DecisionStore, result_reference
 from MedAIExtension.view.panel_host import PanelHost
 
@@ -27,18 +27,22 @@ _VERDICT_BUTTONS = (("accepted", "mdi-check", "green"), ("rejected", "mdi-close"
 
 
 class DecisionsPanel:
-    """Verdicts on ``findings`` (ids shown as they are) of the result in ``folder``, by ``reader``.
+    """Verdicts on ``findings`` (ids shown as they are) of the result in ``folder``, by ``reader``; the SR references
+    the folder's DICOM SEG ``seg_name`` (a tracking result: the follow-up's SEG, whose segments are the nodules).
 
     Server state: ``decision_<i>`` (the current verdict of finding ``i``, ``""`` when none), ``decision_study``,
     ``decision_comment`` (the comment field) and ``decision_message`` (the outcome of the last action).
     """
 
-    def __init__(self, app: PanelHost, folder: Path, findings: list[str], reader: str) -> None:
+    def __init__(
+        self, app: PanelHost, folder: Path, findings: list[str], reader: str, seg_name: str = SEG_FILE
+    ) -> None:
         self.app = app
         self.folder = folder
         self.findings = findings
         self.reader = reader
-        self.reference = result_reference(folder)
+        self.seg_name = seg_name
+        self.reference = result_reference(folder, seg_name)
 
     def _key(self, index: int | None) -> str:
         return "decision_study" if index is None else f"decision_{index}"
@@ -73,7 +77,9 @@ class DecisionsPanel:
         state = self.app.server.state
         try:
             with DecisionStore.for_result(self.folder) as store:
-                path = write_decision_sr(store, self.folder, self.folder / SR_NAME, author=self.reader)
+                path = write_decision_sr(
+                    store, self.folder, self.folder / SR_NAME, author=self.reader, seg_name=self.seg_name
+                )
         except MedAIError as exc:
             state.decision_message = str(exc)
             return

@@ -92,7 +92,11 @@ class ReviewApp:
             folder, user = self.view.segmentation.parent, self.view.user or "unknown"
             panels.append(DecisionsPanel(self, folder, segments.names, user))
         if self.view.tracking is not None:
-            panels.append(NodulesPanel(self))
+            nodules = NodulesPanel(self)
+            panels.append(nodules)
+            ids = [str(row["tracking_id"]) for row in nodules.rows]
+            user = self.view.user or "unknown"
+            panels.append(DecisionsPanel(self, self.view.tracking, ids, user, "followup_seg.dcm"))
         if self.view.explanation is not None:
             panels.append(HeatmapPanel(self))
         return panels

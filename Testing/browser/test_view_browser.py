@@ -22,6 +22,7 @@ from MedAIExtension.io import write_volume_file
 from MedAIExtension.models.catalog import load_catalog
 from MedAIExtension.phantom import PhantomSpec, generate_chest_phantom
 from MedAIExtension.segmentation.outputs import write_outputs
+from MedAIExtension.view.decision_sr import read_decision_sr
 from Testing.browser.view_session import (
     ViewServer,
     coloured,
@@ -137,7 +138,7 @@ def test_clicking_a_nodule_row_moves_the_slice_to_that_nodule(tracking_folder: P
 
     rows = json.loads((tracking_folder / "tracking.json").read_text())["nodules"]
     assert len(rows) == 2
-    server = ViewServer(tracking_folder)
+    server = ViewServer(tracking_folder, "--user", "dr_track")
     try:
         with playwright_api.sync_playwright() as playwright:
             browser = launch_chromium(playwright)
@@ -171,6 +172,13 @@ def test_clicking_a_nodule_row_moves_the_slice_to_that_nodule(tracking_folder: P
                     assert abs(position(followup_slider) - row["followup_center_ras"][2]) <= 2.2, row
                     assert abs(position(baseline_slider) - row["baseline_center_ras"][2]) <= 2.2, row
                     assert coloured(shown).any()  # the nodule's segment is drawn on that slice
+                # a verdict on the growing nodule, exported as the SR that references the follow-up SEG
+                page.locator(".medai-decision-0 .medai-rejected").click()
+                page.wait_for_function(
+                    "document.querySelector('.medai-decision-0 .medai-decision-state').innerText.includes('rejected')"
+                )
+                page.locator(".medai-export").click()
+                page.wait_for_function("document.querySelector('.medai-decision-message').innerText.includes('Export')")
                 # linked navigation: a step in the follow-up view moves the baseline view along
                 start = position(baseline_slider)
                 followup_slider.focus()
@@ -186,3 +194,7 @@ def test_clicking_a_nodule_row_moves_the_slice_to_that_nodule(tracking_folder: P
                 browser.close()
     finally:
         server.stop()
+    subjects = {subject.finding_id: subject for subject in read_decision_sr(tracking_folder / "review/decisions.dcm")}
+    first = subjects[rows[0]["tracking_id"]]
+    assert first.decision == "rejected" and first.entries[0].reader == "dr_track"
+    assert first.segment_number is not None  # the nodule's segment in the follow-up SEG
