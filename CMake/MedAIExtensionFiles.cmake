@@ -234,6 +234,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/view/panel_host.py
   MedAIExtension/view/review_app.py
   MedAIExtension/view/segments_panel.py
+  MedAIExtension/view/template_text.py
   MedAIExtension/view/token_guard.py
   MedAIExtension/worker.py
   )

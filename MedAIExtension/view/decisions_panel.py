@@ -17,6 +17,7 @@ from MedAIExtension.errors import MedAIError
 from MedAIExtension.view.decision_sr import SEG_FILE, write_decision_sr
 from MedAIExtension.view.decisions import DecisionStore, result_reference
 from MedAIExtension.view.panel_host import PanelHost
+from MedAIExtension.view.template_text import safe_text
 
 __all__ = ["SR_NAME", "DecisionsPanel"]
 
@@ -91,14 +92,14 @@ class DecisionsPanel:
         state.decision_comment = ""
         state.decision_message = ""
         self._refresh()
-        v3.VListSubheader(f"Decisions ({self.reader})")
+        v3.VListSubheader(f"Decisions ({safe_text(self.reader)})")
         rows: list[tuple[int | None, str, str]] = [
             (i, name, f"medai-decision-{i}") for i, name in enumerate(self.findings)
         ]
         rows.append((None, "Whole study", "medai-decision-study"))
         for index, name, css in rows:
             with v3.VRow(classes=f"medai-decision {css} mx-2 my-0 align-center", dense=True):
-                v3.VCol(name, cols=4, classes="py-1")
+                v3.VCol(safe_text(name), cols=4, classes="py-1")
                 v3.VCol(f"{{{{ {self._key(index)} }}}}", cols=3, classes="py-1 medai-decision-state")
                 with v3.VCol(cols=5, classes="py-1"):
                     for decision, icon, colour in (

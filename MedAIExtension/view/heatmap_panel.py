@@ -17,6 +17,7 @@ import numpy as np
 from MedAIExtension.explain.scene import load_explanation_into_scene
 from MedAIExtension.mrml.volumes import volume_node_to_image
 from MedAIExtension.view.panel_host import PanelHost
+from MedAIExtension.view.template_text import safe_text
 
 __all__ = ["HeatmapPanel", "colour_bar_css", "sanity_lines"]
 
@@ -133,7 +134,7 @@ class HeatmapPanel:
         state.heatmap_opacity = self.opacity
         state.change("heatmap_opacity")(self._on_opacity)
         score = self.document.get("score")
-        v3.VListSubheader(self.title + (f" — score {score:.2f}" if isinstance(score, float) else ""))
+        v3.VListSubheader(safe_text(self.title) + (f" — score {score:.2f}" if isinstance(score, float) else ""))
         v3.VSlider(
             v_model=("heatmap_opacity",),
             label="Heat map opacity",
@@ -148,13 +149,13 @@ class HeatmapPanel:
             with html.Div(style="display: flex; justify-content: space-between; font-size: 12px"):
                 html.Span(_number(self.window[0]), classes="medai-colour-bar-min")
                 html.Span(_number(self.window[1]), classes="medai-colour-bar-max")
-            html.Div(self.unit, classes="medai-colour-bar-unit", style="font-size: 12px; text-align: center")
+            html.Div(safe_text(self.unit), classes="medai-colour-bar-unit", style="font-size: 12px; text-align: center")
             html.Div(f"Below {_number(self.threshold)} not shown.", style="font-size: 12px; color: #666")
         v3.VListSubheader("Sanity checks")
         with html.Div(classes="medai-sanity mx-4", style="font-size: 13px"):
             for headline, words in sanity_lines(self.document):
-                html.Div(headline, style="font-weight: bold")
-                html.P(words)
+                html.Div(safe_text(headline), style="font-weight: bold")
+                html.P(safe_text(words))
         if self.segments:
             self._build_uncertainty_table(v3, html)
 

@@ -18,6 +18,7 @@ from MedAIExtension.mrml.volumes import image_to_volume_node
 from MedAIExtension.review.plots import svg_lines
 from MedAIExtension.tracking.scene import load_tracking_into_scene, read_tracking_document
 from MedAIExtension.view.panel_host import PanelHost
+from MedAIExtension.view.template_text import safe_text
 
 __all__ = ["NodulesPanel"]
 
@@ -149,7 +150,7 @@ class NodulesPanel:
         from trame.widgets import html  # lazy: trame is the optional view dependency (requirements-view.txt)
 
         self.app.server.state.current_nodule = ""
-        v3.VListSubheader(f"Nodules — exam Lung-RADS {self.exam_lung_rads or '?'}")
+        v3.VListSubheader(f"Nodules — exam Lung-RADS {safe_text(self.exam_lung_rads or '?')}")
         with v3.VTable(density="compact", classes="medai-nodules"):
             with html.Thead(), html.Tr():
                 for title in _COLUMNS:
@@ -162,9 +163,9 @@ class NodulesPanel:
                         classes=f"medai-nodule-row medai-nodule-{index}",
                         style="cursor: pointer",
                     ):
-                        html.Td(str(row["tracking_id"]))
-                        html.Td(str(row.get("status", "")))
-                        html.Td(str(row.get("lung_rads") or ""))
+                        html.Td(safe_text(row["tracking_id"]))
+                        html.Td(safe_text(row.get("status", "")))
+                        html.Td(safe_text(row.get("lung_rads") or ""))
                         html.Td(f"{change:+.0f} %" if isinstance(change, (int, float)) else "")
                         html.Td(f"{vdt:.0f} d" if isinstance(vdt, (int, float)) else "")
         chart = self.volume_chart()

@@ -33,6 +33,7 @@ from MedAIExtension.view.heatmap_panel import HeatmapPanel
 from MedAIExtension.view.inputs import ViewInput, resolve_view_input
 from MedAIExtension.view.nodules_panel import NodulesPanel
 from MedAIExtension.view.segments_panel import SegmentsPanel
+from MedAIExtension.view.template_text import safe_text
 from MedAIExtension.view.token_guard import token_middleware
 
 __all__ = ["ReviewApp", "ViewInput", "resolve_view_input"]
@@ -110,7 +111,7 @@ class ReviewApp:
         from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout  # lazy: as in __init__
 
         with SinglePageWithDrawerLayout(self.server) as self.ui:
-            self.ui.title.set_text(self.view.title)
+            self.ui.title.set_text(safe_text(self.view.title))
             with self.ui.drawer:
                 if not self.panels:
                     v3.VListSubheader("The study alone (no MedAI result)")

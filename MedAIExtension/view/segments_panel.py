@@ -7,6 +7,7 @@ from typing import Any
 from MedAIExtension.io.volume_files import read_volume_file
 from MedAIExtension.mrml.segmentations import labelmap_to_segmentation_node
 from MedAIExtension.view.panel_host import PanelHost
+from MedAIExtension.view.template_text import safe_text
 
 __all__ = ["SegmentsPanel"]
 
@@ -40,7 +41,7 @@ class SegmentsPanel:
         for index, name in enumerate(self.names):
             v3.VCheckbox(
                 v_model=(f"segment_visible_{index}",),
-                label=name,
+                label=safe_text(name),
                 density="compact",
                 hide_details=True,
                 classes=f"medai-segment medai-segment-{index}",
