@@ -45,6 +45,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/dicom/tools.py
   MedAIExtension/dicom/uids.py
   MedAIExtension/dicom/validation.py
+  MedAIExtension/dicom/values.py
   MedAIExtension/errors.py
   MedAIExtension/explain/__init__.py
   MedAIExtension/explain/commands.py

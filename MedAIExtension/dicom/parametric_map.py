@@ -55,6 +55,7 @@ from MedAIExtension.dicom.source import (
     load_source_datasets,
     reference_sop_uids,
 )
+from MedAIExtension.dicom.values import coded_concept, long_string
 from MedAIExtension.errors import GeometryError, InputError, OutputError
 from MedAIExtension.io.dicom_metadata import series_metadata
 from MedAIExtension.io.geometry import LPS_TO_RAS
@@ -75,7 +76,6 @@ __all__ = [
 PARAMETRIC_MAP_STORAGE = "1.2.840.10008.5.1.4.1.1.30"
 
 _PRIVATE_SCHEME = "99MEDAI"  # the same private scheme as the tracking SR (dicom.sr.PRIVATE_SCHEME)
-_LO_MAX = 64
 _SH_MAX = 16
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -148,15 +148,6 @@ def quantity_of(method: str | ExplainMethod) -> CodedTerm:
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
-def _lo(text: str) -> str:
-    """Clip ``text`` to a DICOM LO value (64 characters, no backslash)."""
-    return text.replace("\\", "/")[:_LO_MAX]
-
-
-def _code(term: CodedTerm) -> Any:
-    import highdicom as hd
-
-    return hd.sr.CodedConcept(value=term.value, scheme_designator=term.scheme, meaning=_lo(term.meaning))
 
 
 def _required_text(name: str, value: str) -> str:
@@ -204,12 +195,12 @@ def _quantity_definition(method: ExplainMethod, method_title: str, target: str) 
     import highdicom as hd
 
     return [
-        hd.sr.CodeContentItem(name=_code(_QUANTITY), value=_code(_QUANTITIES[method])),
+        hd.sr.CodeContentItem(name=coded_concept(_QUANTITY), value=coded_concept(_QUANTITIES[method])),
         hd.sr.CodeContentItem(
-            name=_code(_MEASUREMENT_METHOD),
-            value=_code(CodedTerm(method.value.upper(), _PRIVATE_SCHEME, method_title)),
+            name=coded_concept(_MEASUREMENT_METHOD),
+            value=coded_concept(CodedTerm(method.value.upper(), _PRIVATE_SCHEME, method_title)),
         ),
-        hd.sr.TextContentItem(name=_code(_TARGET), value=target),
+        hd.sr.TextContentItem(name=coded_concept(_TARGET), value=target),
     ]
 
 
@@ -286,8 +277,8 @@ def write_parametric_map(
     low, high = float(pixels.min()), float(pixels.max())
     mapping = hd.pm.RealWorldValueMapping(
         lut_label=explain_method.value,
-        lut_explanation=_lo(f"{title} for {target_name}"),
-        unit=_code(unit),
+        lut_explanation=long_string(f"{title} for {target_name}"),
+        unit=coded_concept(unit),
         value_range=(low, high),
         slope=1.0,
         intercept=0.0,
@@ -301,10 +292,10 @@ def write_parametric_map(
         voi_lut_function=hd.VOILUTFunctionValues.LINEAR_EXACT,
     )
     model_equipment = hd.ContributingEquipment(
-        manufacturer=_lo(manufacturer),
+        manufacturer=long_string(manufacturer),
         purpose_of_reference=codes.DCM.ProcessingEquipment,
-        manufacturer_model_name=_lo(model),
-        software_versions=_lo(version),
+        manufacturer_model_name=long_string(model),
+        software_versions=long_string(version),
         contribution_description=f"{title} map of the score of '{target_name}' computed from model {model} "
         f"{version} by MedAI {__version__}. {_NOT_FOR_DIAGNOSIS}",
     )
@@ -320,17 +311,17 @@ def write_parametric_map(
             series_number=int(series_number),
             sop_instance_uid=hd.UID(),
             instance_number=1,
-            manufacturer=_lo(manufacturer),
-            manufacturer_model_name=_lo(model),
-            software_versions=_lo(f"MedAI {__version__}"),
+            manufacturer=long_string(manufacturer),
+            manufacturer_model_name=long_string(model),
+            software_versions=long_string(f"MedAI {__version__}"),
             device_serial_number="0",
             contains_recognizable_visual_features=False,
             real_world_value_mappings=[mapping],
             voi_lut_transformations=[window],
             content_label=_content_label(content_label),
-            content_description=_lo(f"{title} for {target_name}, {model} {version}"),
+            content_description=long_string(f"{title} for {target_name}, {model} {version}"),
             contributing_equipment=[model_equipment],
-            series_description=_lo(description),
+            series_description=long_string(description),
             coding_schemes=[private_scheme],
         )
     except (ValueError, TypeError) as exc:

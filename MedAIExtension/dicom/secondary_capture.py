@@ -24,6 +24,7 @@ import numpy as np
 from MedAIExtension import __version__
 from MedAIExtension.atomic import atomic_directory
 from MedAIExtension.dicom.source import copy_anatomy, load_source_datasets
+from MedAIExtension.dicom.values import long_string
 from MedAIExtension.errors import InputError, OutputError
 from MedAIExtension.io.image import Image
 
@@ -34,14 +35,9 @@ SECONDARY_CAPTURE_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 #: The sentence every Secondary Capture carries in Image Comments and Derivation Description.
 NOT_FOR_DIAGNOSIS = "Derived image for review, not for diagnosis."
 
-_LO_MAX = 64
 _FILE_PATTERN = re.compile(r"^sc_\d{4}\.dcm$")
 _ORIENTATION_PATTERN = re.compile(r"^[LRAPHF]{1,3}$")
 _LPS_LETTERS = (("L", "R"), ("P", "A"), ("H", "F"))  # letter for +axis, -axis
-
-
-def _lo(text: str) -> str:
-    return text.replace("\\", "/")[:_LO_MAX]
 
 
 def _direction_letters(vector: np.ndarray) -> str:
@@ -210,14 +206,14 @@ def write_secondary_capture(
             series_number=int(series_number),
             sop_instance_uid=hd.UID(),
             instance_number=number,
-            manufacturer=_lo(manufacturer),
+            manufacturer=long_string(manufacturer),
             patient_orientation=("L", "P"),  # highdicom needs single letters; the real value is set below
             # highdicom annotates from_ref_dataset's pixel_spacing as tuple[int, int]; it takes mm (floats)
             pixel_spacing=pixel_spacing_mm,  # type: ignore[arg-type]
             transfer_syntax_uid="1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-            series_description=_lo(description),
-            manufacturer_model_name=_lo(model_name or "MedAI"),
-            software_versions=_lo(f"MedAI {__version__}"),
+            series_description=long_string(description),
+            manufacturer_model_name=long_string(model_name or "MedAI"),
+            software_versions=long_string(f"MedAI {__version__}"),
         )
         # Type 2: present, empty when unknown (highdicom wrote the element above)
         capture["PatientOrientation"].value = list(orientation) if orientation else None

@@ -33,10 +33,11 @@ from MedAIExtension.dicom.source import (
     reference_sop_uids,
 )
 from MedAIExtension.dicom.tools import find_dcmqi_tool
+from MedAIExtension.dicom.values import coded_concept, long_string
 from MedAIExtension.errors import GeometryError, InputError, OutputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.resample import resample_array
-from MedAIExtension.labels import CodedTerm, SegmentLabel, label_counts
+from MedAIExtension.labels import SegmentLabel, label_counts
 
 __all__ = [
     "EmptySegmentationError",
@@ -48,7 +49,6 @@ __all__ = [
 
 _SEGMENT_DESCRIPTION_PREFIX = "MedAI label value "
 _SEGMENT_DESCRIPTION_PATTERN = re.compile(r"^MedAI label value (\d{1,3})$")
-_LO_MAX = 64  # DICOM Long String
 
 
 class EmptySegmentationError(InputError):
@@ -56,15 +56,6 @@ class EmptySegmentationError(InputError):
 
 
 # ---- writing ------------------------------------------------------------------------------------------------
-def _lo(text: str) -> str:
-    """Clip ``text`` to a DICOM LO value (64 characters, no backslash)."""
-    return text.replace("\\", "/")[:_LO_MAX]
-
-
-def _coded_concept(term: CodedTerm) -> Any:
-    import highdicom as hd
-
-    return hd.sr.CodedConcept(value=term.value, scheme_designator=term.scheme, meaning=_lo(term.meaning))
 
 
 def _check_labels(labels: Sequence[SegmentLabel]) -> None:
@@ -190,17 +181,17 @@ def write_dicom_seg(
         pixel_array = in_frame_order
 
     algorithm = hd.AlgorithmIdentificationSequence(
-        name=_lo(algorithm_name),
+        name=long_string(algorithm_name),
         family=codes.cid7162.ArtificialIntelligence,
-        version=_lo(algorithm_version),
+        version=long_string(algorithm_version),
     )
     descriptions = []
     for number, label in enumerate(written, start=1):
         description = hd.seg.SegmentDescription(
             segment_number=number,
-            segment_label=_lo(label.name),
-            segmented_property_category=_coded_concept(label.category),
-            segmented_property_type=_coded_concept(label.type_or_default),
+            segment_label=long_string(label.name),
+            segmented_property_category=coded_concept(label.category),
+            segmented_property_type=coded_concept(label.type_or_default),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
             display_color=hd.color.CIELabColor.from_rgb(*label.color_rgb255),
@@ -217,13 +208,13 @@ def write_dicom_seg(
         series_number=int(series_number),
         sop_instance_uid=hd.UID(),
         instance_number=1,
-        manufacturer=_lo(manufacturer),
-        manufacturer_model_name=_lo(algorithm_name),
-        software_versions=_lo(f"MedAI {__version__}"),
+        manufacturer=long_string(manufacturer),
+        manufacturer_model_name=long_string(algorithm_name),
+        software_versions=long_string(f"MedAI {__version__}"),
         device_serial_number="0",
         content_label=re.sub(r"[^A-Z0-9_ ]", "_", content_label.upper())[:16] or "MEDAI",
-        content_description=_lo(f"{algorithm_name} {algorithm_version}"),
-        series_description=_lo(series_description),
+        content_description=long_string(f"{algorithm_name} {algorithm_version}"),
+        series_description=long_string(series_description),
         omit_empty_frames=omit_empty_frames,
     )
     if "ContentCreatorName" not in seg:

@@ -47,6 +47,7 @@ from MedAIExtension import __version__
 from MedAIExtension.atomic import save_dataset
 from MedAIExtension.dicom.source import load_source_datasets
 from MedAIExtension.dicom.sr.codes import _SEG_SOP_CLASSES, PRIVATE_SCHEME
+from MedAIExtension.dicom.values import coded_concept
 from MedAIExtension.errors import InputError, OutputError
 from MedAIExtension.io.dicom_series import read_dicom_series
 from MedAIExtension.io.image import Image
@@ -75,12 +76,6 @@ DECISION_CODES: dict[str, CodedTerm] = {
     "rejected": CodedTerm("REJECTED", PRIVATE_SCHEME, "Rejected by the reader"),
     "commented": CodedTerm("COMMENTED", PRIVATE_SCHEME, "Commented, no verdict"),
 }
-
-
-def _concept(term: CodedTerm) -> Any:
-    import highdicom as hd
-
-    return hd.sr.CodedConcept(value=term.value, scheme_designator=term.scheme, meaning=term.meaning)
 
 
 def _local_offset() -> dt.tzinfo:
@@ -114,7 +109,7 @@ def _container(term: CodedTerm, children: Sequence[Any]) -> Any:
     import highdicom as hd
 
     container = hd.sr.ContainerContentItem(
-        name=_concept(term), is_content_continuous=False, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        name=coded_concept(term), is_content_continuous=False, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
     container.ContentSequence = hd.sr.ContentSequence(list(children))
     return container
@@ -124,7 +119,7 @@ def _code(name: CodedTerm, value: CodedTerm) -> Any:
     import highdicom as hd
 
     return hd.sr.CodeContentItem(
-        name=_concept(name), value=_concept(value), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        name=coded_concept(name), value=coded_concept(value), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
 
 
@@ -132,7 +127,7 @@ def _text(name: CodedTerm, value: str) -> Any:
     import highdicom as hd
 
     return hd.sr.TextContentItem(
-        name=_concept(name), value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        name=coded_concept(name), value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
 
 
@@ -162,7 +157,7 @@ def _subject(
         if number is not None:
             children.append(
                 hd.sr.ImageContentItem(
-                    name=_concept(_SEGMENT),
+                    name=coded_concept(_SEGMENT),
                     referenced_sop_class_uid=str(seg.SOPClassUID),
                     referenced_sop_instance_uid=str(seg.SOPInstanceUID),
                     referenced_segment_numbers=number,
@@ -280,7 +275,7 @@ def write_decision_sr(
     if seg is not None:
         children.append(
             hd.sr.CompositeContentItem(
-                name=_concept(_RESULT),
+                name=coded_concept(_RESULT),
                 referenced_sop_class_uid=str(seg.SOPClassUID),
                 referenced_sop_instance_uid=reference,
                 relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
@@ -290,7 +285,7 @@ def write_decision_sr(
         records = [r for r in history if (r.scope, r.finding_id) == (scope, finding_id)]
         term = _STUDY if scope == "study" else _FINDING
         children.append(_subject(term, finding_id, records, record, seg, zone))
-    root = hd.sr.ContainerContentItem(name=_concept(_ROOT), is_content_continuous=False)
+    root = hd.sr.ContainerContentItem(name=coded_concept(_ROOT), is_content_continuous=False)
     root.ContentSequence = hd.sr.ContentSequence(children)
 
     sr = hd.sr.ComprehensiveSR(

@@ -10,12 +10,12 @@ from typing import Any, Protocol
 
 from MedAIExtension.dicom.sr.codes import (
     _LATERALITIES,
-    _LO_MAX,
     _LUNG_RADS_PATTERN,
     _LUNG_ZONES,
     _MEASUREMENTS,
     NoduleKind,
 )
+from MedAIExtension.dicom.values import LO_MAX
 from MedAIExtension.errors import InputError
 
 __all__ = ["MeasuredNodule", "NoduleReportItem", "tracking_uid_for"]
@@ -141,8 +141,8 @@ class NoduleReportItem:
 
     def __post_init__(self) -> None:
         tracking_id = str(self.tracking_id or "").strip()
-        if not tracking_id or len(tracking_id) > _LO_MAX:
-            raise InputError(f"Tracking identifier {self.tracking_id!r} must be 1..{_LO_MAX} characters, e.g. 'N1'.")
+        if not tracking_id or len(tracking_id) > LO_MAX:
+            raise InputError(f"Tracking identifier {self.tracking_id!r} must be 1..{LO_MAX} characters, e.g. 'N1'.")
         object.__setattr__(self, "tracking_id", tracking_id)
         object.__setattr__(self, "tracking_uid", _check_uid(self.tracking_uid, f"Tracking UID of {tracking_id}"))
         if isinstance(self.segment_number, bool) or not isinstance(self.segment_number, int) or self.segment_number < 1:

@@ -22,7 +22,6 @@ from MedAIExtension.dicom.sr.codes import (
     _DEFAULT_PROCEDURE,
     _GROWTH,
     _LATERALITIES,
-    _LO_MAX,
     _LOCATION,
     _LUNG,
     _LUNG_RADS,
@@ -46,21 +45,12 @@ from MedAIExtension.dicom.sr.codes import (
     _priority_value,
 )
 from MedAIExtension.dicom.sr.report_item import NoduleReportItem, _lung_rads_category
+from MedAIExtension.dicom.values import coded_concept, long_string
 from MedAIExtension.errors import InputError, OutputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import CodedTerm
 
 __all__ = ["write_tracking_sr"]
-
-
-def _concept(term: CodedTerm) -> Any:
-    import highdicom as hd
-
-    return hd.sr.CodedConcept(value=term.value, scheme_designator=term.scheme, meaning=term.meaning[:_LO_MAX])
-
-
-def _lo(text: str) -> str:
-    return str(text).replace("\\", "/")[:_LO_MAX]
 
 
 def _check_items(items: Sequence[NoduleReportItem]) -> list[NoduleReportItem]:
@@ -143,10 +133,10 @@ def _measurements(item: NoduleReportItem) -> list[Any]:
             continue
         out.append(
             hd.sr.Measurement(
-                name=_concept(code.name),
+                name=coded_concept(code.name),
                 value=values[code.key],
-                unit=_concept(code.unit),
-                derivation=_concept(code.derivation) if code.derivation else None,
+                unit=coded_concept(code.unit),
+                derivation=coded_concept(code.derivation) if code.derivation else None,
             )
         )
     return out
@@ -156,10 +146,12 @@ def _finding_sites(item: NoduleReportItem) -> list[Any]:
     """Lung with the nodule's laterality; with its zone known, the zone of lung (same laterality) as well."""
     import highdicom as hd
 
-    laterality = _concept(_LATERALITIES[item.laterality]) if item.laterality is not None else None
-    sites = [hd.sr.FindingSite(anatomic_location=_concept(_LUNG), laterality=laterality)]
+    laterality = coded_concept(_LATERALITIES[item.laterality]) if item.laterality is not None else None
+    sites = [hd.sr.FindingSite(anatomic_location=coded_concept(_LUNG), laterality=laterality)]
     if item.lung_zone is not None:
-        sites.append(hd.sr.FindingSite(anatomic_location=_concept(_LUNG_ZONES[item.lung_zone]), laterality=laterality))
+        sites.append(
+            hd.sr.FindingSite(anatomic_location=coded_concept(_LUNG_ZONES[item.lung_zone]), laterality=laterality)
+        )
     return sites
 
 
@@ -181,17 +173,19 @@ def _measurement_group(
 ) -> Any:
     import highdicom as hd
 
-    evaluations = [hd.sr.QualitativeEvaluation(_concept(_NODULE_TYPE), _concept(_NODULE_TYPES[NoduleKind(item.kind)]))]
+    evaluations = [
+        hd.sr.QualitativeEvaluation(coded_concept(_NODULE_TYPE), coded_concept(_NODULE_TYPES[NoduleKind(item.kind)]))
+    ]
     if item.lung_rads is not None:
         evaluations.append(
-            hd.sr.QualitativeEvaluation(_concept(_LUNG_RADS), _concept(_lung_rads_value(item.lung_rads)))
+            hd.sr.QualitativeEvaluation(coded_concept(_LUNG_RADS), coded_concept(_lung_rads_value(item.lung_rads)))
         )
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=item.tracking_uid, identifier=item.tracking_id),
         referenced_segment=_referenced_segment(seg, item.segment_number, source_datasets),
-        time_point_context=hd.sr.TimePointContext(time_point=_lo(time_point)) if time_point else None,
-        finding_type=_concept(_MASS if item.mass else _NODULE),
-        finding_category=_concept(_ABNORMAL_STRUCTURE),
+        time_point_context=hd.sr.TimePointContext(time_point=long_string(time_point)) if time_point else None,
+        finding_type=coded_concept(_MASS if item.mass else _NODULE),
+        finding_category=coded_concept(_ABNORMAL_STRUCTURE),
         finding_sites=_finding_sites(item),
         algorithm_id=algorithm,
         measurements=_measurements(item),
@@ -200,7 +194,7 @@ def _measurement_group(
     for term, text in _reading_texts(item):
         group[0].ContentSequence.append(
             hd.sr.TextContentItem(
-                name=_concept(term), value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+                name=coded_concept(term), value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
             )
         )
     return group
@@ -210,14 +204,16 @@ def _no_nodule_group(algorithm: Any, time_point: str | None, category: str | Non
     """A measurement group without ROI (TID 1501) recording that the exam showed no lung nodule."""
     import highdicom as hd
 
-    evaluations = [hd.sr.QualitativeEvaluation(_concept(_NODULES_FOUND), _concept(_NONE_FOUND))]
+    evaluations = [hd.sr.QualitativeEvaluation(coded_concept(_NODULES_FOUND), coded_concept(_NONE_FOUND))]
     if category is not None:
-        evaluations.append(hd.sr.QualitativeEvaluation(_concept(_LUNG_RADS), _concept(_lung_rads_value(category))))
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(coded_concept(_LUNG_RADS), coded_concept(_lung_rads_value(category)))
+        )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(identifier="Exam"),
-        time_point_context=hd.sr.TimePointContext(time_point=_lo(time_point)) if time_point else None,
-        finding_type=_concept(_NODULE),
-        finding_sites=[hd.sr.FindingSite(anatomic_location=_concept(_LUNG))],
+        time_point_context=hd.sr.TimePointContext(time_point=long_string(time_point)) if time_point else None,
+        finding_type=coded_concept(_NODULE),
+        finding_sites=[hd.sr.FindingSite(anatomic_location=coded_concept(_LUNG))],
         algorithm_id=algorithm,
         qualitative_evaluations=evaluations,
     )
@@ -229,7 +225,7 @@ def _exam_evaluations(
     import highdicom as hd
 
     container = hd.sr.ContainerContentItem(
-        name=_concept(_QUALITATIVE_EVALUATIONS), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+        name=coded_concept(_QUALITATIVE_EVALUATIONS), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
     pairs = []
     if category is not None:
@@ -240,13 +236,15 @@ def _exam_evaluations(
         [
             *(
                 hd.sr.CodeContentItem(
-                    name=_concept(name), value=_concept(value), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+                    name=coded_concept(name),
+                    value=coded_concept(value),
+                    relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
                 )
                 for name, value in pairs
             ),
             *(
                 hd.sr.TextContentItem(
-                    name=_concept(term), value=str(text), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
+                    name=coded_concept(term), value=str(text), relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
                 )
                 for term, text in [
                     *([(_RECOMMENDATION, management)] if management else []),
@@ -355,14 +353,14 @@ def write_tracking_sr(
         seg = _load_seg(Path(seg_path), source_datasets, checked)
 
     version = algorithm_version or __version__
-    algorithm = hd.sr.AlgorithmIdentification(name=_lo(algorithm_name), version=_lo(version))
+    algorithm = hd.sr.AlgorithmIdentification(name=long_string(algorithm_name), version=long_string(version))
     device = hd.sr.ObserverContext(
         observer_type=hd.sr.CodedConcept("121007", "DCM", "Device"),
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
             uid=generate_uid(entropy_srcs=["MedAI device observer", algorithm_name, version]),
-            name=_lo(algorithm_name),
-            manufacturer_name=_lo(manufacturer),
-            model_name=_lo(f"{algorithm_name} {version}"),
+            name=long_string(algorithm_name),
+            manufacturer_name=long_string(manufacturer),
+            model_name=long_string(f"{algorithm_name} {version}"),
         ),
     )
     person = None
@@ -376,7 +374,7 @@ def write_tracking_sr(
         groups = [_no_nodule_group(algorithm, time_point, exam_category)]
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_person_context=person, observer_device_context=device),
-        procedure_reported=_concept(procedure_reported),
+        procedure_reported=coded_concept(procedure_reported),
         imaging_measurements=groups,
         referenced_images=source_datasets if include_image_library else None,
     )
@@ -395,12 +393,12 @@ def write_tracking_sr(
         series_number=int(series_number),
         sop_instance_uid=hd.UID(),
         instance_number=1,
-        manufacturer=_lo(manufacturer),
+        manufacturer=long_string(manufacturer),
         is_complete=True,
-        series_description=_lo(series_description),
+        series_description=long_string(series_description),
         coding_schemes=[private_scheme],
         specific_character_set="ISO_IR 192",  # UTF-8: reasons contain "≥", "→"
-        software_versions=_lo(f"MedAI {__version__}"),
-        manufacturer_model_name=_lo(algorithm_name),
+        software_versions=long_string(f"MedAI {__version__}"),
+        manufacturer_model_name=long_string(algorithm_name),
     )
     return save_dataset(sr, target, "tracking SR")
