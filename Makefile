@@ -7,6 +7,8 @@ PIP := $(PY) -m pip
 # Use the CPU build of torch from a local wheel folder when the machine has one.
 WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
+# Test processes for `make test` (pytest-xdist): one per core, at most 4. `make test TEST_WORKERS=0` runs in one.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
 DEBIAN_TOOLS := dicom3tools:dciodvfy dcmtk:dsr2xml libgdcm-tools:gdcmconv orthanc:Orthanc orthanc-dicomweb:/usr/share/orthanc/plugins/libOrthancDicomWeb.so \
 	chromium:/usr/bin/chromium libegl1:/usr/lib/x86_64-linux-gnu/libEGL.so.1 \
 	libegl-mesa0:/usr/share/glvnd/egl_vendor.d/50_mesa.json libgl1-mesa-dri:/usr/lib/x86_64-linux-gnu/dri/swrast_dri.so
@@ -53,7 +55,7 @@ demo: venv
 test: dev-deps system-deps
 	$(VENV)/bin/ruff check MedAIExtension Modules Testing bench Utilities
 	$(VENV)/bin/mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: dev-deps
 	$(VENV)/bin/ruff check MedAIExtension Modules Testing bench Utilities
