@@ -164,6 +164,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/review/store/__init__.py
   MedAIExtension/review/store/base.py
   MedAIExtension/review/store/checks.py
+  MedAIExtension/review/store/decisions.py
   MedAIExtension/review/store/manifest.py
   MedAIExtension/review/store/project.py
   MedAIExtension/review/store/reader.py
@@ -226,7 +227,6 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/view/commands.py
   MedAIExtension/view/corrections.py
   MedAIExtension/view/decision_sr.py
-  MedAIExtension/view/decisions.py
   MedAIExtension/view/decisions_panel.py
   MedAIExtension/view/editor_panel.py
   MedAIExtension/view/heatmap_panel.py

@@ -52,7 +52,7 @@ from MedAIExtension.errors import InputError, OutputError
 from MedAIExtension.io.dicom_series import read_dicom_series
 from MedAIExtension.io.image import Image
 from MedAIExtension.labels import CodedTerm
-from MedAIExtension.view.decisions import DecisionRecord, DecisionStore, check_reader
+from MedAIExtension.review.store.decisions import DecisionRecord, DecisionStore, check_reader
 
 __all__ = ["DECISION_CODES", "SEG_FILE", "SrEntry", "SrSubject", "read_decision_sr", "write_decision_sr"]
 

@@ -1,6 +1,6 @@
 """The reader's verdicts in ``medai view``: accept / reject / comment each finding and the whole study, export an SR.
 
-Every click is stored at once in the result folder's decision store (:mod:`MedAIExtension.view.decisions`,
+Every click is stored at once in the result folder's decision store (:mod:`MedAIExtension.review.store.decisions`,
 append-only SQLite, committed before the click returns), so a restarted server shows the same verdicts. "Export SR"
 writes the current decisions as a DICOM Comprehensive SR referencing the AI result's SEG
 (:func:`~MedAIExtension.view.decision_sr.write_decision_sr`) into ``<result>/review/decisions.dcm``.
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.errors import MedAIError
+from MedAIExtension.review.store.decisions import DecisionStore, result_reference
 from MedAIExtension.view.decision_sr import SEG_FILE, write_decision_sr
-from MedAIExtension.view.decisions import DecisionStore, result_reference
 from MedAIExtension.view.panel_host import PanelHost
 from MedAIExtension.view.template_text import safe_text
 

@@ -22,9 +22,9 @@ from MedAIExtension.dicom.sr import PRIVATE_SCHEME
 from MedAIExtension.dicom.validation import run_dciodvfy, run_dsr2xml
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
+from MedAIExtension.review.store.decisions import DecisionStore, result_reference
 from MedAIExtension.segmentation.outputs import write_outputs
 from MedAIExtension.view.decision_sr import read_decision_sr, write_decision_sr
-from MedAIExtension.view.decisions import DecisionStore, result_reference
 
 COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
 needs_dciodvfy = pytest.mark.skipif(dciodvfy_missing_reason() is not None, reason=str(dciodvfy_missing_reason()))

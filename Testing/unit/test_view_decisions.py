@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from MedAIExtension.errors import InputError
-from MedAIExtension.view.decisions import DECISIONS_FILE, DecisionStore, result_reference
+from MedAIExtension.review.store.decisions import DECISIONS_FILE, DecisionStore, result_reference
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -127,7 +127,7 @@ def test_other_files_are_refused(tmp_path: Path) -> None:
 
 DECIDING_CHILD = r"""
 import sys
-from MedAIExtension.view.decisions import DecisionStore
+from MedAIExtension.review.store.decisions import DecisionStore
 store = DecisionStore.open(sys.argv[1])
 print("ready", flush=True)
 i = 0

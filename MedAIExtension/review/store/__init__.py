@@ -5,7 +5,9 @@
 * :mod:`.base` — connection plumbing: WAL, busy timeout, transactions, typed SQLite errors;
 * :mod:`.records` — the read-only records the store hands out;
 * :mod:`.checks` — validation and hashing helpers (pure functions);
-* :mod:`.manifest` — reading CSV/JSON image manifests.
+* :mod:`.manifest` — reading CSV/JSON image manifests;
+* :mod:`.decisions` — :class:`~.decisions.DecisionStore`, a reader's accept / reject / comment decisions on an AI
+  result (``medai view``; ``medai worklist`` shows them for gateway studies).
 """
 
 from MedAIExtension.review.schema import SCHEMA_VERSION
