@@ -73,6 +73,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/gateway/kill_points.py
   MedAIExtension/gateway/logs.py
   MedAIExtension/gateway/pipelines.py
+  MedAIExtension/gateway/results.py
   MedAIExtension/gateway/service.py
   MedAIExtension/gateway/triage.py
   MedAIExtension/gateway/worklist.py
@@ -229,6 +230,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/view/decision_sr.py
   MedAIExtension/view/decisions_panel.py
   MedAIExtension/view/editor_panel.py
+  MedAIExtension/view/gateway_study.py
   MedAIExtension/view/heatmap_panel.py
   MedAIExtension/view/inputs.py
   MedAIExtension/view/nodules_panel.py

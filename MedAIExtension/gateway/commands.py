@@ -58,16 +58,9 @@ def _cmd_gateway(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], Non
 
 
 def _journal(config: GatewayConfig) -> Journal:
-    from MedAIExtension.errors import InputError
-    from MedAIExtension.gateway.journal import Journal
+    from MedAIExtension.gateway.journal import existing_journal
 
-    journal_path = config.workdir / "journal.sqlite"
-    if not journal_path.is_file():
-        raise InputError(
-            f"No gateway journal in {config.workdir}. Start the gateway with this configuration first "
-            "(medai gateway --config ...)."
-        )
-    return Journal(journal_path)
+    return existing_journal(config.workdir)
 
 
 def _cmd_worklist(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None]) -> int:
@@ -81,7 +74,7 @@ def _cmd_worklist(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], No
         store = None
         if not args.offline:
             store = DicomWebStore(config.pacs.dicomweb_url, credentials_from_config(config.pacs.section))
-        rows = worklist_rows(journal, store, include_shadow=args.shadow)
+        rows = worklist_rows(journal, store, include_shadow=args.shadow, workdir=config.workdir)
         failed = failed_rows(journal)
     finally:
         journal.close()
@@ -97,6 +90,9 @@ def _cmd_worklist(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], No
             f"{row.priority:<2} {row.label:<9} {row.study_date:<9} {row.patient_id[:16]:<16} "
             f"{row.accession_number[:12]:<12} {row.rule[:16]:<16} {row.reason}"
         )
+        print(f"   study {row.study_uid} - " + (f"reviewed: {row.review}" if row.review else "not reviewed"))
+    if rows:
+        print("\nReview a study in the browser: medai view --study UID --config <this gateway.yaml>")
     if failed:
         print(f"\nFailed ({len(failed)}; after fixing the cause: medai gateway requeue --study UID --config ...):")
         for row in failed:

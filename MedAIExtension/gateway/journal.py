@@ -33,7 +33,10 @@ from typing import Any
 
 from MedAIExtension.errors import InputError
 
-__all__ = ["Job", "JobState", "Journal", "StudyCandidate"]
+__all__ = ["JOURNAL_NAME", "Job", "JobState", "Journal", "StudyCandidate", "existing_journal"]
+
+#: The journal's file name in the gateway's work folder.
+JOURNAL_NAME = "journal.sqlite"
 
 SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -393,3 +396,18 @@ class Journal:
     def pending(self) -> int:
         """Jobs not yet in a final state."""
         return self.count([s for s in JobState if s not in FINAL_STATES])
+
+
+def existing_journal(workdir: Path) -> Journal:
+    """The journal of a gateway that has run with the work folder ``workdir`` (for the commands that read it).
+
+    Raises:
+        InputError: the gateway never ran with this work folder.
+    """
+    path = workdir / JOURNAL_NAME
+    if not path.is_file():
+        raise InputError(
+            f"No gateway journal in {workdir}. Start the gateway with this configuration first "
+            "(medai gateway --config ...)."
+        )
+    return Journal(path)

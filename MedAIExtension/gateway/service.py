@@ -34,9 +34,10 @@ from MedAIExtension.deid.uids import load_key
 from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.gateway.boundary import PacsBoundary, Skipped
 from MedAIExtension.gateway.config import GatewayConfig
-from MedAIExtension.gateway.journal import Job, JobState, Journal, StudyCandidate
+from MedAIExtension.gateway.journal import JOURNAL_NAME, Job, JobState, Journal, StudyCandidate
 from MedAIExtension.gateway.kill_points import kill_point
 from MedAIExtension.gateway.logs import GatewayLog
+from MedAIExtension.gateway.results import RESULTS_KEY, describe_results
 from MedAIExtension.pacs.credentials import credentials_from_config
 from MedAIExtension.pacs.dicomweb import DicomWebStore
 from MedAIExtension.pacs.errors import PacsAuthError, PacsError, PacsRejectedError, PacsUnavailableError
@@ -131,7 +132,7 @@ class Gateway:
             )
         self._lock = _WorkFolderLock(config.workdir)
         self._lock.acquire()
-        self.journal = Journal(config.workdir / "journal.sqlite")
+        self.journal = Journal(config.workdir / JOURNAL_NAME)
         self._export_key = self._load_export_key(environ if environ is not None else os.environ)
         self._stop = threading.Event()
         self._busy = 0
@@ -437,8 +438,10 @@ class Gateway:
         results = [str(path.relative_to(folder)) for path in output.files]
         kill_point("run")
         self.log("job_results", job=job.id, files=len(results), priority=output.triage.priority, **summary)
+        # The stored objects' UIDs go to the journal (for `medai view --study`), not to the log.
+        recorded = dict(summary, **{RESULTS_KEY: describe_results(output.files)})
         done = self.journal.results_ready(
-            job.id, results, output.triage.priority, output.triage.label, output.triage.reason, summary
+            job.id, results, output.triage.priority, output.triage.label, output.triage.reason, recorded
         )
         kill_point("commit")
         return done

@@ -2,15 +2,18 @@
 
 Rows come from the gateway journal (priority, reason, state, when) and are completed with the study's
 identifying attributes read from the PACS at display time (the journal itself holds no patient data). Jobs that
-failed for good are listed after them with their reason (:func:`failed_rows`), to be re-queued once fixed.
+failed for good are listed after them with their reason (:func:`failed_rows`), to be re-queued once fixed. A study a
+reader reviewed in ``medai view --study UID --config gateway.yaml`` shows the decisions (``review``).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from MedAIExtension.gateway.journal import JobState, Journal
+from MedAIExtension.gateway.results import review_status
 from MedAIExtension.pacs.records import DicomStore
 
 __all__ = ["WorklistRow", "failed_rows", "worklist_rows"]
@@ -18,7 +21,8 @@ __all__ = ["WorklistRow", "failed_rows", "worklist_rows"]
 
 @dataclass(frozen=True)
 class WorklistRow:
-    """One study on the worklist (``priority`` 0 and ``state`` "failed" for a failed job)."""
+    """One study on the worklist (``priority`` 0 and ``state`` "failed" for a failed job); ``review`` is the reader's
+    decisions in a few words (``""``: not reviewed)."""
 
     priority: int
     label: str
@@ -32,19 +36,26 @@ class WorklistRow:
     study_date: str = ""
     accession_number: str = ""
     description: str = ""
+    review: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
         return asdict(self)
 
 
-def worklist_rows(journal: Journal, store: DicomStore | None = None, include_shadow: bool = False) -> list[WorklistRow]:
+def worklist_rows(
+    journal: Journal,
+    store: DicomStore | None = None,
+    include_shadow: bool = False,
+    workdir: Path | None = None,
+) -> list[WorklistRow]:
     """Finished jobs with a priority, sorted by priority then by when they finished (oldest first).
 
     Args:
         journal: the gateway journal.
         store: the PACS store for patient/study attributes (None: leave them empty).
         include_shadow: also list shadow-mode results (never sent to the PACS).
+        workdir: the gateway's work folder, for the reader's decisions (None: leave ``review`` empty).
     """
     states = [JobState.DONE, *([JobState.SHADOW] if include_shadow else [])]
     jobs = [job for job in journal.jobs(states) if job.priority is not None]
@@ -72,6 +83,7 @@ def worklist_rows(journal: Journal, store: DicomStore | None = None, include_sha
                 rule=job.rule,
                 study_uid=job.study_uid,
                 finished_at=job.finished_at,
+                review=review_status(workdir, job) if workdir is not None else "",
                 **tags,
             )
         )

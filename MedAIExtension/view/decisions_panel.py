@@ -10,6 +10,7 @@ The findings are the result's segments (segmentation) or nodules (tracking: the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +31,23 @@ _VERDICT_BUTTONS = (("accepted", "mdi-check", "green"), ("rejected", "mdi-close"
 class DecisionsPanel:
     """Verdicts on ``findings`` (ids shown as they are) of the result in ``folder``, by ``reader``; the SR references
     the folder's DICOM SEG ``seg_name`` (a tracking result: the follow-up's SEG, whose segments are the nodules).
+    ``after_export`` is called with the written SR (a gateway study: store it in the PACS) and says what it did.
 
     Server state: ``decision_<i>`` (the current verdict of finding ``i``, ``""`` when none), ``decision_study``,
     ``decision_comment`` (the comment field) and ``decision_message`` (the outcome of the last action).
     """
 
     def __init__(
-        self, app: PanelHost, folder: Path, findings: list[str], reader: str, seg_name: str = SEG_FILE
+        self,
+        app: PanelHost,
+        folder: Path,
+        findings: list[str],
+        reader: str,
+        seg_name: str = SEG_FILE,
+        after_export: Callable[[Path], str] | None = None,
     ) -> None:
         self.app = app
+        self.after_export = after_export
         self.folder = folder
         self.findings = findings
         self.reader = reader
@@ -84,7 +93,13 @@ class DecisionsPanel:
         except MedAIError as exc:
             state.decision_message = str(exc)
             return
-        state.decision_message = f"Exported {path.name} into {path.parent}"
+        message = f"Exported {path.name} into {path.parent}"
+        if self.after_export is not None:
+            try:
+                message += f"; {self.after_export(path)}"
+            except MedAIError as exc:
+                message += f"; not stored in the PACS ({exc}). Export again to retry."
+        state.decision_message = message
 
     def build(self, v3: Any) -> None:
         """The drawer's verdict rows (class ``medai-decision-<i>`` / ``medai-decision-study``), comment, export."""

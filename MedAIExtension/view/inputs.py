@@ -8,6 +8,7 @@ Result folders are recognised by the files MedAI writes into them (``summary.jso
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,8 @@ class ViewInput:
         baseline: the tracking's baseline study.
         explanation: a ``medai explain`` result folder (``explanation.json``) to show over ``image``.
         user: who reviews or annotates in this session (recorded with each decision and correction).
+        after_export: called with the decisions SR after "Export SR" wrote it (a gateway study: store it in the
+            PACS); returns what it did, in words.
     """
 
     image: Path
@@ -44,6 +47,7 @@ class ViewInput:
     baseline: Path | None = None
     explanation: Path | None = None
     user: str = ""
+    after_export: Callable[[Path], str] | None = field(default=None, compare=False)
 
 
 def resolve_view_input(path: str | os.PathLike[str], image: str | os.PathLike[str] | None = None) -> ViewInput:

@@ -91,7 +91,7 @@ class ReviewApp:
             panels.append(segments)
             panels.append(EditorPanel(self, segments.node))
             folder, user = self.view.segmentation.parent, self.view.user or "unknown"
-            panels.append(DecisionsPanel(self, folder, segments.names, user))
+            panels.append(DecisionsPanel(self, folder, segments.names, user, after_export=self.view.after_export))
         if self.view.tracking is not None:
             nodules = NodulesPanel(self)
             panels.append(nodules)

@@ -41,9 +41,10 @@ if not Path(CHROMIUM).exists():
 class ViewServer:
     """A ``medai view`` child process and the URL it printed."""
 
-    def __init__(self, folder: Path, *options: str) -> None:
+    def __init__(self, *arguments: str | Path) -> None:
+        """Start ``medai view ARGUMENTS…`` (a folder and options, or ``--study UID --config FILE``)."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "MedAIExtension.cli", "view", str(folder), *options],
+            [sys.executable, "-m", "MedAIExtension.cli", "view", *map(str, arguments)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
