@@ -18,7 +18,8 @@ The content tree (no standard template fits a review of an AI result; the decisi
 
     CONTAINER  (99MEDAI, AIREVIEW, "Reader review of AI result")
       HAS OBS CONTEXT  the exporting reader (TID 1002: Observer Type = Person, Person Observer Name)
-      CONTAINS COMPOSITE (99MEDAI, AIRESULT, "Reviewed AI result") -> the DICOM SEG, when the result has one
+      CONTAINS COMPOSITE (99MEDAI, AIRESULT, "Reviewed AI result") -> the DICOM SEG (an explanation: its Parametric
+                                                                     Map), when the result has one
       CONTAINS CONTAINER (99MEDAI, STUDYREVIEW, "Review of the whole study")          one, when decided
       CONTAINS CONTAINER (99MEDAI, FINDINGREVIEW, "Review of an AI finding")          one per finding
         CONTAINS TEXT  (DCM, 112039, "Tracking Identifier") = the finding id
@@ -45,6 +46,7 @@ from typing import Any
 
 from MedAIExtension import __version__
 from MedAIExtension.atomic import save_dataset
+from MedAIExtension.dicom.parametric_map import PARAMETRIC_MAP_STORAGE
 from MedAIExtension.dicom.source import load_source_datasets
 from MedAIExtension.dicom.sr.codes import _SEG_SOP_CLASSES, PRIVATE_SCHEME
 from MedAIExtension.dicom.values import coded_concept
@@ -187,8 +189,11 @@ def _load_seg(path: Path) -> Any:
         seg = pydicom.dcmread(path, stop_before_pixels=True)
     except (OSError, pydicom.errors.InvalidDicomError) as exc:
         raise InputError(f"Cannot read the AI result's DICOM SEG {path} ({exc}); write the result again.") from None
-    if str(seg.get("SOPClassUID", "")) not in _SEG_SOP_CLASSES:
-        raise InputError(f"{path} is not a DICOM Segmentation; the result folder's {SEG_FILE} must be one.")
+    if str(seg.get("SOPClassUID", "")) not in (*_SEG_SOP_CLASSES, PARAMETRIC_MAP_STORAGE):
+        raise InputError(
+            f"{path} is not a DICOM Segmentation (or an explanation's Parametric Map); the result folder's "
+            f"{SEG_FILE} must be one."
+        )
     return seg
 
 
@@ -255,8 +260,9 @@ def write_decision_sr(
     seg = _load_seg(seg_path) if seg_path.is_file() else None
     if seg is None and source is None:
         raise InputError(
-            f"The result folder {folder} has no DICOM SEG ({seg_name}), so the SR has no study to join. Give "
-            "source= the DICOM series the result was computed from, or write the result with --format dicom-seg."
+            f"The result folder {folder} has no DICOM SEG or Parametric Map ({seg_name}), so the SR has no study to "
+            "join. Give source= the DICOM series the result was computed from, or write the result as DICOM "
+            "(medai segment --format dicom-seg; medai explain without --no-dicom)."
         )
     reference = str(seg.SOPInstanceUID) if seg is not None else ""
     history = store.history(result_ref=reference if seg is not None else None)

@@ -100,6 +100,11 @@ class ReviewApp:
             panels.append(DecisionsPanel(self, self.view.tracking, ids, user, "followup_seg.dcm"))
         if self.view.explanation is not None:
             panels.append(HeatmapPanel(self))
+            # The reader's verdict on the explanation as a whole; its SR references the Parametric Map when the
+            # study was DICOM (explain writes one then).
+            maps = sorted(self.view.explanation.glob("dicom/*_pm.dcm"))
+            map_name = str(maps[0].relative_to(self.view.explanation)) if maps else "dicom/none_pm.dcm"
+            panels.append(DecisionsPanel(self, self.view.explanation, [], self.view.user or "unknown", map_name))
         return panels
 
     def panel(self, kind: type) -> Any:

@@ -20,6 +20,7 @@ from MedAIExtension.cli import main
 from MedAIExtension.io import write_volume_file
 from MedAIExtension.io.volume_files import read_volume_file
 from MedAIExtension.phantom import AnatomySpec, NoduleSpec, PhantomSpec, generate_chest_phantom
+from MedAIExtension.review.store.decisions import DecisionStore
 from Testing.browser.view_session import (
     ViewServer,
     coloured,
@@ -117,8 +118,22 @@ def test_the_heat_map_is_drawn_and_its_opacity_slider_fades_it(gradcam_folder: P
         assert f"Model randomisation test: {verdict}" in sanity
         assert document["sanity"]["faithfulness"]["summary"][:60] in sanity
         assert page.locator(".medai-uncertainty").count() == 0
+
+        # The reader's verdict on the explanation as a whole is stored; this NIfTI study has no DICOM to join, and
+        # the export says so instead of failing silently.
+        page.locator(".medai-decision-study .medai-rejected").click()
+        page.wait_for_function(
+            "document.querySelector('.medai-decision-study .medai-decision-state').innerText.includes('rejected')"
+        )
+        page.locator(".medai-export").click()
+        page.wait_for_function(
+            "document.querySelector('.medai-decision-message').innerText.includes('no DICOM SEG or Parametric Map')"
+        )
     finally:
         server.stop()
+    with DecisionStore.for_result(gradcam_folder) as decisions:
+        verdict = decisions.study_decision()
+    assert verdict is not None and verdict.decision == "rejected"
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from dicom_test_data import GEOMETRIES, LABELS, dciodvfy_missing_reason, make_labelmap, make_source
@@ -158,7 +159,7 @@ def test_bad_exports_raise_input_error_and_leave_no_file(exported: Exported, tmp
     no_seg.mkdir()
     with DecisionStore.for_result(no_seg) as store:
         store.add("accepted", "dr_a")
-        with pytest.raises(InputError, match="has no DICOM SEG"):
+        with pytest.raises(InputError, match="has no DICOM SEG or Parametric Map"):
             write_decision_sr(store, no_seg, target)
         other = make_source(tmp_path / "other-ct", GEOMETRIES["axial_ascending"], seed=1)
         written = write_decision_sr(store, no_seg, tmp_path / "from-source.dcm", source=other)
@@ -167,3 +168,40 @@ def test_bad_exports_raise_input_error_and_leave_no_file(exported: Exported, tmp
         with pytest.raises(InputError, match="belongs to study"):
             write_decision_sr(store, exported.result, target, source=other)
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".dcm") == ["from-source.dcm"]
+
+
+def test_a_verdict_on_an_explanation_references_its_parametric_map(tmp_path: Path) -> None:
+    """``medai view`` on a ``medai explain`` result: the reader's verdict on the map as a whole, the SR joining the
+    study of the Parametric Map and referencing it."""
+    from MedAIExtension.dicom.parametric_map import write_parametric_map
+
+    source = make_source(tmp_path / "ct", GEOMETRIES["axial_ascending"])
+    folder = tmp_path / "explanation"
+    (folder / "dicom").mkdir(parents=True)
+    heat = source.with_array(np.linspace(0, 1, source.array.size, dtype=np.float32).reshape(source.shape))
+    pm_path = write_parametric_map(
+        heat,
+        source,
+        folder / "dicom" / "ct_gradcam_pm.dcm",
+        method="gradcam",
+        target="Nodule",
+        model_name="MedAI-TestNet",
+        model_version="1.0",
+    )
+    name = "dicom/ct_gradcam_pm.dcm"
+    reference = result_reference(folder, name)
+    pm = pydicom.dcmread(pm_path, stop_before_pixels=True)
+    assert reference == pm.SOPInstanceUID
+    with DecisionStore.for_result(folder) as store:
+        store.add("rejected", "dr_a", comment="the map sits on the rib, not the nodule", result_ref=reference)
+        sr_path = write_decision_sr(store, folder, tmp_path / "decisions.dcm", seg_name=name)
+    sr = pydicom.dcmread(sr_path)
+    assert sr.StudyInstanceUID == pm.StudyInstanceUID
+    referenced = [item for item in _items(sr.ContentSequence) if "ReferencedSOPSequence" in item]
+    assert [str(item.ReferencedSOPSequence[0].ReferencedSOPInstanceUID) for item in referenced] == [reference]
+    (study,) = read_decision_sr(sr_path)
+    assert (study.scope, study.decision) == ("study", "rejected")
+    assert study.entries[0].comment == "the map sits on the rib, not the nodule"
+    if dciodvfy_missing_reason() is None:
+        report = run_dciodvfy(sr_path)
+        assert report.errors == (), report.output
