@@ -35,10 +35,23 @@ def _open(args: argparse.Namespace) -> GatewayConfig:
     return config
 
 
+def _check_pacs(config: GatewayConfig) -> int:
+    """``medai gateway --check``: C-ECHO (DIMSE) or one search (DICOMweb) against the configured PACS."""
+    from MedAIExtension.gateway.pacs_store import open_pacs_store
+
+    store = open_pacs_store(config.pacs)
+    store.check()  # PacsError: one line and exit 2, like every bad input
+    how = "C-ECHO" if config.pacs.type == "dimse" else "a study search"
+    print(f"PACS {store.name} answers ({how} succeeded).")
+    return 0
+
+
 def _cmd_gateway(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None]) -> int:
     from MedAIExtension.gateway.service import Gateway
 
     config = _open(args)
+    if args.check:
+        return _check_pacs(config)
     gateway = Gateway(config, quiet=args.quiet)
     previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
 
@@ -64,16 +77,15 @@ def _journal(config: GatewayConfig) -> Journal:
 
 
 def _cmd_worklist(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], None]) -> int:
+    from MedAIExtension.gateway.pacs_store import open_pacs_store
     from MedAIExtension.gateway.worklist import failed_rows, worklist_rows
-    from MedAIExtension.pacs.credentials import credentials_from_config
-    from MedAIExtension.pacs.dicomweb import DicomWebStore
 
     config = _open(args)
     journal = _journal(config)
     try:
         store = None
         if not args.offline:
-            store = DicomWebStore(config.pacs.dicomweb_url, credentials_from_config(config.pacs.section))
+            store = open_pacs_store(config.pacs)
         rows = worklist_rows(journal, store, include_shadow=args.shadow, workdir=config.workdir)
         failed = failed_rows(journal)
     finally:
@@ -136,6 +148,9 @@ def add_gateway_parsers(sub: SubParsers, set_handler: SetHandler) -> None:
     gateway.add_argument("--shadow", action="store_true", help="run and journal, but store nothing in the PACS")
     gateway.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
     gateway.add_argument("--quiet", action="store_true", help="log to the work folder only, not to stderr")
+    gateway.add_argument(
+        "--check", action="store_true", help="check the PACS answers (DIMSE: C-ECHO), print it and exit"
+    )
     set_handler(gateway, _cmd_gateway, bar="none")
     actions = gateway.add_subparsers(dest="gateway_action", metavar="{requeue}")
     requeue = actions.add_parser("requeue", help="put a study's failed jobs back into the queue")

@@ -3,7 +3,7 @@
 Example ``gateway.yaml``::
 
     pacs:
-      type: orthanc                      # orthanc: its /changes feed; dicomweb: QIDO-RS polling
+      type: orthanc                      # orthanc: its /changes feed; dicomweb: QIDO-RS polling; dimse: below
       url: http://127.0.0.1:8042         # Orthanc's REST root
       dicomweb_url: http://127.0.0.1:8042/dicom-web   # default: <url>/dicom-web
       username: medai
@@ -41,6 +41,7 @@ from typing import Any
 from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.explain.types import ExplainMethod
 from MedAIExtension.models.catalog import load_catalog
+from MedAIExtension.pacs.dimse import DimseSettings, check_ae_title
 
 __all__ = ["ExportSettings", "GatewayConfig", "PacsSettings", "Pipeline", "Rule", "load_config", "parse_config"]
 
@@ -104,12 +105,13 @@ class Rule:
 class PacsSettings:
     """Where studies come from and results go back to."""
 
-    type: str  # "orthanc" or "dicomweb"
-    url: str
-    dicomweb_url: str
+    type: str  # "orthanc", "dicomweb" or "dimse"
+    url: str  # "" for dimse
+    dicomweb_url: str  # "" for dimse
     section: Mapping[str, Any] = field(repr=False, default_factory=dict)  # credentials keys, passed to the stores
     poll_seconds: float = 2.0
     timeout: float = 30.0
+    dimse: DimseSettings | None = None  # type dimse: host, port and AE titles
 
 
 @dataclass(frozen=True)
@@ -196,12 +198,30 @@ _CREDENTIAL_KEYS = {
 }
 
 
+def _dimse(section: Mapping[str, Any]) -> PacsSettings:
+    _unknown(section, {"type", "host", "port", "called_ae", "calling_ae", "poll_seconds", "timeout"}, "section 'pacs'")
+    host = str(section.get("host") or "").strip()
+    if not host:
+        raise _fail("key 'pacs.host'", "needs the PACS's address (host name or IP) for type 'dimse'.")
+    port = int(_number(section.get("port"), "key 'pacs.port'", 1, integer=True))
+    if port > 65535:
+        raise _fail("key 'pacs.port'", f"must be a TCP port (1-65535), got {port}.")
+    called = check_ae_title(section.get("called_ae"), "key 'pacs.called_ae' (the PACS's AE title)")
+    calling = check_ae_title(section.get("calling_ae", "MEDAI"), "key 'pacs.calling_ae' (MedAI's AE title)")
+    poll = float(_number(section.get("poll_seconds", 2.0), "key 'pacs.poll_seconds'", 0.05))
+    timeout = float(_number(section.get("timeout", 30.0), "key 'pacs.timeout'", 0.1))
+    settings = DimseSettings(host, port, called, calling, timeout)
+    return PacsSettings("dimse", "", "", {}, poll, timeout, settings)
+
+
 def _pacs(value: Any) -> PacsSettings:
     section = _mapping(value, "key 'pacs'")
-    _unknown(section, {"type", "url", "dicomweb_url", "poll_seconds", "timeout", *_CREDENTIAL_KEYS}, "section 'pacs'")
     kind = str(section.get("type", "orthanc")).lower()
+    if kind == "dimse":
+        return _dimse(section)
+    _unknown(section, {"type", "url", "dicomweb_url", "poll_seconds", "timeout", *_CREDENTIAL_KEYS}, "section 'pacs'")
     if kind not in ("orthanc", "dicomweb"):
-        raise _fail("key 'pacs.type'", f"{kind!r} is not supported; use 'orthanc' or 'dicomweb'.")
+        raise _fail("key 'pacs.type'", f"{kind!r} is not supported; use 'orthanc', 'dicomweb' or 'dimse'.")
     url = str(section.get("url") or "").rstrip("/")
     if not re.match(r"^https?://", url):
         raise _fail("key 'pacs.url'", f"needs the server's http(s) address, got {url!r}.")

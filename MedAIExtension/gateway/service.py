@@ -37,9 +37,9 @@ from MedAIExtension.gateway.config import GatewayConfig
 from MedAIExtension.gateway.journal import JOURNAL_NAME, Job, JobState, Journal, StudyCandidate
 from MedAIExtension.gateway.kill_points import kill_point
 from MedAIExtension.gateway.logs import GatewayLog
+from MedAIExtension.gateway.pacs_store import open_pacs_store
 from MedAIExtension.gateway.results import RESULTS_KEY, describe_results
 from MedAIExtension.pacs.credentials import credentials_from_config
-from MedAIExtension.pacs.dicomweb import DicomWebStore
 from MedAIExtension.pacs.errors import PacsAuthError, PacsError, PacsRejectedError, PacsUnavailableError
 from MedAIExtension.pacs.orthanc import OrthancClient
 from MedAIExtension.secret_files import check_private_file
@@ -113,12 +113,11 @@ class Gateway:
                 f"The gateway work folder {config.workdir} cannot be created ({exc.strerror or exc}). "
                 "Set 'workdir' to a writable folder."
             ) from None
-        credentials = credentials_from_config(config.pacs.section, environ if environ is not None else os.environ)
-        timeout = config.pacs.timeout
-        self.store = DicomWebStore(config.pacs.dicomweb_url, credentials, timeout)
-        self.orthanc: OrthancClient | None = (
-            OrthancClient(config.pacs.url, credentials, timeout) if config.pacs.type == "orthanc" else None
-        )
+        self.store = open_pacs_store(config.pacs, environ)
+        self.orthanc: OrthancClient | None = None
+        if config.pacs.type == "orthanc":
+            credentials = credentials_from_config(config.pacs.section, environ if environ is not None else os.environ)
+            self.orthanc = OrthancClient(config.pacs.url, credentials, config.pacs.timeout)
         self.log = log or GatewayLog(config.workdir / "gateway.log", quiet=quiet)
         self.pacs = PacsBoundary(self.store, self.orthanc, self.log)
         if config.pacs.section.get("allow_plaintext_password") and (

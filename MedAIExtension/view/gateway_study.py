@@ -27,11 +27,10 @@ from MedAIExtension.dicom.uids import check_uid
 from MedAIExtension.errors import InputError
 from MedAIExtension.gateway.config import load_config
 from MedAIExtension.gateway.journal import Job, JobState, existing_journal
+from MedAIExtension.gateway.pacs_store import GatewayStore, open_pacs_store
 from MedAIExtension.gateway.results import review_folder, stored_seg
 from MedAIExtension.io.dicom_series import read_dicom_series
 from MedAIExtension.io.volume_files import write_volume_file
-from MedAIExtension.pacs.credentials import credentials_from_config
-from MedAIExtension.pacs.dicomweb import DicomWebStore
 from MedAIExtension.pacs.retrieval import retrieve_verified
 
 __all__ = ["GatewayStudy", "open_gateway_study"]
@@ -46,7 +45,7 @@ class GatewayStudy:
 
     folder: Path
     job: Job
-    store: DicomWebStore
+    store: GatewayStore
 
     def store_in_pacs(self, path: Path) -> str:
         """Store the exported decisions SR ``path`` in the PACS; what happened, in words.
@@ -103,7 +102,7 @@ def _segment_names(seg_path: Path) -> list[dict[str, Any]]:
     ]
 
 
-def _fetch(store: DicomWebStore, job: Job, seg: Mapping[str, str], folder: Path, model: str | None) -> None:
+def _fetch(store: GatewayStore, job: Job, seg: Mapping[str, str], folder: Path, model: str | None) -> None:
     """Retrieve the job's series and SEG into ``folder`` and write the segmentation result files there."""
     import pydicom
 
@@ -165,10 +164,7 @@ def open_gateway_study(
     job = _finished_job(config.workdir, uid, rule)
     seg = stored_seg(job)
     assert seg is not None  # _finished_job keeps only jobs with a SEG
-    store = DicomWebStore(
-        config.pacs.dicomweb_url,
-        credentials_from_config(config.pacs.section, environ if environ is not None else os.environ),
-    )
+    store = open_pacs_store(config.pacs, environ)
     folder = ensure_writable_directory(review_folder(config.workdir, job))
     if not (folder / "segmentation.nii.gz").is_file():
         model = next((rule.model for rule in config.rules if rule.name == job.rule), None)
