@@ -72,6 +72,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/gateway/journal.py
   MedAIExtension/gateway/kill_points.py
   MedAIExtension/gateway/logs.py
+  MedAIExtension/gateway/pacs_store.py
   MedAIExtension/gateway/pipelines.py
   MedAIExtension/gateway/results.py
   MedAIExtension/gateway/service.py
@@ -122,6 +123,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/pacs/__init__.py
   MedAIExtension/pacs/credentials.py
   MedAIExtension/pacs/dicomweb.py
+  MedAIExtension/pacs/dimse.py
   MedAIExtension/pacs/errors.py
   MedAIExtension/pacs/folder_store.py
   MedAIExtension/pacs/orthanc.py
