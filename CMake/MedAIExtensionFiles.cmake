@@ -34,6 +34,8 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/dicom/__init__.py
   MedAIExtension/dicom/map_methods.py
   MedAIExtension/dicom/parametric_map.py
+  MedAIExtension/dicom/pr_render.py
+  MedAIExtension/dicom/presentation_state.py
   MedAIExtension/dicom/secondary_capture.py
   MedAIExtension/dicom/seg.py
   MedAIExtension/dicom/source.py
@@ -78,6 +80,12 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/gateway/service.py
   MedAIExtension/gateway/triage.py
   MedAIExtension/gateway/worklist.py
+  MedAIExtension/interop/__init__.py
+  MedAIExtension/interop/fhir_report.py
+  MedAIExtension/interop/hl7_oru.py
+  MedAIExtension/interop/mllp.py
+  MedAIExtension/interop/report_text.py
+  MedAIExtension/interop/study_header.py
   MedAIExtension/interrupts.py
   MedAIExtension/io/__init__.py
   MedAIExtension/io/dicom_checks.py
@@ -201,6 +209,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/nodule_segmentation.py
   MedAIExtension/tracking/outputs.py
   MedAIExtension/tracking/pipeline.py
+  MedAIExtension/tracking/presentation_state.py
   MedAIExtension/tracking/prior.py
   MedAIExtension/tracking/reading.py
   MedAIExtension/tracking/recommendations.py
