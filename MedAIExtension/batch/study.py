@@ -192,6 +192,7 @@ def process_study(
             if committed is None:
                 raise
             return committed
+        _remove_abandoned_staging(studies_dir, study.key)
         return record
     except Exception as exc:  # noqa: BLE001 - one bad study is recorded and the batch goes on
         return StudyRecord(
@@ -206,6 +207,12 @@ def process_study(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(retrieved, ignore_errors=True)
+
+
+def _remove_abandoned_staging(studies_dir: Path, key: str) -> None:
+    """After a study's commit: remove the staging folders of its earlier attempts (a worker killed mid-study)."""
+    for folder in studies_dir.glob(f"{_STAGING_PREFIX}{key}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_stale_staging(studies_dir: Path) -> int:
