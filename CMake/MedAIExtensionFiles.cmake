@@ -78,7 +78,6 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/gateway/pipelines.py
   MedAIExtension/gateway/results.py
   MedAIExtension/gateway/service.py
-  MedAIExtension/gateway/triage.py
   MedAIExtension/gateway/worklist.py
   MedAIExtension/interop/__init__.py
   MedAIExtension/interop/fhir_report.py
@@ -86,6 +85,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/interop/mllp.py
   MedAIExtension/interop/report_text.py
   MedAIExtension/interop/study_header.py
+  MedAIExtension/interop/triage.py
   MedAIExtension/interrupts.py
   MedAIExtension/io/__init__.py
   MedAIExtension/io/dicom_checks.py

@@ -7,7 +7,7 @@
 from MedAIExtension.gateway.config import GatewayConfig, Pipeline, Rule, load_config, parse_config
 from MedAIExtension.gateway.journal import Job, JobState, Journal
 from MedAIExtension.gateway.service import Gateway
-from MedAIExtension.gateway.triage import Triage
+from MedAIExtension.interop.triage import Triage
 
 __all__ = [
     "Gateway",

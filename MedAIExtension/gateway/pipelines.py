@@ -24,7 +24,7 @@ from MedAIExtension.explain.types import ExplainMethod
 from MedAIExtension.gateway.boundary import PacsBoundary, Skipped
 from MedAIExtension.gateway.config import Pipeline, Rule
 from MedAIExtension.gateway.kill_points import kill_point
-from MedAIExtension.gateway.triage import Triage, from_alert_labels, from_lung_rads, routine
+from MedAIExtension.interop.triage import Triage, from_alert_labels, from_lung_rads, routine
 from MedAIExtension.io.dicom_series import read_dicom_series
 from MedAIExtension.io.image import Image
 from MedAIExtension.pacs.errors import PacsNotFoundError

@@ -20,7 +20,6 @@ from typing import Any
 
 from MedAIExtension.atomic import atomic_path
 from MedAIExtension.errors import InputError, OutputError
-from MedAIExtension.gateway.triage import Triage
 from MedAIExtension.interop.report_text import (
     DEFAULT_MODEL,
     DEFAULT_MODEL_VERSION,
@@ -30,6 +29,7 @@ from MedAIExtension.interop.report_text import (
     report_lines,
 )
 from MedAIExtension.interop.study_header import StudyHeader
+from MedAIExtension.interop.triage import Triage
 from MedAIExtension.tracking.results import StudyResult, TrackingResult
 
 __all__ = ["LUNG_RADS_SYSTEM", "diagnostic_report", "write_fhir_report"]

@@ -19,7 +19,7 @@ Segments, in the order of the ORU_R01 structure::
          plain-text report (:func:`MedAIExtension.interop.report_text.tracking_report_text`).
          Every OBX has result status OBX-11 "P".
 
-**Priority** (MedAI's triage 1 urgent .. 5 routine, :mod:`MedAIExtension.gateway.triage`) maps to the HL7 priority
+**Priority** (MedAI's triage 1 urgent .. 5 routine, :mod:`MedAIExtension.interop.triage`) maps to the HL7 priority
 codes of OBR-5, ORC-7.6, OBR-27.6 and TQ1-9: 1 → ``S`` (stat), 2 → ``A`` (ASAP), 3, 4 and 5 → ``R`` (routine); the
 exact 1..5 value is also sent (OBX ``MEDAI-PRIORITY``), so a RIS can sort more finely than S/A/R.
 
@@ -38,7 +38,6 @@ from typing import Any
 
 from MedAIExtension import __version__
 from MedAIExtension.errors import InputError, MedAIError
-from MedAIExtension.gateway.triage import Triage
 from MedAIExtension.interop.report_text import (
     DEFAULT_MODEL,
     DEFAULT_MODEL_VERSION,
@@ -48,6 +47,7 @@ from MedAIExtension.interop.report_text import (
     report_lines,
 )
 from MedAIExtension.interop.study_header import StudyHeader
+from MedAIExtension.interop.triage import Triage
 from MedAIExtension.tracking.results import StudyResult, TrackingResult
 
 __all__ = ["HL7_PRIORITY", "LOCAL_CODES", "build_oru", "hl7_escape", "hl7_priority"]

@@ -20,8 +20,8 @@ from typing import Any
 
 from MedAIExtension import __version__
 from MedAIExtension.errors import InputError
-from MedAIExtension.gateway.triage import Triage, from_lung_rads
 from MedAIExtension.interop.study_header import StudyHeader, read_study_header
+from MedAIExtension.interop.triage import Triage, from_lung_rads
 from MedAIExtension.tracking.reading import NoduleReading, report_readings
 from MedAIExtension.tracking.recommendations import management_recommendation
 from MedAIExtension.tracking.results import StudyResult, TrackedNodule, TrackingResult

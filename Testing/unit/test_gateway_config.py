@@ -10,7 +10,7 @@ import pytest
 from MedAIExtension.errors import InputError
 from MedAIExtension.gateway.config import Pipeline, load_config, parse_config
 from MedAIExtension.gateway.journal import JobState, Journal, StudyCandidate
-from MedAIExtension.gateway.triage import from_alert_labels, from_lung_rads
+from MedAIExtension.interop.triage import from_alert_labels, from_lung_rads
 from MedAIExtension.models.catalog import load_catalog
 
 

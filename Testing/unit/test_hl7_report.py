@@ -18,10 +18,10 @@ import pydicom
 import pytest
 
 from MedAIExtension.errors import InputError, OutputError
-from MedAIExtension.gateway.triage import Triage, from_lung_rads
 from MedAIExtension.interop.fhir_report import LUNG_RADS_SYSTEM, diagnostic_report, write_fhir_report
 from MedAIExtension.interop.hl7_oru import build_oru, hl7_escape
 from MedAIExtension.interop.report_text import PRELIMINARY, report_content, tracking_report_text
+from MedAIExtension.interop.triage import Triage, from_lung_rads
 from MedAIExtension.io.loader import load_image
 from MedAIExtension.phantom.study import write_phantom_study
 from MedAIExtension.tracking.pipeline import TrackingOptions, assess_study
