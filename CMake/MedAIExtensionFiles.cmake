@@ -31,6 +31,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/deid/uids.py
   MedAIExtension/demo.py
   MedAIExtension/demo_commands.py
+  MedAIExtension/demo_reports.py
   MedAIExtension/dicom/__init__.py
   MedAIExtension/dicom/map_methods.py
   MedAIExtension/dicom/parametric_map.py

@@ -1,5 +1,7 @@
-"""``medai demo``: generate a phantom study, segment it, write DICOM SEG + seg.nrrd + overlay PNG + HTML, and
-explain the shipped classifier's view of the largest nodule (Grad-CAM map, Parametric Map, key slices)."""
+"""``medai demo``: generate a phantom study, segment it, write DICOM SEG + seg.nrrd + overlay PNG + HTML,
+explain the shipped classifier's view of the largest nodule (Grad-CAM map, Parametric Map, key slices), and assess
+the nodules for a PACS and a RIS (presentation state + PNG, plain-text, HL7 ORU and FHIR reports; see
+:mod:`MedAIExtension.demo_reports`)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from MedAIExtension.atomic import ensure_writable_directory
+from MedAIExtension.demo_reports import write_demo_reports
 from MedAIExtension.explain.outputs import write_explanation_outputs
 from MedAIExtension.explain.pipeline import explain_image
 from MedAIExtension.explain.request import Roi
@@ -25,6 +28,14 @@ __all__ = ["DEMO_CLASSIFIER", "DEMO_MODEL", "run_demo"]
 
 DEMO_MODEL = "chest-ct-lung-nodule"
 DEMO_CLASSIFIER = "chest-ct-nodule-classifier"
+#: The report files run_demo returns (its key -> the key of DemoReports.files).
+_REPORTED = {
+    "PR": "presentation state",
+    "PR PNG": "presentation state PNG",
+    "report": "report text",
+    "HL7 ORU": "HL7 ORU^R01",
+    "FHIR report": "FHIR DiagnosticReport",
+}
 
 
 def run_demo(
@@ -40,9 +51,10 @@ def run_demo(
     study = write_phantom_study(out / "phantom", seed=7)
     ct = read_dicom_series(study["ct"])
     request = SegmentRequest(ct, model, out / "segmentation", ("dicom-seg", "seg.nrrd", "nii.gz"), device=device)
-    segmented = segment_to_folder(request, progress=reporter.stage(0.1, 0.9))
+    segmented = segment_to_folder(request, progress=reporter.stage(0.1, 0.8))
     result, files = segmented.result, segmented.files
-    explained = _explain_largest_nodule(ct, study["truth"], out / "explanation", device, reporter.stage(0.9, 0.97))
+    explained = _explain_largest_nodule(ct, study["truth"], out / "explanation", device, reporter.stage(0.8, 0.88))
+    reports = write_demo_reports(ct, out / "report", device, reporter.stage(0.88, 0.97))
     reporter(0.97, "rendering the overlay")
     overlay = render_overlay_png(ct, result.labelmap, result.labels, out / "overlay.png", prefer_label=2)
     truth = read_volume_file(study["labels"])
@@ -58,6 +70,7 @@ def run_demo(
         ("Ran on", f"{result.provider} in {result.seconds:.1f} s"),
         *[(f"Dice vs truth: {m.name}", f"{m.dice:.3f} (HD95 {m.hd95_mm:.1f} mm)") for m in metrics],
         *[(f"Grad-CAM sanity: {name}", check.get("summary", "")) for name, check in explained["sanity"].items()],
+        *reports.facts,
     ]
     rel = {k: os.path.relpath(v, out) for k, v in files.items()}
     html = write_html_summary(
@@ -70,6 +83,7 @@ def run_demo(
             **rel,
             "phantom CT (DICOM)": os.path.relpath(study["ct"], out),
             **{f"explanation {k}": f"explanation/{v}" for k, v in explained["files"].items() if isinstance(v, str)},
+            **{k: os.path.relpath(v, out) for k, v in reports.files.items()},
         },
     )
     reporter(1.0, "done")
@@ -79,6 +93,7 @@ def run_demo(
         "html": html,
         "phantom": study["ct"],
         "explanation": out / "explanation" / "explanation.json",
+        **{key: reports.files[name] for key, name in _REPORTED.items() if name in reports.files},
     }
 
 
