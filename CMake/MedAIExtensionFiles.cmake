@@ -77,6 +77,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/gateway/logs.py
   MedAIExtension/gateway/pacs_store.py
   MedAIExtension/gateway/pipelines.py
+  MedAIExtension/gateway/report_delivery.py
   MedAIExtension/gateway/results.py
   MedAIExtension/gateway/service.py
   MedAIExtension/gateway/worklist.py

@@ -43,7 +43,16 @@ from MedAIExtension.explain.types import ExplainMethod
 from MedAIExtension.models.catalog import load_catalog
 from MedAIExtension.pacs.dimse import DimseSettings, check_ae_title
 
-__all__ = ["ExportSettings", "GatewayConfig", "PacsSettings", "Pipeline", "Rule", "load_config", "parse_config"]
+__all__ = [
+    "ExportSettings",
+    "GatewayConfig",
+    "PacsSettings",
+    "Pipeline",
+    "RisSettings",
+    "Rule",
+    "load_config",
+    "parse_config",
+]
 
 
 class Pipeline(StrEnum):
@@ -124,6 +133,21 @@ class ExportSettings:
 
 
 @dataclass(frozen=True)
+class RisSettings:
+    """Where each finished nodule-tracking study's report goes: an HL7 v2 ORU^R01 over MLLP, and optionally a FHIR
+    R4 DiagnosticReport (JSON) into a folder."""
+
+    host: str
+    port: int
+    timeout: float = 10.0
+    sending_application: str = "MEDAI"
+    sending_facility: str = ""
+    receiving_application: str = ""
+    receiving_facility: str = ""
+    fhir_folder: Path | None = None
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     """The whole gateway configuration (see the module docstring)."""
 
@@ -137,6 +161,7 @@ class GatewayConfig:
     retry_seconds: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0)
     device: str = "auto"
     export: ExportSettings | None = None
+    ris: RisSettings | None = None
     source: str = ""  # the file it was read from, for messages
 
     def retry_delay(self, attempt: int) -> float:
@@ -306,6 +331,7 @@ _TOP_KEYS = {
     "retry_seconds",
     "device",
     "export",
+    "ris",
 }
 
 
@@ -326,6 +352,31 @@ def _export(value: Any, base: Path | None) -> ExportSettings | None:
         raise _fail("key 'export.date_shift_days'", f"must be a non-zero whole number of days, got {shift!r}.")
     key_file = _path(section["key_file"], base) if section.get("key_file") else None
     return ExportSettings(_path(section["path"], base), key_file, shift)
+
+
+def _ris(value: Any, base: Path | None) -> RisSettings | None:
+    if value is None:
+        return None
+    section = _mapping(value, "key 'ris'")
+    names = ("sending_application", "sending_facility", "receiving_application", "receiving_facility")
+    _unknown(section, {"host", "port", "timeout", "fhir_folder", *names}, "section 'ris'")
+    host = str(section.get("host") or "").strip()
+    if not host:
+        raise _fail("key 'ris.host'", "needs the address of the RIS's HL7 (MLLP) listener.")
+    port = int(_number(section.get("port"), "key 'ris.port'", 1, integer=True))
+    if port > 65535:
+        raise _fail("key 'ris.port'", f"must be a TCP port (1-65535), got {port}.")
+    texts = {}
+    for name in names:
+        text = str(section.get(name, "MEDAI" if name == "sending_application" else "") or "")
+        if any(c in text for c in "|^~\\&\r\n") or len(text) > 64:
+            raise _fail(
+                f"key 'ris.{name}'", f"must be plain text of at most 64 characters without | ^ ~ \\ &, got {text!r}."
+            )
+        texts[name] = text
+    fhir = _path(section["fhir_folder"], base) if section.get("fhir_folder") else None
+    timeout = float(_number(section.get("timeout", 10.0), "key 'ris.timeout'", 0.1))
+    return RisSettings(host, port, timeout, fhir_folder=fhir, **texts)
 
 
 def parse_config(data: Any, source: str = "", base: Path | None = None) -> GatewayConfig:
@@ -371,6 +422,7 @@ def parse_config(data: Any, source: str = "", base: Path | None = None) -> Gatew
         retry_seconds=tuple(float(_number(v, "key 'retry_seconds'", 0)) for v in retry),
         device=device,
         export=_export(section.get("export"), base),
+        ris=_ris(section.get("ris"), base),
         source=source,
     )
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from MedAIExtension.errors import InputError
 
-__all__ = ["JOURNAL_NAME", "Job", "JobState", "Journal", "StudyCandidate", "existing_journal"]
+__all__ = ["JOURNAL_NAME", "Job", "JobState", "Journal", "ReportDelivery", "StudyCandidate", "existing_journal"]
 
 #: The journal's file name in the gateway's work folder.
 JOURNAL_NAME = "journal.sqlite"
@@ -63,6 +63,15 @@ CREATE TABLE IF NOT EXISTS jobs (
     UNIQUE (study_uid, rule)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, next_at);
+CREATE TABLE IF NOT EXISTS reports (
+    job_id INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at REAL NOT NULL DEFAULT 0,
+    detail TEXT NOT NULL DEFAULT '',
+    control_id TEXT NOT NULL DEFAULT '',
+    updated_at REAL
+);
 CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -84,6 +93,26 @@ class JobState(StrEnum):
 
 #: States with nothing left to do.
 FINAL_STATES = frozenset({JobState.DONE, JobState.SHADOW, JobState.FAILED, JobState.IGNORED})
+
+
+@dataclass(frozen=True)
+class ReportDelivery:
+    """The RIS report (HL7 ORU) of a finished job: ``pending`` (due at ``next_at``), ``sent`` or ``failed``."""
+
+    job_id: int
+    state: str
+    attempts: int
+    next_at: float
+    detail: str
+    control_id: str
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> ReportDelivery:
+        """Build it from a ``reports`` row."""
+        return cls(
+            int(row["job_id"]), row["state"], int(row["attempts"]), float(row["next_at"]), row["detail"],
+            row["control_id"],
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -382,6 +411,44 @@ class Journal:
             else:
                 rows = self._db.execute("SELECT * FROM jobs ORDER BY id").fetchall()
         return [Job.from_row(row) for row in rows]
+
+    # -- RIS reports (one per finished job, sent after its results are in the PACS) ------------------------------
+
+    def queue_report(self, job_id: int) -> None:
+        """Queue the report of a finished job for delivery (once: a second call changes nothing)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO reports (job_id, state, updated_at) VALUES (?, 'pending', ?)",
+                (job_id, time.time()),
+            )
+
+    def due_reports(self, now: float | None = None) -> list[ReportDelivery]:
+        """Pending reports whose time has come, oldest job first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM reports WHERE state = 'pending' AND next_at <= ? ORDER BY job_id",
+                (time.time() if now is None else now,),
+            ).fetchall()
+        return [ReportDelivery.from_row(row) for row in rows]
+
+    def reports(self) -> list[ReportDelivery]:
+        """Every report, by job."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM reports ORDER BY job_id").fetchall()
+        return [ReportDelivery.from_row(row) for row in rows]
+
+    def report_outcome(
+        self, job_id: int, state: str, detail: str = "", control_id: str = "", delay: float = 0.0
+    ) -> ReportDelivery:
+        """Record one delivery attempt: ``sent``, ``failed`` or ``pending`` again after ``delay`` seconds."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE reports SET state = ?, attempts = attempts + 1, next_at = ?, detail = ?, "
+                "control_id = CASE WHEN ? = '' THEN control_id ELSE ? END, updated_at = ? WHERE job_id = ?",
+                (state, time.time() + delay, detail, control_id, control_id, time.time(), job_id),
+            )
+            row = db.execute("SELECT * FROM reports WHERE job_id = ?", (job_id,)).fetchone()
+        return ReportDelivery.from_row(row)
 
     def count(self, states: Sequence[JobState | str]) -> int:
         """Number of jobs in ``states``."""

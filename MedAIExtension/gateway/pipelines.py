@@ -15,18 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from MedAIExtension import __version__
+from MedAIExtension.atomic import atomic_path
 from MedAIExtension.dicom.source import require_single_frame_source
 from MedAIExtension.dicom.sr import read_tracking_sr
-from MedAIExtension.errors import InputError
+from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.explain.pipeline import explain_to_folder
 from MedAIExtension.explain.request import ExplainRequest
 from MedAIExtension.explain.types import ExplainMethod
 from MedAIExtension.gateway.boundary import PacsBoundary, Skipped
-from MedAIExtension.gateway.config import Pipeline, Rule
+from MedAIExtension.gateway.config import Pipeline, RisSettings, Rule
 from MedAIExtension.gateway.kill_points import kill_point
 from MedAIExtension.interop.triage import Triage, from_alert_labels, from_lung_rads, routine
 from MedAIExtension.io.dicom_series import read_dicom_series
 from MedAIExtension.io.image import Image
+from MedAIExtension.models.catalog import load_catalog
 from MedAIExtension.pacs.errors import PacsNotFoundError
 from MedAIExtension.progress import CancelToken
 from MedAIExtension.segmentation.pipeline import SegmentRequest, segment_to_folder
@@ -37,8 +40,15 @@ from MedAIExtension.tracking import (
     track_nodules,
     write_study_dicom,
 )
+from MedAIExtension.tracking.presentation_state import write_tracking_presentation_state
+from MedAIExtension.tracking.results import StudyResult, TrackingResult
 
 __all__ = ["PipelineOutput", "PriorLookup", "find_prior_study", "run_pipeline"]
+
+#: Where a tracking job's RIS report is written inside the job folder, and its files.
+REPORT_FOLDER = "report"
+ORU_NAME = "oru.hl7"
+FHIR_NAME = "diagnostic_report.json"
 
 #: SeriesDescription of the tracking SR the gateway writes (also how it finds a prior study's report).
 TRACKING_SR_DESCRIPTION = "MedAI nodule tracking"
@@ -150,6 +160,54 @@ def _prior_report(pacs: PacsBoundary, prior_study: str, folder: Path, skipped: S
     return None
 
 
+def _presentation_state(
+    result: TrackingResult | StudyResult, which: str, out: Path, files: dict[str, Path], warnings: list[str]
+) -> None:
+    """Add the study's Presentation State (the nodules circled and labelled, lung window) to the stored files; a
+    PR that cannot be made is a warning, not a failed job (the SEG and SR carry the findings)."""
+    try:
+        files["presentation-state"] = write_tracking_presentation_state(result, which, out / "presentation_state.dcm")
+    except InputError as exc:
+        warnings.append(f"No presentation state: {exc}")
+
+
+def _ris_report(
+    result: TrackingResult | StudyResult, rule: Rule, triage: Triage, job_dir: Path, ris: RisSettings | None
+) -> None:
+    """Write the study's HL7 ORU^R01 (and FHIR DiagnosticReport) into ``<job>/report/`` for the RIS, when one is
+    configured; the gateway sends it once the results are in the PACS (:mod:`.report_delivery`)."""
+    if ris is None:
+        return
+    from MedAIExtension.interop.fhir_report import write_fhir_report  # lazy: only with a RIS configured
+    from MedAIExtension.interop.hl7_oru import build_oru  # lazy: as above
+    from MedAIExtension.interop.report_text import report_content  # lazy: as above
+
+    model, version = _model_named(rule)
+    content = report_content(result, model=model, model_version=version, triage=triage)
+    folder = _fresh(job_dir / REPORT_FOLDER)
+    message = build_oru(
+        content,
+        sending_application=ris.sending_application,
+        sending_facility=ris.sending_facility,
+        receiving_application=ris.receiving_application,
+        receiving_facility=ris.receiving_facility,
+    )
+    with atomic_path(folder / ORU_NAME) as tmp:
+        tmp.write_text(message, encoding="utf-8", newline="")
+    if ris.fhir_folder is not None:
+        write_fhir_report(content, folder / FHIR_NAME)
+
+
+def _model_named(rule: Rule) -> tuple[str, str]:
+    """The AI named in the report: the rule's catalogue model and its version, or MedAI's classical detector."""
+    if rule.model is None:
+        return "MedAI classical nodule detector", __version__
+    try:
+        return rule.model, load_catalog().get(rule.model).version
+    except MedAIError:
+        return rule.model, ""
+
+
 def _nodule_tracking(
     rule: Rule,
     pacs: PacsBoundary,
@@ -159,6 +217,7 @@ def _nodule_tracking(
     device: str,
     token: CancelToken | None,
     skipped: Skipped,
+    ris: RisSettings | None = None,
 ) -> PipelineOutput:
     require_single_frame_source(image, "tracking SR")  # before the model runs: the SR cannot reference it yet
     options = TrackingOptions(model=rule.model, device=device)
@@ -198,6 +257,8 @@ def _nodule_tracking(
         exam = result.exam_lung_rads["followup"]
         triage = from_lung_rads(str(exam.category), exam.reason)
         files = write_study_dicom(result, "followup", out, triage.priority, comments=comments)
+        _presentation_state(result, "followup", out, files, warnings)
+        _ris_report(result, rule, triage, job_dir, ris)
         summary.update(
             prior=True,
             prior_report=report is not None,
@@ -211,6 +272,8 @@ def _nodule_tracking(
         exam = single.exam_lung_rads["baseline"]
         triage = from_lung_rads(str(exam.category), exam.reason)
         files = write_study_dicom(single, "baseline", out, triage.priority, comments=comments)
+        _presentation_state(single, "baseline", out, files, warnings)
+        _ris_report(single, rule, triage, job_dir, ris)
         summary["counts"] = {"nodules": len(single.nodules)}
     summary.update(lung_rads=str(exam.category), warnings=len(warnings))
     return PipelineOutput(sorted(files.values()), triage, summary)
@@ -262,11 +325,13 @@ def run_pipeline(
     device: str = "auto",
     token: CancelToken | None = None,
     skipped: Skipped | None = None,
+    ris: RisSettings | None = None,
 ) -> PipelineOutput:
     """Retrieve ``series_uid`` of ``study_uid`` through ``pacs`` into ``job_dir`` and run ``rule``'s pipeline.
 
     Args:
         skipped: receives the objects refused on the way (``{"what", "reason"}``), for the journal.
+        ris: nodule tracking: also write the study's RIS report into ``<job>/report/`` (:data:`REPORT_FOLDER`).
 
     Raises:
         InputError: the series cannot be read as an image (the job fails with this reason, no retry).
@@ -277,7 +342,7 @@ def run_pipeline(
     kill_point("retrieve")
     image = _read_series(series_dir)
     if rule.pipeline is Pipeline.NODULE_TRACKING:
-        return _nodule_tracking(rule, pacs, study_uid, image, job_dir, device, token, skipped)
+        return _nodule_tracking(rule, pacs, study_uid, image, job_dir, device, token, skipped, ris)
     if rule.pipeline is Pipeline.SEGMENTATION:
         return _segmentation(rule, image, job_dir, device, token)
     return _explainability(rule, series_dir, job_dir, device, None)

@@ -38,6 +38,7 @@ from MedAIExtension.gateway.journal import JOURNAL_NAME, Job, JobState, Journal,
 from MedAIExtension.gateway.kill_points import kill_point
 from MedAIExtension.gateway.logs import GatewayLog
 from MedAIExtension.gateway.pacs_store import open_pacs_store
+from MedAIExtension.gateway.report_delivery import deliver_due_reports, queue_job_report
 from MedAIExtension.gateway.results import RESULTS_KEY, describe_results
 from MedAIExtension.pacs.credentials import credentials_from_config
 from MedAIExtension.pacs.errors import PacsAuthError, PacsError, PacsRejectedError, PacsUnavailableError
@@ -224,7 +225,13 @@ class Gateway:
                         break
                     self._stop.wait(self.config.retry_delay(failures))
                     continue
+                if self.config.ris is not None and not self.config.shadow:
+                    deliver_due_reports(
+                        self.journal, self.config.workdir, self.config.ris, self.config.retry_delay,
+                        self.config.max_attempts, self.log,
+                    )  # fmt: skip
                 active = self.journal.count([JobState.QUEUED, JobState.RUNNING, JobState.RESULTS, JobState.STORING])
+                active += sum(1 for report in self.journal.reports() if report.state == "pending")
                 if once and new == 0 and not self._polled and active == 0 and self._idle():
                     break
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
@@ -417,8 +424,9 @@ class Gateway:
         pacs = PacsBoundary(self.store, self.orthanc, lambda event, **fields: self.log(event, job=job.id, **fields))
         try:
             output = run_pipeline(
-                rule, pacs, job.study_uid, job.series_uid, folder, self.config.device, skipped=skipped
-            )
+                rule, pacs, job.study_uid, job.series_uid, folder, self.config.device, skipped=skipped,
+                ris=self.config.ris,
+            )  # fmt: skip
         except (PacsUnavailableError, PacsAuthError) as exc:
             self._note_skipped(job, skipped)
             return self._retry_or_fail(job, JobState.QUEUED, job.attempts, str(exc))
@@ -468,6 +476,7 @@ class Gateway:
         except (PacsUnavailableError, PacsAuthError) as exc:
             return self._retry_or_fail(job, JobState.RESULTS, job.store_attempts, str(exc))
         self._export(job, files)
+        queue_job_report(self.journal, self.config.workdir, self.job_dir(job), job.id, self.config.ris)
         done = self.journal.finish(job.id, JobState.DONE)
         shutil.rmtree(self.job_dir(job), ignore_errors=True)  # the PACS has the results; keep no patient data
         self.log(

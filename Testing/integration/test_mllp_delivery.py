@@ -7,57 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import hl7
 import pytest
-from hl7.mllp import start_hl7_server
 
 from MedAIExtension.errors import InputError
 from MedAIExtension.interop.hl7_oru import build_oru
 from MedAIExtension.interop.mllp import Hl7DeliveryError, send_mllp
 from Testing.interop_helpers import follow_up_result, study_dataset
-
-
-class Listener:
-    """An MLLP listener on a free loopback port; ``mode`` is the ACK code to answer, ``"silent"`` or ``"other-id"``."""
-
-    def __init__(self) -> None:
-        self.mode = "AA"
-        self.received: list[str] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        start = start_hl7_server(self._client, "127.0.0.1", 0, encoding="utf-8")
-        self.server = asyncio.run_coroutine_threadsafe(start, self.loop).result(5)
-        self.port = int(self.server.sockets[0].getsockname()[1])
-
-    async def _client(self, reader: Any, writer: Any) -> None:
-        try:
-            while True:
-                message = await reader.readmessage()
-                self.received.append(str(message))
-                if self.mode == "silent":
-                    continue  # never answers: the sender must time out
-                ack = message.create_ack("AA" if self.mode == "other-id" else self.mode, message_id="ACK-1")
-                if self.mode == "other-id":
-                    ack.segment("MSA").assign_field("OTHER-MESSAGE", 2)
-                writer.writemessage(ack)
-                await writer.drain()
-        except asyncio.IncompleteReadError:
-            pass  # the sender closed the connection
-        finally:
-            writer.close()
-
-    def close(self) -> None:
-        self.server.close()
-        asyncio.run_coroutine_threadsafe(self.server.wait_closed(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+from Testing.mllp_listener import Listener
 
 
 @pytest.fixture(scope="module")

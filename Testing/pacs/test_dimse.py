@@ -158,6 +158,6 @@ def _track_over_dimse(archive: DimseArchive, tmp_path: Path, capsys: pytest.Capt
     assert '"job_retry"' in (config.workdir / "gateway.log").read_text(encoding="utf-8")
 
     series = {s.modality: s for s in store.search_series(study_uid)}
-    assert set(series) == {"CT", "SEG", "SR"}
+    assert set(series) == {"CT", "SEG", "SR", "PR"}
     assert series["SEG"].number_of_instances == 1 and series["SR"].number_of_instances == 1
     assert jobs[0].priority == 2  # the phantom's 4A nodule

@@ -81,7 +81,7 @@ def _run(config: Any, max_seconds: float = 120) -> Job:
 
 def _stored_once(orthanc: OrthancServer, study_uid: str) -> None:
     counts = instance_counts(DicomWebStore(orthanc.dicomweb_url), study_uid)
-    assert counts.get("SEG") == [1] and counts.get("SR") == [1], counts
+    assert counts.get("SEG") == [1] and counts.get("SR") == [1] and counts.get("PR") == [1], counts
 
 
 def _events(workdir: Path, name: str) -> list[dict[str, Any]]:
@@ -172,7 +172,8 @@ def test_sigkill_at_each_named_point_then_restart_gives_one_set_of_results(
         assert done.returncode == -9, (point, done.stderr[-2000:])
         assert [state for _, _, state in journal_states(workdir)] == [expected_state[point]], point
         counts = instance_counts(store, study_uid)
-        assert len(counts.get("SEG", [])) + len(counts.get("SR", [])) == (1 if point == "store" else 0), (point, counts)
+        stored = sum(len(counts.get(modality, [])) for modality in ("SEG", "SR", "PR"))
+        assert stored == (1 if point == "store" else 0), (point, counts)
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert [state for _, _, state in journal_states(workdir)] == ["done"]

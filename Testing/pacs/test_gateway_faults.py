@@ -53,6 +53,7 @@ def _one_set(store: DicomWebStore, study_uid: str) -> None:
     series = series_by_modality(store, study_uid)
     assert [s.number_of_instances for s in series.get("SEG", [])] == [1], series
     assert [s.number_of_instances for s in series.get("SR", [])] == [1], series
+    assert [s.number_of_instances for s in series.get("PR", [])] == [1], series
 
 
 def _jobs(workdir: Path) -> list:
@@ -115,7 +116,7 @@ def test_crash_between_storing_two_series_is_completed_without_duplicates(
     gateway = Gateway(config, log=GatewayLog(None, quiet=True))
     assert gateway.discover() == 1
     job = gateway.process(gateway.journal.claim())
-    assert job.state is JobState.RESULTS and len(job.results) == 2
+    assert job.state is JobState.RESULTS and len(job.results) == 3  # SEG, SR and the presentation state
     job = gateway.journal.claim()
     assert job.state is JobState.STORING
     seg = next(gateway.job_dir(job) / name for name in job.results if "seg" in name)
@@ -310,7 +311,7 @@ def test_the_research_export_is_de_identified_and_its_references_resolve(
     assert not (config.workdir / "jobs" / str(job.id)).exists()  # no patient data left behind in the work folder
     files = sorted((tmp_path / "export").rglob("*.dcm"))
     headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in files]
-    assert sorted({ds.Modality for ds in headers}) == ["CT", "SEG", "SR"] and len(files) == 80 + 2
+    assert sorted({ds.Modality for ds in headers}) == ["CT", "PR", "SEG", "SR"] and len(files) == 80 + 3
     pseudonyms = {str(ds.PatientID) for ds in headers}
     assert len(pseudonyms) == 1 and "MEDAI-PHANTOM" not in pseudonyms  # one patient, one pseudonym
     assert all(ds.PatientIdentityRemoved == "YES" and "Phantom" not in str(ds.PatientName) for ds in headers)

@@ -168,7 +168,7 @@ def test_hostile_uids_are_refused_and_nothing_outside_the_work_folder_is_touched
 
     store = DicomWebStore(shared_orthanc.dicomweb_url)
     counts = instance_counts(store, followup_uid)
-    assert counts["SEG"] == [1] and counts["SR"] == [1]
+    assert counts["SEG"] == [1] and counts["SR"] == [1] and counts["PR"] == [1]
     log = (workdir / "gateway.log").read_text()
     assert '"event": "uid_refused"' in log
     assert str(victim) not in log and "rm -rf" not in log  # refusals name the problem, never the value
