@@ -72,6 +72,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/gateway/boundary.py
   MedAIExtension/gateway/commands.py
   MedAIExtension/gateway/config.py
+  MedAIExtension/gateway/dicom_node.py
   MedAIExtension/gateway/journal.py
   MedAIExtension/gateway/kill_points.py
   MedAIExtension/gateway/logs.py
@@ -80,6 +81,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/gateway/report_delivery.py
   MedAIExtension/gateway/results.py
   MedAIExtension/gateway/service.py
+  MedAIExtension/gateway/work_folder_lock.py
   MedAIExtension/gateway/worklist.py
   MedAIExtension/interop/__init__.py
   MedAIExtension/interop/fhir_report.py

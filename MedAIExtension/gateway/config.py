@@ -46,6 +46,7 @@ from MedAIExtension.pacs.dimse import DimseSettings, check_ae_title
 __all__ = [
     "ExportSettings",
     "GatewayConfig",
+    "ListenSettings",
     "PacsSettings",
     "Pipeline",
     "RisSettings",
@@ -133,6 +134,17 @@ class ExportSettings:
 
 
 @dataclass(frozen=True)
+class ListenSettings:
+    """MedAI as a DICOM node: a C-STORE SCP that receives studies (from a modality or a PACS routing rule)."""
+
+    ae_title: str
+    port: int
+    address: str = "127.0.0.1"
+    allowed_calling_aes: tuple[str, ...] = ()
+    stable_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class RisSettings:
     """Where each finished nodule-tracking study's report goes: an HL7 v2 ORU^R01 over MLLP, and optionally a FHIR
     R4 DiagnosticReport (JSON) into a folder."""
@@ -162,6 +174,7 @@ class GatewayConfig:
     device: str = "auto"
     export: ExportSettings | None = None
     ris: RisSettings | None = None
+    listen: ListenSettings | None = None
     source: str = ""  # the file it was read from, for messages
 
     def retry_delay(self, attempt: int) -> float:
@@ -223,6 +236,13 @@ _CREDENTIAL_KEYS = {
 }
 
 
+def _ae_title(value: Any, where: str) -> str:
+    """An AE title, or the configuration error naming ``where``."""
+    if not isinstance(value, str) or not 0 < len(value.strip()) <= 16 or "\\" in value or not value.isascii():
+        raise _fail(where, f"must be an AE title: 1 to 16 printable ASCII characters without backslash, got {value!r}.")
+    return check_ae_title(value, where)
+
+
 def _dimse(section: Mapping[str, Any]) -> PacsSettings:
     _unknown(section, {"type", "host", "port", "called_ae", "calling_ae", "poll_seconds", "timeout"}, "section 'pacs'")
     host = str(section.get("host") or "").strip()
@@ -231,8 +251,8 @@ def _dimse(section: Mapping[str, Any]) -> PacsSettings:
     port = int(_number(section.get("port"), "key 'pacs.port'", 1, integer=True))
     if port > 65535:
         raise _fail("key 'pacs.port'", f"must be a TCP port (1-65535), got {port}.")
-    called = check_ae_title(section.get("called_ae"), "key 'pacs.called_ae' (the PACS's AE title)")
-    calling = check_ae_title(section.get("calling_ae", "MEDAI"), "key 'pacs.calling_ae' (MedAI's AE title)")
+    called = _ae_title(section.get("called_ae"), "key 'pacs.called_ae' (the PACS's AE title)")
+    calling = _ae_title(section.get("calling_ae", "MEDAI"), "key 'pacs.calling_ae' (MedAI's AE title)")
     poll = float(_number(section.get("poll_seconds", 2.0), "key 'pacs.poll_seconds'", 0.05))
     timeout = float(_number(section.get("timeout", 30.0), "key 'pacs.timeout'", 0.1))
     settings = DimseSettings(host, port, called, calling, timeout)
@@ -332,6 +352,7 @@ _TOP_KEYS = {
     "device",
     "export",
     "ris",
+    "listen",
 }
 
 
@@ -352,6 +373,27 @@ def _export(value: Any, base: Path | None) -> ExportSettings | None:
         raise _fail("key 'export.date_shift_days'", f"must be a non-zero whole number of days, got {shift!r}.")
     key_file = _path(section["key_file"], base) if section.get("key_file") else None
     return ExportSettings(_path(section["path"], base), key_file, shift)
+
+
+def _listen(value: Any) -> ListenSettings | None:
+    if value is None:
+        return None
+    section = _mapping(value, "key 'listen'")
+    _unknown(section, {"ae_title", "port", "address", "allowed_calling_aes", "stable_seconds"}, "section 'listen'")
+    title = _ae_title(section.get("ae_title", "MEDAI"), "key 'listen.ae_title'")
+    port = int(_number(section.get("port"), "key 'listen.port'", 1, integer=True))
+    if port > 65535:
+        raise _fail("key 'listen.port'", f"must be a TCP port (1-65535), got {port}.")
+    allowed = section.get("allowed_calling_aes")
+    if not isinstance(allowed, list) or not allowed:
+        raise _fail(
+            "key 'listen.allowed_calling_aes'",
+            "needs the AE titles allowed to send studies (e.g. [CT01, PACS]); associations from others are refused.",
+        )
+    titles = tuple(_ae_title(item, "key 'listen.allowed_calling_aes'") for item in allowed)
+    address = str(section.get("address", "127.0.0.1")).strip()
+    stable = float(_number(section.get("stable_seconds", 5.0), "key 'listen.stable_seconds'", 0.1))
+    return ListenSettings(title, port, address, titles, stable)
 
 
 def _ris(value: Any, base: Path | None) -> RisSettings | None:
@@ -423,6 +465,7 @@ def parse_config(data: Any, source: str = "", base: Path | None = None) -> Gatew
         device=device,
         export=_export(section.get("export"), base),
         ris=_ris(section.get("ris"), base),
+        listen=_listen(section.get("listen")),
         source=source,
     )
 

@@ -27,21 +27,23 @@ import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TextIO
 
 from MedAIExtension.deid.deidentify import DeidOptions, deidentify_files
 from MedAIExtension.deid.uids import load_key
 from MedAIExtension.errors import InputError, MedAIError
 from MedAIExtension.gateway.boundary import PacsBoundary, Skipped
 from MedAIExtension.gateway.config import GatewayConfig
-from MedAIExtension.gateway.journal import JOURNAL_NAME, Job, JobState, Journal, StudyCandidate
+from MedAIExtension.gateway.dicom_node import INCOMING_FOLDER, DicomNode, LocalFirstStore
+from MedAIExtension.gateway.journal import FINAL_STATES, JOURNAL_NAME, Job, JobState, Journal, StudyCandidate
 from MedAIExtension.gateway.kill_points import kill_point
 from MedAIExtension.gateway.logs import GatewayLog
-from MedAIExtension.gateway.pacs_store import open_pacs_store
+from MedAIExtension.gateway.pacs_store import GatewayStore, open_pacs_store
 from MedAIExtension.gateway.report_delivery import deliver_due_reports, queue_job_report
 from MedAIExtension.gateway.results import RESULTS_KEY, describe_results
+from MedAIExtension.gateway.work_folder_lock import WorkFolderLock
 from MedAIExtension.pacs.credentials import credentials_from_config
 from MedAIExtension.pacs.errors import PacsAuthError, PacsError, PacsRejectedError, PacsUnavailableError
+from MedAIExtension.pacs.folder_store import FolderStore
 from MedAIExtension.pacs.orthanc import OrthancClient
 from MedAIExtension.secret_files import check_private_file
 
@@ -58,35 +60,6 @@ def _orthanc_time(text: str) -> float | None:
         return dt.datetime.strptime(text[:15], "%Y%m%dT%H%M%S").timestamp()
     except (TypeError, ValueError):
         return None
-
-
-class _WorkFolderLock:
-    """An exclusive lock on the work folder so two gateways never share one journal."""
-
-    def __init__(self, folder: Path) -> None:
-        self.path = folder / "gateway.lock"
-        self._handle: TextIO | None = None
-
-    def acquire(self) -> None:
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks; one gateway per folder is up to the operator
-            return
-        self._handle = open(self.path, "a+")
-        try:
-            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._handle.close()
-            self._handle = None
-            raise InputError(
-                f"Another gateway is running with the work folder {self.path.parent}. Stop it first, or give this "
-                "one its own 'workdir'."
-            ) from None
-
-    def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
 
 
 class Gateway:
@@ -120,7 +93,14 @@ class Gateway:
             credentials = credentials_from_config(config.pacs.section, environ if environ is not None else os.environ)
             self.orthanc = OrthancClient(config.pacs.url, credentials, config.pacs.timeout)
         self.log = log or GatewayLog(config.workdir / "gateway.log", quiet=quiet)
-        self.pacs = PacsBoundary(self.store, self.orthanc, self.log)
+        self.node: DicomNode | None = None
+        boundary_store: GatewayStore | LocalFirstStore = self.store
+        if config.listen is not None:  # studies arrive by C-STORE; the PACS gives priors and takes results
+            incoming = FolderStore(config.workdir / INCOMING_FOLDER, create=True)
+            self.node = DicomNode(config.listen, incoming, self.log)
+            boundary_store = LocalFirstStore(incoming, self.store)
+        self._boundary_store = boundary_store
+        self.pacs = PacsBoundary(boundary_store, self.orthanc, self.log)
         if config.pacs.section.get("allow_plaintext_password") and (
             config.pacs.section.get("password") or config.pacs.section.get("token")
         ):
@@ -130,7 +110,7 @@ class Gateway:
                 error="the PACS secret is written in plain text in the configuration (allow_plaintext_password: "
                 "true); move it to password_file (chmod 600) or password_env",
             )
-        self._lock = _WorkFolderLock(config.workdir)
+        self._lock = WorkFolderLock(config.workdir)
         self._lock.acquire()
         self.journal = Journal(config.workdir / JOURNAL_NAME)
         self._export_key = self._load_export_key(environ if environ is not None else os.environ)
@@ -199,6 +179,8 @@ class Gateway:
             PacsUnavailableError: with ``once``, the PACS could not be reached in ``max_attempts`` tries.
         """
         self.check()
+        if self.node is not None:
+            self.node.start()
         recovered = self.journal.recover()
         self.log("gateway_started", shadow=self.config.shadow, workers=self.config.workers, recovered=recovered)
         workers = [
@@ -232,6 +214,7 @@ class Gateway:
                     )  # fmt: skip
                 active = self.journal.count([JobState.QUEUED, JobState.RUNNING, JobState.RESULTS, JobState.STORING])
                 active += sum(1 for report in self.journal.reports() if report.state == "pending")
+                active += int(self.node is not None and self.node.receiving())
                 if once and new == 0 and not self._polled and active == 0 and self._idle():
                     break
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
@@ -239,6 +222,8 @@ class Gateway:
                 self._stop.wait(self.config.pacs.poll_seconds)
         finally:
             self._stop.set()
+            if self.node is not None:
+                self.node.stop()
             for worker in workers:
                 worker.join()
             self.log("gateway_stopped", pending=self.journal.pending())
@@ -288,9 +273,26 @@ class Gateway:
         """
         if self.journal.count([JobState.QUEUED]) >= self.config.max_queued:
             return 0
+        if self.node is not None:
+            return self._discover_node(self.node)
         if self.orthanc is not None:
             return self._discover_orthanc(self.orthanc)
         return self._discover_polling()
+
+    def _discover_node(self, node: DicomNode) -> int:
+        """Journal the studies the DICOM node received completely (no instance for ``stable_seconds``)."""
+        candidates: list[StudyCandidate] = []
+        for study_uid, last in node.take_stable():
+            if not self.journal.known(study_uid, ignored=False):
+                candidates.extend(self.classify(study_uid, last))
+        return self._record(candidates, None) if candidates else 0
+
+    def _release_incoming(self, job: Job) -> None:
+        """Remove a received study's files once every job of it has ended (no patient data kept)."""
+        if self.node is None:
+            return
+        if all(other.state in FINAL_STATES for other in self.journal.jobs() if other.study_uid == job.study_uid):
+            self.node.incoming.remove_study(job.study_uid)
 
     def _record(self, candidates: list[StudyCandidate], cursor: tuple[str, str] | None) -> int:
         created = self.journal.record_candidates(candidates, cursor)
@@ -399,10 +401,14 @@ class Gateway:
     def process(self, job: Job) -> Job:
         """Run one claimed job's next step (the pipeline, or storing its results); returns the updated job."""
         if job.state is JobState.RUNNING:
-            return self._run_pipeline(job)
-        if job.state is JobState.STORING:
-            return self._store(job)
-        raise ValueError(f"job {job.id} is {job.state}, not claimed")
+            done = self._run_pipeline(job)
+        elif job.state is JobState.STORING:
+            done = self._store(job)
+        else:
+            raise ValueError(f"job {job.id} is {job.state}, not claimed")
+        if done.state in FINAL_STATES:
+            self._release_incoming(done)
+        return done
 
     def _retry_or_fail(self, job: Job, state: JobState, attempts: int, error: str) -> Job:
         """Put the job back with a growing delay; fail it after ``max_attempts`` (never from the outbox)."""
@@ -421,7 +427,9 @@ class Gateway:
         self.log("job_started", job=job.id, rule=rule.name, pipeline=rule.pipeline.value, attempt=job.attempts)
         started = time.perf_counter()
         skipped: Skipped = []
-        pacs = PacsBoundary(self.store, self.orthanc, lambda event, **fields: self.log(event, job=job.id, **fields))
+        pacs = PacsBoundary(
+            self._boundary_store, self.orthanc, lambda event, **fields: self.log(event, job=job.id, **fields)
+        )
         try:
             output = run_pipeline(
                 rule, pacs, job.study_uid, job.series_uid, folder, self.config.device, skipped=skipped,

@@ -115,9 +115,10 @@ def _text(ds: Dataset, keyword: str) -> str:
 class DimseStore:
     """A PACS reached over DIMSE (see the module docstring). Each request opens and releases its own association."""
 
-    def __init__(self, settings: DimseSettings, name: str | None = None) -> None:
+    def __init__(self, settings: DimseSettings, name: str | None = None, *, check_existing: bool = True) -> None:
         self.settings = settings
         self.name = name or f"dicom://{settings.called_ae}@{settings.host}:{settings.port}"
+        self.check_existing = check_existing
 
     def __repr__(self) -> str:
         return f"DimseStore({self.name!r}, calling_ae={self.settings.calling_ae!r})"
@@ -382,7 +383,8 @@ class DimseStore:
 
     # ---- storing ------------------------------------------------------------------------------------------------
     def store(self, files: Sequence[Path]) -> StoreOutcome:
-        """C-STORE the files the PACS does not hold yet (asked series by series with C-FIND first).
+        """C-STORE the files the PACS does not hold yet (asked series by series with C-FIND first, unless
+        ``check_existing`` is off: a node that only takes C-STORE, such as a MedAI gateway's DICOM node).
 
         Raises:
             PacsRejectedError: the PACS refused some instances (the others are stored).
@@ -397,7 +399,11 @@ class DimseStore:
             except (OSError, pydicom.errors.InvalidDicomError) as exc:
                 raise InputError(f"{path} cannot be stored: it is not a readable DICOM file ({exc}).") from None
         present: set[str] = set()
-        for study, series in {(_text(h, "StudyInstanceUID"), _text(h, "SeriesInstanceUID")) for h in headers.values()}:
+        for study, series in (
+            set()
+            if not self.check_existing
+            else {(_text(h, "StudyInstanceUID"), _text(h, "SeriesInstanceUID")) for h in headers.values()}
+        ):
             present |= self.instance_uids(study, series)
         to_send = {path: h for path, h in headers.items() if _text(h, "SOPInstanceUID") not in present}
         already = tuple(

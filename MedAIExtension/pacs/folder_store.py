@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -242,3 +242,38 @@ class FolderStore:
         """Whether the store holds at least one instance of the series."""
         self.check()
         return bool(self._instances(self._series_folder(study_uid, series_uid)))
+
+    # ---- what retrieve_verified and the gateway's boundary read through ------------------------------------------
+    def instance_uids(self, study_uid: str, series_uid: str) -> set[str]:
+        """The SOPInstanceUIDs the store holds for a series (empty when unknown)."""
+        self.check()
+        return {
+            _text(read_header(p), "SOPInstanceUID") for p in self._instances(self._series_folder(study_uid, series_uid))
+        }
+
+    def iter_instances(self, study_uid: str, series_uid: str) -> Iterator[Dataset]:
+        """The series' instances, read one at a time (a file that is not DICOM raises :class:`InputError`)."""
+        import pydicom
+
+        self.check()
+        for path in self._instances(self._series_folder(study_uid, series_uid)):
+            try:
+                yield pydicom.dcmread(path)
+            except (pydicom.errors.InvalidDicomError, OSError, ValueError) as exc:
+                raise InputError(f"Cannot read {path} as a DICOM file ({type(exc).__name__}).") from None
+
+    def find_patient_studies(self, patient_id: str) -> list[StudyRecord]:
+        """The studies whose PatientID is exactly ``patient_id``."""
+        return [s for s in self.search_studies(patient_id=patient_id) if s.patient_id == patient_id]
+
+    def write_dataset(self, ds: Dataset) -> Path:
+        """Write a received dataset into its place (atomically; its UIDs checked by the caller); returns the path."""
+        target = self._instance_path(
+            _text(ds, "StudyInstanceUID"), _text(ds, "SeriesInstanceUID"), _text(ds, "SOPInstanceUID")
+        )
+        ensure_writable_directory(target.parent)
+        return write_instance(ds, target)
+
+    def remove_study(self, study_uid: str) -> None:
+        """Remove every file of a study (nothing when the store does not hold it)."""
+        shutil.rmtree(self.root / safe_name(study_uid), ignore_errors=True)

@@ -60,6 +60,15 @@ def test_a_valid_file_reads_into_a_config(tmp_path: Path) -> None:
         ({"workers": 0}, "workers"),
         ({"device": "tpu"}, "device"),
         ({"colour": "blue"}, "'colour'"),
+        ({"pacs": {"type": "dimse", "port": 104, "called_ae": "PACS"}}, "pacs.host"),
+        ({"pacs": {"type": "dimse", "host": "pacs", "port": 70000, "called_ae": "PACS"}}, "pacs.port"),
+        ({"pacs": {"type": "dimse", "host": "pacs", "port": 104, "called_ae": "A-TITLE-LONGER-THAN-16"}}, "called_ae"),
+        ({"pacs": {"type": "dimse", "host": "pacs", "port": 104, "called_ae": "PACS", "url": "http://x"}}, "'url'"),
+        ({"ris": {"port": 2575}}, "ris.host"),
+        ({"ris": {"host": "ris", "port": 2575, "sending_facility": "A|B"}}, "ris.sending_facility"),
+        ({"listen": {"port": 11112}}, "allowed_calling_aes"),
+        ({"listen": {"port": 11112, "allowed_calling_aes": ["CT\\01"]}}, "allowed_calling_aes"),
+        ({"listen": {"port": 11112, "allowed_calling_aes": ["CT01"], "stable_seconds": 0}}, "stable_seconds"),
     ],
 )
 def test_configuration_mistakes_name_the_key(change: dict, message: str) -> None:
@@ -167,3 +176,25 @@ def test_an_explainability_rule_explains_whole_series_with_a_segmentation_model_
     config = parse_config(_data(rules=[{"pipeline": "explainability"}]), "gateway.yaml", Path("/tmp"))
     model = config.rules[0].model
     assert model is not None and not load_catalog().get(model).is_classifier
+
+
+def test_dimse_ris_and_listen_sections() -> None:
+    data = _data(
+        pacs={"type": "dimse", "host": "pacs.example", "port": 104, "called_ae": "PACS", "calling_ae": "MEDAI"},
+        ris={"host": "ris.example", "port": 2575, "receiving_application": "RIS", "fhir_folder": "fhir"},
+        listen={"ae_title": "MEDAI", "port": 11112, "allowed_calling_aes": ["CT01", "PACS"], "stable_seconds": 3},
+    )
+    config = parse_config(data, "gateway.yaml", Path("/tmp"))
+    assert config.pacs.type == "dimse" and config.pacs.dimse is not None
+    assert (config.pacs.dimse.host, config.pacs.dimse.port, config.pacs.dimse.called_ae) == (
+        "pacs.example",
+        104,
+        "PACS",
+    )
+    assert (
+        config.ris is not None
+        and config.ris.fhir_folder == Path("/tmp/fhir")
+        and config.ris.sending_application == "MEDAI"
+    )
+    assert config.listen is not None and config.listen.allowed_calling_aes == ("CT01", "PACS")
+    assert config.listen.address == "127.0.0.1"  # loopback unless told otherwise
