@@ -9,11 +9,12 @@ WHEELS := $(wildcard /opt/wheels)
 PIP_FLAGS := $(if $(WHEELS),--find-links $(WHEELS),)
 # Test processes for `make test` (pytest-xdist): one per core, at most 4. `make test TEST_WORKERS=0` runs in one.
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ $$n -gt 4 ] && n=4; echo $$n)
+DEMO_TOOLS := dcmtk:dcmp2pgm
 DEBIAN_TOOLS := dicom3tools:dciodvfy dcmtk:dsr2xml libgdcm-tools:gdcmconv orthanc:Orthanc orthanc-dicomweb:/usr/share/orthanc/plugins/libOrthancDicomWeb.so \
 	chromium:/usr/bin/chromium libegl1:/usr/lib/x86_64-linux-gnu/libEGL.so.1 \
 	libegl-mesa0:/usr/share/glvnd/egl_vendor.d/50_mesa.json libgl1-mesa-dri:/usr/lib/x86_64-linux-gnu/dri/swrast_dri.so
 
-.PHONY: all venv dev-deps system-deps demo test lint bench train clean
+.PHONY: all venv dev-deps system-deps demo-deps demo test lint bench train clean
 
 all: test
 
@@ -40,16 +41,25 @@ dev-deps: $(VENV)/.dev-installed
 
 # Debian packages the tests need (dciodvfy, dsr2xml, dcmtk/gdcm re-encoders, Orthanc + its DICOMweb plugin, chromium
 # and Mesa's EGL for the browser tests of `medai view`); installed only when missing.
-system-deps:
-	@missing=""; for pair in $(DEBIAN_TOOLS); do pkg=$${pair%%:*}; tool=$${pair##*:}; \
+# Install the Debian packages of the given package:tool pairs whose tool is missing.
+define install_missing
+	@missing=""; for pair in $(1); do pkg=$${pair%%:*}; tool=$${pair##*:}; \
 	  { command -v $$tool >/dev/null 2>&1 || test -e $$tool; } || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  echo "Installing Debian packages:$$missing"; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+endef
 
-demo: venv
+system-deps:
+	$(call install_missing,$(DEBIAN_TOOLS))
+
+# What `make demo` itself needs from Debian: dcmtk's dcmp2pgm renders the demo's Presentation State to a PNG.
+demo-deps:
+	$(call install_missing,$(DEMO_TOOLS))
+
+demo: venv demo-deps
 	$(VENV)/bin/medai demo --output medai-demo
 
 test: dev-deps system-deps
