@@ -102,7 +102,8 @@ def _cmd_worklist(args: argparse.Namespace, _bar: Any, _warn: Callable[[str], No
             f"{row.priority:<2} {row.label:<9} {row.study_date:<9} {row.patient_id[:16]:<16} "
             f"{row.accession_number[:12]:<12} {row.rule[:16]:<16} {row.reason}"
         )
-        print(f"   study {row.study_uid} - " + (f"reviewed: {row.review}" if row.review else "not reviewed"))
+        report = f"; RIS report {row.ris_report}" if row.ris_report else ""
+        print(f"   study {row.study_uid} - " + (f"reviewed: {row.review}" if row.review else "not reviewed") + report)
     if rows:
         print("\nReview a study in the browser: medai view --study UID --config <this gateway.yaml>")
     if failed:

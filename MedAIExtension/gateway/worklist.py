@@ -22,7 +22,8 @@ __all__ = ["WorklistRow", "failed_rows", "worklist_rows"]
 @dataclass(frozen=True)
 class WorklistRow:
     """One study on the worklist (``priority`` 0 and ``state`` "failed" for a failed job); ``review`` is the reader's
-    decisions in a few words (``""``: not reviewed)."""
+    decisions in a few words (``""``: not reviewed), ``ris_report`` the state of its HL7 report to the RIS
+    (``sent``, ``pending``, ``failed``; ``""`` when none is sent)."""
 
     priority: int
     label: str
@@ -37,6 +38,7 @@ class WorklistRow:
     accession_number: str = ""
     description: str = ""
     review: str = ""
+    ris_report: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -60,6 +62,7 @@ def worklist_rows(
     states = [JobState.DONE, *([JobState.SHADOW] if include_shadow else [])]
     jobs = [job for job in journal.jobs(states) if job.priority is not None]
     jobs.sort(key=lambda job: (job.priority, job.finished_at or 0.0, job.id))
+    reports = {item.job_id: item.state for item in journal.reports()}
     rows = []
     for job in jobs:
         tags: dict[str, str] = {}
@@ -84,6 +87,7 @@ def worklist_rows(
                 study_uid=job.study_uid,
                 finished_at=job.finished_at,
                 review=review_status(workdir, job) if workdir is not None else "",
+                ris_report=reports.get(job.id, ""),
                 **tags,
             )
         )

@@ -17,6 +17,7 @@ import hl7
 import pydicom
 import pytest
 
+from MedAIExtension.cli import main
 from MedAIExtension.dicom.validation import run_dciodvfy
 from MedAIExtension.gateway.config import load_config
 from MedAIExtension.gateway.journal import JobState, Journal
@@ -44,7 +45,9 @@ def _run(config_file: Path) -> None:
         gateway.close()
 
 
-def test_results_go_to_the_pacs_and_the_report_to_the_ris_after_a_negative_ack(tmp_path: Path) -> None:
+def test_results_go_to_the_pacs_and_the_report_to_the_ris_after_a_negative_ack(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     archive = DimseArchive(tmp_path / "archive")
     listener = Listener(modes=["AE"])  # the RIS refuses the first try
     try:
@@ -79,6 +82,9 @@ def test_results_go_to_the_pacs_and_the_report_to_the_ris_after_a_negative_ack(t
         assert not list((work / OUTBOX_FOLDER).iterdir())
         log = (work / "gateway.log").read_text(encoding="utf-8")
         assert '"report_retry"' in log and '"report_sent"' in log
+        capsys.readouterr()
+        assert main(["worklist", "--config", str(config_file), "--offline"]) == 0
+        assert f"study {study_uid} - not reviewed; RIS report sent" in capsys.readouterr().out
 
         # The RIS received the same ORU twice; it carries the priority and the exam's Lung-RADS.
         assert len(listener.received) == 2
