@@ -17,7 +17,15 @@ from MedAIExtension.errors import MedAIError
 from MedAIExtension.gateway.journal import Job
 from MedAIExtension.review.store.decisions import DECISIONS_FILE, DecisionStore
 
-__all__ = ["RESULTS_KEY", "StoredObject", "describe_results", "review_folder", "review_status", "stored_seg"]
+__all__ = [
+    "RESULTS_KEY",
+    "StoredObject",
+    "describe_results",
+    "job_folder",
+    "review_folder",
+    "review_status",
+    "stored_seg",
+]
 
 #: The key of the job summary that lists the stored DICOM objects.
 RESULTS_KEY = "results_dicom"
@@ -59,6 +67,11 @@ def stored_seg(job: Job) -> StoredObject | None:
         ):
             return {key: str(item[key]) for key in ("modality", "series_uid", "sop_uid")}
     return None
+
+
+def job_folder(workdir: Path, job: Job) -> Path:
+    """The folder holding a job's retrieved series and results while it runs (a shadow job's results stay there)."""
+    return workdir / "jobs" / str(int(job.id))
 
 
 def review_folder(workdir: Path, job: Job) -> Path:

@@ -39,7 +39,7 @@ from MedAIExtension.gateway.kill_points import kill_point
 from MedAIExtension.gateway.logs import GatewayLog
 from MedAIExtension.gateway.pacs_store import GatewayStore, open_pacs_store
 from MedAIExtension.gateway.report_delivery import deliver_due_reports, queue_job_report
-from MedAIExtension.gateway.results import RESULTS_KEY, describe_results
+from MedAIExtension.gateway.results import RESULTS_KEY, describe_results, job_folder
 from MedAIExtension.gateway.work_folder_lock import WorkFolderLock
 from MedAIExtension.pacs.credentials import credentials_from_config
 from MedAIExtension.pacs.errors import PacsAuthError, PacsError, PacsRejectedError, PacsUnavailableError
@@ -396,7 +396,7 @@ class Gateway:
 
     def job_dir(self, job: Job) -> Path:
         """The folder holding a job's retrieved series and results."""
-        return self.config.workdir / "jobs" / str(job.id)
+        return job_folder(self.config.workdir, job)
 
     def process(self, job: Job) -> Job:
         """Run one claimed job's next step (the pipeline, or storing its results); returns the updated job."""

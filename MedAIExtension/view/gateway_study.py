@@ -28,7 +28,7 @@ from MedAIExtension.errors import InputError
 from MedAIExtension.gateway.config import load_config
 from MedAIExtension.gateway.journal import Job, JobState, existing_journal
 from MedAIExtension.gateway.pacs_store import GatewayStore, open_pacs_store
-from MedAIExtension.gateway.results import review_folder, stored_seg
+from MedAIExtension.gateway.results import job_folder, review_folder, stored_seg
 from MedAIExtension.io.dicom_series import read_dicom_series
 from MedAIExtension.io.volume_files import write_volume_file
 from MedAIExtension.pacs.retrieval import retrieve_verified
@@ -102,8 +102,11 @@ def _segment_names(seg_path: Path) -> list[dict[str, Any]]:
     ]
 
 
-def _fetch(store: GatewayStore, job: Job, seg: Mapping[str, str], folder: Path, model: str | None) -> None:
-    """Retrieve the job's series and SEG into ``folder`` and write the segmentation result files there."""
+def _fetch(
+    store: GatewayStore, job: Job, seg: Mapping[str, str], folder: Path, model: str | None, job_dir: Path
+) -> None:
+    """Retrieve the job's series and SEG (a shadow job's SEG: from its job folder ``job_dir``) into ``folder``
+    and write the segmentation result files there."""
     import pydicom
 
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=folder) as scratch:
@@ -113,17 +116,22 @@ def _fetch(store: GatewayStore, job: Job, seg: Mapping[str, str], folder: Path, 
             raise InputError(
                 f"No image of series {job.series_uid} could be retrieved from the PACS (every instance was refused)."
             )
-        result = retrieve_verified(store, job.study_uid, seg["series_uid"], work / "result")
+        if job.state is JobState.SHADOW:  # shadow mode stored nothing: the results are still in the job folder
+            candidates = [job_dir / name for name in job.results if (job_dir / name).is_file()]
+            where = f"the job folder {job_dir}"
+        else:
+            candidates = list(retrieve_verified(store, job.study_uid, seg["series_uid"], work / "result").files)
+            where = "the PACS"
         matches = [
             path
-            for path in result.files
+            for path in candidates
             if str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
             == seg["sop_uid"]
         ]
         if not matches:
             raise InputError(
-                f"The PACS no longer holds the AI result (SEG {seg['sop_uid']}) of study {job.study_uid}. "
-                f"Re-queue the study: medai gateway requeue --study {job.study_uid} --config ..."
+                f"The AI result (SEG {seg['sop_uid']}) of study {job.study_uid} is no longer in {where}; it may "
+                "have been deleted there. Decisions already made stay in the gateway's review folder."
             )
         image = read_dicom_series(work / "input")
         labels = read_dicom_seg(matches[0], image)
@@ -168,5 +176,5 @@ def open_gateway_study(
     folder = ensure_writable_directory(review_folder(config.workdir, job))
     if not (folder / "segmentation.nii.gz").is_file():
         model = next((rule.model for rule in config.rules if rule.name == job.rule), None)
-        _fetch(store, job, seg, folder, model)
+        _fetch(store, job, seg, folder, model, job_folder(config.workdir, job))
     return GatewayStudy(folder, job, store)

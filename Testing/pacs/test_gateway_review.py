@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import yaml
 
 from MedAIExtension.cli import main
 from MedAIExtension.dicom.seg import read_dicom_seg
@@ -176,3 +177,33 @@ def test_a_reader_accepts_the_study_in_the_browser_and_the_worklist_shows_it(
     assert "reviewed: accepted by dr_browser" in _worklist(Path(config), capsys)
     folder = Path(str(processed["workdir"])) / "review" / f"job-{processed['job'].id}"  # type: ignore[attr-defined]
     assert sorted(p.name for p in folder.iterdir()) == ["review"]  # the server removed the images on SIGTERM
+
+
+def test_a_shadow_result_is_reviewed_from_the_work_folder(
+    processed: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Shadow mode stores nothing in the PACS (validating a model on live traffic): the review takes the SEG from
+    the job folder and the study from the PACS, and the worklist with --shadow shows the decision."""
+    from MedAIExtension.gateway.config import load_config
+
+    data = yaml.safe_load(Path(str(processed["config"])).read_text(encoding="utf-8"))
+    data.update(workdir=str(tmp_path / "shadow-work"), shadow=True)
+    config_file = write_config_file(tmp_path / "shadow.yaml", data)
+    config = load_config(config_file)
+    gateway = Gateway(config, log=GatewayLog(config.workdir / "gateway.log", quiet=True))
+    try:
+        gateway.run(once=True, max_seconds=300)
+    finally:
+        gateway.close()
+    study_uid = str(processed["study_uid"])
+    review = open_gateway_study(config_file, study_uid)
+    assert review.job.state is JobState.SHADOW
+    seg = stored_seg(review.job)
+    assert seg is not None and result_reference(review.folder) == seg["sop_uid"]
+    assert np.count_nonzero(np.asarray(read_volume_file(review.folder / "segmentation.nii.gz").array)) > 50
+    with DecisionStore.for_result(review.folder) as decisions:
+        decisions.add("rejected", READER, comment="shadow run: vessel", result_ref=seg["sop_uid"])
+    review.remove_images()
+    capsys.readouterr()
+    assert main(["worklist", "--config", str(config_file), "--offline", "--shadow"]) == 0
+    assert f"study {study_uid} - reviewed: rejected by {READER}" in capsys.readouterr().out
