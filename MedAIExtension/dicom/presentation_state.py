@@ -6,9 +6,9 @@ object that references the images of a series and says how to show them. The one
 - references every image of the source series and gives each the lung window (width 1500 HU, level -600 HU by
   default) through its Softcopy VOI LUT;
 - puts each finding, as graphic annotations in PIXEL units on one graphic layer (``MEDAI``), on the image of the
-  slice through the finding's centre: a circle of the finding's diameter (an ellipse when the pixels are not
-  square, a polyline when the circle would leave the image), or the finding's outline when one is given, and a
-  text object (e.g. ``"N1 8.2 mm"``) in a box next to it.
+  slice through the finding's centre: a circle of the finding's diameter plus :data:`RING_MARGIN_MM` on each
+  side (an ellipse when the pixels are not square, a polyline when the circle would leave the image), or the
+  finding's outline when one is given, and a text object (e.g. ``"N1 8.2 mm"``) in a box next to it.
 
 The graphics are drawn white (the layer's recommended grayscale value). The object is written with highdicom
 (``GrayscaleSoftcopyPresentationState``) atomically, in the source's study, as a new series. It cannot reference
@@ -48,6 +48,11 @@ PRESENTATION_LAYER = "MEDAI"
 #: The circle is written as a polyline of this many segments when it does not fit inside the image.
 _POLYLINE_SEGMENTS = 64
 _WHITE = 0xFFFF  # Recommended Display Grayscale Value of the layer (P-values, 16 bits)
+#: The circle runs this far outside the finding (mm), so that it lies on the darker tissue around a solid nodule
+#: instead of on its bright edge (where a white line would not show).
+RING_MARGIN_MM = 2.0
+#: Recommended display colour of the layer on colour displays (yellow, as most viewers draw annotations).
+_YELLOW_RGB = (255, 220, 0)
 _WHAT = "presentation state"
 
 
@@ -152,7 +157,7 @@ def _place(source: Image, annotation: PrAnnotation, number: int) -> _Placed:
         )
     center = np.array([i + 0.5, j + 0.5])  # the voxel centre in PIXEL units
     spacing = source.spacing[:2]
-    radius = diameter / 2.0 / spacing
+    radius = (diameter / 2.0 + RING_MARGIN_MM) / spacing
     text = long_string(str(annotation.text).strip())
     if annotation.outline_ras is not None:
         outline = np.asarray(annotation.outline_ras, dtype=float)
@@ -238,7 +243,10 @@ def write_presentation_state(
     datasets = load_source_datasets(source, _WHAT)
 
     layer = hd.pr.GraphicLayer(
-        layer_name=PRESENTATION_LAYER, order=1, description=long_string("MedAI findings (AI, not verified)")
+        layer_name=PRESENTATION_LAYER,
+        order=1,
+        description=long_string("MedAI findings (AI, not verified)"),
+        display_color=hd.color.CIELabColor.from_rgb(*_YELLOW_RGB),
     )
     graphic_annotations = []
     for item in placed:

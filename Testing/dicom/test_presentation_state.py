@@ -20,7 +20,7 @@ import pytest
 from dicom_test_data import dciodvfy_missing_reason
 
 from MedAIExtension.dicom.pr_render import GSPS_STORAGE, render_presentation_state
-from MedAIExtension.dicom.presentation_state import PrAnnotation, write_presentation_state
+from MedAIExtension.dicom.presentation_state import RING_MARGIN_MM, PrAnnotation, write_presentation_state
 from MedAIExtension.dicom.validation import run_dciodvfy
 from MedAIExtension.errors import InputError
 from MedAIExtension.io.dicom_series import read_dicom_series
@@ -137,7 +137,7 @@ def _check_ring(
     in_box = np.all((pixels >= box[:2] - 2) & (pixels <= box[2:] + 2), axis=1)
     assert in_box.sum() >= 5, "no text drawn in the text box"
     ring = pixels[~in_box]
-    radius = diameter_mm / 2 / study.spacing
+    radius = (diameter_mm / 2 + RING_MARGIN_MM) / study.spacing
     distance = np.hypot(*((ring - center) / radius).T)  # 1 on the ring
     assert len(ring) >= 2 * np.pi * radius.mean() * 0.6, "the circle is missing"
     assert np.allclose(ring.mean(axis=0), center, atol=1.5), "the circle is not centred on the nodule"

@@ -16,7 +16,7 @@ import pytest
 from MedAIExtension.cli import main
 from MedAIExtension.dicom import read_dicom_seg, read_dicom_seg_with_dcmqi, validate_with_dciodvfy
 from MedAIExtension.dicom.pr_render import GSPS_STORAGE, render_presentation_state
-from MedAIExtension.dicom.presentation_state import write_presentation_state
+from MedAIExtension.dicom.presentation_state import RING_MARGIN_MM, write_presentation_state
 from MedAIExtension.dicom.validation import run_dciodvfy
 from MedAIExtension.interop.report_text import PRELIMINARY
 from MedAIExtension.io import read_dicom_series, read_volume_file
@@ -149,7 +149,7 @@ def test_demo_presentation_state_png_rings_the_largest_nodule(demo_dir: Path, tm
     box = np.r_[text.BoundingBoxTopLeftHandCorner, text.BoundingBoxBottomRightHandCorner].astype(float)
     in_box = np.all((pixels >= box[:2] - 2) & (pixels <= box[2:] + 2), axis=1)
     ring = pixels[~in_box]
-    radius = largest["diameter_mm"] / 2 / np.asarray(ct.spacing[:2])  # (column, row) pixels
+    radius = (largest["diameter_mm"] / 2 + RING_MARGIN_MM) / np.asarray(ct.spacing[:2])  # (column, row) pixels
     assert in_box.sum() >= 5, "no label drawn"
     assert len(ring) >= 2 * np.pi * radius.mean() * 0.6, "no circle drawn"
     assert np.allclose(ring.mean(axis=0), [i, j], atol=1.5), "the circle is not centred on the largest nodule"
