@@ -27,6 +27,7 @@ from MedAIExtension.dicom.uids import is_valid_uid
 from MedAIExtension.errors import InputError
 from MedAIExtension.gateway.config import ListenSettings
 from MedAIExtension.gateway.pacs_store import GatewayStore
+from MedAIExtension.pacs.dimse import no_delay
 from MedAIExtension.pacs.folder_store import FolderStore, safe_name
 from MedAIExtension.pacs.records import SeriesRecord, StoreOutcome, StudyRecord
 
@@ -66,7 +67,11 @@ class DicomNode:
         ae.add_supported_context(_VERIFICATION)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(str(context.abstract_syntax), ALL_TRANSFER_SYNTAXES)
-        handlers: list[Any] = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_REJECTED, self._on_rejected)]
+        handlers: list[Any] = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ACCEPTED, lambda event: no_delay(event.assoc)),
+        ]
         address = (self.settings.address, self.settings.port)
         try:
             self._server = ae.start_server(address, block=False, evt_handlers=handlers)

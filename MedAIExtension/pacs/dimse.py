@@ -24,6 +24,8 @@ Failures map onto the PACS errors: an association the PACS rejects (unknown call
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,7 +47,7 @@ from MedAIExtension.pacs.errors import (
 from MedAIExtension.pacs.folder_store import safe_name, write_instance
 from MedAIExtension.pacs.records import SeriesRecord, StoreOutcome, StudyRecord
 
-__all__ = ["DimseSettings", "DimseStore", "check_ae_title"]
+__all__ = ["DimseSettings", "DimseStore", "check_ae_title", "no_delay"]
 
 _VERIFICATION = "1.2.840.10008.1.1"
 _FIND_MODEL = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
@@ -72,6 +74,15 @@ _STORAGE_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.11.2",  # Color Softcopy Presentation State
     "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
 )
+
+
+def no_delay(assoc: Any) -> None:
+    """Turn Nagle's algorithm off on an association's socket. pynetdicom leaves it on, and each DIMSE message then
+    waits for the peer's delayed ACK (about 40 ms on Linux): five times slower C-STORE of a CT series."""
+    sock = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def check_ae_title(value: object, what: str) -> str:
@@ -119,6 +130,7 @@ class DimseStore:
         self.settings = settings
         self.name = name or f"dicom://{settings.called_ae}@{settings.host}:{settings.port}"
         self.check_existing = check_existing
+        self._series_text: dict[tuple[str, str], tuple[str, str]] = {}  # completed description, body part
 
     def __repr__(self) -> str:
         return f"DimseStore({self.name!r}, calling_ae={self.settings.calling_ae!r})"
@@ -135,6 +147,7 @@ class DimseStore:
     def _associate(self, ae: Any, action: str, **kwargs: Any) -> Any:
         assoc = ae.associate(self.settings.host, self.settings.port, ae_title=self.settings.called_ae, **kwargs)
         if assoc.is_established:
+            no_delay(assoc)
             return assoc
         if assoc.is_rejected:
             raise PacsAuthError(
@@ -258,9 +271,15 @@ class DimseStore:
             seen.add(series_uid)
             description, body_part = _text(item, "SeriesDescription"), _text(item, "BodyPartExamined")
             if "SeriesDescription" not in item or "BodyPartExamined" not in item:
-                header = self._first_header(study_uid, series_uid)
-                description = description or _text(header, "SeriesDescription")
-                body_part = body_part or _text(header, "BodyPartExamined")
+                key = (study_uid, series_uid)
+                texts = self._series_text.get(key)
+                if texts is None:  # a series' header does not change: read it once per store
+                    header = self._first_header(study_uid, series_uid)
+                    texts = (_text(header, "SeriesDescription"), _text(header, "BodyPartExamined"))
+                    if "SOPInstanceUID" in header:
+                        self._series_text[key] = texts
+                description = description or texts[0]
+                body_part = body_part or texts[1]
             count_text = _text(item, "NumberOfSeriesRelatedInstances")
             count = int(count_text) if count_text.isdigit() else len(self.instance_uids(study_uid, series_uid))
             records.append(
