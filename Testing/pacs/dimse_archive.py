@@ -1,5 +1,6 @@
 """A real DICOM archive on loopback for the DIMSE tests: pynetdicom's own Query/Retrieve SCP (``qrscp``, with its
-SQLite index), bound to 127.0.0.1 on a free port, plus a TCP proxy that cuts an association after a number of bytes.
+SQLite index; run with Nagle's algorithm off, :mod:`.qrscp_nodelay`), bound to 127.0.0.1 on a free port, plus a
+TCP proxy that cuts an association after a number of bytes.
 
 dcmtk's ``dcmqrscp`` cannot be bound to one interface (it listens on all of them), so it is not used here.
 """
@@ -49,7 +50,7 @@ class DimseArchive:
         )
         self.log = (folder / "qrscp.log").open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pynetdicom", "qrscp", "-c", str(config), "-q"],
+            [sys.executable, str(Path(__file__).with_name("qrscp_nodelay.py")), "-c", str(config), "-q"],
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
