@@ -85,8 +85,12 @@ train: venv
 	$(PY) -m MedAIExtension.training.train --init Resources/Models/chest-ct-lung-nodule-bundle/models/model.pt \
 		--iterations 3000 --train-cases 32 --case-seed 5000 --v2-share 0.75 --lr 1e-3 --nodule-weight 3 \
 		--nodule-share 0.45 --max-diameter 30 --heldout 2 --version 2.0.0
+	$(PY) -m MedAIExtension.training.train --init Resources/Models/chest-ct-lung-nodule-bundle/models/model.pt \
+		--iterations 2400 --train-cases 40 --case-seed 5200 --v2-share 0.875 --lr 7e-4 --nodule-weight 3 \
+		--nodule-share 0.6 --max-diameter 30 --v2-max-nodules 7 --v2-diameter 3 20 --flip --heldout 2 --version 2.1.0
 	$(PY) -m MedAIExtension.training.train_lesion_filter --model chest-ct-lung-nodule \
 		--train-seeds 6000-6047 --val-seeds 6100-6131 --max-fp-per-scan 1.0
+	$(PY) -m MedAIExtension.training.train_lesion_extent --model chest-ct-lung-nodule --seeds 6100-6115
 	$(PY) -m MedAIExtension.training.train_classifier
 
 clean:

@@ -114,6 +114,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/models/discovery.py
   MedAIExtension/models/entry.py
   MedAIExtension/models/inference.py
+  MedAIExtension/models/lesion_extent.py
   MedAIExtension/models/lesion_filter.py
   MedAIExtension/models/lung_envelope.py
   MedAIExtension/models/memory.py
@@ -229,6 +230,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/tracking/types.py
   MedAIExtension/tracking/vessel_rejection.py
   MedAIExtension/training/__init__.py
+  MedAIExtension/training/case_specs.py
   MedAIExtension/training/classifier_network.py
   MedAIExtension/training/commands.py
   MedAIExtension/training/export.py
@@ -238,6 +240,7 @@ set(MEDAI_EXTENSION_PYTHON_SCRIPTS
   MedAIExtension/training/network.py
   MedAIExtension/training/train.py
   MedAIExtension/training/train_classifier.py
+  MedAIExtension/training/train_lesion_extent.py
   MedAIExtension/training/train_lesion_filter.py
   MedAIExtension/view/__init__.py
   MedAIExtension/view/commands.py

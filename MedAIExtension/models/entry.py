@@ -112,11 +112,14 @@ class LesionFilterSpec:
         label: the label whose connected components are scored and, when rejected, removed.
         path: the filter's JSON file (listed in the entry's files with role ``postprocessing`` and its sha256).
         lung_label: the lung's label value: a rejected component inside the lung becomes lung; None: background.
+        extent_logit: a kept component takes in the voxels connected to it whose lesion score is within this many
+            logits of the winning class (:mod:`MedAIExtension.models.lesion_extent`); 0: the arg-max outline.
     """
 
     label: int
     path: Path
     lung_label: int | None = None
+    extent_logit: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -242,11 +245,17 @@ class ModelEntry:
 
 
 def _lesion_filter_spec(data: Mapping[str, Any] | None, base_dir: Path) -> LesionFilterSpec | None:
-    """The catalogue's ``postprocessing.lesion_filter`` (``label``, ``file``, optional ``lung_label``)."""
+    """The catalogue's ``postprocessing.lesion_filter`` (``label``, ``file``, optional ``lung_label`` and
+    ``extent_logit``)."""
     if not data:
         return None
     lung = data.get("lung_label")
-    return LesionFilterSpec(int(data["label"]), base_dir / data["file"], int(lung) if lung is not None else None)
+    return LesionFilterSpec(
+        int(data["label"]),
+        base_dir / data["file"],
+        int(lung) if lung is not None else None,
+        float(data.get("extent_logit", 0.0)),
+    )
 
 
 def _check_lesion_filter(entry: ModelEntry, spec: LesionFilterSpec, values: list[int]) -> None:

@@ -24,7 +24,8 @@ from MedAIExtension.io.image import Image
 from MedAIExtension.labels import bincount_slabs, label_boxes
 from MedAIExtension.models.backends import Backend
 from MedAIExtension.models.catalog import ModelEntry
-from MedAIExtension.models.lesion_filter import filter_lesions
+from MedAIExtension.models.lesion_extent import grow_lesions
+from MedAIExtension.models.lesion_filter import LesionComponent, filter_lesions
 from MedAIExtension.models.preprocessing import (
     crop_grid,
     crop_image,
@@ -346,11 +347,13 @@ def scores_to_labelmap(
     image: Image,
     postprocess: bool = True,
     progress: Progress | Callable[[float, str], None] | None = None,
+    lesion_scores: list[LesionComponent] | None = None,
 ) -> np.ndarray:
     """The label map (uint8, catalogue label values) on ``image``'s grid from model-grid ``scores`` (C, K, J, I).
 
     Arg-max after linear interpolation of the scores (probabilities work too: the arg-max only needs an order
-    within each voxel), catalogue values per channel, then :func:`postprocess_labelmap` when ``postprocess``.
+    within each voxel), catalogue values per channel, then :func:`postprocess_labelmap` when ``postprocess``
+    (and the catalogue's lesion filter, which appends every component it judged to ``lesion_scores`` when given).
     """
     progress = Progress.of(progress)
     back = progress.stage(0.0, 2 / 3)
@@ -369,7 +372,14 @@ def scores_to_labelmap(
         post(0.0, "cleaning up the label map")
         postprocess_labelmap(sub_labels, entry, image.voxel_volume_mm3)
         if entry.postprocessing.lesion_filter is not None:  # learned false-positive control (issue 17)
-            filter_lesions(sub_labels, prepared.region, entry.postprocessing.lesion_filter)
+            lesions = entry.postprocessing.lesion_filter
+            filter_lesions(sub_labels, prepared.region, lesions, scored=lesion_scores)
+            if lesions.extent_logit > 0.0 and lesions.label in channel_values:
+                channel = int(np.flatnonzero(channel_values == lesions.label)[0])
+                model_grid = prepared.model_ijk_to_ras if prepared.resampled else None
+                grow_lesions(
+                    sub_labels, scores, prepared.region, channel, lesions.label, lesions.extent_logit, model_grid
+                )
     if prepared.box is None or sub_labels.shape == image.shape:
         labelmap = sub_labels
     else:

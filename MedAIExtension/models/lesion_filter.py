@@ -97,6 +97,8 @@ class LesionComponent:
         score: the classifier's probability that it is a real lesion; None without a classifier.
         kept: whether the filter keeps it (always True for masses and without a classifier).
         is_mass: diameter at least :data:`MASS_DIAMETER_MM` (never removed).
+        in_lungs: at least :data:`MIN_ENVELOPE_FRACTION` of it lies in the lungs' envelope (always True without
+            a lung label); a component outside is no lung lesion, whatever its score.
     """
 
     index: int
@@ -106,6 +108,7 @@ class LesionComponent:
     score: float | None = None
     kept: bool = True
     is_mass: bool = False
+    in_lungs: bool = True
     voxels: np.ndarray = field(default_factory=lambda: np.empty((0, 3), dtype=np.intp), repr=False, compare=False)
 
 
@@ -470,6 +473,7 @@ def lesion_components(
                 score,
                 kept,
                 is_mass,
+                in_lungs,
                 points,
             )
         )
@@ -500,8 +504,13 @@ def filter_lesions(
     ct: Image,
     spec: LesionFilterSpec,
     classifier: LesionClassifier | None = None,
+    scored: list[LesionComponent] | None = None,
 ) -> np.ndarray:
     """Remove the components of ``spec.label`` that the lesion filter rejects (in place); returns ``labelmap``.
+
+    When ``scored`` is given, every component the filter judged (kept or not, with its score) is appended to it:
+    the candidate list of a detection evaluation, ranked by the filter's score (:mod:`.heldout_v2
+    <MedAIExtension.training.heldout_v2>`).
 
     ``labelmap`` lies on ``ct``'s grid. The classifier is read from ``spec.path`` unless given. A rejected
     component becomes ``spec.lung_label`` when it lies inside the filled lung mask, else 0. Components whose
@@ -512,7 +521,10 @@ def filter_lesions(
         InputError: the filter file is missing or invalid, or the grids differ.
     """
     classifier = classifier or load_lesion_classifier(spec.path)
-    for component in lesion_components(labelmap, ct, spec.label, spec.lung_label, classifier):
+    components = lesion_components(labelmap, ct, spec.label, spec.lung_label, classifier)
+    if scored is not None:
+        scored.extend(components)
+    for component in components:
         if component.kept:
             continue
         inside = spec.lung_label is not None and _inside_lung(component.voxels, labelmap, ct, spec.lung_label)

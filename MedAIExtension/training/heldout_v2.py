@@ -5,8 +5,11 @@ findings and hard negatives, lesions of 3-30 mm and often a mass of 30-70 mm) fr
 (9500 and up). The model runs through the same inference path as ``medai segment`` (sliding window, clean-up,
 lesion filter). What is measured:
 
-- **detection** (LUNA16 style, :mod:`MedAIExtension.segmentation.froc`): each lesion component of the final label
-  map is a candidate at its centroid, scored by its peak lesion probability; FROC and CPM over the scans;
+- **detection** (LUNA16 style, :mod:`MedAIExtension.segmentation.froc`): with a lesion filter, every lesion
+  component the filter judged is a candidate at its centroid, ranked by the filter's score (masses first), so the
+  FROC curve runs through the filter's operating point (the final label map) and beyond it, as for any candidate
+  detector with false-positive reduction; without a filter each component of the final label map is a candidate
+  scored by its peak lesion probability. FROC and CPM over the scans;
 - **false positives ≥ 3 mm per scan**: components of at least 3 mm equivalent diameter that hit no lesion;
 - **lesion Dice** of each lesion ≥ 6 mm in a box of twice its diameter around it (a miss counts 0);
 - **masses**: each lesion ≥ 30 mm must be hit and at least half of it covered by the lesion label;
@@ -27,7 +30,8 @@ from MedAIExtension.metrics import dice
 from MedAIExtension.models.backends import load_backend
 from MedAIExtension.models.catalog import ModelEntry
 from MedAIExtension.models.inference import map_to_input, predict_scores, prepare_input, scores_to_labelmap
-from MedAIExtension.phantom import LABEL_LUNG, LABEL_NODULE, generate_chest_phantom
+from MedAIExtension.models.lesion_filter import LesionComponent
+from MedAIExtension.phantom import LABEL_LUNG, LABEL_NODULE, Phantom, generate_chest_phantom
 from MedAIExtension.phantom.acquisition import random_ct_spec
 from MedAIExtension.phantom.spec import PhantomSpec
 from MedAIExtension.segmentation.froc import Candidate, FrocResult, ScanDetections, froc, lesions_from_instances
@@ -36,8 +40,10 @@ __all__ = [
     "HELDOUT_V2_SEEDS",
     "detection_figures",
     "evaluate_v2",
+    "filter_candidates",
     "heldout_v2_spec",
     "lesion_candidates",
+    "lesion_dices",
     "segment_with_probability",
 ]
 
@@ -56,8 +62,11 @@ def heldout_v2_spec(seed: int, max_voxels: int = 6_000_000) -> PhantomSpec:
     return spec
 
 
-def segment_with_probability(image: Image, entry: ModelEntry, backend: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The final label map and the lesion probability, both on ``image``'s grid, from one network pass."""
+def segment_with_probability(
+    image: Image, entry: ModelEntry, backend: Any, scored: list[LesionComponent] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The final label map and the lesion probability, both on ``image``'s grid, from one network pass (with the
+    lesion filter's judged components appended to ``scored`` when given)."""
     prepared = prepare_input(image, entry)
     if prepared is None:
         empty = np.zeros(image.shape, dtype=np.uint8)
@@ -66,8 +75,18 @@ def segment_with_probability(image: Image, entry: ModelEntry, backend: Any) -> t
     channel = 1 + [label.value for label in entry.labels].index(LABEL_NODULE)
     shifted = np.exp(scores - scores.max(axis=0, keepdims=True))
     probability = (shifted[channel] / shifted.sum(axis=0)).astype(np.float32)
-    labelmap = scores_to_labelmap(scores, prepared, entry, image)
+    labelmap = scores_to_labelmap(scores, prepared, entry, image, lesion_scores=scored)
     return labelmap, map_to_input(probability, prepared, image)
+
+
+def filter_candidates(scored: Sequence[LesionComponent]) -> list[Candidate]:
+    """The lesion filter's judged components in the lungs as detection candidates, scored by the filter (1 for a
+    mass, which the filter never removes); components outside the lungs' envelope are no candidates."""
+    return [
+        Candidate(c.center_ras, 1.0 if c.is_mass else float(c.score if c.score is not None else 1.0))
+        for c in scored
+        if c.in_lungs
+    ]
 
 
 def lesion_candidates(image: Image, labelmap: np.ndarray, probability: np.ndarray) -> list[tuple[Candidate, float]]:
@@ -84,6 +103,25 @@ def lesion_candidates(image: Image, labelmap: np.ndarray, probability: np.ndarra
         diameter = float(np.cbrt(6.0 * inside.sum() * image.voxel_volume_mm3 / np.pi))
         score = float(probability[box][inside].max())
         out.append((Candidate((float(centre[0]), float(centre[1]), float(centre[2])), score), diameter))
+    return out
+
+
+def lesion_dices(phantom: Phantom, labelmap: np.ndarray, min_diameter_mm: float = 6.0) -> list[float]:
+    """Dice of the lesion label with each reference lesion of at least ``min_diameter_mm`` in a box of twice its
+    diameter around it (a miss counts 0; neighbours in the box count as they are labelled)."""
+    truth = phantom.labels.array
+    out = []
+    for item in phantom.truth["nodules"]:
+        diameter = float(item["diameter_mm"])
+        if diameter < min_diameter_mm:
+            continue
+        mask = phantom.nodule_mask(item["id"])
+        if not mask.any():
+            continue
+        centre = np.argwhere(mask).mean(axis=0).round().astype(int)
+        half = np.ceil(diameter / np.asarray(phantom.ct.spacing[::-1])).astype(int)
+        box = tuple(slice(max(c - h, 0), c + h + 1) for c, h in zip(centre, half, strict=True))
+        out.append(dice(labelmap[box] == LABEL_NODULE, truth[box] == LABEL_NODULE))
     return out
 
 
@@ -110,26 +148,22 @@ def evaluate_v2(
     for seed in seeds:
         phantom = generate_chest_phantom(heldout_v2_spec(seed, max_voxels))
         started = time.perf_counter()
-        labelmap, probability = segment_with_probability(phantom.ct, entry, backend)
+        scored: list[LesionComponent] = []
+        labelmap, probability = segment_with_probability(phantom.ct, entry, backend, scored)
         seconds.append(time.perf_counter() - started)
         truth = phantom.labels.array
         lesions = lesions_from_instances(phantom.nodule_ids)
         found = lesion_candidates(phantom.ct, labelmap, probability)
-        scans.append(ScanDetections(tuple(c for c, _ in found), lesions))
+        ranked = filter_candidates(scored) if entry.postprocessing.lesion_filter is not None else None
+        scans.append(ScanDetections(tuple(ranked if ranked is not None else (c for c, _ in found)), lesions))
         false = [d for c, d in found if d >= _MIN_FP_DIAMETER_MM and not any(x.contains(c.center_ras) for x in lesions)]
         false_positives.append(len(false))
         lung_dice.append(dice(labelmap == LABEL_LUNG, truth == LABEL_LUNG))
+        lesion_dice += lesion_dices(phantom, labelmap)
         for item in phantom.truth["nodules"]:
             mask = phantom.nodule_mask(item["id"])
-            if not mask.any():
-                continue
             diameter = float(item["diameter_mm"])
-            if diameter >= 6.0:
-                centre = np.argwhere(mask).mean(axis=0).round().astype(int)
-                half = np.ceil(diameter / np.asarray(phantom.ct.spacing[::-1])).astype(int)
-                box = tuple(slice(max(c - h, 0), c + h + 1) for c, h in zip(centre, half, strict=True))
-                lesion_dice.append(dice(labelmap[box] == LABEL_NODULE, truth[box] == LABEL_NODULE))
-            if diameter >= _MASS_MM:
+            if mask.any() and diameter >= _MASS_MM:
                 covered = float(np.mean(labelmap[mask] == LABEL_NODULE))
                 lesion = next(x for x in lesions if x.contains(item["mask_centroid_ras"] or item["center_ras"]))
                 hit = any(lesion.contains(c.center_ras) for c, _ in found)

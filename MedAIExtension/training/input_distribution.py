@@ -25,16 +25,19 @@ from MedAIExtension.batch.drift import training_distribution
 from MedAIExtension.errors import InputError
 from MedAIExtension.models.catalog import DEFAULT_CATALOG
 from MedAIExtension.phantom import generate_chest_phantom
-from MedAIExtension.training.train import case_input_statistics, case_specs
+from MedAIExtension.training.case_specs import V2Lesions, case_specs
+from MedAIExtension.training.train import case_input_statistics
 
 __all__ = ["distribution_from_training", "main", "stage_seeds", "write_distribution"]
 
 
-def stage_seeds(training: Mapping[str, Any], all_stages: bool = False) -> list[tuple[list[int], float, float]]:
-    """``(seeds, max_diameter_mm, v2_share)`` of each stage of a ``training`` block (last stage first).
+def stage_seeds(
+    training: Mapping[str, Any], all_stages: bool = False
+) -> list[tuple[list[int], float, float, V2Lesions]]:
+    """``(seeds, max_diameter_mm, v2_share, v2_lesions)`` of each stage of a ``training`` block (last stage first).
 
     Missing values take :func:`~MedAIExtension.training.train.main`'s defaults (case seed 1000, 20 cases,
-    20 mm, no v2 cases).
+    20 mm, no v2 cases, v2 cases with 1-5 lesions of 3-30 mm).
     """
     if not training.get("script", "").endswith("training.train"):
         raise InputError(
@@ -44,12 +47,14 @@ def stage_seeds(training: Mapping[str, Any], all_stages: bool = False) -> list[t
     stages = []
     record: Mapping[str, Any] | None = training
     while record:
+        low, high = (float(v) for v in record.get("v2_diameter_mm", (3.0, 30.0)))
         first, count = int(record.get("case_seed", 1000)), int(record.get("train_cases", 20))
         stages.append(
             (
                 list(range(first, first + count)),
                 float(record.get("max_diameter_mm", 20.0)),
                 float(record.get("v2_share", 0.0)),
+                V2Lesions(int(record.get("v2_max_nodules", 5)), (low, high)),
             )
         )
         record = record.get("fine_tuned_from") if all_stages else None
@@ -61,8 +66,8 @@ def distribution_from_training(
 ) -> dict[str, Any]:
     """Regenerate the training phantoms of a ``training`` block and summarise their input statistics."""
     statistics = []
-    for seeds, max_diameter, v2_share in stage_seeds(training, all_stages):
-        for seed, spec in zip(seeds, case_specs(seeds, (4.0, max_diameter), v2_share), strict=True):
+    for seeds, max_diameter, v2_share, v2_lesions in stage_seeds(training, all_stages):
+        for seed, spec in zip(seeds, case_specs(seeds, (4.0, max_diameter), v2_share, v2_lesions), strict=True):
             started = time.perf_counter()
             statistics.append(case_input_statistics(generate_chest_phantom(spec)))
             log(f"  case seed {seed}: {spec.size_ijk} @ {spec.spacing} ({time.perf_counter() - started:.1f} s)")

@@ -39,9 +39,9 @@ from MedAIExtension.models.preprocessing import (
     resample_to_grid,
 )
 from MedAIExtension.phantom import LABEL_LUNG, Phantom, generate_chest_phantom, random_phantom_spec
-from MedAIExtension.phantom.acquisition import random_ct_spec
 from MedAIExtension.phantom.spec import PhantomSpec, _rows, _triple
 from MedAIExtension.segmentation.froc import ScanDetections, froc, lesions_from_instances
+from MedAIExtension.training.case_specs import V2Lesions, case_specs, random_native_grid
 from MedAIExtension.training.export import export_onnx, update_catalog, write_monai_bundle
 from MedAIExtension.training.heldout_v2 import detection_figures, lesion_candidates, segment_with_probability
 from MedAIExtension.training.network import NETWORK_ARGS, build_network
@@ -160,42 +160,6 @@ def prepare_case(spec: PhantomSpec, ct: Image | None = None) -> tuple[np.ndarray
     return normalize_intensity(ct.array, NORMALIZATION), labels.array.astype(np.uint8)
 
 
-def _random_native_grid(rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
-    in_plane = float(rng.uniform(0.9, 2.0))
-    slice_mm = float(rng.uniform(1.0, 3.0))
-    fov = float(rng.uniform(340.0, 400.0))
-    z_extent = float(rng.uniform(280.0, 340.0))
-    n = int(round(fov / in_plane))
-    return (n, n, int(round(z_extent / slice_mm))), (in_plane, in_plane, slice_mm)
-
-
-def v2_spec(seed: int) -> PhantomSpec:
-    """A phantom-v2 case (:func:`~MedAIExtension.phantom.acquisition.random_ct_spec`): random acquisition, lung
-    findings and hard negatives, lesions of 3-30 mm and, in 40 % of the scans, a mass of 30-70 mm."""
-    spec, _ = random_ct_spec(
-        seed, fov_mm=(340.0, 280.0, 200.0), max_nodules=5, mass_probability=0.4, max_voxels=10_000_000
-    )
-    return spec
-
-
-def case_specs(
-    seeds: Sequence[int], diameter_range_mm: tuple[float, float] = (4.0, 20.0), v2_share: float = 0.0
-) -> list[PhantomSpec]:
-    """The phantoms of the training cases with these seeds (v2 cases spread evenly among them)."""
-    specs = []
-    for n, seed in enumerate(seeds):
-        if round((n + 1) * v2_share) > round(n * v2_share):
-            specs.append(v2_spec(seed))
-        else:
-            size, spacing = _random_native_grid(np.random.default_rng(seed))
-            specs.append(
-                random_phantom_spec(
-                    seed, size_ijk=size, spacing=spacing, max_nodules=6, diameter_range_mm=diameter_range_mm
-                )
-            )
-    return specs
-
-
 def case_input_statistics(phantom: Phantom) -> dict[str, Any]:
     """A training phantom's input statistics for drift checks (its native CT, lungs from its exact labels)."""
     return input_statistics(phantom.ct, phantom.labels.array == LABEL_LUNG)
@@ -207,9 +171,10 @@ def _make_cases(
     diameter_range_mm: tuple[float, float] = (4.0, 20.0),
     v2_share: float = 0.0,
     input_stats: list[dict[str, Any]] | None = None,
+    v2_lesions: V2Lesions | None = None,
 ) -> list[TrainingCase]:
     cases = []
-    for seed, spec in zip(seeds, case_specs(seeds, diameter_range_mm, v2_share), strict=True):
+    for seed, spec in zip(seeds, case_specs(seeds, diameter_range_mm, v2_share, v2_lesions), strict=True):
         size, spacing = spec.size_ijk, spec.spacing
         phantom = generate_chest_phantom(spec)
         if input_stats is not None:
@@ -299,6 +264,8 @@ def train(
     nodule_share: float = 0.3,
     v2_share: float = 0.0,
     input_stats: list[dict[str, Any]] | None = None,
+    v2_lesions: V2Lesions | None = None,
+    flip: bool = False,
 ) -> torch.nn.Module:
     """Train the network on ``n_train`` random phantoms; returns the trained network (eval mode).
 
@@ -318,6 +285,8 @@ def train(
         v2_share: share of the training phantoms drawn as phantom-v2 (:func:`v2_spec`), the rest as v1.
         input_stats: when given, each training phantom's :func:`case_input_statistics` is appended to it (for
             the catalogue's ``input_distribution``).
+        v2_lesions: the lesions of the phantom-v2 cases (default :class:`V2Lesions`).
+        flip: mirror half of the patches left-right (the lungs' labels have no side).
     """
     import torch
 
@@ -326,7 +295,9 @@ def train(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     log(f"generating {n_train} training phantoms")
-    cases = _make_cases([case_seed + i for i in range(n_train)], log, (4.0, max_diameter_mm), v2_share, input_stats)
+    cases = _make_cases(
+        [case_seed + i for i in range(n_train)], log, (4.0, max_diameter_mm), v2_share, input_stats, v2_lesions
+    )
     network = build_network()
     if init_weights is not None:
         network.load_state_dict(torch.load(init_weights, map_location="cpu", weights_only=True))
@@ -340,6 +311,7 @@ def train(
         lr=lr,
         nodule_weight=nodule_weight,
         nodule_share=nodule_share,
+        flip=flip,
         log=log,
     )
 
@@ -366,10 +338,11 @@ def fit(
     nodule_share: float = 0.3,
     patch: tuple[int, int, int] = TRAIN_PATCH,
     device: str = "cpu",
+    flip: bool = False,
     log: Callable[[str], None] = print,
 ) -> torch.nn.Module:
-    """Optimise ``network`` on random patches of ``cases`` (:func:`_sample_patch`); returns it on the CPU, in eval
-    mode.
+    """Optimise ``network`` on random patches of ``cases`` (:func:`_sample_patch`, mirrored left-right at random
+    when ``flip``); returns it on the CPU, in eval mode.
 
     AdamW (weight decay 1e-5), peak learning rate ``lr`` with cosine decay to a tenth of it (at most 1e-4), the
     :func:`loss_function`; ``iterations`` steps of ``batch_size`` patches of size ``patch`` on torch ``device``.
@@ -390,6 +363,8 @@ def fit(
         patches = [
             _sample_patch(cases[int(rng.integers(len(cases)))], rng, patch, nodule_share) for _ in range(batch_size)
         ]
+        if flip:  # axis 2 is i, the patient's right-left on the model grid
+            patches = [(p[0][:, :, ::-1], p[1][:, :, ::-1]) if rng.random() < 0.5 else p for p in patches]
         x = torch.from_numpy(np.stack([p[0] for p in patches])[:, None].astype(np.float32)).to(target)
         y = torch.from_numpy(np.stack([p[1] for p in patches])[:, None].astype(np.int64)).to(target)
         optimizer.zero_grad(set_to_none=True)
@@ -417,7 +392,7 @@ def evaluate_on_heldout(entry: ModelEntry, seeds: Sequence[int], log: Callable[[
     scans: list[ScanDetections] = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
-        size, spacing = _random_native_grid(rng)
+        size, spacing = random_native_grid(rng)
         phantom = generate_chest_phantom(random_phantom_spec(seed, size_ijk=size, spacing=spacing))
         pred, probability = segment_with_probability(phantom.ct, entry, backend)
         truth = phantom.labels.array
@@ -504,6 +479,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodule-weight", type=float, default=2.0)
     parser.add_argument("--nodule-share", type=float, default=0.3)
     parser.add_argument("--v2-share", type=float, default=0.0, help="share of phantom-v2 training cases")
+    parser.add_argument(
+        "--v2-max-nodules", type=int, default=5, help="phantom-v2 cases get 1 to this many lesions besides a mass"
+    )
+    parser.add_argument(
+        "--v2-diameter",
+        type=float,
+        nargs=2,
+        default=(3.0, 30.0),
+        metavar=("MIN", "MAX"),
+        help="diameter range (mm) of the phantom-v2 cases' lesions (masses apart)",
+    )
+    parser.add_argument("--flip", action="store_true", help="mirror half of the patches left-right")
     parser.add_argument("--version", default="1.0.0")
     args = parser.parse_args(argv)
     torch.set_num_threads(cpu_threads())
@@ -528,6 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         nodule_share=args.nodule_share,
         v2_share=args.v2_share,
         input_stats=input_stats,
+        v2_lesions=V2Lesions(args.v2_max_nodules, (args.v2_diameter[0], args.v2_diameter[1])),
+        flip=args.flip,
     )
     model_dir = args.catalog.parent
     entry = model_entry(args.version)
@@ -544,6 +533,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "nodule_weight": args.nodule_weight,
         "nodule_share": args.nodule_share,
         "v2_share": args.v2_share,
+        **(
+            {"v2_max_nodules": args.v2_max_nodules, "v2_diameter_mm": list(args.v2_diameter), "flip": args.flip}
+            if (args.v2_max_nodules, tuple(args.v2_diameter), args.flip) != (5, (3.0, 30.0), False)
+            else {}
+        ),
         "seconds": round(time.perf_counter() - started, 1),
     }
     if previous is not None:

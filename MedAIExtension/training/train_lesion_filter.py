@@ -255,6 +255,9 @@ def _catalogue_filter(
         reference: dict[str, Any] = {"label": label, "file": filter_file}
         if lung_label is not None:
             reference["lung_label"] = lung_label
+        extent = raw.get("postprocessing", {}).get("lesion_filter", {}).get("extent_logit")
+        if extent is not None:  # the outline's margin (train_lesion_extent) outlives a refitted filter
+            reference["extent_logit"] = extent
         entry = {
             **raw,
             "files": [*files, {"path": filter_file, "role": "postprocessing"}],

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from MedAIExtension.errors import CatalogError, ChecksumError, InputError
 from MedAIExtension.io import Image, affine_from_parts
@@ -126,7 +127,7 @@ def test_a_bad_filter_file_names_the_file_and_the_fix(tmp_path: Path, content: s
         load_lesion_classifier(tmp_path / "absent.json")
 
 
-def _entry(folder: Path, with_filter: bool = True, listed: bool = True) -> ModelEntry:
+def _entry(folder: Path, with_filter: bool = True, listed: bool = True, extent: float | None = None) -> ModelEntry:
     # lung where HU < -300 (normalised 0.5), lesion above; background never wins
     model = tiny_onnx(folder / "lung-lesion.onnx", out_channels=3, weights=[0.0, -1.0, 1.0], bias=[-10.0, 0.5, 0.0])
     filter_path = _blob_filter().save(folder / "lung-lesion-filter.json")
@@ -155,6 +156,8 @@ def _entry(folder: Path, with_filter: bool = True, listed: bool = True) -> Model
     }
     if with_filter:
         data["postprocessing"]["lesion_filter"] = {"label": LESION, "file": filter_path.name, "lung_label": LUNG}
+        if extent is not None:
+            data["postprocessing"]["lesion_filter"]["extent_logit"] = extent
     validate_catalog_data(data, "the test entry", entry_only=True)
     return ModelEntry.from_dict(data, folder)
 
@@ -171,6 +174,22 @@ def test_inference_with_a_catalogued_filter_drops_the_vessel_segment(tmp_path: P
     assert not (filtered[vessel] == LESION).any()  # it reaches the image's edge: not enclosed by lung, so 0
     unfiltered = run_inference(ct, _entry(tmp_path, with_filter=False), backend).labelmap.array
     assert (unfiltered[vessel] == LESION).mean() > 0.9
+
+
+def test_a_catalogued_extent_margin_takes_in_the_kept_lesions_blurred_rim(tmp_path: Path) -> None:
+    """With ``extent_logit`` the sphere the filter keeps grows into its partial-volume rim (here HU -650..-790 after
+    blurring), and only there: lung and the rejected vessel stay as they were."""
+    ct, _, sphere, _ = _scene()
+    ct = Image(ndimage.gaussian_filter(ct.array, 1.0), ct.ijk_to_ras, modality="CT")
+    backend = load_backend(_entry(tmp_path), "cpu")
+    plain = run_inference(ct, _entry(tmp_path), backend).labelmap.array
+    grown = run_inference(ct, _entry(tmp_path, extent=0.2), backend).labelmap.array
+    assert _entry(tmp_path, extent=0.2).postprocessing.lesion_filter.extent_logit == 0.2  # type: ignore[union-attr]
+    added = (grown == LESION) & (plain != LESION)
+    assert added.sum() > 0.1 * (plain == LESION).sum()
+    assert (ct.array[added] > -800).all() and (ct.array[added] < -600).all()
+    near = ndimage.binary_dilation(sphere, iterations=4)
+    assert not (added & ~near).any(), "growth stays at the kept lesion's rim"
 
 
 def test_the_catalogue_refuses_a_filter_outside_its_checked_files_or_labels(tmp_path: Path) -> None:
