@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from MedAIExtension.errors import InputError
 from MedAIExtension.io.image import Image
 from MedAIExtension.io.resample import resample_array
 from MedAIExtension.models.preprocessing import crop_image
@@ -26,7 +27,7 @@ from MedAIExtension.tracking.measurements import measure_nodule
 from MedAIExtension.tracking.nodule_segmentation import segment_nodule
 from MedAIExtension.tracking.registration import Registration
 from MedAIExtension.tracking.results import TimepointResult
-from MedAIExtension.tracking.types import Candidate, Finding, NoduleMask
+from MedAIExtension.tracking.types import Candidate, Finding, NoduleMask, NoduleMeasurement
 
 __all__ = ["carry_mask", "confirm_across", "overlap"]
 
@@ -152,8 +153,8 @@ def carry_mask(source: Image, other: Image, mask: NoduleMask, to_other: np.ndarr
     return NoduleMask(box, carried)
 
 
-def _contrast(result: TimepointResult, mask: NoduleMask) -> float:
-    """Mean HU inside ``mask`` over the median of the lung voxels around it (within a few mm)."""
+def _local(result: TimepointResult, mask: NoduleMask) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray]:
+    """The box around ``mask`` with a few mm of context, the mask in it and the HU values there."""
     spacing = np.asarray(result.image.spacing, dtype=float)[::-1]
     pad = np.ceil(_CONTEXT_MM / spacing).astype(int)
     box = _box_in(
@@ -164,10 +165,27 @@ def _contrast(result: TimepointResult, mask: NoduleMask) -> float:
     assert box is not None, "the mask lies in the image"
     inside = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
     inside[tuple(slice(m.start - b.start, m.stop - b.start) for m, b in zip(mask.box, box, strict=True))] = mask.mask
-    hu = np.asarray(result.image.array[box], dtype=np.float32)
+    return box, inside, np.asarray(result.image.array[box], dtype=np.float32)
+
+
+def _contrast(result: TimepointResult, mask: NoduleMask) -> float:
+    """Mean HU inside ``mask`` over the median of the lung voxels around it (within a few mm)."""
+    box, inside, hu = _local(result, mask)
     around = ndimage.binary_dilation(inside, iterations=2) & ~inside & result.lungs[box] & (hu < -400.0)
     parenchyma = float(np.median(hu[around])) if around.any() else -850.0
     return float(hu[inside].mean()) - parenchyma
+
+
+def _measure_there(result: TimepointResult, mask: NoduleMask) -> NoduleMeasurement:
+    """Measure ``mask`` in ``result``; where that study's lung mask misses the place (a lesion on the lung mask's
+    edge), the aerated voxels (< -400 HU) around the mask count as the parenchyma it is measured against."""
+    try:
+        return measure_nodule(result.image, mask, result.lungs)
+    except InputError:
+        box, inside, hu = _local(result, mask)
+        lungs = result.lungs.copy()
+        lungs[box] |= ndimage.binary_dilation(inside, iterations=4) & ~inside & (hu < -400.0)
+        return measure_nodule(result.image, mask, lungs)
 
 
 def _same_structure(
@@ -180,5 +198,8 @@ def _same_structure(
     own = _contrast(source, finding.mask)
     if own <= 0 or _contrast(other, carried) < SAME_STRUCTURE_CONTRAST * own:
         return None  # an empty place: the finding is new (or resolved)
-    measurement = measure_nodule(other.image, carried, other.lungs)
+    try:
+        measurement = _measure_there(other, carried)
+    except InputError:
+        return None  # nothing aerated around it to measure against: it cannot be confirmed there
     return Finding(seed, carried, measurement, {"found_by": "the finding's voxels carried over"})
